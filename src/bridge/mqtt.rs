@@ -1,0 +1,273 @@
+//! The MQTT side of the bridge: keeps a rumqttc event loop polling, stores every readable payload
+//! in the [`Cache`], and survives the broker going away.
+//!
+//! rumqttc facts this module is built around: the event loop must be polled continuously (it
+//! does the keep-alive and the reconnect); after an error the next `poll()` reconnects at once,
+//! so the backoff is ours; with a clean session the broker forgets subscriptions on disconnect,
+//! so we subscribe again on every ConnAck.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use rumqttc::{
+    AsyncClient, ConnectReturnCode, ConnectionError, Event, MqttOptions, Outgoing, Packet, QoS,
+    SubscribeReasonCode, TlsConfiguration, Transport,
+};
+use thiserror::Error;
+
+use super::cache::{Cache, Entry};
+use super::reading::{self, PayloadFormat};
+use crate::backoff::Backoff;
+use crate::secret::Secret;
+use crate::shutdown::Shutdown;
+
+/// The largest MQTT packet the bridge accepts from the broker. Bigger ones make rumqttc drop the
+/// connection, so this is generous; payloads are then limited by [`reading::MAX_PAYLOAD_BYTES`].
+const MAX_INCOMING_PACKET: usize = 1024 * 1024;
+
+/// How long a clean disconnect may take at shutdown.
+const DISCONNECT_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// At most one log line per this interval about unreadable payloads.
+const REJECT_LOG_INTERVAL: Duration = Duration::from_secs(60);
+
+/// Everything the MQTT task needs.
+#[derive(Debug, Clone)]
+pub struct MqttConfig {
+    /// Broker host name or address.
+    pub host: String,
+    /// Broker port.
+    pub port: u16,
+    /// Login, if the broker wants one.
+    pub username: Option<String>,
+    /// Password for `username`.
+    pub password: Option<Secret>,
+    /// Client identifier; must be unique on the broker.
+    pub client_id: String,
+    /// TLS configuration, or `None` for plain TCP.
+    pub tls: Option<Arc<rustls::ClientConfig>>,
+    /// The topic to subscribe to.
+    pub topic: String,
+    /// How payloads are read.
+    pub format: PayloadFormat,
+    /// MQTT keep-alive interval.
+    pub keep_alive: Duration,
+}
+
+/// Problems that retrying cannot fix.
+#[derive(Debug, Error)]
+pub enum MqttError {
+    /// The broker refused our credentials.
+    #[error(
+        "the MQTT broker at {broker} refused the login{who} ({code:?}): check --mqtt-username \
+         and --mqtt-password-file"
+    )]
+    LoginRefused {
+        /// `host:port`.
+        broker: String,
+        /// ` as USER`, or empty when anonymous.
+        who: String,
+        /// The CONNACK return code.
+        code: ConnectReturnCode,
+    },
+    /// The broker's TLS certificate failed verification.
+    #[error(
+        "the MQTT broker's certificate at {broker} is not trusted ({reason}); give its CA with \
+         --mqtt-ca FILE"
+    )]
+    UntrustedCertificate {
+        /// `host:port`.
+        broker: String,
+        /// What rustls said.
+        reason: String,
+    },
+}
+
+/// Runs until `shutdown`, then disconnects cleanly. Returns an error only for problems that
+/// reconnecting cannot fix.
+pub async fn run(
+    config: MqttConfig,
+    cache: Cache,
+    mut shutdown: Shutdown,
+) -> Result<(), MqttError> {
+    let broker = format!("{}:{}", config.host, config.port);
+    let mut options = MqttOptions::new(config.client_id.clone(), config.host.clone(), config.port);
+    options
+        .set_keep_alive(config.keep_alive)
+        .set_clean_session(true)
+        .set_max_packet_size(MAX_INCOMING_PACKET, 64 * 1024);
+    if let Some(user) = &config.username {
+        let password = config.password.as_ref().map(Secret::expose).unwrap_or("");
+        options.set_credentials(user.clone(), password);
+    }
+    if let Some(tls) = &config.tls {
+        options.set_transport(Transport::tls_with_config(TlsConfiguration::Rustls(
+            tls.clone(),
+        )));
+    }
+    let (client, mut eventloop) = AsyncClient::new(options, 16);
+    let mut backoff = Backoff::new(Duration::from_millis(500), Duration::from_secs(30));
+    let mut rejects = RejectLog::new(REJECT_LOG_INTERVAL);
+    tracing::info!(
+        broker,
+        topic = config.topic,
+        "connecting to the MQTT broker"
+    );
+
+    loop {
+        let event = tokio::select! {
+            _ = shutdown.wait() => break,
+            event = eventloop.poll() => event,
+        };
+        match event {
+            Ok(Event::Incoming(Packet::ConnAck(_))) => {
+                tracing::info!(broker, "connected to the MQTT broker");
+                backoff.reset();
+                // try_subscribe only queues the request: the loop stays free to poll.
+                if let Err(e) = client.try_subscribe(config.topic.clone(), QoS::AtLeastOnce) {
+                    tracing::error!("could not queue the subscription to {}: {e}", config.topic);
+                }
+            }
+            Ok(Event::Incoming(Packet::SubAck(ack))) => {
+                if ack
+                    .return_codes
+                    .iter()
+                    .any(|c| matches!(c, SubscribeReasonCode::Failure))
+                {
+                    tracing::error!(
+                        topic = config.topic,
+                        "the broker refused the subscription: check the broker's ACL for this user"
+                    );
+                } else {
+                    tracing::info!(topic = config.topic, "subscribed");
+                }
+            }
+            Ok(Event::Incoming(Packet::Publish(publish))) => {
+                let now = Instant::now();
+                match reading::parse(&publish.payload, &config.format) {
+                    Ok(reading) => {
+                        tracing::debug!(topic = publish.topic, value = reading.value, "reading");
+                        cache.store(
+                            &publish.topic,
+                            Entry {
+                                reading,
+                                received_at: now,
+                                retained: publish.retain,
+                            },
+                        );
+                    }
+                    Err(error) => {
+                        cache.count_rejected();
+                        if let Some(suppressed) = rejects.admit(now) {
+                            let more = match suppressed {
+                                0 => String::new(),
+                                n => {
+                                    format!(" ({n} more unreadable payloads since the last report)")
+                                }
+                            };
+                            tracing::warn!(
+                                topic = publish.topic,
+                                payload = reading::excerpt(&publish.payload, 40),
+                                "ignored unreadable payload: {error}; keeping the last valid reading{more}"
+                            );
+                        }
+                    }
+                }
+            }
+            Ok(_) => {}
+            Err(ConnectionError::ConnectionRefused(
+                code @ (ConnectReturnCode::BadUserNamePassword | ConnectReturnCode::NotAuthorized),
+            )) => {
+                let who = config
+                    .username
+                    .as_ref()
+                    .map(|u| format!(" as {u}"))
+                    .unwrap_or_default();
+                return Err(MqttError::LoginRefused { broker, who, code });
+            }
+            Err(error) => {
+                if let Some(reason) = crate::tls::untrusted_certificate(&error) {
+                    return Err(MqttError::UntrustedCertificate { broker, reason });
+                }
+                let delay = backoff.next_delay();
+                tracing::warn!(
+                    broker,
+                    "MQTT connection failed: {error}; retrying in {delay:.1?}"
+                );
+                tokio::select! {
+                    _ = shutdown.wait() => break,
+                    _ = tokio::time::sleep(delay) => {}
+                }
+            }
+        }
+    }
+
+    // Clean disconnect: queue DISCONNECT and poll until it is on the wire (or the connection is
+    // already gone).
+    if client.try_disconnect().is_ok() {
+        let flushed = tokio::time::timeout(DISCONNECT_TIMEOUT, async {
+            loop {
+                match eventloop.poll().await {
+                    Ok(Event::Outgoing(Outgoing::Disconnect)) | Err(_) => break,
+                    Ok(_) => {}
+                }
+            }
+        })
+        .await;
+        if flushed.is_err() {
+            tracing::debug!("MQTT disconnect did not complete in time");
+        }
+    }
+    tracing::info!(broker, "disconnected from the MQTT broker");
+    Ok(())
+}
+
+/// Rate limit for the "unreadable payload" warning: one line per interval, counting the rest.
+#[derive(Debug)]
+struct RejectLog {
+    interval: Duration,
+    last: Option<Instant>,
+    suppressed: u64,
+}
+
+impl RejectLog {
+    fn new(interval: Duration) -> Self {
+        Self {
+            interval,
+            last: None,
+            suppressed: 0,
+        }
+    }
+
+    /// `Some(n)` when this rejection should be logged, with `n` rejections suppressed since the
+    /// last line; `None` when it should be counted silently.
+    fn admit(&mut self, now: Instant) -> Option<u64> {
+        match self.last {
+            Some(last) if now.saturating_duration_since(last) < self.interval => {
+                self.suppressed += 1;
+                None
+            }
+            _ => {
+                self.last = Some(now);
+                Some(std::mem::take(&mut self.suppressed))
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reject_log_reports_once_per_interval_with_a_count() {
+        let mut log = RejectLog::new(Duration::from_secs(60));
+        let t0 = Instant::now();
+        assert_eq!(log.admit(t0), Some(0));
+        for i in 1..=5 {
+            assert_eq!(log.admit(t0 + Duration::from_secs(i)), None);
+        }
+        assert_eq!(log.admit(t0 + Duration::from_secs(60)), Some(5));
+        assert_eq!(log.admit(t0 + Duration::from_secs(61)), None);
+    }
+}

@@ -1,0 +1,470 @@
+//! The XMPP side of the bridge: logs in with tokio-xmpp, answers chat messages with the cached
+//! reading, and behaves like a well-mannered contact (presence, receipts, ping, disco).
+//!
+//! [`respond`] decides what to send for each incoming stanza and does no I/O; [`run`] drives the
+//! client around it.
+//!
+//! Loop safety: the bot only ever answers `chat` and `normal` messages that have a body and come
+//! from another account. It never answers `error`, `groupchat` or `headline` messages, bodyless
+//! messages (chat states, receipts), IQ results or errors, so two bots cannot talk each other into
+//! a loop.
+
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use tokio_xmpp::jid::{BareJid, Jid};
+use tokio_xmpp::minidom::Element;
+use tokio_xmpp::parsers::{
+    disco::{DiscoInfoQuery, DiscoInfoResult, Identity},
+    iq::Iq,
+    message::{Message, MessageType},
+    ns,
+    presence::{Presence, Type as PresenceType},
+    receipts::{Received, Request as ReceiptRequest},
+    stanza_error::{DefinedCondition, ErrorType, StanzaError},
+    version::{VersionQuery, VersionResult},
+};
+use tokio_xmpp::xmlstream::Timeouts;
+use tokio_xmpp::{Client, Event, Stanza};
+
+use crate::shutdown::Shutdown;
+use crate::xmpp_connect::{Connector, Fatal};
+
+/// How long sending one stanza may take before it is given up (the loop must not stall on a
+/// dead connection).
+const SEND_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// How long the goodbye (unavailable presence, stream close) may take at shutdown.
+const GOODBYE_TIMEOUT: Duration = Duration::from_millis(1500);
+
+/// Decides the stanzas to send in answer to `incoming`. `reply` produces the reply text for a chat
+/// message; it is called only when a reply is due.
+pub fn respond(
+    incoming: Stanza,
+    account: &BareJid,
+    reply: impl FnOnce(&str) -> String,
+) -> Vec<Stanza> {
+    match incoming {
+        Stanza::Message(message) => respond_message(message, account, reply),
+        Stanza::Iq(iq) => respond_iq(iq).into_iter().collect(),
+        Stanza::Presence(presence) => respond_presence(presence).into_iter().collect(),
+    }
+}
+
+fn respond_message(
+    message: Message,
+    account: &BareJid,
+    reply: impl FnOnce(&str) -> String,
+) -> Vec<Stanza> {
+    if !matches!(message.type_, MessageType::Chat | MessageType::Normal) {
+        return Vec::new();
+    }
+    let Some(from) = message.from.clone() else {
+        return Vec::new();
+    };
+    if from.to_bare() == *account {
+        return Vec::new();
+    }
+    let Some(body) = message
+        .get_best_body(Vec::new())
+        .map(|(_, body)| body.trim().to_string())
+        .filter(|body| !body.is_empty())
+    else {
+        return Vec::new();
+    };
+
+    let mut out = Vec::with_capacity(2);
+    // XEP-0184: acknowledge before answering, so the sender's client ticks the message first.
+    let wants_receipt = message
+        .payloads
+        .iter()
+        .any(|p| ReceiptRequest::try_from(p.clone()).is_ok());
+    if let (true, Some(id)) = (wants_receipt, &message.id) {
+        let receipt = Message::new_with_type(message.type_.clone(), Some(from.clone()))
+            .with_payload(Received { id: id.0.clone() });
+        out.push(receipt.into());
+    }
+    let mut answer = Message::new_with_type(message.type_.clone(), Some(from))
+        .with_body(Default::default(), reply(&body));
+    answer.thread = message.thread;
+    out.push(answer.into());
+    out
+}
+
+fn respond_iq(iq: Iq) -> Option<Stanza> {
+    let (from, id, payload, is_get) = match iq {
+        Iq::Get {
+            from, id, payload, ..
+        } => (from, id, payload, true),
+        Iq::Set {
+            from, id, payload, ..
+        } => (from, id, payload, false),
+        // Never answer a result or an error.
+        Iq::Result { .. } | Iq::Error { .. } => return None,
+    };
+    let result = |payload: Option<Element>| Iq::Result {
+        from: None,
+        to: from.clone(),
+        id: id.clone(),
+        payload,
+    };
+    let answer = if is_get && payload.is("ping", ns::PING) {
+        result(None)
+    } else if is_get && DiscoInfoQuery::try_from(payload.clone()).is_ok_and(|q| q.node.is_none()) {
+        result(Some(disco_info().into()))
+    } else if is_get && VersionQuery::try_from(payload.clone()).is_ok() {
+        result(Some(
+            VersionResult {
+                name: env!("CARGO_PKG_NAME").into(),
+                version: env!("CARGO_PKG_VERSION").into(),
+                os: None,
+            }
+            .into(),
+        ))
+    } else if !is_get && payload.is("query", ns::ROSTER) {
+        // RFC 6121 §2.1.6: a roster push is acknowledged with an empty result.
+        result(None)
+    } else {
+        Iq::Error {
+            from: None,
+            to: from.clone(),
+            id: id.clone(),
+            error: StanzaError::new(
+                ErrorType::Cancel,
+                DefinedCondition::ServiceUnavailable,
+                "en",
+                "mqtt2xmpp does not handle this request",
+            ),
+            payload: None,
+        }
+    };
+    Some(answer.into())
+}
+
+/// What the bot tells XEP-0030 disco#info queries it is.
+fn disco_info() -> DiscoInfoResult {
+    DiscoInfoResult {
+        node: None,
+        identities: vec![Identity::new("client", "bot", "en", "mqtt2xmpp")],
+        features: [ns::DISCO_INFO, ns::PING, ns::RECEIPTS, ns::VERSION]
+            .into_iter()
+            .map(String::from)
+            .collect(),
+        extensions: Vec::new(),
+    }
+}
+
+fn respond_presence(presence: Presence) -> Option<Stanza> {
+    match (presence.type_, presence.from) {
+        // Anyone may see the bot online: approve every subscription request.
+        (PresenceType::Subscribe, Some(from)) => {
+            tracing::info!(%from, "approving presence subscription");
+            Some(Presence::subscribed().with_to(from.to_bare()).into())
+        }
+        _ => None,
+    }
+}
+
+/// Presence the bot sends on every (re)connection.
+fn available(status: &str) -> Presence {
+    let mut presence = Presence::available();
+    presence
+        .statuses
+        .insert(Default::default(), status.to_string());
+    presence
+}
+
+/// XMPP connection settings.
+#[derive(Debug, Clone)]
+pub struct XmppConfig {
+    /// The bot's account (a full JID picks the resource).
+    pub jid: Jid,
+    /// Opens connections and watches logins.
+    pub connector: Connector,
+    /// Status text shown next to the bot in contacts' rosters.
+    pub status: String,
+}
+
+/// Runs the client until `shutdown` or a [`Fatal`] problem. `reply` turns a chat body into the
+/// answer text.
+pub async fn run(
+    config: XmppConfig,
+    reply: impl Fn(&str) -> String,
+    mut shutdown: Shutdown,
+) -> Result<(), Fatal> {
+    let password = config.connector.password();
+    let guard = config.connector.guard();
+    let mut fatal = guard.watch();
+    let account = config.jid.to_bare();
+    let mut client = Client::new_with_connector(
+        config.jid.clone(),
+        password,
+        config.connector,
+        Timeouts::tight(),
+    );
+    tracing::info!(jid = %config.jid, "connecting to the XMPP server");
+    let mut online = false;
+
+    let outcome = loop {
+        let event = tokio::select! {
+            _ = shutdown.wait() => break Ok(()),
+            Ok(()) = fatal.changed() => match fatal.borrow().clone() {
+                Some(problem) => break Err(problem),
+                None => continue,
+            },
+            event = client.next() => event,
+        };
+        match event {
+            Some(Event::Online {
+                bound_jid, resumed, ..
+            }) => {
+                guard.online();
+                online = true;
+                tracing::info!(%bound_jid, resumed, "online");
+                if !resumed {
+                    send(&mut client, available(&config.status).into()).await;
+                }
+            }
+            Some(Event::Disconnected(error)) => {
+                online = false;
+                tracing::warn!("disconnected from the XMPP server: {error}; reconnecting");
+            }
+            Some(Event::Stanza(stanza)) => {
+                for out in respond(stanza, &account, &reply) {
+                    send(&mut client, out).await;
+                }
+            }
+            None => {
+                tracing::warn!("XMPP client stopped");
+                break Ok(());
+            }
+        }
+    };
+
+    // Say goodbye: unavailable presence, then close the stream, within a bounded time.
+    let goodbye = async {
+        if online {
+            send(&mut client, Presence::unavailable().into()).await;
+        }
+        let _ = client.send_end().await;
+    };
+    if tokio::time::timeout(GOODBYE_TIMEOUT, goodbye)
+        .await
+        .is_err()
+    {
+        tracing::debug!("XMPP goodbye did not complete in time");
+    }
+    tracing::info!("disconnected from the XMPP server");
+    outcome
+}
+
+async fn send(client: &mut Client, stanza: Stanza) {
+    match tokio::time::timeout(SEND_TIMEOUT, client.send_stanza(stanza)).await {
+        Ok(Ok(_)) => {}
+        Ok(Err(e)) => tracing::warn!("could not send a stanza: {e}"),
+        Err(_) => tracing::warn!("sending a stanza timed out"),
+    }
+}
+
+/// The reply builder [`run`] uses in the bridge: a chat body → the cached reading as text.
+pub fn reading_replier(
+    view: super::reply::SensorView,
+    cache: super::cache::Cache,
+) -> impl Fn(&str) -> String {
+    move |_body| super::reply::reading_reply(&view, cache.get(&view.topic), Instant::now())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::str::FromStr;
+
+    fn bot() -> BareJid {
+        BareJid::from_str("bot@localhost").unwrap()
+    }
+
+    fn parse(xml: &str) -> Stanza {
+        let element: Element = xml.parse().unwrap();
+        match element.name() {
+            "message" => Message::try_from(element).unwrap().into(),
+            "iq" => Iq::try_from(element).unwrap().into(),
+            "presence" => Presence::try_from(element).unwrap().into(),
+            other => panic!("not a stanza: {other}"),
+        }
+    }
+
+    fn xml(stanza: Stanza) -> String {
+        let element: Element = match stanza {
+            Stanza::Message(m) => m.into(),
+            Stanza::Iq(i) => i.into(),
+            Stanza::Presence(p) => p.into(),
+        };
+        String::from(&element)
+    }
+
+    fn answer(incoming: &str) -> Vec<String> {
+        respond(parse(incoming), &bot(), |body| format!("reply to {body}"))
+            .into_iter()
+            .map(xml)
+            .collect()
+    }
+
+    #[test]
+    fn chat_message_gets_the_reply_in_the_same_thread() {
+        let out = answer(
+            "<message xmlns='jabber:client' type='chat' from='alice@localhost/phone' id='m1'>\
+             <body> temp? </body><thread>t1</thread></message>",
+        );
+        assert_eq!(out.len(), 1, "{out:?}");
+        assert!(out[0].contains("to='alice@localhost/phone'"), "{}", out[0]);
+        assert!(out[0].contains("type='chat'"), "{}", out[0]);
+        assert!(out[0].contains("<body>reply to temp?</body>"), "{}", out[0]);
+        assert!(out[0].contains("<thread>t1</thread>"), "{}", out[0]);
+    }
+
+    #[test]
+    fn normal_message_is_answered_too() {
+        let out = answer(
+            "<message xmlns='jabber:client' from='alice@localhost/x'><body>hi</body></message>",
+        );
+        assert_eq!(out.len(), 1);
+        assert!(out[0].contains("<body>reply to hi</body>"));
+    }
+
+    #[test]
+    fn receipt_request_is_acknowledged_before_the_reply() {
+        let out = answer(
+            "<message xmlns='jabber:client' type='chat' from='alice@localhost/p' id='abc'>\
+             <body>temp</body><request xmlns='urn:xmpp:receipts'/></message>",
+        );
+        assert_eq!(out.len(), 2, "{out:?}");
+        assert!(
+            out[0].contains("<received xmlns='urn:xmpp:receipts' id='abc'/>"),
+            "{}",
+            out[0]
+        );
+        assert!(!out[0].contains("<body>"));
+        assert!(out[1].contains("<body>reply to temp</body>"));
+    }
+
+    #[test]
+    fn never_answers_what_could_loop() {
+        for silent in [
+            // Errors, group chats and headlines.
+            "<message xmlns='jabber:client' type='error' from='alice@localhost/p'><body>x</body>\
+             <error type='cancel'><service-unavailable xmlns='urn:ietf:params:xml:ns:xmpp-stanzas'/></error></message>",
+            "<message xmlns='jabber:client' type='groupchat' from='room@muc.localhost/a'><body>x</body></message>",
+            "<message xmlns='jabber:client' type='headline' from='news@localhost'><body>x</body></message>",
+            // Bodyless: a chat state, a receipt, an empty or blank body.
+            "<message xmlns='jabber:client' type='chat' from='alice@localhost/p'>\
+             <composing xmlns='http://jabber.org/protocol/chatstates'/></message>",
+            "<message xmlns='jabber:client' type='chat' from='alice@localhost/p'>\
+             <received xmlns='urn:xmpp:receipts' id='1'/></message>",
+            "<message xmlns='jabber:client' type='chat' from='alice@localhost/p'><body>  </body></message>",
+            // From the bot's own account (another resource, or no resource).
+            "<message xmlns='jabber:client' type='chat' from='bot@localhost/other'><body>x</body></message>",
+            "<message xmlns='jabber:client' type='chat' from='bot@localhost'><body>x</body></message>",
+            // No sender at all.
+            "<message xmlns='jabber:client' type='chat'><body>x</body></message>",
+            // IQ results and errors.
+            "<iq xmlns='jabber:client' type='result' id='1' from='localhost'/>",
+            "<iq xmlns='jabber:client' type='error' id='2' from='localhost'>\
+             <error type='cancel'><item-not-found xmlns='urn:ietf:params:xml:ns:xmpp-stanzas'/></error></iq>",
+            // Presence that needs no answer.
+            "<presence xmlns='jabber:client' from='alice@localhost/p'/>",
+            "<presence xmlns='jabber:client' type='unavailable' from='alice@localhost/p'/>",
+        ] {
+            assert_eq!(answer(silent), Vec::<String>::new(), "answered {silent}");
+        }
+    }
+
+    #[test]
+    fn answers_ping() {
+        let out = answer(
+            "<iq xmlns='jabber:client' type='get' id='p1' from='localhost'>\
+             <ping xmlns='urn:xmpp:ping'/></iq>",
+        );
+        assert_eq!(out.len(), 1);
+        assert!(out[0].contains("type='result'"), "{}", out[0]);
+        assert!(out[0].contains("id='p1'"), "{}", out[0]);
+        assert!(out[0].contains("to='localhost'"), "{}", out[0]);
+    }
+
+    #[test]
+    fn answers_disco_info_with_its_features() {
+        let out = answer(
+            "<iq xmlns='jabber:client' type='get' id='d1' from='alice@localhost/p'>\
+             <query xmlns='http://jabber.org/protocol/disco#info'/></iq>",
+        );
+        assert_eq!(out.len(), 1);
+        let reply = Iq::try_from(out[0].parse::<Element>().unwrap()).unwrap();
+        let Iq::Result {
+            payload: Some(payload),
+            id,
+            ..
+        } = reply
+        else {
+            panic!("not a result: {}", out[0]);
+        };
+        assert_eq!(id, "d1");
+        let info = DiscoInfoResult::try_from(payload).unwrap();
+        for feature in [ns::DISCO_INFO, ns::PING, ns::RECEIPTS, ns::VERSION] {
+            assert!(info.features.contains(feature), "missing {feature}");
+        }
+        assert_eq!(info.identities[0].category, "client");
+        assert_eq!(info.identities[0].type_, "bot");
+    }
+
+    #[test]
+    fn answers_version() {
+        let out = answer(
+            "<iq xmlns='jabber:client' type='get' id='v1' from='alice@localhost/p'>\
+             <query xmlns='jabber:iq:version'/></iq>",
+        );
+        assert!(out[0].contains("<name>mqtt2xmpp</name>"), "{}", out[0]);
+    }
+
+    #[test]
+    fn unknown_requests_get_service_unavailable() {
+        for request in [
+            "<iq xmlns='jabber:client' type='get' id='u1' from='alice@localhost/p'>\
+             <query xmlns='jabber:iq:last'/></iq>",
+            "<iq xmlns='jabber:client' type='set' id='u1' from='alice@localhost/p'>\
+             <ping xmlns='urn:xmpp:ping'/></iq>",
+            "<iq xmlns='jabber:client' type='get' id='u1' from='alice@localhost/p'>\
+             <query xmlns='http://jabber.org/protocol/disco#info' node='x'/></iq>",
+        ] {
+            let out = answer(request);
+            assert_eq!(out.len(), 1);
+            assert!(out[0].contains("type='error'"), "{}", out[0]);
+            assert!(out[0].contains("id='u1'"), "{}", out[0]);
+            assert!(out[0].contains("<service-unavailable"), "{}", out[0]);
+        }
+    }
+
+    #[test]
+    fn roster_push_is_acknowledged() {
+        let out = answer(
+            "<iq xmlns='jabber:client' type='set' id='r1'>\
+             <query xmlns='jabber:iq:roster'><item jid='alice@localhost'/></query></iq>",
+        );
+        assert_eq!(out.len(), 1);
+        assert!(out[0].contains("type='result'"), "{}", out[0]);
+        assert!(!out[0].contains("<query"), "{}", out[0]);
+    }
+
+    #[test]
+    fn subscription_requests_are_approved() {
+        let out =
+            answer("<presence xmlns='jabber:client' type='subscribe' from='alice@localhost/p'/>");
+        assert_eq!(out.len(), 1);
+        assert!(out[0].contains("type='subscribed'"), "{}", out[0]);
+        assert!(out[0].contains("to='alice@localhost'"), "{}", out[0]);
+    }
+
+    #[test]
+    fn available_presence_carries_the_status() {
+        let p: Element = available("Ask me").into();
+        assert!(String::from(&p).contains("<status>Ask me</status>"));
+    }
+}

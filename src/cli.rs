@@ -1,0 +1,220 @@
+//! Command-line interface. Every flag can also be set from the environment as `MQTT2XMPP_` plus
+//! the flag name in upper snake case (`--mqtt-host` → `MQTT2XMPP_MQTT_HOST`), which is how the
+//! systemd units configure the bot. Passwords are never flags: they come from files or from
+//! `MQTT2XMPP_PASSWORD` / `MQTT2XMPP_MQTT_PASSWORD`.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+
+/// Ask your MQTT sensors questions from any XMPP chat client.
+///
+/// A sensor publishes to MQTT; the bot keeps the latest reading and answers every chat message
+/// with it: "21.5 °C (sensors/temperature, 3 s ago)".
+#[derive(Debug, Parser)]
+#[command(name = "mqtt2xmpp", version, propagate_version = true)]
+pub struct Cli {
+    /// More log output: -v for debug, -vv for trace. RUST_LOG, if set, takes precedence.
+    #[arg(short, long, action = clap::ArgAction::Count, global = true)]
+    pub verbose: u8,
+
+    /// What to run.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the bot: subscribe to an MQTT topic and answer every chat message with its latest value.
+    ///
+    /// Example, next to a local mosquitto and an XMPP server:
+    ///
+    ///   mqtt2xmpp bridge --jid bot@example.org --password-file /etc/mqtt2xmpp/xmpp-password
+    ///   --topic sensors/temperature --unit °C
+    Bridge(BridgeArgs),
+    /// Send one chat message, print the reply, and exit: for scripts, cron jobs and smoke tests.
+    ///
+    /// Exits 0 with the reply on standard output, or non-zero if no reply arrives in time.
+    ///
+    ///   mqtt2xmpp ask --jid alice@example.org --password-file pw --to bot@example.org "temp?"
+    Ask(AskArgs),
+}
+
+/// `mqtt2xmpp bridge`.
+#[derive(Debug, Args)]
+pub struct BridgeArgs {
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub mqtt: MqttArgs,
+
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub sensor: SensorArgs,
+
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub xmpp: XmppArgs,
+}
+
+/// Where the readings come from.
+#[derive(Debug, Args)]
+#[command(next_help_heading = "MQTT broker")]
+pub struct MqttArgs {
+    /// Broker host name or address.
+    #[arg(long, env = "MQTT2XMPP_MQTT_HOST", default_value = "127.0.0.1")]
+    pub mqtt_host: String,
+
+    /// Broker port [default: 1883, or 8883 with --mqtt-tls].
+    #[arg(long, env = "MQTT2XMPP_MQTT_PORT")]
+    pub mqtt_port: Option<u16>,
+
+    /// User name for brokers that require a login.
+    #[arg(long, env = "MQTT2XMPP_MQTT_USERNAME")]
+    pub mqtt_username: Option<String>,
+
+    /// File holding the MQTT password (one line). The environment variable
+    /// MQTT2XMPP_MQTT_PASSWORD works too.
+    #[arg(long, env = "MQTT2XMPP_MQTT_PASSWORD_FILE", value_name = "FILE")]
+    pub mqtt_password_file: Option<PathBuf>,
+
+    /// MQTT client identifier [default: unique per process]. Two clients with the same
+    /// identifier keep disconnecting each other.
+    #[arg(long, env = "MQTT2XMPP_MQTT_CLIENT_ID")]
+    pub mqtt_client_id: Option<String>,
+
+    /// Connect to the broker over TLS.
+    #[arg(long, env = "MQTT2XMPP_MQTT_TLS")]
+    pub mqtt_tls: bool,
+
+    /// Trust this PEM certificate or CA for the broker, in addition to the system's (implies
+    /// --mqtt-tls).
+    #[arg(long, env = "MQTT2XMPP_MQTT_CA", value_name = "FILE")]
+    pub mqtt_ca: Option<PathBuf>,
+}
+
+/// What the bot reads and how it shows it.
+#[derive(Debug, Args)]
+#[command(next_help_heading = "Sensor")]
+pub struct SensorArgs {
+    /// MQTT topic carrying the readings.
+    #[arg(long, env = "MQTT2XMPP_TOPIC", default_value = "sensors/temperature")]
+    pub topic: String,
+
+    /// Take the value from a JSON payload at this RFC 6901 pointer, e.g. /temperature for
+    /// {"temperature": 21.5}. Without it the payload must be a plain number.
+    #[arg(long, env = "MQTT2XMPP_JSON_POINTER", value_name = "POINTER")]
+    pub json_pointer: Option<String>,
+
+    /// Unit shown after the value, e.g. °C.
+    #[arg(long, env = "MQTT2XMPP_UNIT", default_value = "")]
+    pub unit: String,
+
+    /// Decimals shown [default: the value as published].
+    #[arg(long, env = "MQTT2XMPP_PRECISION", value_parser = clap::value_parser!(u8).range(0..=9))]
+    pub precision: Option<u8>,
+
+    /// A reading older than this is marked stale in replies (e.g. 90s, 10m, 2h).
+    #[arg(long, env = "MQTT2XMPP_STALE_AFTER", default_value = "10m", value_parser = parse_duration)]
+    pub stale_after: Duration,
+}
+
+/// How the bot logs in to XMPP.
+#[derive(Debug, Args)]
+#[command(next_help_heading = "XMPP account")]
+pub struct XmppArgs {
+    /// The account to log in with, e.g. bot@example.org (add /resource to choose one).
+    #[arg(long, env = "MQTT2XMPP_JID")]
+    pub jid: String,
+
+    /// File holding the account's password (one line). The environment variable
+    /// MQTT2XMPP_PASSWORD works too; there is deliberately no password flag.
+    #[arg(long, env = "MQTT2XMPP_PASSWORD_FILE", value_name = "FILE")]
+    pub password_file: Option<PathBuf>,
+
+    /// Connect to this HOST:PORT instead of looking up the JID's domain in DNS.
+    #[arg(long, env = "MQTT2XMPP_XMPP_SERVER", value_name = "HOST:PORT")]
+    pub xmpp_server: Option<String>,
+
+    /// Trust this PEM certificate or CA for the XMPP server, in addition to the system's, e.g.
+    /// the self-signed certificate of a private server.
+    #[arg(long, env = "MQTT2XMPP_XMPP_CA", value_name = "FILE")]
+    pub xmpp_ca: Option<PathBuf>,
+}
+
+/// `mqtt2xmpp ask`.
+#[derive(Debug, Args)]
+pub struct AskArgs {
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub xmpp: XmppArgs,
+
+    /// Whom to ask, e.g. bot@example.org.
+    #[arg(long, env = "MQTT2XMPP_TO")]
+    pub to: String,
+
+    /// Give up if the login or a reply takes longer than this.
+    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    pub timeout: Duration,
+
+    /// Ask this many times in a row and print latency statistics (median, p90, max) to standard
+    /// error: a quick measurement of the round trip.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    pub count: u32,
+
+    /// The message to send.
+    #[arg(default_value = "?")]
+    pub message: String,
+}
+
+/// `10m`, `90s`, `1h 30m`, `500ms`.
+fn parse_duration(text: &str) -> Result<Duration, String> {
+    humantime::parse_duration(text).map_err(|e| format!("{e} (examples: 90s, 10m, 2h)"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn cli_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn defaults_match_the_documentation() {
+        let cli = Cli::try_parse_from(["mqtt2xmpp", "bridge", "--jid", "bot@localhost"]).unwrap();
+        let Command::Bridge(args) = cli.command else {
+            panic!("not bridge")
+        };
+        assert_eq!(args.mqtt.mqtt_host, "127.0.0.1");
+        assert_eq!(args.mqtt.mqtt_port, None);
+        assert_eq!(args.sensor.topic, "sensors/temperature");
+        assert_eq!(args.sensor.stale_after, Duration::from_secs(600));
+    }
+
+    #[test]
+    fn durations_read_like_people_write_them() {
+        assert_eq!(parse_duration("90s"), Ok(Duration::from_secs(90)));
+        assert_eq!(parse_duration("1h 30m"), Ok(Duration::from_secs(5400)));
+        assert!(parse_duration("ten minutes")
+            .unwrap_err()
+            .contains("examples"));
+    }
+
+    #[test]
+    fn there_is_no_password_flag() {
+        let err = Cli::try_parse_from([
+            "mqtt2xmpp",
+            "bridge",
+            "--jid",
+            "bot@localhost",
+            "--password",
+            "x",
+        ])
+        .unwrap_err();
+        assert_eq!(err.kind(), clap::error::ErrorKind::UnknownArgument);
+    }
+}

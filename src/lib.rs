@@ -1,0 +1,25 @@
+//! mqtt2xmpp: ask your MQTT sensors questions from any XMPP chat client.
+//!
+//! | module | what it does |
+//! |---|---|
+//! | [`cli`] | flags and subcommands (clap), each flag also read from `MQTT2XMPP_*` |
+//! | [`config`] | flags → validated configuration, with errors that say how to fix them |
+//! | [`bridge`] | the bot: MQTT task + XMPP task around one cache of readings |
+//! | [`ask`] | one-shot chat client for scripts and measurements |
+//! | [`xmpp_connect`] | STARTTLS with our trust settings; turns refused logins into errors |
+//! | [`tls`] | rustls client configuration (system roots + `--*-ca` files) |
+//! | [`secret`] | passwords from files or the environment, never printed |
+//! | [`backoff`] | reconnect delays with jitter |
+//! | [`shutdown`] | one stop signal shared by every task |
+
+#![deny(missing_docs)]
+
+pub mod ask;
+pub mod backoff;
+pub mod bridge;
+pub mod cli;
+pub mod config;
+pub mod secret;
+pub mod shutdown;
+pub mod tls;
+pub mod xmpp_connect;

@@ -1,0 +1,365 @@
+//! Opening XMPP client connections for the bot and for `ask`.
+//!
+//! tokio-xmpp's own connectors trust only the system's roots and retry a refused login forever
+//! without telling anyone. [`Connector`] fixes both: it negotiates STARTTLS with our
+//! [`rustls::ClientConfig`] (so `--xmpp-ca` can pin a self-signed server), and its [`LoginGuard`]
+//! turns problems that retrying cannot fix — a refused password, an untrusted certificate, a
+//! server without TLS — into one [`Fatal`] error the caller can act on.
+//!
+//! How a refused login is noticed: tokio-xmpp calls [`Connector::connect`] for every attempt.
+//! If it calls again without the previous attempt having come online, the guard first runs one
+//! diagnostic login of its own on a separate connection, where the SASL outcome is visible.
+
+use std::borrow::Cow;
+use std::io;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::{SinkExt, StreamExt};
+use rustls::pki_types::ServerName;
+use rustls::ClientConfig;
+use sasl::common::{ChannelBinding, Credentials};
+use thiserror::Error;
+use tokio::io::BufStream;
+use tokio::net::TcpStream;
+use tokio::sync::watch;
+use tokio_rustls::client::TlsStream;
+use tokio_rustls::TlsConnector;
+use tokio_xmpp::connect::{DnsConfig, ServerConnector};
+use tokio_xmpp::error::AuthError;
+use tokio_xmpp::jid::{BareJid, Jid};
+use tokio_xmpp::parsers::starttls;
+use tokio_xmpp::xmlstream::{
+    initiate_stream, PendingFeaturesRecv, ReadError, StreamHeader, Timeouts, XmppStream,
+    XmppStreamElement,
+};
+
+use crate::secret::Secret;
+
+/// How long the diagnostic login may take before it is abandoned (and the failure treated as
+/// transient).
+const DIAGNOSTIC_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// A problem that reconnecting cannot fix: the caller should stop and tell the user.
+#[derive(Debug, Clone, Error, PartialEq, Eq)]
+pub enum Fatal {
+    /// SASL failure: wrong password, unknown account, disabled account.
+    #[error(
+        "the XMPP server refused the login for {jid} ({condition}): check that the account \
+         exists and that the password is right"
+    )]
+    LoginRefused {
+        /// The account that tried to log in.
+        jid: String,
+        /// The SASL condition the server gave, e.g. `not-authorized`.
+        condition: String,
+    },
+    /// The server offers no SASL mechanism this client can use.
+    #[error(
+        "the XMPP server offers no login mechanism mqtt2xmpp supports (SCRAM-SHA-1/256 or PLAIN)"
+    )]
+    NoMechanism,
+    /// The server's certificate failed verification.
+    #[error(
+        "the XMPP server's certificate is not trusted ({reason}); if the server uses a \
+         self-signed certificate, give it with --xmpp-ca FILE"
+    )]
+    UntrustedCertificate {
+        /// What rustls said about the certificate.
+        reason: String,
+    },
+    /// The server does not offer STARTTLS; we never log in without TLS.
+    #[error("the XMPP server does not offer STARTTLS, and mqtt2xmpp never logs in without TLS")]
+    NoStartTls,
+}
+
+/// Shared between the connector clones and the task that drives the client.
+pub struct LoginGuard {
+    jid: BareJid,
+    password: Secret,
+    attempts: AtomicU32,
+    fatal: watch::Sender<Option<Fatal>>,
+}
+
+impl std::fmt::Debug for LoginGuard {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LoginGuard")
+            .field("jid", &self.jid)
+            .field("attempts", &self.attempts)
+            .finish_non_exhaustive()
+    }
+}
+
+impl LoginGuard {
+    /// Call on every `Event::Online`: the login works, so the next connection attempt is a plain
+    /// reconnect, not a suspect one.
+    pub fn online(&self) {
+        self.attempts.store(0, Ordering::SeqCst);
+    }
+
+    /// Resolves with the first fatal problem found; pending forever if there is none.
+    pub fn watch(&self) -> watch::Receiver<Option<Fatal>> {
+        self.fatal.subscribe()
+    }
+
+    fn report(&self, fatal: Fatal) {
+        tracing::debug!("fatal XMPP connection problem: {fatal}");
+        self.fatal.send_replace(Some(fatal));
+    }
+}
+
+/// Where to connect: the server's SRV records for the JID's domain, or a fixed `host:port`.
+pub fn dns_config(domain: &str, server: Option<&str>) -> Result<DnsConfig, String> {
+    match server {
+        None => Ok(DnsConfig::srv_default_client(domain)),
+        Some(hostport) => {
+            let (host, port) = split_host_port(hostport)?;
+            Ok(DnsConfig::no_srv(host, port))
+        }
+    }
+}
+
+/// Splits `host:port`, `[v6]:port` or `v4:port`.
+fn split_host_port(hostport: &str) -> Result<(&str, u16), String> {
+    let bad = || format!("expected HOST:PORT (e.g. 127.0.0.1:5222), got {hostport:?}");
+    let (host, port) = hostport.rsplit_once(':').ok_or_else(bad)?;
+    let host = host
+        .strip_prefix('[')
+        .and_then(|h| h.strip_suffix(']'))
+        .unwrap_or(host);
+    if host.is_empty() || host.contains(':') && !hostport.starts_with('[') {
+        return Err(bad());
+    }
+    let port = port.parse().map_err(|_| bad())?;
+    Ok((host, port))
+}
+
+/// A [`ServerConnector`] doing STARTTLS with our own TLS configuration, watched by a
+/// [`LoginGuard`].
+#[derive(Clone, Debug)]
+pub struct Connector {
+    dns: DnsConfig,
+    tls: Arc<ClientConfig>,
+    guard: Arc<LoginGuard>,
+}
+
+impl Connector {
+    /// A connector for `jid` with `password`, reaching the server through `dns` and verifying it
+    /// with `tls`.
+    pub fn new(dns: DnsConfig, tls: Arc<ClientConfig>, jid: BareJid, password: Secret) -> Self {
+        let (fatal, _) = watch::channel(None);
+        Self {
+            dns,
+            tls,
+            guard: Arc::new(LoginGuard {
+                jid,
+                password,
+                attempts: AtomicU32::new(0),
+                fatal,
+            }),
+        }
+    }
+
+    /// The account's password, for tokio-xmpp's own login on the connections this opens.
+    pub fn password(&self) -> String {
+        self.guard.password.expose().to_string()
+    }
+
+    /// The guard to notify on `Online` and to watch for fatal errors.
+    pub fn guard(&self) -> Arc<LoginGuard> {
+        self.guard.clone()
+    }
+
+    /// TCP, stream header, STARTTLS, TLS handshake, second stream header.
+    async fn open(
+        &self,
+        jid: &Jid,
+        ns: &'static str,
+        timeouts: Timeouts,
+    ) -> Result<
+        (
+            PendingFeaturesRecv<<Self as ServerConnector>::Stream>,
+            ChannelBinding,
+        ),
+        Failure,
+    > {
+        let domain = jid.domain().as_str();
+        let header = || StreamHeader {
+            to: Some(Cow::Borrowed(domain)),
+            from: None,
+            id: None,
+        };
+        let tcp = self.dns.resolve().await?;
+        let plain = initiate_stream(BufStream::new(tcp), ns, header(), timeouts).await?;
+        let (features, mut plain): (_, XmppStream<BufStream<TcpStream>>) = plain
+            .recv_features()
+            .await
+            .map_err(tokio_xmpp::Error::from)?;
+        if !features.can_starttls() {
+            return Err(Failure::Fatal(Fatal::NoStartTls));
+        }
+        plain
+            .send(&XmppStreamElement::Starttls(starttls::Nonza::Request(
+                starttls::Request,
+            )))
+            .await
+            .map_err(tokio_xmpp::Error::from)?;
+        loop {
+            match plain
+                .next()
+                .await
+                .map(|v| v.and_then(|v| v.into_read_error()))
+            {
+                Some(Ok(XmppStreamElement::Starttls(starttls::Nonza::Proceed(_)))) => break,
+                Some(Ok(_)) | Some(Err(ReadError::SoftTimeout)) => (),
+                Some(Err(ReadError::HardError(e))) => return Err(tokio_xmpp::Error::from(e).into()),
+                Some(Err(ReadError::ParseError(e))) => {
+                    return Err(tokio_xmpp::Error::from(io::Error::new(
+                        io::ErrorKind::InvalidData,
+                        e,
+                    ))
+                    .into())
+                }
+                None | Some(Err(ReadError::StreamFooterReceived)) => {
+                    return Err(tokio_xmpp::Error::Disconnected.into())
+                }
+            }
+        }
+        let tcp = plain.into_inner().into_inner();
+        let name = ServerName::try_from(domain.to_owned())
+            .map_err(|e| tokio_xmpp::Error::from(io::Error::new(io::ErrorKind::InvalidInput, e)))?;
+        let tls = match TlsConnector::from(self.tls.clone())
+            .connect(name, tcp)
+            .await
+        {
+            Ok(tls) => tls,
+            Err(e) => {
+                if let Some(reason) = crate::tls::untrusted_certificate(&e) {
+                    return Err(Failure::Fatal(Fatal::UntrustedCertificate { reason }));
+                }
+                return Err(tokio_xmpp::Error::from(e).into());
+            }
+        };
+        let binding = channel_binding(&tls);
+        let secured = initiate_stream(BufStream::new(tls), ns, header(), timeouts).await?;
+        Ok((secured, binding))
+    }
+
+    /// One login on a separate connection, to learn whether the account's credentials work.
+    /// `None` means nothing fatal was found (including "could not even connect").
+    async fn diagnose(&self, jid: &Jid, ns: &'static str, timeouts: Timeouts) -> Option<Fatal> {
+        let attempt = async {
+            let (pending, binding) = match self.open(jid, ns, timeouts).await {
+                Ok(opened) => opened,
+                Err(Failure::Fatal(fatal)) => return Some(fatal),
+                Err(Failure::Transient(_)) => return None,
+            };
+            let (features, stream) = pending.recv_features().await.ok()?;
+            let creds = Credentials::default()
+                .with_username(self.guard.jid.node().map(|n| n.as_str()).unwrap_or(""))
+                .with_password(self.guard.password.expose())
+                .with_channel_binding(binding);
+            match tokio_xmpp::client_login(stream, features.sasl_mechanisms, creds).await {
+                Err(tokio_xmpp::Error::Auth(AuthError::Fail(condition))) => {
+                    Some(Fatal::LoginRefused {
+                        jid: self.guard.jid.to_string(),
+                        condition: sasl_condition_name(&condition),
+                    })
+                }
+                Err(tokio_xmpp::Error::Auth(AuthError::NoMechanism)) => Some(Fatal::NoMechanism),
+                _ => None,
+            }
+        };
+        tokio::time::timeout(DIAGNOSTIC_TIMEOUT, attempt)
+            .await
+            .ok()
+            .flatten()
+    }
+}
+
+/// The RFC 6120 name of a SASL failure condition (`not-authorized`, …).
+fn sasl_condition_name(condition: &tokio_xmpp::parsers::sasl::DefinedCondition) -> String {
+    let element = tokio_xmpp::minidom::Element::from(condition.clone());
+    element.name().to_string()
+}
+
+/// RFC 9266 tls-exporter channel binding on TLS 1.3 (what tokio-xmpp's SCRAM-*-PLUS expects).
+fn channel_binding(tls: &TlsStream<TcpStream>) -> ChannelBinding {
+    let (_, connection) = tls.get_ref();
+    if connection.protocol_version() != Some(rustls::ProtocolVersion::TLSv1_3) {
+        return ChannelBinding::None;
+    }
+    match connection.export_keying_material(vec![0u8; 32], b"EXPORTER-Channel-Binding", None) {
+        Ok(data) => ChannelBinding::TlsExporter(data),
+        Err(_) => ChannelBinding::None,
+    }
+}
+
+/// Why [`Connector::open`] failed.
+enum Failure {
+    /// Retrying cannot help.
+    Fatal(Fatal),
+    /// Network or protocol trouble: retry later.
+    Transient(tokio_xmpp::Error),
+}
+
+impl<E: Into<tokio_xmpp::Error>> From<E> for Failure {
+    fn from(e: E) -> Self {
+        Failure::Transient(e.into())
+    }
+}
+
+impl ServerConnector for Connector {
+    type Stream = BufStream<TlsStream<TcpStream>>;
+
+    async fn connect(
+        &self,
+        jid: &Jid,
+        ns: &'static str,
+        timeouts: Timeouts,
+    ) -> Result<(PendingFeaturesRecv<Self::Stream>, ChannelBinding), tokio_xmpp::Error> {
+        let fatal = |fatal: Fatal| {
+            self.guard.report(fatal.clone());
+            tokio_xmpp::Error::Io(io::Error::other(fatal))
+        };
+        // The previous attempt never came online: find out whether it is worth trying again.
+        if self.guard.attempts.fetch_add(1, Ordering::SeqCst) > 0 {
+            if let Some(problem) = self.diagnose(jid, ns, timeouts).await {
+                return Err(fatal(problem));
+            }
+        }
+        match self.open(jid, ns, timeouts).await {
+            Ok(opened) => Ok(opened),
+            Err(Failure::Fatal(problem)) => Err(fatal(problem)),
+            Err(Failure::Transient(e)) => Err(e),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn host_port_forms() {
+        assert_eq!(split_host_port("127.0.0.1:5222"), Ok(("127.0.0.1", 5222)));
+        assert_eq!(
+            split_host_port("xmpp.example:5223"),
+            Ok(("xmpp.example", 5223))
+        );
+        assert_eq!(split_host_port("[::1]:5222"), Ok(("::1", 5222)));
+        for bad in ["localhost", "::1:5222", ":5222", "host:port", "host:70000"] {
+            assert!(split_host_port(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn sasl_conditions_use_rfc_names() {
+        use tokio_xmpp::parsers::sasl::DefinedCondition;
+        assert_eq!(
+            sasl_condition_name(&DefinedCondition::NotAuthorized),
+            "not-authorized"
+        );
+    }
+}
