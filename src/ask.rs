@@ -6,12 +6,12 @@ use std::time::{Duration, Instant};
 use futures::StreamExt;
 use thiserror::Error;
 use tokio_xmpp::jid::Jid;
-use tokio_xmpp::parsers::message::{Message, MessageType};
+use tokio_xmpp::parsers::message::{Id, Message, MessageType};
 use tokio_xmpp::parsers::presence::Presence;
-use tokio_xmpp::xmlstream::Timeouts;
-use tokio_xmpp::{Client, Event, Stanza};
+use tokio_xmpp::stanzastream::{Event, StanzaStream, StreamEvent};
+use tokio_xmpp::Stanza;
 
-use crate::xmpp_connect::{Connector, Fatal};
+use crate::xmpp_connect::{open_stream, Connector, Fatal};
 
 /// What to ask, of whom.
 #[derive(Debug, Clone)]
@@ -73,25 +73,21 @@ pub enum AskError {
 pub async fn run(config: AskConfig) -> Result<Vec<Answer>, AskError> {
     let guard = config.connector.guard();
     let mut fatal = guard.watch();
-    let mut client = Client::new_with_connector(
-        config.jid.clone(),
-        config.connector.password(),
-        config.connector.clone(),
-        Timeouts::tight(),
-    );
+    let mut stream = open_stream(config.jid.clone(), config.connector.clone());
+    let mut online = false;
     let result = async {
         // Log in.
-        let online = async {
+        let login = async {
             loop {
-                match client.next().await {
-                    Some(Event::Online { .. }) => return Ok(()),
+                match stream.next().await {
+                    Some(Event::Stream(StreamEvent::Reset { .. })) => return Ok(()),
                     Some(_) => {}
                     None => return Err(AskError::Closed),
                 }
             }
         };
         tokio::select! {
-            r = tokio::time::timeout(config.timeout, online) => {
+            r = tokio::time::timeout(config.timeout, login) => {
                 r.map_err(|_| AskError::LoginTimeout(config.timeout))??
             }
             Ok(()) = fatal.changed() => {
@@ -101,37 +97,39 @@ pub async fn run(config: AskConfig) -> Result<Vec<Answer>, AskError> {
             }
         }
         guard.online();
+        online = true;
         // Available with a negative priority: replies to our full JID reach us, but messages to
         // our bare JID keep going to the account's real clients.
         let presence = Presence::available().with_priority(-1);
-        client
-            .send_stanza(presence.into())
-            .await
-            .map_err(|_| AskError::Closed)?;
+        stream.send(Box::new(presence.into())).await;
 
         let mut answers = Vec::with_capacity(config.count as usize);
-        for _ in 0..config.count {
-            answers.push(ask_once(&mut client, &config).await?);
+        for n in 0..config.count {
+            answers.push(ask_once(&mut stream, &config, n).await?);
         }
         Ok(answers)
     }
     .await;
-    let _ = tokio::time::timeout(Duration::from_secs(2), client.send_end()).await;
+    if online {
+        let _ = tokio::time::timeout(Duration::from_secs(2), stream.close()).await;
+    }
     result
 }
 
-async fn ask_once(client: &mut Client, config: &AskConfig) -> Result<Answer, AskError> {
-    let question = Message::chat(Some(config.to.clone()))
+async fn ask_once(
+    stream: &mut StanzaStream,
+    config: &AskConfig,
+    n: u32,
+) -> Result<Answer, AskError> {
+    let mut question = Message::chat(Some(config.to.clone()))
         .with_body(Default::default(), config.message.clone());
+    question.id = Some(Id(format!("ask-{n}-{:x}", rand::random::<u32>())));
     let started = Instant::now();
-    client
-        .send_stanza(question.into())
-        .await
-        .map_err(|_| AskError::Closed)?;
+    stream.send(Box::new(question.into())).await;
     let to_bare = config.to.to_bare();
     let wait = async {
         loop {
-            let Some(event) = client.next().await else {
+            let Some(event) = stream.next().await else {
                 return Err(AskError::Closed);
             };
             let Event::Stanza(Stanza::Message(message)) = event else {

@@ -4,8 +4,11 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use rustls::pki_types::{pem::PemObject, CertificateDer};
-use rustls::{ClientConfig, RootCertStore};
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::client::WebPkiServerVerifier;
+use rustls::crypto::CryptoProvider;
+use rustls::pki_types::{pem::PemObject, CertificateDer, ServerName, UnixTime};
+use rustls::{ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme};
 use thiserror::Error;
 
 /// Why a TLS configuration could not be built.
@@ -26,8 +29,10 @@ pub enum TlsConfigError {
 
 /// A client configuration trusting the system's roots and every certificate in `extra_ca`.
 ///
-/// A self-signed server certificate can be given directly as `extra_ca`: it becomes a trust
-/// anchor for its own name.
+/// Each certificate in `extra_ca` is trusted two ways: as a CA for certificates it signed, and
+/// as itself (pinned), so a self-signed server certificate works whatever its extensions say —
+/// `openssl req -x509` marks its certificates as CAs, which strict path validation refuses as a
+/// server certificate.
 pub fn client_config(extra_ca: Option<&Path>) -> Result<Arc<ClientConfig>, TlsConfigError> {
     let mut roots = RootCertStore::empty();
     // Missing or unreadable system roots are not fatal: with --xmpp-ca/--mqtt-ca the bridge does
@@ -38,6 +43,7 @@ pub fn client_config(extra_ca: Option<&Path>) -> Result<Arc<ClientConfig>, TlsCo
     }
     roots.add_parsable_certificates(native.certs);
 
+    let mut pinned = Vec::new();
     if let Some(path) = extra_ca {
         let ca_error = |reason: String| TlsConfigError::CaFile {
             path: path.to_path_buf(),
@@ -50,19 +56,107 @@ pub fn client_config(extra_ca: Option<&Path>) -> Result<Arc<ClientConfig>, TlsCo
         if certs.is_empty() {
             return Err(ca_error("no PEM certificate found".into()));
         }
-        for cert in certs {
+        for cert in &certs {
             roots
-                .add(cert)
+                .add(cert.clone())
                 .map_err(|e| ca_error(format!("unusable certificate: {e}")))?;
         }
+        pinned = certs;
     }
 
     let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let config = ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()?
-        .with_root_certificates(roots)
-        .with_no_client_auth();
+    let builder = ClientConfig::builder_with_provider(provider.clone())
+        .with_safe_default_protocol_versions()?;
+    let config = if pinned.is_empty() {
+        builder.with_root_certificates(roots).with_no_client_auth()
+    } else {
+        let webpki = WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider.clone())
+            .build()
+            .map_err(|e| TlsConfigError::Rustls(rustls::Error::General(e.to_string())))?;
+        builder
+            .dangerous()
+            .with_custom_certificate_verifier(Arc::new(PinningVerifier {
+                webpki,
+                pinned,
+                provider,
+            }))
+            .with_no_client_auth()
+    };
     Ok(Arc::new(config))
+}
+
+/// Normal WebPKI verification, except that a server presenting exactly one of the pinned
+/// certificates is accepted. Handshake signatures are always checked, so the server must hold
+/// the pinned certificate's private key.
+#[derive(Debug)]
+struct PinningVerifier {
+    webpki: Arc<WebPkiServerVerifier>,
+    pinned: Vec<CertificateDer<'static>>,
+    provider: Arc<CryptoProvider>,
+}
+
+impl ServerCertVerifier for PinningVerifier {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        server_name: &ServerName<'_>,
+        ocsp_response: &[u8],
+        now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        match self.webpki.verify_server_cert(
+            end_entity,
+            intermediates,
+            server_name,
+            ocsp_response,
+            now,
+        ) {
+            Ok(verified) => Ok(verified),
+            Err(_)
+                if self
+                    .pinned
+                    .iter()
+                    .any(|p| p.as_ref() == end_entity.as_ref()) =>
+            {
+                Ok(ServerCertVerified::assertion())
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.provider
+            .signature_verification_algorithms
+            .supported_schemes()
+    }
 }
 
 /// If `error` (or its source chain) is a certificate verification failure, a sentence for the
@@ -71,7 +165,7 @@ pub fn untrusted_certificate(error: &(dyn std::error::Error + 'static)) -> Optio
     let mut current = Some(error);
     while let Some(e) = current {
         if let Some(rustls::Error::InvalidCertificate(reason)) = e.downcast_ref::<rustls::Error>() {
-            return Some(format!("{reason:?}"));
+            return Some(reason.to_string());
         }
         if let Some(io) = e.downcast_ref::<std::io::Error>() {
             if let Some(inner) = io.get_ref() {

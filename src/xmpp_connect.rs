@@ -30,6 +30,7 @@ use tokio_xmpp::connect::{DnsConfig, ServerConnector};
 use tokio_xmpp::error::AuthError;
 use tokio_xmpp::jid::{BareJid, Jid};
 use tokio_xmpp::parsers::starttls;
+use tokio_xmpp::stanzastream::StanzaStream;
 use tokio_xmpp::xmlstream::{
     initiate_stream, PendingFeaturesRecv, ReadError, StreamHeader, Timeouts, XmppStream,
     XmppStreamElement,
@@ -276,6 +277,13 @@ impl Connector {
             .ok()
             .flatten()
     }
+}
+
+/// A client-to-server stream for `jid` through `connector`: logs in, binds, and reconnects by
+/// itself (1 s doubling to 30 s) until dropped or closed.
+pub fn open_stream(jid: Jid, connector: Connector) -> StanzaStream {
+    let password = connector.password();
+    StanzaStream::new_c2s(connector, jid, password, Timeouts::tight(), 16)
 }
 
 /// The RFC 6120 name of a SASL failure condition (`not-authorized`, …).

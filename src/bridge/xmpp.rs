@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 use futures::StreamExt;
 use tokio_xmpp::jid::{BareJid, Jid};
 use tokio_xmpp::minidom::Element;
+use tokio_xmpp::parsers::message::Id as MessageId;
 use tokio_xmpp::parsers::{
     disco::{DiscoInfoQuery, DiscoInfoResult, Identity},
     iq::Iq,
@@ -24,8 +25,10 @@ use tokio_xmpp::parsers::{
     stanza_error::{DefinedCondition, ErrorType, StanzaError},
     version::{VersionQuery, VersionResult},
 };
-use tokio_xmpp::xmlstream::Timeouts;
-use tokio_xmpp::{Client, Event, Stanza};
+use tokio_xmpp::stanzastream::{
+    Event as StreamEvent, StanzaStage, StanzaStream, StreamEvent as Session,
+};
+use tokio_xmpp::Stanza;
 
 use crate::shutdown::Shutdown;
 use crate::xmpp_connect::{Connector, Fatal};
@@ -187,21 +190,20 @@ pub struct XmppConfig {
 
 /// Runs the client until `shutdown` or a [`Fatal`] problem. `reply` turns a chat body into the
 /// answer text.
+///
+/// Built on tokio-xmpp's [`StanzaStream`] rather than its `Client`: in tokio-xmpp 6.0 the
+/// `Client` shares the stream between its sender and its receiver behind a mutex, and a stanza
+/// that arrives while a send holds that mutex is not delivered until something else wakes the
+/// receiver (replies then stall for good). One owner of the stream has no such race.
 pub async fn run(
     config: XmppConfig,
     reply: impl Fn(&str) -> String,
     mut shutdown: Shutdown,
 ) -> Result<(), Fatal> {
-    let password = config.connector.password();
     let guard = config.connector.guard();
     let mut fatal = guard.watch();
     let account = config.jid.to_bare();
-    let mut client = Client::new_with_connector(
-        config.jid.clone(),
-        password,
-        config.connector,
-        Timeouts::tight(),
-    );
+    let mut stream = crate::xmpp_connect::open_stream(config.jid.clone(), config.connector);
     tracing::info!(jid = %config.jid, "connecting to the XMPP server");
     let mut online = false;
 
@@ -212,57 +214,72 @@ pub async fn run(
                 Some(problem) => break Err(problem),
                 None => continue,
             },
-            event = client.next() => event,
+            event = stream.next() => event,
         };
         match event {
-            Some(Event::Online {
-                bound_jid, resumed, ..
-            }) => {
+            Some(StreamEvent::Stream(Session::Reset { bound_jid, .. })) => {
                 guard.online();
                 online = true;
-                tracing::info!(%bound_jid, resumed, "online");
-                if !resumed {
-                    send(&mut client, available(&config.status).into()).await;
-                }
+                tracing::info!(%bound_jid, "online");
+                send(&stream, available(&config.status).into()).await;
+                tracing::info!("available: answering chat messages");
             }
-            Some(Event::Disconnected(error)) => {
+            Some(StreamEvent::Stream(Session::Resumed)) => {
+                online = true;
+                tracing::info!("XMPP session resumed");
+            }
+            Some(StreamEvent::Stream(Session::Suspended)) => {
                 online = false;
-                tracing::warn!("disconnected from the XMPP server: {error}; reconnecting");
+                tracing::warn!("lost the connection to the XMPP server; reconnecting");
             }
-            Some(Event::Stanza(stanza)) => {
+            Some(StreamEvent::Stanza(stanza)) => {
+                tracing::debug!(?stanza, "received");
                 for out in respond(stanza, &account, &reply) {
-                    send(&mut client, out).await;
+                    tracing::debug!(?out, "sending");
+                    send(&stream, out).await;
                 }
             }
             None => {
-                tracing::warn!("XMPP client stopped");
+                tracing::warn!("XMPP stream ended");
                 break Ok(());
             }
         }
     };
 
-    // Say goodbye: unavailable presence, then close the stream, within a bounded time.
-    let goodbye = async {
-        if online {
-            send(&mut client, Presence::unavailable().into()).await;
+    // Say goodbye: unavailable presence, then close the stream, within a bounded time. Offline,
+    // there is nobody to say it to.
+    if online {
+        let goodbye = async {
+            let mut token = stream.send(Box::new(Presence::unavailable().into())).await;
+            token.wait_for(StanzaStage::Sent).await;
+            stream.close().await;
+        };
+        if tokio::time::timeout(GOODBYE_TIMEOUT, goodbye)
+            .await
+            .is_err()
+        {
+            tracing::debug!("XMPP goodbye did not complete in time");
         }
-        let _ = client.send_end().await;
-    };
-    if tokio::time::timeout(GOODBYE_TIMEOUT, goodbye)
-        .await
-        .is_err()
-    {
-        tracing::debug!("XMPP goodbye did not complete in time");
     }
     tracing::info!("disconnected from the XMPP server");
     outcome
 }
 
-async fn send(client: &mut Client, stanza: Stanza) {
-    match tokio::time::timeout(SEND_TIMEOUT, client.send_stanza(stanza)).await {
-        Ok(Ok(_)) => {}
-        Ok(Err(e)) => tracing::warn!("could not send a stanza: {e}"),
-        Err(_) => tracing::warn!("sending a stanza timed out"),
+/// Queues `stanza` for sending, with a message id where one is missing. Queuing only waits when
+/// the outgoing queue is full, and never longer than [`SEND_TIMEOUT`].
+async fn send(stream: &StanzaStream, mut stanza: Stanza) {
+    if let Stanza::Message(message) = &mut stanza {
+        message
+            .id
+            .get_or_insert_with(|| MessageId(format!("{:x}", rand::random::<u64>())));
+    }
+    if tokio::time::timeout(SEND_TIMEOUT, stream.send(Box::new(stanza)))
+        .await
+        .is_err()
+    {
+        tracing::warn!(
+            "the outgoing XMPP queue stayed full for {SEND_TIMEOUT:?}: dropped a stanza"
+        );
     }
 }
 

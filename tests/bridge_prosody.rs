@@ -1,0 +1,343 @@
+//! The bridge end to end against real peers: mosquitto and Prosody from Debian packages, each
+//! started on free loopback ports with private configuration for every test.
+//!
+//! Without the packages these tests skip, unless CI=true, where a missing peer fails them.
+
+mod support;
+
+use std::time::Duration;
+
+use support::bot::{body, password_file, publish, Bot, ChatClient};
+use support::peers::{Mosquitto, Prosody};
+use tokio_xmpp::jid::{BareJid, Jid};
+use tokio_xmpp::parsers::message::{Message, MessageType, Thread};
+
+const BOT: &str = "bot@localhost";
+const ALICE: &str = "alice@localhost";
+const STARTUP: Duration = Duration::from_secs(20);
+
+/// Mosquitto, Prosody with `bot` and `alice`, and a temporary directory for password files.
+struct World {
+    mqtt: Mosquitto,
+    xmpp: Prosody,
+    dir: tempfile::TempDir,
+}
+
+impl World {
+    fn start() -> Option<World> {
+        let mqtt = Mosquitto::start()?;
+        let xmpp = Prosody::start()?;
+        xmpp.register("bot", "bot-secret");
+        xmpp.register("alice", "alice-secret");
+        Some(World {
+            mqtt,
+            xmpp,
+            dir: tempfile::tempdir().expect("temp dir"),
+        })
+    }
+
+    /// Bridge flags for this world, plus `extra`.
+    fn bridge_args(&self, bot_password: &str, extra: &[&str]) -> Vec<String> {
+        let mut args: Vec<String> = vec![
+            "bridge".into(),
+            "--mqtt-port".into(),
+            self.mqtt.port.to_string(),
+            "--jid".into(),
+            BOT.into(),
+            "--password-file".into(),
+            password_file(self.dir.path(), "bot.pw", bot_password),
+            "--xmpp-server".into(),
+            format!("127.0.0.1:{}", self.xmpp.port),
+            "--xmpp-ca".into(),
+            self.xmpp.ca_file.to_string_lossy().into_owned(),
+            "--unit".into(),
+            "°C".into(),
+        ];
+        args.extend(extra.iter().map(|s| s.to_string()));
+        args
+    }
+
+    /// Starts the bridge and waits until it is online and subscribed.
+    fn start_bot(&self, extra: &[&str]) -> Bot {
+        let args = self.bridge_args("bot-secret", extra);
+        let bot = Bot::spawn(&args.iter().map(String::as_str).collect::<Vec<_>>());
+        bot.wait_log("subscribed", 1, STARTUP);
+        bot.wait_log("answering chat messages", 1, STARTUP);
+        bot
+    }
+
+    async fn alice(&self) -> ChatClient {
+        ChatClient::login(ALICE, "alice-secret", self.xmpp.port, &self.xmpp.ca_file).await
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn answers_a_published_value_to_another_account() {
+    let Some(world) = World::start() else { return };
+    let bot = world.start_bot(&[]);
+    let mut alice = world.alice().await;
+
+    // Before any reading, the bot says so plainly.
+    let first = alice.ask(BOT, "temperature?").await;
+    assert!(
+        first.starts_with("No reading from sensors/temperature yet"),
+        "{first}"
+    );
+
+    publish(world.mqtt.port, "sensors/temperature", b"23.5", false).await;
+    let reply = alice
+        .ask_until(BOT, |r| r.starts_with("23.5 °C"), Duration::from_secs(10))
+        .await;
+    assert!(
+        reply.starts_with("23.5 °C (sensors/temperature, ") && reply.ends_with(" s ago)"),
+        "{reply}"
+    );
+    drop(bot);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn answers_a_retained_value_right_after_start() {
+    let Some(world) = World::start() else { return };
+    publish(world.mqtt.port, "sensors/temperature", b"19.25", true).await;
+    let _bot = world.start_bot(&["--precision", "1"]);
+    let mut alice = world.alice().await;
+    let reply = alice
+        .ask_until(
+            BOT,
+            |r| !r.starts_with("No reading"),
+            Duration::from_secs(10),
+        )
+        .await;
+    // 19.25 shown with one decimal; the retained value's age is only a lower bound.
+    assert!(
+        reply.starts_with("19.2 °C (sensors/temperature, retained by the broker, at least "),
+        "{reply}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn answers_new_values_after_a_broker_restart() {
+    let Some(mut world) = World::start() else {
+        return;
+    };
+    let bot = world.start_bot(&[]);
+    let mut alice = world.alice().await;
+    publish(world.mqtt.port, "sensors/temperature", b"20", false).await;
+    alice
+        .ask_until(BOT, |r| r.starts_with("20 °C"), Duration::from_secs(10))
+        .await;
+
+    for round in 1..=2 {
+        world.mqtt.stop();
+        world.mqtt.restart();
+        // The bridge reconnects with backoff and subscribes again on the new session.
+        bot.wait_log("subscribed", 1 + round, Duration::from_secs(30));
+        let value = format!("2{round}.5");
+        publish(
+            world.mqtt.port,
+            "sensors/temperature",
+            value.as_bytes(),
+            false,
+        )
+        .await;
+        let reply = alice
+            .ask_until(BOT, |r| r.starts_with(&value), Duration::from_secs(10))
+            .await;
+        assert!(reply.contains("s ago)"), "{reply}");
+    }
+    assert!(
+        bot.log().contains("MQTT connection failed"),
+        "{}",
+        bot.log()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reads_json_payloads_and_keeps_the_last_value_on_garbage() {
+    let Some(world) = World::start() else { return };
+    let bot = world.start_bot(&["--json-pointer", "/temperature"]);
+    let mut alice = world.alice().await;
+    publish(
+        world.mqtt.port,
+        "sensors/temperature",
+        br#"{"temperature": 24.5, "humidity": 40}"#,
+        false,
+    )
+    .await;
+    alice
+        .ask_until(BOT, |r| r.starts_with("24.5 °C"), Duration::from_secs(10))
+        .await;
+
+    // Garbage of every kind: each is logged (rate-limited) and counted, none replaces 24.5.
+    for garbage in [
+        &b"not json"[..],
+        br#"{"temperature": "warm"}"#,
+        br#"{"humidity": 41}"#,
+        b"\xff\xfe",
+        b"",
+        &vec![b' '; 70_000],
+    ] {
+        publish(world.mqtt.port, "sensors/temperature", garbage, false).await;
+    }
+    // A valid reading after the garbage proves the bridge processed all of it, in order.
+    publish(
+        world.mqtt.port,
+        "sensors/temperature",
+        br#"{"temperature": 25}"#,
+        false,
+    )
+    .await;
+    alice
+        .ask_until(BOT, |r| r.starts_with("25 °C"), Duration::from_secs(10))
+        .await;
+    let log = bot.log();
+    assert_eq!(
+        log.matches("ignored unreadable payload").count(),
+        1,
+        "{log}"
+    );
+    assert!(log.contains("not valid JSON"), "{log}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wrong_password_is_a_clear_error_not_an_endless_retry() {
+    let Some(world) = World::start() else { return };
+    let args = world.bridge_args("not-the-password", &[]);
+    let mut bot = Bot::spawn(&args.iter().map(String::as_str).collect::<Vec<_>>());
+    let status = bot.wait_exit(Duration::from_secs(30));
+    assert!(!status.success(), "{status:?}");
+    let log = bot.log();
+    assert!(
+        log.contains("the XMPP server refused the login for bot@localhost (not-authorized)"),
+        "{log}"
+    );
+    assert!(
+        !log.contains("not-the-password"),
+        "password leaked into the log:\n{log}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unknown_account_is_a_clear_error() {
+    let Some(world) = World::start() else { return };
+    let mut args = world.bridge_args("whatever", &[]);
+    let jid = args.iter().position(|a| a == BOT).expect("jid arg");
+    args[jid] = "nobody@localhost".into();
+    let mut bot = Bot::spawn(&args.iter().map(String::as_str).collect::<Vec<_>>());
+    assert!(!bot.wait_exit(Duration::from_secs(30)).success());
+    assert!(
+        bot.log().contains("refused the login for nobody@localhost"),
+        "{}",
+        bot.log()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn never_answers_error_groupchat_headline_or_bodyless_messages() {
+    let Some(world) = World::start() else { return };
+    let _bot = world.start_bot(&[]);
+    let mut alice = world.alice().await;
+    let bot_jid: Jid = BOT.parse().unwrap();
+    let bot_bare: BareJid = bot_jid.to_bare();
+
+    let with_thread = |type_: MessageType, thread: &str, body: Option<&str>| {
+        let mut m = Message::new_with_type(type_, Some(bot_jid.clone()));
+        if let Some(body) = body {
+            m = m.with_body(Default::default(), body.into());
+        }
+        m.thread = Some(Thread {
+            id: thread.into(),
+            parent: None,
+        });
+        m
+    };
+    // Each of these must go unanswered...
+    alice
+        .send(with_thread(MessageType::Error, "error", Some("x")))
+        .await;
+    alice
+        .send(with_thread(MessageType::Groupchat, "groupchat", Some("x")))
+        .await;
+    alice
+        .send(with_thread(MessageType::Headline, "headline", Some("x")))
+        .await;
+    alice
+        .send(with_thread(MessageType::Chat, "bodyless", None))
+        .await;
+    // ...so the first reply the bot sends is the one to this question, in its thread.
+    alice
+        .send(with_thread(MessageType::Chat, "question", Some("temp?")))
+        .await;
+    let reply = alice
+        .next_message_from(&bot_bare, Duration::from_secs(10))
+        .await
+        .expect("a reply to the chat question");
+    assert_eq!(
+        reply.thread.as_ref().map(|t| t.id.as_str()),
+        Some("question"),
+        "{}",
+        body(&reply)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_stops_cleanly_within_two_seconds() {
+    let Some(world) = World::start() else { return };
+    let mut bot = world.start_bot(&[]);
+    let (status, took) = bot.terminate(Duration::from_secs(5));
+    assert!(status.success(), "{status:?}\n{}", bot.log());
+    assert!(took < Duration::from_secs(2), "took {took:?}");
+    let log = bot.log();
+    assert!(log.contains("disconnected from the MQTT broker"), "{log}");
+    assert!(log.contains("disconnected from the XMPP server"), "{log}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_mqtt_login_is_a_clear_error() {
+    let Some(mqtt) = Mosquitto::start_with_user("sensor-reader", "mqtt-secret") else {
+        return;
+    };
+    let Some(xmpp) = Prosody::start() else { return };
+    xmpp.register("bot", "bot-secret");
+    let dir = tempfile::tempdir().unwrap();
+    let xmpp_server = format!("127.0.0.1:{}", xmpp.port);
+    let ca = xmpp.ca_file.to_string_lossy().into_owned();
+    let bot_pw = password_file(dir.path(), "bot.pw", "bot-secret");
+    let mqtt_port = mqtt.port.to_string();
+    let run = |mqtt_password: &str| {
+        let mqtt_pw = password_file(dir.path(), "mqtt.pw", mqtt_password);
+        Bot::spawn(&[
+            "bridge",
+            "--mqtt-port",
+            &mqtt_port,
+            "--mqtt-username",
+            "sensor-reader",
+            "--mqtt-password-file",
+            &mqtt_pw,
+            "--jid",
+            BOT,
+            "--password-file",
+            &bot_pw,
+            "--xmpp-server",
+            &xmpp_server,
+            "--xmpp-ca",
+            &ca,
+        ])
+    };
+    let mut refused = run("wrong-mqtt-pw-1234");
+    assert!(!refused.wait_exit(Duration::from_secs(30)).success());
+    let log = refused.log();
+    assert!(
+        log.contains("the MQTT broker at 127.0.0.1:")
+            && log.contains("refused the login as sensor-reader"),
+        "{log}"
+    );
+    assert!(
+        !log.contains("wrong-mqtt-pw-1234"),
+        "password leaked:\n{log}"
+    );
+
+    // The right password subscribes.
+    let accepted = run("mqtt-secret");
+    accepted.wait_log("subscribed", 1, STARTUP);
+}

@@ -1,0 +1,4 @@
+//! Shared fixtures for the integration tests.
+
+pub mod bot;
+pub mod peers;
