@@ -31,14 +31,16 @@ pub enum Command {
     ///
     /// Example, next to a local mosquitto and an XMPP server:
     ///
-    ///   mqtt2xmpp bridge --jid bot@example.org --password-file /etc/mqtt2xmpp/xmpp-password
-    ///   --topic sensors/temperature --unit °C
+    ///   mqtt2xmpp bridge --jid bot@example.org --password-file /etc/mqtt2xmpp/xmpp-password \
+    ///       --topic sensors/temperature --unit °C
+    #[command(verbatim_doc_comment)]
     Bridge(BridgeArgs),
     /// Send one chat message, print the reply, and exit: for scripts, cron jobs and smoke tests.
     ///
     /// Exits 0 with the reply on standard output, or non-zero if no reply arrives in time.
     ///
     ///   mqtt2xmpp ask --jid alice@example.org --password-file pw --to bot@example.org "temp?"
+    #[command(verbatim_doc_comment)]
     Ask(AskArgs),
 }
 
@@ -108,7 +110,12 @@ pub struct SensorArgs {
     pub json_pointer: Option<String>,
 
     /// Unit shown after the value, e.g. °C.
-    #[arg(long, env = "MQTT2XMPP_UNIT", default_value = "")]
+    #[arg(
+        long,
+        env = "MQTT2XMPP_UNIT",
+        default_value = "",
+        hide_default_value = true
+    )]
     pub unit: String,
 
     /// Decimals shown [default: the value as published].

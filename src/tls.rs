@@ -165,7 +165,7 @@ pub fn untrusted_certificate(error: &(dyn std::error::Error + 'static)) -> Optio
     let mut current = Some(error);
     while let Some(e) = current {
         if let Some(rustls::Error::InvalidCertificate(reason)) = e.downcast_ref::<rustls::Error>() {
-            return Some(reason.to_string());
+            return Some(describe(reason));
         }
         if let Some(io) = e.downcast_ref::<std::io::Error>() {
             if let Some(inner) = io.get_ref() {
@@ -177,6 +177,29 @@ pub fn untrusted_certificate(error: &(dyn std::error::Error + 'static)) -> Optio
         current = e.source();
     }
     None
+}
+
+/// A certificate problem in words a user can act on (rustls' own text shows raw OIDs for some).
+fn describe(error: &rustls::CertificateError) -> String {
+    use rustls::CertificateError as E;
+    match error {
+        E::UnknownIssuer
+        | E::BadSignature
+        | E::UnsupportedSignatureAlgorithm
+        | E::UnsupportedSignatureAlgorithmContext { .. }
+        | E::UnsupportedSignatureAlgorithmForPublicKeyContext { .. } => {
+            "it is not signed by any certificate this machine trusts".into()
+        }
+        E::NotValidForName | E::NotValidForNameContext { .. } => {
+            "it was issued for a different host name".into()
+        }
+        E::Expired | E::ExpiredContext { .. } => "it has expired".into(),
+        E::NotValidYet | E::NotValidYetContext { .. } => {
+            "it is not valid yet (is this machine's clock right?)".into()
+        }
+        E::Revoked => "it has been revoked".into(),
+        other => other.to_string(),
+    }
 }
 
 #[cfg(test)]
@@ -210,7 +233,10 @@ mod tests {
     fn recognises_certificate_failures_inside_io_errors() {
         let tls = rustls::Error::InvalidCertificate(rustls::CertificateError::UnknownIssuer);
         let io = std::io::Error::new(std::io::ErrorKind::InvalidData, tls);
-        assert_eq!(untrusted_certificate(&io).as_deref(), Some("UnknownIssuer"));
+        assert_eq!(
+            untrusted_certificate(&io).as_deref(),
+            Some("it is not signed by any certificate this machine trusts")
+        );
         let other = std::io::Error::new(std::io::ErrorKind::ConnectionRefused, "refused");
         assert_eq!(untrusted_certificate(&other), None);
     }

@@ -341,3 +341,31 @@ async fn a_refused_mqtt_login_is_a_clear_error() {
     let accepted = run("mqtt-secret");
     accepted.wait_log("subscribed", 1, STARTUP);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn answers_again_after_an_xmpp_server_restart() {
+    let Some(mut world) = World::start() else {
+        return;
+    };
+    let bot = world.start_bot(&[]);
+    publish(world.mqtt.port, "sensors/temperature", b"18.5", true).await;
+    {
+        let mut alice = world.alice().await;
+        alice
+            .ask_until(BOT, |r| r.starts_with("18.5 °C"), Duration::from_secs(10))
+            .await;
+    }
+    world.xmpp.stop();
+    bot.wait_log(
+        "lost the connection to the XMPP server",
+        1,
+        Duration::from_secs(10),
+    );
+    world.xmpp.restart();
+    // tokio-xmpp retries after 1 s, 2 s, 4 s…: the bot is back well within 30 s, and announces
+    // itself again with available presence.
+    bot.wait_log("answering chat messages", 2, Duration::from_secs(30));
+    let mut alice = world.alice().await;
+    let reply = alice.ask(BOT, "still there?").await;
+    assert!(reply.starts_with("18.5 °C"), "{reply}");
+}

@@ -69,6 +69,18 @@ pub fn free_port() -> u16 {
         .port()
 }
 
+/// A free loopback TCP port other than `other`, for a peer's second listener (free_port may hand
+/// out a just-released port again).
+fn distinct_free_port(other: u16) -> u16 {
+    for _ in 0..PORT_ATTEMPTS {
+        let port = free_port();
+        if port != other {
+            return port;
+        }
+    }
+    panic!("free_port kept returning port {other}, which is already chosen");
+}
+
 /// Waits until a TCP connect to 127.0.0.1:port succeeds, polling every 20 ms up to `deadline`;
 /// panics with a message naming `what` on timeout. (No fixed sleeps elsewhere.)
 pub fn wait_for_port(port: u16, what: &str, deadline: Duration) {
@@ -81,10 +93,18 @@ pub fn wait_for_port(port: u16, what: &str, deadline: Duration) {
     }
 }
 
-/// A private mosquitto broker listening on `127.0.0.1:port`.
+/// A private mosquitto broker listening on `127.0.0.1:port`, and with [`Mosquitto::start_tls`]
+/// also over TLS on `127.0.0.1:tls_port`.
 pub struct Mosquitto {
-    /// The loopback port the broker listens on; it stays the same across [`Mosquitto::restart`].
+    /// The loopback port of the plain MQTT listener; it stays the same across
+    /// [`Mosquitto::restart`].
     pub port: u16,
+    /// The loopback port of the TLS listener ([`Mosquitto::start_tls`] only, else `None`); it
+    /// stays the same across [`Mosquitto::restart`].
+    pub tls_port: Option<u16>,
+    /// The TLS listener's self-signed certificate (PEM) for "localhost", which a client must
+    /// trust ([`Mosquitto::start_tls`] only, else `None`).
+    pub ca_file: Option<PathBuf>,
     program: PathBuf,
     config: PathBuf,
     log: PathBuf,
@@ -98,16 +118,32 @@ impl Mosquitto {
     /// allow_anonymous true, persistence false), waits for the port. None = skipped (see
     /// find_peer).
     pub fn start() -> Option<Mosquitto> {
-        Self::start_with(None)
+        Self::start_with(None, false)
     }
 
     /// Like start, but with a password file: allow_anonymous false, one user (created with
     /// `mosquitto_passwd -b -c`).
     pub fn start_with_user(user: &str, password: &str) -> Option<Mosquitto> {
-        Self::start_with(Some((user, password)))
+        Self::start_with(Some((user, password)), false)
     }
 
-    /// Kills the broker (SIGTERM then wait), the port is then closed. Does nothing if it is
+    /// Like start (anonymous clients allowed), with a second listener on another free loopback
+    /// port, `tls_port`, that speaks MQTT over TLS only. The plain listener on `port` stays, so
+    /// test publishers need no TLS; both listeners share one message space.
+    ///
+    /// The TLS listener presents a self-signed certificate for "localhost" generated with rcgen
+    /// (the same kind as [`Prosody`]'s: CA:FALSE, SAN DNS:localhost, EKU serverAuth), kept in
+    /// `ca_file`; a client connecting to `localhost:tls_port` and trusting `ca_file` verifies
+    /// it. The broker asks for no client certificate. None = skipped (see find_peer).
+    ///
+    /// The readiness check connects to both ports without speaking, so after each (re)start the
+    /// log shows a "Client connection from 127.0.0.1 failed: ... unexpected eof" for the TLS
+    /// port: that is the fixture, not the client under test.
+    pub fn start_tls() -> Option<Mosquitto> {
+        Self::start_with(None, true)
+    }
+
+    /// Kills the broker (SIGTERM then wait), its ports are then closed. Does nothing if it is
     /// already stopped.
     pub fn stop(&mut self) {
         if let Some(mut child) = self.child.take() {
@@ -115,15 +151,17 @@ impl Mosquitto {
         }
     }
 
-    /// Starts it again on the SAME port with the same config, waits for the port. A broker that
-    /// is still running is stopped first. Retained messages are lost (persistence is off).
+    /// Starts it again on the SAME port(s) with the same config (and certificate), waits for
+    /// them. A broker that is still running is stopped first. Retained messages are lost
+    /// (persistence is off).
     pub fn restart(&mut self) {
         self.stop();
         if self.spawn().is_err() {
             panic!(
-                "cannot restart mosquitto: port {} was taken by another process while the broker \
-                 was stopped; log:\n{}",
+                "cannot restart mosquitto: port {} or {:?} was taken by another process while \
+                 the broker was stopped; log:\n{}",
                 self.port,
+                self.tls_port,
                 self.log()
             );
         }
@@ -134,7 +172,7 @@ impl Mosquitto {
         read_lossy(&self.log)
     }
 
-    fn start_with(auth: Option<(&str, &str)>) -> Option<Mosquitto> {
+    fn start_with(auth: Option<(&str, &str)>, tls: bool) -> Option<Mosquitto> {
         let program = find_peer("mosquitto", &["/usr/sbin/mosquitto"])?;
         let dir = private_dir("mosquitto");
         let access = match auth {
@@ -152,13 +190,21 @@ impl Mosquitto {
                 );
                 format!(
                     "allow_anonymous false\npassword_file {}\n",
-                    password_file.display()
+                    conf_path(&password_file)
                 )
             }
             None => "allow_anonymous true\n".to_owned(),
         };
+        let tls_files = tls.then(|| {
+            let cert_file = dir.path().join("localhost.crt");
+            let key_file = dir.path().join("localhost.key");
+            write_self_signed_cert("localhost", &cert_file, &key_file);
+            (cert_file, key_file)
+        });
         let mut broker = Mosquitto {
             port: 0,
+            tls_port: None,
+            ca_file: tls_files.as_ref().map(|(cert_file, _)| cert_file.clone()),
             program,
             config: dir.path().join("mosquitto.conf"),
             log: dir.path().join("mosquitto.log"),
@@ -167,15 +213,35 @@ impl Mosquitto {
         };
         for _ in 0..PORT_ATTEMPTS {
             broker.port = free_port();
+            // The second listener comes after every global option: in mosquitto's config, the
+            // listener-specific options (certfile, keyfile) apply to the last `listener` line.
+            let tls_listener = match &tls_files {
+                Some((cert_file, key_file)) => {
+                    let tls_port = distinct_free_port(broker.port);
+                    broker.tls_port = Some(tls_port);
+                    format!(
+                        "listener {tls_port} 127.0.0.1\n\
+                         certfile {cert}\n\
+                         keyfile {key}\n",
+                        cert = conf_path(cert_file),
+                        key = conf_path(key_file),
+                    )
+                }
+                None => String::new(),
+            };
             // `user root` keeps a broker started by root from switching to the `mosquitto` user,
             // which could not read the private (0700) temp dir. It is ignored when not root.
+            // `per_listener_settings false` (mosquitto's default, stated for clarity) makes
+            // allow_anonymous and password_file global: they apply to every listener.
             let config = format!(
                 "# Private test broker written by tests/support/peers.rs\n\
                  user root\n\
+                 per_listener_settings false\n\
                  listener {port} 127.0.0.1\n\
                  {access}\
                  persistence false\n\
-                 log_dest stderr\n",
+                 log_dest stderr\n\
+                 {tls_listener}",
                 port = broker.port,
             );
             write_file(&broker.config, &config, 0o600);
@@ -189,18 +255,20 @@ impl Mosquitto {
         );
     }
 
-    /// Spawns the broker on `self.port` and waits until it listens.
+    /// Spawns the broker on `self.port` (and `self.tls_port`) and waits until it listens.
     fn spawn(&mut self) -> Result<(), PortTaken> {
         let mut log = LogTail::new(&self.log);
         let mut command = Command::new(&self.program);
         command.arg("-c").arg(&self.config);
         let mut child = spawn_logged(&mut command, &self.log, "mosquitto");
-        let port = self.port;
+        let ports: Vec<u16> = std::iter::once(self.port).chain(self.tls_port).collect();
         let outcome = await_startup(
             &mut child,
             "mosquitto",
-            port,
+            &ports,
             |text| {
+                // mosquitto binds every listener before it logs "running", and exits if any
+                // cannot be bound.
                 if text.contains("Address already in use") {
                     Startup::PortTaken
                 } else if text.lines().any(|line| {
@@ -404,7 +472,7 @@ VirtualHost {domain}
         let outcome = await_startup(
             &mut child,
             "prosody",
-            port,
+            &[port],
             |text| {
                 // Prosody keeps running when it cannot bind, so the log is the only sign.
                 if text.contains(&taken) {
@@ -451,15 +519,20 @@ enum Startup {
     PortTaken,
 }
 
-/// Waits until the log says the peer listens and a connection to its port succeeds. Panics with
-/// the log if the peer exits or does not get there within [`START_DEADLINE`].
+/// Waits until the log says the peer listens and a connection to each of its ports succeeds.
+/// Panics with the log if the peer exits or does not get there within [`START_DEADLINE`].
 fn await_startup(
     child: &mut Child,
     what: &str,
-    port: u16,
+    ports: &[u16],
     classify: impl Fn(&str) -> Startup,
     log: &mut LogTail,
 ) -> Result<(), PortTaken> {
+    let addresses = ports
+        .iter()
+        .map(|port| format!("127.0.0.1:{port}"))
+        .collect::<Vec<_>>()
+        .join(" and ");
     let started = Instant::now();
     let mut text = String::new();
     loop {
@@ -470,16 +543,14 @@ fn await_startup(
         text.push_str(&log.read_new());
         match classify(&text) {
             Startup::PortTaken => return Err(PortTaken),
-            Startup::Listening if port_open(port) => return Ok(()),
+            Startup::Listening if ports.iter().all(|&port| port_open(port)) => return Ok(()),
             Startup::Listening | Startup::Pending => {}
         }
         if let Some(status) = exited {
-            panic!("{what} exited ({status}) before listening on 127.0.0.1:{port}; log:\n{text}");
+            panic!("{what} exited ({status}) before listening on {addresses}; log:\n{text}");
         }
         if started.elapsed() >= START_DEADLINE {
-            panic!(
-                "{what} did not listen on 127.0.0.1:{port} within {START_DEADLINE:?}; log:\n{text}"
-            );
+            panic!("{what} did not listen on {addresses} within {START_DEADLINE:?}; log:\n{text}");
         }
         std::thread::sleep(POLL_INTERVAL);
     }
@@ -651,6 +722,19 @@ fn read_lossy(path: &Path) -> String {
         Ok(bytes) => String::from_utf8_lossy(&bytes).into_owned(),
         Err(e) => format!("(cannot read {}: {e})\n", path.display()),
     }
+}
+
+/// A path as a mosquitto config value: the rest of the line, so it must not contain a line break
+/// or start or end with blanks (mosquitto's parser trims them).
+fn conf_path(path: &Path) -> String {
+    let text = path
+        .to_str()
+        .unwrap_or_else(|| panic!("path is not UTF-8: {}", path.display()));
+    assert!(
+        !text.chars().any(char::is_control) && text.trim() == text,
+        "cannot put this path into a mosquitto config: {text:?}"
+    );
+    text.to_owned()
 }
 
 /// A Lua string literal for a path (or other text without control characters).
