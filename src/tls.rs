@@ -185,7 +185,6 @@ fn describe(error: &rustls::CertificateError) -> String {
     match error {
         E::UnknownIssuer
         | E::BadSignature
-        | E::UnsupportedSignatureAlgorithm
         | E::UnsupportedSignatureAlgorithmContext { .. }
         | E::UnsupportedSignatureAlgorithmForPublicKeyContext { .. } => {
             "it is not signed by any certificate this machine trusts".into()
