@@ -20,6 +20,7 @@ pub mod bridge;
 pub mod cli;
 pub mod config;
 pub mod secret;
+pub mod server;
 pub mod shutdown;
 pub mod tls;
 pub mod xmpp_connect;

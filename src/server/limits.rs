@@ -1,0 +1,498 @@
+//! Resource limits of the bundled server, and the reader that enforces the byte-level ones.
+//!
+//! Every limit is a field of [`Limits`] (configurable from the command line), never a constant
+//! buried in the code. The byte-level limits are enforced *below* the XML parser by
+//! [`LimitedReader`], so that no oversized or over-deep input is ever buffered or parsed:
+//!
+//! - **stanza size**: bytes read since the last complete top-level element; 10 000 before
+//!   authentication, 256 KiB after (Prosody's and ejabberd's defaults are similar). Over the
+//!   limit, reading fails with [`LimitExceeded::StanzaTooLarge`], which the connection turns into
+//!   a `policy-violation` stream error.
+//! - **nesting depth**: element depth inside a stanza, counted by [`DepthScanner`] on the raw
+//!   bytes. A deep tree would otherwise cost stack when it is built and dropped recursively.
+//! - **byte rate**: a token bucket; when it is empty, reading *pauses* until it refills (the
+//!   kernel's socket buffer then pushes back on the sender), rather than buffering.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use thiserror::Error;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::time::{Instant, Sleep};
+
+/// Limits for one server. [`Limits::default`] gives the documented defaults.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Limits {
+    /// Largest stanza after authentication, in bytes.
+    pub max_stanza_bytes: usize,
+    /// Largest element before authentication, in bytes (stream negotiation needs very little).
+    pub max_preauth_bytes: usize,
+    /// Deepest element nesting inside a stanza.
+    pub max_depth: usize,
+    /// Sustained bytes per second one connection may send.
+    pub bytes_per_second: u32,
+    /// Bytes a connection may send in a burst above the sustained rate.
+    pub burst_bytes: u32,
+    /// Most simultaneous connections; further ones wait in the kernel's accept queue.
+    pub max_connections: usize,
+    /// Time a connection has to authenticate and bind before it is closed.
+    pub auth_timeout: Duration,
+    /// Delay before answering a failed login, per failure (grows with failures from the same
+    /// address, up to `max_login_delay`).
+    pub login_failure_delay: Duration,
+    /// Upper bound of the failed-login delay.
+    pub max_login_delay: Duration,
+    /// A connection silent for this long gets a ping; silent for twice as long, it is closed.
+    pub idle_ping_after: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            max_stanza_bytes: 256 * 1024,
+            max_preauth_bytes: 10_000,
+            max_depth: 64,
+            bytes_per_second: 64 * 1024,
+            burst_bytes: 512 * 1024,
+            max_connections: 1024,
+            auth_timeout: Duration::from_secs(30),
+            login_failure_delay: Duration::from_secs(1),
+            max_login_delay: Duration::from_secs(8),
+            idle_ping_after: Duration::from_secs(300),
+        }
+    }
+}
+
+/// Why reading was stopped.
+#[derive(Debug, Error, Clone, Copy, PartialEq, Eq)]
+pub enum LimitExceeded {
+    /// More bytes than allowed without completing an element.
+    #[error("stanza larger than {0} bytes")]
+    StanzaTooLarge(usize),
+    /// Elements nested deeper than allowed.
+    #[error("elements nested deeper than {0} levels")]
+    TooDeep(usize),
+}
+
+/// Tracks element depth on raw XML bytes, without parsing: `<name` opens, `</` closes, `/>`
+/// closes the element it ends. Quoted attribute values, comments, processing instructions and
+/// CDATA sections are skipped so that a `>` or `<` inside them is not miscounted (the parser
+/// above rejects the restricted constructs anyway; the scanner only has to be robust).
+///
+/// Depth 1 is the stream element itself; stanzas are at depth 2.
+#[derive(Debug, Clone, Default)]
+pub struct DepthScanner {
+    depth: usize,
+    max_seen_in_stanza: usize,
+    state: ScanState,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+enum ScanState {
+    #[default]
+    Text,
+    /// Just after `<`.
+    Lt,
+    /// Inside an opening tag's name or attributes.
+    OpenTag,
+    /// Inside an opening tag, just after `/`.
+    OpenTagSlash,
+    /// Inside a quoted attribute value.
+    Quoted(u8),
+    /// Inside a closing tag.
+    CloseTag,
+    /// Inside `<!…>` or `<?…>`: skipped up to the matching end marker.
+    Skip { end: SkipEnd, matched: u8 },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum SkipEnd {
+    /// `?>`
+    Pi,
+    /// `-->` or `]]>`: both end with two marker bytes then `>`; we accept either.
+    Section,
+    /// A bare `>` (DOCTYPE and other declarations).
+    Decl,
+}
+
+impl DepthScanner {
+    /// The current depth.
+    pub fn depth(&self) -> usize {
+        self.depth
+    }
+
+    /// Feeds bytes; returns the greatest depth reached while scanning them.
+    pub fn feed(&mut self, bytes: &[u8]) -> usize {
+        let mut deepest = self.depth;
+        let mut iter = bytes.iter().copied().peekable();
+        while let Some(b) = iter.next() {
+            self.state = match self.state {
+                ScanState::Text => match b {
+                    b'<' => ScanState::Lt,
+                    _ => ScanState::Text,
+                },
+                ScanState::Lt => match b {
+                    b'/' => ScanState::CloseTag,
+                    b'?' => ScanState::Skip {
+                        end: SkipEnd::Pi,
+                        matched: 0,
+                    },
+                    b'!' => match iter.peek() {
+                        Some(b'-') | Some(b'[') => ScanState::Skip {
+                            end: SkipEnd::Section,
+                            matched: 0,
+                        },
+                        _ => ScanState::Skip {
+                            end: SkipEnd::Decl,
+                            matched: 0,
+                        },
+                    },
+                    _ => {
+                        self.depth += 1;
+                        deepest = deepest.max(self.depth);
+                        ScanState::OpenTag
+                    }
+                },
+                ScanState::OpenTag => match b {
+                    b'"' | b'\'' => ScanState::Quoted(b),
+                    b'/' => ScanState::OpenTagSlash,
+                    b'>' => ScanState::Text,
+                    _ => ScanState::OpenTag,
+                },
+                ScanState::OpenTagSlash => match b {
+                    b'>' => {
+                        self.depth = self.depth.saturating_sub(1);
+                        ScanState::Text
+                    }
+                    b'"' | b'\'' => ScanState::Quoted(b),
+                    _ => ScanState::OpenTag,
+                },
+                ScanState::Quoted(q) => {
+                    if b == q {
+                        ScanState::OpenTag
+                    } else {
+                        ScanState::Quoted(q)
+                    }
+                }
+                ScanState::CloseTag => match b {
+                    b'>' => {
+                        self.depth = self.depth.saturating_sub(1);
+                        ScanState::Text
+                    }
+                    _ => ScanState::CloseTag,
+                },
+                ScanState::Skip { end, matched } => match (end, b, matched) {
+                    (SkipEnd::Pi, b'?', _) => ScanState::Skip { end, matched: 1 },
+                    (SkipEnd::Pi, b'>', 1) => ScanState::Text,
+                    (SkipEnd::Section, b'-' | b']', m) => ScanState::Skip {
+                        end,
+                        matched: (m + 1).min(2),
+                    },
+                    (SkipEnd::Section, b'>', 2) => ScanState::Text,
+                    (SkipEnd::Decl, b'>', _) => ScanState::Text,
+                    _ => ScanState::Skip { end, matched: 0 },
+                },
+            };
+        }
+        self.max_seen_in_stanza = self.max_seen_in_stanza.max(deepest);
+        deepest
+    }
+}
+
+/// Shared between a [`LimitedReader`] and the connection that owns it.
+#[derive(Debug)]
+pub struct Meter {
+    since_element: AtomicUsize,
+    limit: AtomicUsize,
+    max_depth: usize,
+    tripped: AtomicBool,
+}
+
+impl Meter {
+    /// A meter allowing `limit` bytes per element and `max_depth` levels of nesting.
+    pub fn new(limit: usize, max_depth: usize) -> Arc<Self> {
+        Arc::new(Self {
+            since_element: AtomicUsize::new(0),
+            limit: AtomicUsize::new(limit),
+            max_depth,
+            tripped: AtomicBool::new(false),
+        })
+    }
+
+    /// Call when the parser delivered a complete top-level element: its bytes no longer count.
+    /// Bytes the reader already took beyond the element's end count toward the next one, so the
+    /// count restarts from zero here, which errs on the side of allowing slightly more.
+    pub fn element_done(&self) {
+        self.since_element.store(0, Ordering::Relaxed);
+    }
+
+    /// Changes the per-element limit (e.g. after authentication).
+    pub fn set_limit(&self, limit: usize) {
+        self.limit.store(limit, Ordering::Relaxed);
+    }
+
+    /// Whether reading was stopped by a limit (the connection then sends `policy-violation`).
+    pub fn tripped(&self) -> bool {
+        self.tripped.load(Ordering::Relaxed)
+    }
+}
+
+/// Token bucket for the byte rate.
+#[derive(Debug)]
+struct Bucket {
+    rate: f64,
+    burst: f64,
+    tokens: f64,
+    updated: Instant,
+}
+
+impl Bucket {
+    fn new(rate: u32, burst: u32) -> Self {
+        Self {
+            rate: f64::from(rate.max(1)),
+            burst: f64::from(burst.max(1)),
+            tokens: f64::from(burst.max(1)),
+            updated: Instant::now(),
+        }
+    }
+
+    fn refill(&mut self, now: Instant) {
+        let elapsed = now.saturating_duration_since(self.updated).as_secs_f64();
+        self.tokens = (self.tokens + elapsed * self.rate).min(self.burst);
+        self.updated = now;
+    }
+
+    /// How long until at least one token is available.
+    fn wait(&self) -> Duration {
+        if self.tokens >= 1.0 {
+            Duration::ZERO
+        } else {
+            Duration::from_secs_f64((1.0 - self.tokens) / self.rate)
+        }
+    }
+}
+
+/// An `AsyncRead + AsyncWrite` wrapper that enforces [`Meter`] limits and the byte rate on the
+/// read side. Writes pass through untouched.
+pub struct LimitedReader<S> {
+    inner: S,
+    meter: Arc<Meter>,
+    scanner: DepthScanner,
+    bucket: Bucket,
+    sleep: Option<Pin<Box<Sleep>>>,
+}
+
+impl<S> LimitedReader<S> {
+    /// Wraps `inner`.
+    pub fn new(inner: S, meter: Arc<Meter>, bytes_per_second: u32, burst_bytes: u32) -> Self {
+        Self {
+            inner,
+            meter,
+            scanner: DepthScanner::default(),
+            bucket: Bucket::new(bytes_per_second, burst_bytes),
+            sleep: None,
+        }
+    }
+
+    /// The wrapped stream.
+    pub fn get_ref(&self) -> &S {
+        &self.inner
+    }
+
+    /// The wrapped stream, mutably.
+    pub fn get_mut(&mut self) -> &mut S {
+        &mut self.inner
+    }
+
+    /// Unwraps, e.g. to start TLS on the raw socket. The depth scanner keeps its state across a
+    /// stream restart only if the caller builds the new reader with [`LimitedReader::new`] at a
+    /// stream boundary, which is the only place a restart happens.
+    pub fn into_inner(self) -> S {
+        self.inner
+    }
+}
+
+fn limit_error(e: LimitExceeded) -> std::io::Error {
+    std::io::Error::new(std::io::ErrorKind::InvalidData, e)
+}
+
+impl<S: AsyncRead + Unpin> AsyncRead for LimitedReader<S> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        let this = &mut *self;
+        if this.meter.tripped() {
+            return Poll::Ready(Err(limit_error(LimitExceeded::StanzaTooLarge(
+                this.meter.limit.load(Ordering::Relaxed),
+            ))));
+        }
+        // Rate: wait for tokens before reading anything.
+        if let Some(sleep) = this.sleep.as_mut() {
+            if sleep.as_mut().poll(cx).is_pending() {
+                return Poll::Pending;
+            }
+            this.sleep = None;
+        }
+        this.bucket.refill(Instant::now());
+        let wait = this.bucket.wait();
+        if !wait.is_zero() {
+            let mut sleep = Box::pin(tokio::time::sleep(wait));
+            if sleep.as_mut().poll(cx).is_pending() {
+                this.sleep = Some(sleep);
+                return Poll::Pending;
+            }
+            this.bucket.refill(Instant::now());
+        }
+        // Never read more than the tokens and the stanza allowance permit.
+        let limit = this.meter.limit.load(Ordering::Relaxed);
+        let used = this.meter.since_element.load(Ordering::Relaxed);
+        let allowance = limit.saturating_sub(used) + 1;
+        let budget = (this.bucket.tokens as usize).max(1).min(allowance);
+        let room = buf.remaining().min(budget);
+        let mut limited = ReadBuf::new(buf.initialize_unfilled_to(room));
+        match Pin::new(&mut this.inner).poll_read(cx, &mut limited) {
+            Poll::Ready(Ok(())) => {
+                let filled = limited.filled().len();
+                let deepest = this.scanner.feed(limited.filled());
+                this.bucket.tokens -= filled as f64;
+                let total = used + filled;
+                this.meter.since_element.store(total, Ordering::Relaxed);
+                // On error nothing is handed to the parser (an AsyncRead that fails must not
+                // have filled the buffer); the connection is closing anyway.
+                if total > limit {
+                    this.meter.tripped.store(true, Ordering::Relaxed);
+                    return Poll::Ready(Err(limit_error(LimitExceeded::StanzaTooLarge(limit))));
+                }
+                // Depth 1 is the stream element; stanza content starts at 2.
+                if deepest > this.meter.max_depth + 1 {
+                    this.meter.tripped.store(true, Ordering::Relaxed);
+                    return Poll::Ready(Err(limit_error(LimitExceeded::TooDeep(
+                        this.meter.max_depth,
+                    ))));
+                }
+                buf.advance(filled);
+                Poll::Ready(Ok(()))
+            }
+            other => other,
+        }
+    }
+}
+
+impl<S: AsyncWrite + Unpin> AsyncWrite for LimitedReader<S> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::AsyncReadExt;
+
+    fn depth_after(xml: &str) -> (usize, usize) {
+        let mut s = DepthScanner::default();
+        let deepest = s.feed(xml.as_bytes());
+        (s.depth(), deepest)
+    }
+
+    #[test]
+    fn depth_follows_elements() {
+        assert_eq!(depth_after("<stream:stream xmlns='a'>"), (1, 1));
+        assert_eq!(
+            depth_after("<stream:stream><message><body>hi</body></message>"),
+            (1, 3)
+        );
+        assert_eq!(depth_after("<s><a/><b x='1'/></s>"), (0, 2));
+        assert_eq!(depth_after("<s><a x='/>' y=\"<\"><b/></a>"), (1, 3));
+        // Comments, PIs, CDATA and declarations do not count.
+        assert_eq!(
+            depth_after("<?xml version='1.0'?><s><!-- <a> --><![CDATA[<b>]]>"),
+            (1, 1)
+        );
+        assert_eq!(depth_after("<!DOCTYPE x><s>"), (1, 1));
+    }
+
+    #[test]
+    fn depth_survives_arbitrary_chunking() {
+        let xml = "<s><a><b c='>'><d/></b></a><e/></s>";
+        for split in 0..xml.len() {
+            let mut s = DepthScanner::default();
+            let d1 = s.feed(&xml.as_bytes()[..split]);
+            let d2 = s.feed(&xml.as_bytes()[split..]);
+            assert_eq!(s.depth(), 0, "split at {split}");
+            assert_eq!(d1.max(d2), 4, "split at {split}");
+        }
+    }
+
+    #[tokio::test]
+    async fn oversize_element_stops_reading() {
+        let meter = Meter::new(100, 64);
+        let data = format!("<s><message>{}</message>", "x".repeat(500));
+        let mut r = LimitedReader::new(data.as_bytes(), meter.clone(), 1 << 20, 1 << 20);
+        let mut out = Vec::new();
+        let err = r.read_to_end(&mut out).await.unwrap_err();
+        assert_eq!(err.kind(), std::io::ErrorKind::InvalidData);
+        assert!(
+            out.len() <= 100,
+            "handed {} bytes past a 100-byte limit",
+            out.len()
+        );
+        assert!(meter.tripped());
+    }
+
+    #[tokio::test]
+    async fn completed_elements_reset_the_count() {
+        let meter = Meter::new(100, 64);
+        let data = "<s>".to_string() + &"<a/>".repeat(10);
+        let mut r = LimitedReader::new(data.as_bytes(), meter.clone(), 1 << 20, 1 << 20);
+        let mut buf = [0u8; 43];
+        r.read_exact(&mut buf).await.unwrap();
+        meter.element_done();
+        let mut rest = Vec::new();
+        r.read_to_end(&mut rest).await.unwrap();
+        assert!(!meter.tripped());
+    }
+
+    #[tokio::test]
+    async fn deep_nesting_stops_reading() {
+        let meter = Meter::new(1 << 20, 10);
+        let data = "<s>".to_string() + &"<a>".repeat(20);
+        let mut r = LimitedReader::new(data.as_bytes(), meter.clone(), 1 << 20, 1 << 20);
+        let mut out = Vec::new();
+        let err = r.read_to_end(&mut out).await.unwrap_err();
+        assert!(err.to_string().contains("nested deeper than 10"), "{err}");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn rate_limit_pauses_instead_of_buffering() {
+        let meter = Meter::new(1 << 20, 64);
+        let data = vec![b' '; 3000];
+        let mut r = LimitedReader::new(&data[..], meter, 1000, 1000);
+        let started = Instant::now();
+        let mut out = Vec::new();
+        r.read_to_end(&mut out).await.unwrap();
+        assert_eq!(out.len(), 3000);
+        // 1000 bytes of burst, then 2000 bytes at 1000 B/s.
+        let took = started.elapsed();
+        assert!(took >= Duration::from_millis(1990), "{took:?}");
+        assert!(took < Duration::from_millis(2100), "{took:?}");
+    }
+}
