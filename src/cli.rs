@@ -42,6 +42,121 @@ pub enum Command {
     ///   mqtt2xmpp ask --jid alice@example.org --password-file pw --to bot@example.org "temp?"
     #[command(verbatim_doc_comment)]
     Ask(AskArgs),
+    /// Run the small bundled XMPP server (client-to-server, one domain).
+    ///
+    /// Accounts are managed with `mqtt2xmpp user`. Without --cert/--key the server creates a
+    /// self-signed certificate in the data directory and logs its path and SHA-256 fingerprint;
+    /// give that file to clients and to the bridge (--xmpp-ca).
+    ///
+    ///   mqtt2xmpp server --domain localhost --data-dir /var/lib/mqtt2xmpp
+    #[command(verbatim_doc_comment)]
+    Server(ServerArgs),
+    /// Manage the bundled server's accounts (works while the server runs).
+    ///
+    ///   mqtt2xmpp user add bot@localhost --password-file bot.pw
+    ///   echo 'secret' | mqtt2xmpp user add alice@localhost
+    #[command(verbatim_doc_comment)]
+    User(UserArgs),
+}
+
+/// `mqtt2xmpp server`.
+#[derive(Debug, Args)]
+pub struct ServerArgs {
+    /// The domain served: accounts are user@DOMAIN.
+    #[arg(long, env = "MQTT2XMPP_DOMAIN", default_value = "localhost")]
+    pub domain: String,
+
+    /// Address and port to listen on for client connections.
+    #[arg(long, env = "MQTT2XMPP_LISTEN", default_value = "127.0.0.1:5222")]
+    pub listen: std::net::SocketAddr,
+
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub data: DataDirArg,
+
+    /// Certificate chain (PEM) for the domain; with --key, used instead of a self-signed one.
+    #[arg(long, env = "MQTT2XMPP_CERT", value_name = "PEM", requires = "key")]
+    pub cert: Option<PathBuf>,
+
+    /// Private key (PEM) for --cert.
+    #[arg(long, env = "MQTT2XMPP_KEY", value_name = "PEM", requires = "cert")]
+    pub key: Option<PathBuf>,
+
+    /// Largest stanza accepted after login, in bytes.
+    #[arg(long, env = "MQTT2XMPP_MAX_STANZA_BYTES", default_value_t = 256 * 1024)]
+    pub max_stanza_bytes: usize,
+
+    /// Largest element accepted before login, in bytes.
+    #[arg(long, env = "MQTT2XMPP_MAX_PREAUTH_BYTES", default_value_t = 10_000)]
+    pub max_preauth_bytes: usize,
+
+    /// Most simultaneous client connections; more wait to be accepted.
+    #[arg(long, env = "MQTT2XMPP_MAX_CONNECTIONS", default_value_t = 1024)]
+    pub max_connections: usize,
+
+    /// Sustained bytes per second one connection may send (reading pauses above it).
+    #[arg(long, env = "MQTT2XMPP_RATE", default_value_t = 64 * 1024)]
+    pub bytes_per_second: u32,
+
+    /// Bytes one connection may send in a burst above the sustained rate.
+    #[arg(long, env = "MQTT2XMPP_BURST", default_value_t = 512 * 1024)]
+    pub burst_bytes: u32,
+
+    /// Time a connection has to log in and bind a resource.
+    #[arg(long, env = "MQTT2XMPP_AUTH_TIMEOUT", default_value = "30s", value_parser = parse_duration)]
+    pub auth_timeout: Duration,
+
+    /// A client silent this long is pinged; silent twice as long, disconnected.
+    #[arg(long, env = "MQTT2XMPP_IDLE_PING", default_value = "5m", value_parser = parse_duration)]
+    pub idle_ping: Duration,
+}
+
+/// Where the server keeps its database and certificate.
+#[derive(Debug, Args)]
+pub struct DataDirArg {
+    /// Directory for the account database and the self-signed certificate.
+    #[arg(long, env = "MQTT2XMPP_DATA_DIR", default_value = "mqtt2xmpp-data")]
+    pub data_dir: PathBuf,
+}
+
+/// `mqtt2xmpp user`.
+#[derive(Debug, Args)]
+pub struct UserArgs {
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub data: DataDirArg,
+
+    /// What to do.
+    #[command(subcommand)]
+    pub action: UserAction,
+}
+
+/// Account administration.
+#[derive(Debug, Subcommand)]
+pub enum UserAction {
+    /// Create an account. The password comes from --password-file or standard input.
+    Add {
+        /// The account, e.g. alice@localhost.
+        jid: String,
+        /// File holding the password (one line); default: read a line from standard input.
+        #[arg(long, value_name = "FILE")]
+        password_file: Option<PathBuf>,
+    },
+    /// Delete an account with its roster, offline messages and private data.
+    Del {
+        /// The account.
+        jid: String,
+    },
+    /// List the accounts.
+    List,
+    /// Change an account's password (from --password-file or standard input).
+    Passwd {
+        /// The account.
+        jid: String,
+        /// File holding the new password; default: read a line from standard input.
+        #[arg(long, value_name = "FILE")]
+        password_file: Option<PathBuf>,
+    },
 }
 
 /// `mqtt2xmpp bridge`.

@@ -6,9 +6,10 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::Parser;
-use mqtt2xmpp::cli::{AskArgs, Cli, Command};
+use mqtt2xmpp::cli::{AskArgs, Cli, Command, ServerArgs, UserAction, UserArgs};
+use mqtt2xmpp::secret::{self, Secret};
 use mqtt2xmpp::shutdown::{self, Trigger};
-use mqtt2xmpp::{ask, bridge, config};
+use mqtt2xmpp::{ask, bridge, config, server};
 use tracing_subscriber::EnvFilter;
 
 fn main() -> ExitCode {
@@ -43,7 +44,84 @@ async fn run(command: Command) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Ask(args) => run_ask(args).await,
+        Command::Server(args) => run_server(args).await,
+        Command::User(args) => run_user(args),
     }
+}
+
+async fn run_server(args: ServerArgs) -> anyhow::Result<()> {
+    let config = server::ServerConfig {
+        domain: args.domain,
+        data_dir: args.data.data_dir,
+        cert: args.cert,
+        key: args.key,
+        limits: server::limits::Limits {
+            max_stanza_bytes: args.max_stanza_bytes,
+            max_preauth_bytes: args.max_preauth_bytes,
+            max_connections: args.max_connections,
+            bytes_per_second: args.bytes_per_second,
+            burst_bytes: args.burst_bytes,
+            auth_timeout: args.auth_timeout,
+            idle_ping_after: args.idle_ping,
+            ..Default::default()
+        },
+    };
+    let listener = tokio::net::TcpListener::bind(args.listen)
+        .await
+        .with_context(|| format!("cannot listen on {} (change it with --listen)", args.listen))?;
+    let (trigger, shutdown) = shutdown::channel();
+    tokio::spawn(stop_on_signal(trigger));
+    server::run(config, listener, shutdown, None).await?;
+    Ok(())
+}
+
+fn run_user(args: UserArgs) -> anyhow::Result<()> {
+    let db = server::database_path(&args.data.data_dir);
+    let password = |file: Option<&std::path::Path>| -> anyhow::Result<Secret> {
+        match file {
+            Some(path) => Ok(secret::read_file(path)?),
+            None => {
+                let mut line = String::new();
+                std::io::stdin()
+                    .read_line(&mut line)
+                    .context("cannot read the password from standard input")?;
+                let line = line.trim_end_matches(['\r', '\n']);
+                anyhow::ensure!(
+                    !line.is_empty(),
+                    "no password given on standard input (or use --password-file)"
+                );
+                Ok(Secret::new(line))
+            }
+        }
+    };
+    if !matches!(args.action, UserAction::List) {
+        std::fs::create_dir_all(&args.data.data_dir).with_context(|| {
+            format!(
+                "cannot create the data directory {}",
+                args.data.data_dir.display()
+            )
+        })?;
+    }
+    match args.action {
+        UserAction::Add { jid, password_file } => {
+            server::admin::add(&db, &jid, &password(password_file.as_deref())?)?;
+            eprintln!("created {jid}");
+        }
+        UserAction::Passwd { jid, password_file } => {
+            server::admin::passwd(&db, &jid, &password(password_file.as_deref())?)?;
+            eprintln!("changed the password of {jid}");
+        }
+        UserAction::Del { jid } => {
+            server::admin::del(&db, &jid)?;
+            eprintln!("deleted {jid}");
+        }
+        UserAction::List => {
+            for user in server::admin::list(&db)? {
+                println!("{user}");
+            }
+        }
+    }
+    Ok(())
 }
 
 async fn run_ask(args: AskArgs) -> anyhow::Result<()> {

@@ -1,6 +1,400 @@
 //! `mqtt2xmpp server`: the small bundled XMPP server (client-to-server only, one domain).
+//!
+//! ```text
+//! TcpListener ─accept (Semaphore-bounded)─▶ stream::serve (one task per connection)
+//!      negotiation: STARTTLS → SASL → bind          │ HubCommand (bounded channel)
+//!                                                    ▼
+//!                              hub thread: Hub (routing, roster, presence, offline) + Store
+//!                                                    │ Outbound (per-session bounded queue)
+//!                                                    ▼
+//!                                         stream::serve writes to the client
+//! ```
+//!
+//! | file | feature |
+//! |---|---|
+//! | `stream.rs` | connection: negotiation, session loop, stream errors |
+//! | `sasl.rs` | SCRAM-SHA-1/256(-PLUS) and PLAIN, sans-IO |
+//! | `hub.rs` | session registry; the single owner of all routing state |
+//! | `router.rs` | message and IQ delivery rules (written down there) |
+//! | `presence.rs` | presence broadcast, probes, subscriptions |
+//! | `roster.rs` | roster get/set/remove and pushes |
+//! | `services.rs` | ping, version, session, private storage, carbons switches |
+//! | `disco.rs`, `carbons.rs` | service discovery; message carbons |
+//! | `store.rs` | SQLite: accounts, rosters, offline messages, private XML |
+//! | `limits.rs` | stanza size, depth, byte rate, connection and login limits |
+//! | `cert.rs` | certificate from files or self-signed |
+//! | `admin.rs` | `mqtt2xmpp user add/del/list/passwd` |
 
+pub mod admin;
+pub mod carbons;
 pub mod cert;
+pub mod disco;
+pub mod hub;
 pub mod limits;
+pub mod presence;
+pub mod roster;
+pub mod router;
 pub mod sasl;
+pub mod services;
 pub mod store;
+pub mod stream;
+
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use thiserror::Error;
+use tokio::net::TcpListener;
+use tokio::sync::{mpsc, oneshot, Semaphore};
+use tokio_xmpp::jid::FullJid;
+use tokio_xmpp::Stanza;
+
+use self::hub::{CloseReason, Delivery, Hub};
+use self::limits::Limits;
+use self::sasl::{CredentialStore, Hash, ScramKeys};
+use self::store::{ScramHash, Store, StoreError};
+use crate::shutdown::Shutdown;
+
+/// How the server runs.
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    /// The one domain served (`localhost`, `example.org`).
+    pub domain: String,
+    /// Where the database and the self-signed certificate live.
+    pub data_dir: PathBuf,
+    /// Certificate chain (PEM); with `key`, replaces the self-signed certificate.
+    pub cert: Option<PathBuf>,
+    /// Private key (PEM) for `cert`.
+    pub key: Option<PathBuf>,
+    /// Resource limits.
+    pub limits: Limits,
+}
+
+/// Why the server could not start or had to stop.
+#[derive(Debug, Error)]
+pub enum ServerError {
+    /// The domain is not a valid XMPP domain.
+    #[error("--domain {0:?} is not a valid XMPP domain")]
+    Domain(String),
+    /// The database could not be opened.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// The certificate could not be loaded or created.
+    #[error(transparent)]
+    Cert(#[from] cert::CertError),
+    /// The data directory could not be created.
+    #[error("cannot create the data directory {path}: {source}")]
+    DataDir {
+        /// The directory.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+}
+
+/// The database file inside the data directory.
+pub fn database_path(data_dir: &std::path::Path) -> PathBuf {
+    data_dir.join("server.sqlite")
+}
+
+/// Requests from connections to the hub thread.
+#[derive(Debug)]
+pub enum HubCommand {
+    /// Bind a resource; the reply is the bound JID, or `None` if the resource is invalid.
+    Bind {
+        /// Authenticated user.
+        username: String,
+        /// Requested resource.
+        resource: Option<String>,
+        /// Identifies this session among sessions that bind the same JID over time.
+        id: u64,
+        /// Where the hub sends this session's stanzas.
+        outbox: mpsc::Sender<Outbound>,
+        /// The answer.
+        reply: oneshot::Sender<Option<FullJid>>,
+    },
+    /// A stanza from a bound session.
+    Stanza {
+        /// The session's JID.
+        jid: FullJid,
+        /// The session's id.
+        id: u64,
+        /// What it sent.
+        stanza: Box<Stanza>,
+    },
+    /// A session ended.
+    Unbind {
+        /// The session's JID.
+        jid: FullJid,
+        /// The session's id.
+        id: u64,
+    },
+}
+
+/// What the hub sends a session.
+#[derive(Debug)]
+pub enum Outbound {
+    /// A stanza to write.
+    Stanza(Box<Stanza>),
+    /// Close the session with a stream error.
+    Close(CloseReason),
+}
+
+/// What every connection task shares.
+pub struct Shared {
+    /// The served domain.
+    pub domain: String,
+    /// TLS configuration for STARTTLS.
+    pub tls: Arc<rustls::ServerConfig>,
+    /// Limits.
+    pub limits: Limits,
+    /// The hub's inbox.
+    pub hub: mpsc::Sender<HubCommand>,
+    /// A separate database connection for credential lookups during SASL.
+    auth: Mutex<Store>,
+    /// Failed logins per address, for the growing delay.
+    failures: Mutex<HashMap<IpAddr, (u32, Instant)>>,
+}
+
+impl Shared {
+    /// The credential lookup for one SASL exchange.
+    pub fn credentials(&self) -> impl CredentialStore + '_ {
+        move |username: &str, hash: Hash| -> Option<ScramKeys> {
+            let store = self.auth.lock().unwrap_or_else(|e| e.into_inner());
+            let hash = match hash {
+                Hash::Sha1 => ScramHash::Sha1,
+                Hash::Sha256 => ScramHash::Sha256,
+            };
+            let keys = store.scram(username, hash).ok().flatten()?;
+            Some(ScramKeys {
+                salt: keys.salt,
+                iterations: keys.iterations,
+                stored_key: keys.stored_key,
+                server_key: keys.server_key,
+            })
+        }
+    }
+
+    /// Records a failed login from `peer`; returns how long to wait before answering.
+    pub fn login_failed(&self, peer: SocketAddr) -> Duration {
+        let mut failures = self.failures.lock().unwrap_or_else(|e| e.into_inner());
+        let now = Instant::now();
+        // Forget addresses that have been quiet for a while, so the map stays small.
+        failures.retain(|_, (_, last)| now.duration_since(*last) < Duration::from_secs(600));
+        let entry = failures.entry(peer.ip()).or_insert((0, now));
+        entry.0 = entry.0.saturating_add(1);
+        entry.1 = now;
+        let factor = 2u32.saturating_pow(entry.0.saturating_sub(1).min(16));
+        self.limits
+            .login_failure_delay
+            .saturating_mul(factor)
+            .min(self.limits.max_login_delay)
+    }
+
+    /// Forgets earlier failures of `peer` after a successful login.
+    pub fn login_succeeded(&self, peer: SocketAddr) {
+        let mut failures = self.failures.lock().unwrap_or_else(|e| e.into_inner());
+        failures.remove(&peer.ip());
+    }
+}
+
+/// A running server's handles for callers that embed it (`mqtt2xmpp up`, tests).
+#[derive(Debug)]
+pub struct Started {
+    /// Where the server certificate is (for clients' `--xmpp-ca`).
+    pub cert_path: PathBuf,
+    /// Its SHA-256 fingerprint.
+    pub fingerprint: String,
+}
+
+/// Prepares the data directory, database and certificate, then serves `listener` until
+/// `shutdown`. `ready` receives the certificate details once the server accepts connections.
+pub async fn run(
+    config: ServerConfig,
+    listener: TcpListener,
+    mut shutdown: Shutdown,
+    ready: Option<oneshot::Sender<Started>>,
+) -> Result<(), ServerError> {
+    std::fs::create_dir_all(&config.data_dir).map_err(|source| ServerError::DataDir {
+        path: config.data_dir.clone(),
+        source,
+    })?;
+    let db = database_path(&config.data_dir);
+    let hub = Hub::new(&config.domain, Store::open(&db)?)
+        .ok_or_else(|| ServerError::Domain(config.domain.clone()))?;
+    let auth = Store::open(&db)?;
+    let identity = cert::load_or_create(
+        &config.data_dir,
+        &config.domain,
+        config.cert.as_deref(),
+        config.key.as_deref(),
+    )?;
+    let tls = identity.server_config()?;
+    let fingerprint = identity.fingerprint();
+    tracing::info!(
+        certificate = %identity.cert_path.display(),
+        sha256 = fingerprint,
+        self_signed = identity.self_signed,
+        "TLS certificate"
+    );
+
+    let (hub_tx, hub_rx) = mpsc::channel(1024);
+    let hub_thread = std::thread::Builder::new()
+        .name("xmpp-hub".into())
+        .spawn(move || drive_hub(hub, hub_rx))
+        .map_err(|source| ServerError::DataDir {
+            path: config.data_dir.clone(),
+            source,
+        })?;
+    let shared = Arc::new(Shared {
+        domain: hub_domain(&config.domain),
+        tls,
+        limits: config.limits.clone(),
+        hub: hub_tx,
+        auth: Mutex::new(auth),
+        failures: Mutex::new(HashMap::new()),
+    });
+    let address = listener.local_addr().ok();
+    tracing::info!(domain = shared.domain, address = ?address, "XMPP server listening");
+    if let Some(ready) = ready {
+        let _ = ready.send(Started {
+            cert_path: identity.cert_path.clone(),
+            fingerprint,
+        });
+    }
+
+    let permits = Arc::new(Semaphore::new(config.limits.max_connections));
+    let mut connections = tokio::task::JoinSet::new();
+    let mut accept_backoff = Duration::from_millis(10);
+    loop {
+        // A permit first: at the connection cap, new clients wait in the kernel's queue.
+        let permit = tokio::select! {
+            _ = shutdown.wait() => break,
+            permit = permits.clone().acquire_owned() => match permit {
+                Ok(permit) => permit,
+                Err(_) => break,
+            },
+        };
+        let accepted = tokio::select! {
+            _ = shutdown.wait() => break,
+            accepted = listener.accept() => accepted,
+        };
+        match accepted {
+            Ok((tcp, peer)) => {
+                accept_backoff = Duration::from_millis(10);
+                let _ = tcp.set_nodelay(true);
+                let shared = shared.clone();
+                let shutdown = shutdown.clone();
+                connections.spawn(async move {
+                    stream::serve(tcp, peer, shared, shutdown).await;
+                    drop(permit);
+                });
+            }
+            Err(error) => {
+                // Typically EMFILE: wait instead of spinning.
+                tracing::warn!("accept failed: {error}; retrying in {accept_backoff:?}");
+                tokio::time::sleep(accept_backoff).await;
+                accept_backoff = (accept_backoff * 2).min(Duration::from_secs(1));
+            }
+        }
+        // Reap finished connection tasks so the set does not grow.
+        while connections.try_join_next().is_some() {}
+    }
+
+    tracing::info!("shutting down: closing {} connections", connections.len());
+    // Every session sees the shutdown and sends `system-shutdown`; give them a moment.
+    let drain = async { while connections.join_next().await.is_some() {} };
+    if tokio::time::timeout(Duration::from_secs(3), drain)
+        .await
+        .is_err()
+    {
+        connections.abort_all();
+    }
+    drop(shared);
+    let _ = tokio::task::spawn_blocking(move || hub_thread.join()).await;
+    tracing::info!("server stopped");
+    Ok(())
+}
+
+fn hub_domain(domain: &str) -> String {
+    domain.to_ascii_lowercase()
+}
+
+/// The hub thread: applies commands in order and hands deliveries to the sessions' queues.
+fn drive_hub(mut hub: Hub, mut commands: mpsc::Receiver<HubCommand>) {
+    let mut outboxes: HashMap<FullJid, (u64, mpsc::Sender<Outbound>)> = HashMap::new();
+    while let Some(command) = commands.blocking_recv() {
+        let deliveries = match command {
+            HubCommand::Bind {
+                username,
+                resource,
+                id,
+                outbox,
+                reply,
+            } => match hub.bind(&username, resource.as_deref()) {
+                Ok((jid, deliveries)) => {
+                    // Deliveries first: they may close the session this one replaces.
+                    deliver(&mut outboxes, deliveries);
+                    outboxes.insert(jid.clone(), (id, outbox));
+                    let _ = reply.send(Some(jid));
+                    Vec::new()
+                }
+                Err(_) => {
+                    let _ = reply.send(None);
+                    Vec::new()
+                }
+            },
+            HubCommand::Stanza { jid, id, stanza } => {
+                if outboxes
+                    .get(&jid)
+                    .is_some_and(|(current, _)| *current == id)
+                {
+                    hub.inbound(&jid, *stanza)
+                } else {
+                    Vec::new()
+                }
+            }
+            HubCommand::Unbind { jid, id } => {
+                if outboxes
+                    .get(&jid)
+                    .is_some_and(|(current, _)| *current == id)
+                {
+                    outboxes.remove(&jid);
+                    hub.unbind(&jid)
+                } else {
+                    Vec::new()
+                }
+            }
+        };
+        deliver(&mut outboxes, deliveries);
+    }
+}
+
+fn deliver(
+    outboxes: &mut HashMap<FullJid, (u64, mpsc::Sender<Outbound>)>,
+    deliveries: Vec<Delivery>,
+) {
+    for delivery in deliveries {
+        match delivery {
+            Delivery::Stanza(jid, stanza) => {
+                let Some((_, outbox)) = outboxes.get(&jid) else {
+                    continue;
+                };
+                if outbox.try_send(Outbound::Stanza(stanza)).is_err() {
+                    // The client does not read: rather than buffer without bound, drop the
+                    // queue's sender; the session drains what is queued, then closes with
+                    // `policy-violation`.
+                    tracing::warn!(%jid, "outgoing queue full; closing the session");
+                    outboxes.remove(&jid);
+                }
+            }
+            Delivery::Close(jid, reason) => {
+                if let Some((_, outbox)) = outboxes.remove(&jid) {
+                    let _ = outbox.try_send(Outbound::Close(reason));
+                }
+            }
+        }
+    }
+}

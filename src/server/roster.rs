@@ -1,0 +1,204 @@
+//! The roster (RFC 6121 §2): get, set, remove, and the pushes that keep every interested
+//! resource of the account in step.
+
+use tokio_xmpp::jid::{BareJid, FullJid};
+use tokio_xmpp::minidom::Element;
+use tokio_xmpp::parsers::iq::Iq;
+use tokio_xmpp::parsers::presence::{Presence, Type as PresenceType};
+use tokio_xmpp::parsers::roster::{Ask, Group, Item, Roster, Subscription as WireSubscription};
+use tokio_xmpp::parsers::stanza_error::DefinedCondition;
+
+use super::hub::{Delivery, Hub};
+use super::services::node;
+use super::store::{RosterItem, Subscription};
+
+impl Hub {
+    /// A roster get or set from `from` about its own roster.
+    pub(super) fn handle_roster_iq(&mut self, from: &FullJid, iq: Iq, out: &mut Vec<Delivery>) {
+        let answer = match &iq {
+            Iq::Get { .. } => {
+                if let Some(session) = self.sessions.get_mut(from) {
+                    session.interested = true;
+                }
+                self.roster_result(from).map(Some)
+            }
+            Iq::Set { payload, .. } => self.roster_set(from, payload, out).map(|()| None),
+            Iq::Result { .. } | Iq::Error { .. } => return,
+        };
+        self.answer(from, iq, None, answer, out);
+    }
+
+    fn roster_result(&self, from: &FullJid) -> Result<Element, DefinedCondition> {
+        let items = self
+            .store
+            .roster(&node(from))
+            .map_err(|_| DefinedCondition::InternalServerError)?
+            .into_iter()
+            // An inbound request from someone not (yet) in the roster is not a roster item.
+            .filter(|item| !item.is_pending_in_only())
+            .filter_map(|item| wire_item(&item))
+            .collect();
+        Ok(Roster { ver: None, items }.into())
+    }
+
+    /// RFC 6121 §2.3 (add/update) and §2.5 (remove).
+    fn roster_set(
+        &mut self,
+        from: &FullJid,
+        payload: &Element,
+        out: &mut Vec<Delivery>,
+    ) -> Result<(), DefinedCondition> {
+        let roster = Roster::try_from(payload.clone()).map_err(|_| DefinedCondition::BadRequest)?;
+        let [item] = roster.items.as_slice() else {
+            return Err(DefinedCondition::BadRequest);
+        };
+        let owner = node(from);
+        let contact = item.jid.to_string();
+        let existing = self
+            .store
+            .roster_item(&owner, &contact)
+            .map_err(|_| DefinedCondition::InternalServerError)?;
+        if item.subscription == WireSubscription::Remove {
+            let Some(existing) = existing else {
+                return Err(DefinedCondition::ItemNotFound);
+            };
+            let user = from.to_bare();
+            // Removing a contact ends the subscriptions in both directions.
+            if matches!(existing.subscription, Subscription::To | Subscription::Both)
+                || existing.ask
+            {
+                self.subscription_change(&user, &item.jid, PresenceType::Unsubscribe, out);
+            }
+            if matches!(
+                existing.subscription,
+                Subscription::From | Subscription::Both
+            ) || existing.pending_in
+            {
+                self.subscription_change(&user, &item.jid, PresenceType::Unsubscribed, out);
+            }
+            self.store
+                .remove_roster_item(&owner, &contact)
+                .map_err(|_| DefinedCondition::InternalServerError)?;
+            let removed = Item {
+                jid: item.jid.clone(),
+                name: None,
+                subscription: WireSubscription::Remove,
+                ask: Ask::None,
+                groups: Vec::new(),
+                approved: None,
+            };
+            self.push_roster(&user, removed, out);
+            return Ok(());
+        }
+        let mut updated = existing.unwrap_or_else(|| RosterItem::new(&contact));
+        updated.name = item.name.clone().filter(|n| !n.is_empty());
+        updated.groups = item.groups.iter().map(|g| g.0.clone()).collect();
+        updated.groups.sort();
+        updated.groups.dedup();
+        self.save_and_push(&from.to_bare(), updated, out);
+        Ok(())
+    }
+
+    /// Stores `item` in `owner`'s roster and pushes it if anything changed.
+    pub(super) fn save_and_push(
+        &mut self,
+        owner: &BareJid,
+        item: RosterItem,
+        out: &mut Vec<Delivery>,
+    ) {
+        let Some(user) = owner.node() else { return };
+        match self.store.upsert_roster_item(user.as_str(), &item) {
+            Ok(true) => {
+                if !item.is_pending_in_only() {
+                    if let Some(wire) = wire_item(&item) {
+                        self.push_roster(owner, wire, out);
+                    }
+                }
+            }
+            Ok(false) => {}
+            Err(error) => tracing::error!(%owner, "could not store a roster item: {error}"),
+        }
+    }
+
+    /// Sends a roster push (RFC 6121 §2.1.6) to every interested resource of `owner`.
+    fn push_roster(&self, owner: &BareJid, item: Item, out: &mut Vec<Delivery>) {
+        for jid in self.resources_of(owner) {
+            if !self.sessions.get(&jid).is_some_and(|s| s.interested) {
+                continue;
+            }
+            let push = Iq::Set {
+                from: None,
+                to: Some(jid.clone().into()),
+                id: format!("push-{:x}", rand::random::<u64>()),
+                payload: Roster {
+                    ver: None,
+                    items: vec![item.clone()],
+                }
+                .into(),
+            };
+            out.push(Delivery::stanza(jid, push));
+        }
+    }
+
+    /// The roster item `owner` has for `contact`, or a fresh one.
+    pub(super) fn roster_entry(&self, owner: &BareJid, contact: &BareJid) -> RosterItem {
+        owner
+            .node()
+            .and_then(|user| {
+                self.store
+                    .roster_item(user.as_str(), &contact.to_string())
+                    .ok()
+                    .flatten()
+            })
+            .unwrap_or_else(|| RosterItem::new(contact.to_string()))
+    }
+
+    /// Contacts of `owner` whose subscription matches `pred`.
+    pub(super) fn contacts_where(
+        &self,
+        owner: &BareJid,
+        pred: impl Fn(&RosterItem) -> bool,
+    ) -> Vec<BareJid> {
+        let Some(user) = owner.node() else {
+            return Vec::new();
+        };
+        self.store
+            .roster(user.as_str())
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|item| pred(item))
+            .filter_map(|item| BareJid::new(&item.jid).ok())
+            .collect()
+    }
+
+    /// A presence from `from` (typically unavailable) sent to every available resource of `to`.
+    pub(super) fn presence_to_user(
+        &self,
+        presence: &Presence,
+        to: &BareJid,
+        out: &mut Vec<Delivery>,
+    ) {
+        for (jid, _) in self.available_of(to) {
+            let mut copy = presence.clone();
+            copy.to = Some(jid.clone().into());
+            out.push(Delivery::stanza(jid, copy));
+        }
+    }
+}
+
+/// The wire form of a stored roster item, or `None` if its JID no longer parses.
+fn wire_item(item: &RosterItem) -> Option<Item> {
+    Some(Item {
+        jid: BareJid::new(&item.jid).ok()?,
+        name: item.name.clone(),
+        subscription: match item.subscription {
+            Subscription::None => WireSubscription::None,
+            Subscription::To => WireSubscription::To,
+            Subscription::From => WireSubscription::From,
+            Subscription::Both => WireSubscription::Both,
+        },
+        ask: if item.ask { Ask::Subscribe } else { Ask::None },
+        groups: item.groups.iter().cloned().map(Group).collect(),
+        approved: None,
+    })
+}

@@ -1,0 +1,299 @@
+//! Delivery rules for messages and IQs (RFC 6120 §10, RFC 6121 §8), one domain, no federation.
+//!
+//! The rules, in the order they are applied:
+//!
+//! 1. **Every stanza is stamped** with the sender's full JID (the connection has already refused a
+//!    `from` that is not the sender's own).
+//! 2. **Another domain**: there is no server-to-server, so `remote-server-not-found`.
+//! 3. **No `to`, or the server's domain**: the server handles it. IQs go to the service handlers
+//!    (ping, disco, version, roster, private storage, carbons, session); an unhandled IQ get/set
+//!    gets `service-unavailable`. Messages to the server get `service-unavailable` (errors and
+//!    headlines are dropped). A stanza with no `to` is handled as if sent to the sender's own
+//!    bare JID for IQs (RFC 6120 §10.3.3), and as to the server otherwise.
+//! 4. **A bare JID `user@domain`**:
+//!    - no such account: messages and IQ get/set get `service-unavailable`; anything else is
+//!      dropped;
+//!    - IQs are handled by the server on the account's behalf: to the sender's own bare JID the
+//!      service handlers apply; to another account, disco#info and ping are answered and other
+//!      get/set get `service-unavailable`;
+//!    - `chat` and `normal` messages go to the available resources with the highest
+//!      non-negative priority (every one of them, if several tie); `headline` to every
+//!      available resource with non-negative priority; with no such resource, `chat` and
+//!      `normal` are stored offline (XEP-0160: on disk before anything else happens) and
+//!      delivered when the account next sends available presence; `headline` and `error` are
+//!      dropped; `groupchat` gets `service-unavailable`.
+//! 5. **A full JID `user@domain/resource`**:
+//!    - a bound session: delivered to it;
+//!    - otherwise: messages are handled as if sent to the bare JID (rule 4), except `groupchat`
+//!      (`service-unavailable`) and `error` (dropped); IQ get/set get `service-unavailable`;
+//!      IQ results and errors are dropped.
+//! 6. **Never answer an error or a result** (RFC 6120 §8.3.1): every bounce goes through
+//!    [`super::hub::bounce`], which refuses to.
+//!
+//! Message carbons (XEP-0280): a `chat` message delivered to an account is copied (wrapped in
+//! `<received/>`) to that account's other carbons-enabled available resources, and a `chat`
+//! message sent by a resource is copied (wrapped in `<sent/>`) to the sender's other
+//! carbons-enabled resources. Messages with `<private xmlns='urn:xmpp:carbons:2'/>` are not
+//! copied.
+
+use tokio_xmpp::jid::{BareJid, FullJid, Jid};
+use tokio_xmpp::minidom::Element;
+use tokio_xmpp::parsers::iq::Iq;
+use tokio_xmpp::parsers::message::{Message, MessageType};
+use tokio_xmpp::parsers::ns;
+use tokio_xmpp::parsers::stanza_error::DefinedCondition;
+use tokio_xmpp::Stanza;
+
+use super::hub::{bounce, Delivery, Hub};
+use super::store::StoreError;
+
+impl Hub {
+    /// Routes a message from the bound session `from` (rules 2–6 of the module docs).
+    pub(super) fn route_message(
+        &mut self,
+        from: &FullJid,
+        message: Message,
+        out: &mut Vec<Delivery>,
+    ) {
+        let reply = |condition, out: &mut Vec<Delivery>| {
+            if let Some(error) = bounce(&Stanza::Message(message.clone()), condition) {
+                out.push(Delivery::stanza(from.clone(), error));
+            }
+        };
+        let Some(to) = message.to.clone() else {
+            reply(DefinedCondition::ServiceUnavailable, out);
+            return;
+        };
+        if !self.is_local_domain(&to) {
+            reply(DefinedCondition::RemoteServerNotFound, out);
+            return;
+        }
+        if to.node().is_none() {
+            // To the server itself.
+            if !matches!(message.type_, MessageType::Error | MessageType::Headline) {
+                reply(DefinedCondition::ServiceUnavailable, out);
+            }
+            return;
+        }
+        // Outgoing carbons for the sender's other resources.
+        self.carbon_copy_sent(from, &message, out);
+
+        if let Ok(full) = to.clone().try_into_full() {
+            if self.sessions.contains_key(&full) {
+                out.push(Delivery::stanza(full, message));
+                return;
+            }
+            if matches!(message.type_, MessageType::Error) {
+                return;
+            }
+        }
+        let bare = to.to_bare();
+        self.deliver_to_bare(from, &bare, message, out);
+    }
+
+    /// Rule 4 for messages: delivery to an account's bare JID.
+    fn deliver_to_bare(
+        &mut self,
+        from: &FullJid,
+        bare: &BareJid,
+        message: Message,
+        out: &mut Vec<Delivery>,
+    ) {
+        let bounce_to_sender = |condition, out: &mut Vec<Delivery>| {
+            if let Some(error) = bounce(&Stanza::Message(message.clone()), condition) {
+                out.push(Delivery::stanza(from.clone(), error));
+            }
+        };
+        if !self.is_local_account(bare) {
+            if matches!(
+                message.type_,
+                MessageType::Chat | MessageType::Normal | MessageType::Groupchat
+            ) {
+                bounce_to_sender(DefinedCondition::ServiceUnavailable, out);
+            }
+            return;
+        }
+        let available: Vec<(FullJid, i8)> = self
+            .available_of(bare)
+            .into_iter()
+            .filter(|(_, priority)| *priority >= 0)
+            .collect();
+        match message.type_ {
+            MessageType::Groupchat => bounce_to_sender(DefinedCondition::ServiceUnavailable, out),
+            MessageType::Error => {
+                if let Some(best) = highest(&available).first() {
+                    out.push(Delivery::stanza(best.clone(), message));
+                }
+            }
+            MessageType::Headline => {
+                for (jid, _) in available {
+                    out.push(Delivery::stanza(jid, message.clone()));
+                }
+            }
+            MessageType::Chat | MessageType::Normal => {
+                let targets = highest(&available);
+                if targets.is_empty() {
+                    self.store_offline(from, bare, message, out);
+                    return;
+                }
+                for jid in &targets {
+                    out.push(Delivery::stanza(jid.clone(), message.clone()));
+                }
+                if message.type_ == MessageType::Chat {
+                    self.carbon_copy_received(bare, &targets, &message, out);
+                }
+            }
+        }
+    }
+
+    fn store_offline(
+        &mut self,
+        from: &FullJid,
+        bare: &BareJid,
+        message: Message,
+        out: &mut Vec<Delivery>,
+    ) {
+        let Some(node) = bare.node() else { return };
+        let mut stamped = message.clone();
+        stamped.payloads.push(delay_stamp(&self.domain));
+        let xml = String::from(&Element::from(stamped));
+        match self.store.store_offline(node.as_str(), &xml) {
+            Ok(_) => {}
+            Err(StoreError::OfflineFull { .. }) => {
+                if let Some(error) = bounce(&message.into(), DefinedCondition::ResourceConstraint) {
+                    out.push(Delivery::stanza(from.clone(), error));
+                }
+            }
+            Err(error) => {
+                tracing::error!(%bare, "could not store an offline message: {error}");
+                if let Some(error) = bounce(&message.into(), DefinedCondition::InternalServerError)
+                {
+                    out.push(Delivery::stanza(from.clone(), error));
+                }
+            }
+        }
+    }
+
+    /// Routes an IQ from the bound session `from`.
+    pub(super) fn route_iq(&mut self, from: &FullJid, iq: Iq, out: &mut Vec<Delivery>) {
+        let is_request = matches!(iq, Iq::Get { .. } | Iq::Set { .. });
+        let fail = |iq: &Iq, condition, out: &mut Vec<Delivery>| {
+            if let Some(error) = bounce(&Stanza::Iq(iq.clone()), condition) {
+                out.push(Delivery::stanza(from.clone(), error));
+            }
+        };
+        let to = iq.to().cloned();
+        match to {
+            None => self.handle_own_iq(from, iq, out),
+            Some(to) if !self.is_local_domain(&to) => {
+                if is_request {
+                    fail(&iq, DefinedCondition::RemoteServerNotFound, out);
+                }
+            }
+            Some(to) if to.node().is_none() => self.handle_server_iq(from, iq, out),
+            Some(to) => match to.clone().try_into_full() {
+                Ok(full) => {
+                    if self.sessions.contains_key(&full) {
+                        out.push(Delivery::stanza(full, iq));
+                    } else if is_request {
+                        fail(&iq, DefinedCondition::ServiceUnavailable, out);
+                    }
+                }
+                Err(bare) => {
+                    if bare == from.to_bare() {
+                        self.handle_own_iq(from, iq, out);
+                    } else if !self.is_local_account(&bare) {
+                        if is_request {
+                            fail(&iq, DefinedCondition::ServiceUnavailable, out);
+                        }
+                    } else {
+                        self.handle_account_iq(from, &bare, iq, out);
+                    }
+                }
+            },
+        }
+    }
+
+    /// An IQ to another account's bare JID, answered by the server on its behalf.
+    fn handle_account_iq(
+        &mut self,
+        from: &FullJid,
+        account: &BareJid,
+        iq: Iq,
+        out: &mut Vec<Delivery>,
+    ) {
+        let answer = match &iq {
+            Iq::Get { payload, .. } if payload.is("ping", ns::PING) => Some(None),
+            Iq::Get { payload, .. } if payload.is("query", ns::DISCO_INFO) => {
+                Some(Some(super::disco::account_info(payload)))
+            }
+            _ => None,
+        };
+        match answer {
+            Some(payload) => out.push(Delivery::stanza(
+                from.clone(),
+                Iq::Result {
+                    from: Some(Jid::from(account.clone())),
+                    to: Some(from.clone().into()),
+                    id: iq.id().to_string(),
+                    payload,
+                },
+            )),
+            None => {
+                if let Some(error) = bounce(&iq.into(), DefinedCondition::ServiceUnavailable) {
+                    out.push(Delivery::stanza(from.clone(), error));
+                }
+            }
+        }
+    }
+}
+
+/// The resources with the highest priority among `available` (several if they tie).
+fn highest(available: &[(FullJid, i8)]) -> Vec<FullJid> {
+    let Some(top) = available.iter().map(|(_, p)| *p).max() else {
+        return Vec::new();
+    };
+    available
+        .iter()
+        .filter(|(_, p)| *p == top)
+        .map(|(jid, _)| jid.clone())
+        .collect()
+}
+
+/// XEP-0203 delay stamp for stored messages, so clients show when they were sent.
+fn delay_stamp(domain: &str) -> Element {
+    let now = std::time::SystemTime::now();
+    let stamp = humantime::format_rfc3339_seconds(now).to_string();
+    Element::builder("delay", ns::DELAY)
+        .attr(
+            tokio_xmpp::minidom::rxml::xml_ncname!("from").into(),
+            domain,
+        )
+        .attr(
+            tokio_xmpp::minidom::rxml::xml_ncname!("stamp").into(),
+            stamp,
+        )
+        .build()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn jid(s: &str) -> FullJid {
+        FullJid::new(s).unwrap()
+    }
+
+    #[test]
+    fn highest_priority_wins_and_ties_all_get_it() {
+        let a = jid("u@d/a");
+        let b = jid("u@d/b");
+        let c = jid("u@d/c");
+        assert_eq!(
+            highest(&[(a.clone(), 1), (b.clone(), 5), (c.clone(), 5)]),
+            vec![b, c]
+        );
+        assert_eq!(highest(&[(a.clone(), 0)]), vec![a]);
+        assert!(highest(&[]).is_empty());
+    }
+}

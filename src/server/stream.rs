@@ -1,0 +1,613 @@
+//! One client connection, from TCP accept to close (RFC 6120 §4–§7):
+//!
+//! ```text
+//! header → features(STARTTLS required) → <starttls/> → TLS handshake
+//!   → header → features(SASL mechanisms) → SASL exchange (up to 3 attempts)
+//!   → header → features(bind, session optional) → bind → session loop
+//! ```
+//!
+//! The XML layer is tokio-xmpp's responder side (`accept_stream`, `send_header`,
+//! `send_features`, `accept_reset`); rxml underneath parses restricted XML only, so DOCTYPEs,
+//! comments and processing instructions end the stream with `restricted-xml`. Byte-level limits
+//! (stanza size, depth, rate) are enforced below the parser by [`LimitedReader`]. Everything
+//! before binding must finish within `Limits::auth_timeout`.
+//!
+//! After binding, the session loop forwards the client's stanzas to the hub (after checking
+//! their `from`), writes what the hub sends to it, pings the client when it goes quiet, and on
+//! shutdown sends `system-shutdown`.
+
+use std::borrow::Cow;
+use std::io;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::{SinkExt, StreamExt};
+use thiserror::Error;
+use tokio::io::BufStream;
+use tokio::net::TcpStream;
+use tokio::sync::{mpsc, oneshot};
+use tokio_rustls::server::TlsStream;
+use tokio_xmpp::jid::FullJid;
+use tokio_xmpp::minidom::Element;
+use tokio_xmpp::parsers::bind::{BindFeature, BindQuery, BindResponse};
+use tokio_xmpp::parsers::iq::Iq;
+use tokio_xmpp::parsers::ns;
+use tokio_xmpp::parsers::ping::Ping;
+use tokio_xmpp::parsers::sasl as wire_sasl;
+use tokio_xmpp::parsers::stanza_error::DefinedCondition as StanzaCondition;
+use tokio_xmpp::parsers::starttls::{self, StartTls};
+use tokio_xmpp::parsers::stream_error::{DefinedCondition as StreamCondition, StreamError};
+use tokio_xmpp::parsers::stream_features::StreamFeatures;
+use tokio_xmpp::xmlstream::{
+    accept_stream, AcceptedStream, ReadError, StreamHeader, Timeouts, XmlStream, XmppStreamElement,
+};
+use tokio_xmpp::Stanza;
+
+use super::hub::{bounce, CloseReason};
+use super::limits::{LimitExceeded, LimitedReader, Meter};
+use super::sasl::{ConnectionInfo, Mechanism, ServerExchange, Step};
+use super::{HubCommand, Outbound, Shared};
+use crate::shutdown::Shutdown;
+
+/// Most SASL attempts on one connection before it is closed.
+const MAX_AUTH_ATTEMPTS: u32 = 3;
+/// Outgoing queue of one session; a client that lets it fill up is too slow and is closed.
+pub const OUTBOX_CAPACITY: usize = 256;
+
+type Plain = BufStream<LimitedReader<TcpStream>>;
+type Secure = BufStream<LimitedReader<TlsStream<TcpStream>>>;
+type Xml<Io> = XmlStream<Io, XmppStreamElement>;
+
+/// How a connection ended, for the log.
+#[derive(Debug, Error)]
+pub enum ConnectionEnd {
+    /// The network or TLS failed.
+    #[error("I/O: {0}")]
+    Io(#[from] io::Error),
+    /// We sent a stream error and closed.
+    #[error("closed with stream error {0}")]
+    StreamError(String),
+    /// The client closed the stream.
+    #[error("closed by the client")]
+    ClientClosed,
+    /// Negotiation took too long.
+    #[error("did not authenticate within the time limit")]
+    AuthTimeout,
+    /// The server is shutting down.
+    #[error("server shutdown")]
+    Shutdown,
+}
+
+/// Serves one accepted TCP connection until it ends.
+pub async fn serve(tcp: TcpStream, peer: SocketAddr, shared: Arc<Shared>, shutdown: Shutdown) {
+    let outcome = run(tcp, peer, &shared, shutdown).await;
+    match outcome {
+        Ok(()) | Err(ConnectionEnd::ClientClosed) | Err(ConnectionEnd::Shutdown) => {
+            tracing::debug!(%peer, "connection closed")
+        }
+        Err(end) => tracing::info!(%peer, "connection ended: {end}"),
+    }
+}
+
+async fn run(
+    tcp: TcpStream,
+    peer: SocketAddr,
+    shared: &Arc<Shared>,
+    mut shutdown: Shutdown,
+) -> Result<(), ConnectionEnd> {
+    let limits = &shared.limits;
+    let meter = Meter::new(limits.max_preauth_bytes, limits.max_depth);
+    let negotiation = negotiate(tcp, peer, shared, meter.clone());
+    let (stream, username) = tokio::select! {
+        result = tokio::time::timeout(limits.auth_timeout, negotiation) => match result {
+            Ok(result) => result?,
+            Err(_) => return Err(ConnectionEnd::AuthTimeout),
+        },
+        _ = shutdown.wait() => return Err(ConnectionEnd::Shutdown),
+    };
+    meter.set_limit(limits.max_stanza_bytes);
+    let session = bind(stream, &username, shared, &meter);
+    let (stream, jid, id, outbox) = tokio::select! {
+        result = tokio::time::timeout(limits.auth_timeout, session) => match result {
+            Ok(result) => result?,
+            Err(_) => return Err(ConnectionEnd::AuthTimeout),
+        },
+        _ = shutdown.wait() => return Err(ConnectionEnd::Shutdown),
+    };
+    tracing::info!(%peer, %jid, "session started");
+    let result = session_loop(stream, &jid, id, outbox, shared, &meter, shutdown).await;
+    let _ = shared
+        .hub
+        .send(HubCommand::Unbind {
+            jid: jid.clone(),
+            id,
+        })
+        .await;
+    tracing::info!(%peer, %jid, "session ended");
+    result
+}
+
+fn timeouts(shared: &Shared) -> Timeouts {
+    Timeouts {
+        read_timeout: shared.limits.idle_ping_after,
+        response_timeout: shared.limits.idle_ping_after,
+    }
+}
+
+/// Reads the client's stream header and answers with ours; a header for another domain gets
+/// `host-unknown`.
+async fn open<Io>(
+    io: Io,
+    shared: &Shared,
+    features: &StreamFeatures,
+) -> Result<Xml<Io>, ConnectionEnd>
+where
+    Io: tokio::io::AsyncBufRead + tokio::io::AsyncWrite + Unpin,
+{
+    let accepted = accept_stream(io, ns::JABBER_CLIENT, timeouts(shared)).await?;
+    respond(accepted, shared, features).await
+}
+
+async fn respond<Io>(
+    mut accepted: AcceptedStream<Io>,
+    shared: &Shared,
+    features: &StreamFeatures,
+) -> Result<Xml<Io>, ConnectionEnd>
+where
+    Io: tokio::io::AsyncBufRead + tokio::io::AsyncWrite + Unpin,
+{
+    let header = accepted.take_header();
+    let stream_id = format!("{:016x}", rand::random::<u64>());
+    let wrong_host = header.to.as_deref() != Some(shared.domain.as_str());
+    let pending = accepted
+        .send_header(StreamHeader {
+            from: Some(Cow::Borrowed(shared.domain.as_str())),
+            to: None,
+            id: Some(Cow::Owned(stream_id)),
+        })
+        .await?;
+    if wrong_host {
+        let error = StreamError::new(
+            StreamCondition::HostUnknown,
+            "en",
+            format!("this server serves {}", shared.domain),
+        );
+        pending.send_error(&error).await?;
+        return Err(ConnectionEnd::StreamError("host-unknown".into()));
+    }
+    Ok(pending.send_features(features).await?)
+}
+
+/// Sends a stream error and closes the stream.
+async fn fail<Io>(stream: &mut Xml<Io>, condition: StreamCondition, text: &str) -> ConnectionEnd
+where
+    Io: tokio::io::AsyncBufRead + tokio::io::AsyncWrite + Unpin,
+{
+    let name = condition_name(&condition);
+    let error = StreamError::new(condition, "en", text);
+    let send = async {
+        stream.send(&error).await?;
+        <Xml<Io> as SinkExt<&StreamError>>::close(stream).await
+    };
+    let _ = tokio::time::timeout(Duration::from_secs(2), send).await;
+    ConnectionEnd::StreamError(name)
+}
+
+fn condition_name(condition: &StreamCondition) -> String {
+    let element: Element = StreamError::new(condition.clone(), "en", "").into();
+    element
+        .children()
+        .next()
+        .map(|c| c.name().to_string())
+        .unwrap_or_default()
+}
+
+/// Maps a read failure to the stream error RFC 6120 §4.9.3 prescribes, sends it, and closes.
+async fn read_failed<Io>(stream: &mut Xml<Io>, error: ReadError, meter: &Meter) -> ConnectionEnd
+where
+    Io: tokio::io::AsyncBufRead + tokio::io::AsyncWrite + Unpin,
+{
+    match error {
+        ReadError::StreamFooterReceived => {
+            let close = <Xml<Io> as SinkExt<&StreamError>>::close(stream);
+            let _ = tokio::time::timeout(Duration::from_secs(2), close).await;
+            ConnectionEnd::ClientClosed
+        }
+        ReadError::HardError(e) if meter.tripped() => {
+            let text = e
+                .get_ref()
+                .and_then(|inner| inner.downcast_ref::<LimitExceeded>())
+                .map(|limit| limit.to_string())
+                .unwrap_or_else(|| "limit exceeded".into());
+            fail(stream, StreamCondition::PolicyViolation, &text).await
+        }
+        ReadError::HardError(e) if e.kind() == io::ErrorKind::TimedOut => {
+            fail(
+                stream,
+                StreamCondition::ConnectionTimeout,
+                "idle for too long",
+            )
+            .await
+        }
+        ReadError::HardError(e) if e.kind() == io::ErrorKind::InvalidData => {
+            let text = e.to_string();
+            let condition = if text.contains("restricted xml") {
+                StreamCondition::RestrictedXml
+            } else {
+                StreamCondition::NotWellFormed
+            };
+            fail(stream, condition, &text).await
+        }
+        ReadError::HardError(e) => ConnectionEnd::Io(e),
+        ReadError::ParseError(e) => fail(stream, StreamCondition::InvalidXml, &e.to_string()).await,
+        ReadError::SoftTimeout => {
+            fail(
+                stream,
+                StreamCondition::ConnectionTimeout,
+                "idle for too long",
+            )
+            .await
+        }
+    }
+}
+
+/// The next element, skipping soft timeouts (negotiation has its own overall deadline).
+async fn next<Io>(stream: &mut Xml<Io>, meter: &Meter) -> Result<XmppStreamElement, ConnectionEnd>
+where
+    Io: tokio::io::AsyncBufRead + tokio::io::AsyncWrite + Unpin,
+{
+    loop {
+        match stream.next().await {
+            Some(Ok(element)) => {
+                meter.element_done();
+                return Ok(element);
+            }
+            Some(Err(ReadError::SoftTimeout)) => continue,
+            Some(Err(error)) => return Err(read_failed(stream, error, meter).await),
+            None => return Err(ConnectionEnd::ClientClosed),
+        }
+    }
+}
+
+/// Plain stream, STARTTLS, TLS, SASL. Returns the stream right after `<success/>` and the
+/// authenticated (lowercase) username.
+async fn negotiate(
+    tcp: TcpStream,
+    peer: SocketAddr,
+    shared: &Arc<Shared>,
+    meter: Arc<Meter>,
+) -> Result<(AcceptedStream<Secure>, String), ConnectionEnd> {
+    let limits = &shared.limits;
+    let plain: Plain = BufStream::new(LimitedReader::new(
+        tcp,
+        meter.clone(),
+        limits.bytes_per_second,
+        limits.burst_bytes,
+    ));
+    let features = StreamFeatures {
+        starttls: Some(StartTls { required: true }),
+        ..Default::default()
+    };
+    let mut stream = open(plain, shared, &features).await?;
+    match next(&mut stream, &meter).await? {
+        XmppStreamElement::Starttls(starttls::Nonza::Request(_)) => {}
+        _ => {
+            return Err(fail(
+                &mut stream,
+                StreamCondition::PolicyViolation,
+                "STARTTLS is required before anything else",
+            )
+            .await)
+        }
+    }
+    stream
+        .send(&XmppStreamElement::Starttls(starttls::Nonza::Proceed(
+            starttls::Proceed,
+        )))
+        .await?;
+    let tcp = stream.into_inner().into_inner().into_inner();
+    let tls = tokio_rustls::TlsAcceptor::from(shared.tls.clone())
+        .accept(tcp)
+        .await?;
+    let exporter = tls_exporter(&tls);
+
+    let secure: Secure = BufStream::new(LimitedReader::new(
+        tls,
+        meter.clone(),
+        limits.bytes_per_second,
+        limits.burst_bytes,
+    ));
+    let info = ConnectionInfo {
+        domain: &shared.domain,
+        tls_active: true,
+        tls_exporter: exporter.as_deref(),
+    };
+    let features = StreamFeatures {
+        sasl_mechanisms: info
+            .offered_mechanisms()
+            .iter()
+            .map(|m| m.name().to_string())
+            .collect(),
+        ..Default::default()
+    };
+    let mut stream = open(secure, shared, &features).await?;
+    let mut failures = 0;
+    loop {
+        match authenticate(&mut stream, &info, shared, &meter).await? {
+            Ok((username, additional_data)) => {
+                shared.login_succeeded(peer);
+                let success =
+                    XmppStreamElement::Sasl(wire_sasl::Nonza::Success(wire_sasl::Success {
+                        data: additional_data,
+                    }));
+                let accepted = stream.accept_reset(&success).await?;
+                tracing::info!(%peer, user = username, "authenticated");
+                return Ok((accepted, username));
+            }
+            Err(condition) => {
+                failures += 1;
+                tracing::info!(%peer, "authentication failed ({condition:?})");
+                // Slow down guessing: the delay grows with failures from this address.
+                tokio::time::sleep(shared.login_failed(peer)).await;
+                stream
+                    .send(&XmppStreamElement::Sasl(wire_sasl::Nonza::Failure(
+                        wire_sasl::Failure {
+                            defined_condition: condition,
+                            texts: Default::default(),
+                        },
+                    )))
+                    .await?;
+                if failures >= MAX_AUTH_ATTEMPTS {
+                    return Err(fail(
+                        &mut stream,
+                        StreamCondition::PolicyViolation,
+                        "too many failed authentication attempts",
+                    )
+                    .await);
+                }
+            }
+        }
+    }
+}
+
+/// One SASL exchange. `Ok(Ok(..))` on success, `Ok(Err(condition))` on a failure the client may
+/// retry after, `Err` when the connection must end.
+async fn authenticate(
+    stream: &mut Xml<Secure>,
+    info: &ConnectionInfo<'_>,
+    shared: &Shared,
+    meter: &Meter,
+) -> Result<Result<(String, Vec<u8>), wire_sasl::DefinedCondition>, ConnectionEnd> {
+    let auth = match next(stream, meter).await? {
+        XmppStreamElement::Sasl(wire_sasl::Nonza::Auth(auth)) => auth,
+        XmppStreamElement::Sasl(wire_sasl::Nonza::Abort(_)) => {
+            return Ok(Err(wire_sasl::DefinedCondition::Aborted))
+        }
+        _ => return Err(fail(stream, StreamCondition::NotAuthorized, "authenticate first").await),
+    };
+    let Some(mechanism) = Mechanism::from_name(&auth.mechanism.to_string())
+        .filter(|m| info.offered_mechanisms().contains(m))
+    else {
+        return Ok(Err(wire_sasl::DefinedCondition::InvalidMechanism));
+    };
+    let store = shared.credentials();
+    let (mut exchange, mut step) = ServerExchange::start(mechanism, &auth.data, info, &store);
+    loop {
+        match step {
+            Step::Success {
+                username,
+                additional_data,
+            } => return Ok(Ok((username.to_ascii_lowercase(), additional_data))),
+            Step::Failure(failure) => {
+                if let Some(detail) = exchange.failure_detail() {
+                    tracing::debug!("SASL failure detail: {detail}");
+                }
+                return Ok(Err(sasl_condition(failure)));
+            }
+            Step::Challenge(data) => {
+                stream
+                    .send(&XmppStreamElement::Sasl(wire_sasl::Nonza::Challenge(
+                        wire_sasl::Challenge { data },
+                    )))
+                    .await?;
+                step = match next(stream, meter).await? {
+                    XmppStreamElement::Sasl(wire_sasl::Nonza::Response(r)) => {
+                        exchange.step(&r.data, &store)
+                    }
+                    XmppStreamElement::Sasl(wire_sasl::Nonza::Abort(_)) => {
+                        return Ok(Err(wire_sasl::DefinedCondition::Aborted))
+                    }
+                    _ => return Ok(Err(wire_sasl::DefinedCondition::MalformedRequest)),
+                };
+            }
+        }
+    }
+}
+
+fn sasl_condition(failure: super::sasl::Failure) -> wire_sasl::DefinedCondition {
+    use super::sasl::Failure as F;
+    use wire_sasl::DefinedCondition as C;
+    match failure {
+        F::Aborted => C::Aborted,
+        F::AccountDisabled => C::AccountDisabled,
+        F::CredentialsExpired => C::CredentialsExpired,
+        F::EncryptionRequired => C::EncryptionRequired,
+        F::IncorrectEncoding => C::IncorrectEncoding,
+        F::InvalidAuthzid => C::InvalidAuthzid,
+        F::InvalidMechanism => C::InvalidMechanism,
+        F::MalformedRequest => C::MalformedRequest,
+        F::MechanismTooWeak => C::MechanismTooWeak,
+        F::NotAuthorized => C::NotAuthorized,
+        F::TemporaryAuthFailure => C::TemporaryAuthFailure,
+    }
+}
+
+/// RFC 9266 channel binding for TLS 1.3.
+fn tls_exporter(tls: &TlsStream<TcpStream>) -> Option<Vec<u8>> {
+    let (_, connection) = tls.get_ref();
+    if connection.protocol_version() != Some(rustls::ProtocolVersion::TLSv1_3) {
+        return None;
+    }
+    connection
+        .export_keying_material(vec![0u8; 32], b"EXPORTER-Channel-Binding", None)
+        .ok()
+}
+
+/// After SASL: the restarted stream, bind (RFC 6120 §7), and the legacy session IQ.
+async fn bind(
+    accepted: AcceptedStream<Secure>,
+    username: &str,
+    shared: &Arc<Shared>,
+    meter: &Meter,
+) -> Result<(Xml<Secure>, FullJid, u64, mpsc::Receiver<Outbound>), ConnectionEnd> {
+    let mut features = StreamFeatures {
+        bind: Some(BindFeature { required: true }),
+        ..Default::default()
+    };
+    // RFC 3921 session establishment, optional (profanity still sends it).
+    features.others.push(
+        Element::builder("session", "urn:ietf:params:xml:ns:xmpp-session")
+            .append(Element::builder(
+                "optional",
+                "urn:ietf:params:xml:ns:xmpp-session",
+            ))
+            .build(),
+    );
+    let mut stream = respond(accepted, shared, &features).await?;
+    loop {
+        let element = next(&mut stream, meter).await?;
+        let XmppStreamElement::Stanza(Stanza::Iq(iq)) = element else {
+            return Err(fail(
+                &mut stream,
+                StreamCondition::NotAuthorized,
+                "bind a resource first",
+            )
+            .await);
+        };
+        let Iq::Set { id, payload, .. } = &iq else {
+            send_error(&mut stream, &iq, StanzaCondition::NotAllowed).await?;
+            continue;
+        };
+        let Ok(query) = BindQuery::try_from(payload.clone()) else {
+            send_error(&mut stream, &iq, StanzaCondition::NotAllowed).await?;
+            continue;
+        };
+        let session_id = rand::random::<u64>();
+        let (outbox, inbox) = mpsc::channel(OUTBOX_CAPACITY);
+        let (reply, bound) = oneshot::channel();
+        shared
+            .hub
+            .send(HubCommand::Bind {
+                username: username.to_string(),
+                resource: query.resource.clone(),
+                id: session_id,
+                outbox,
+                reply,
+            })
+            .await
+            .map_err(|_| ConnectionEnd::Shutdown)?;
+        match bound.await {
+            Ok(Some(jid)) => {
+                let result = Iq::Result {
+                    from: None,
+                    to: Some(jid.clone().into()),
+                    id: id.clone(),
+                    payload: Some(BindResponse { jid: jid.clone() }.into()),
+                };
+                stream
+                    .send(&XmppStreamElement::Stanza(result.into()))
+                    .await?;
+                return Ok((stream, jid, session_id, inbox));
+            }
+            Ok(None) => send_error(&mut stream, &iq, StanzaCondition::BadRequest).await?,
+            Err(_) => return Err(ConnectionEnd::Shutdown),
+        }
+    }
+}
+
+async fn send_error(
+    stream: &mut Xml<Secure>,
+    iq: &Iq,
+    condition: StanzaCondition,
+) -> Result<(), ConnectionEnd> {
+    if let Some(error) = bounce(&Stanza::Iq(iq.clone()), condition) {
+        stream.send(&XmppStreamElement::Stanza(error)).await?;
+    }
+    Ok(())
+}
+
+/// Whether a client-supplied `from` is acceptable: absent, or the session's full or bare JID.
+fn from_is_own(stanza: &Stanza, jid: &FullJid) -> bool {
+    let from = match stanza {
+        Stanza::Message(m) => m.from.as_ref(),
+        Stanza::Presence(p) => p.from.as_ref(),
+        Stanza::Iq(iq) => iq.from(),
+    };
+    match from {
+        None => true,
+        Some(from) => {
+            from.to_bare() == jid.to_bare() && from.resource().is_none_or(|r| r == jid.resource())
+        }
+    }
+}
+
+async fn session_loop(
+    mut stream: Xml<Secure>,
+    jid: &FullJid,
+    id: u64,
+    mut inbox: mpsc::Receiver<Outbound>,
+    shared: &Shared,
+    meter: &Meter,
+    mut shutdown: Shutdown,
+) -> Result<(), ConnectionEnd> {
+    let mut pinged = false;
+    loop {
+        tokio::select! {
+            _ = shutdown.wait() => {
+                fail(&mut stream, StreamCondition::SystemShutdown, "the server is shutting down").await;
+                return Err(ConnectionEnd::Shutdown);
+            }
+            outbound = inbox.recv() => match outbound {
+                Some(Outbound::Stanza(stanza)) => {
+                    stream.send(&XmppStreamElement::Stanza(*stanza)).await?;
+                }
+                Some(Outbound::Close(CloseReason::Conflict)) => {
+                    return Err(fail(&mut stream, StreamCondition::Conflict, "replaced by a new session").await);
+                }
+                Some(Outbound::Close(CloseReason::AccountDeleted)) => {
+                    return Err(fail(&mut stream, StreamCondition::NotAuthorized, "account deleted").await);
+                }
+                // The hub dropped this session's queue because it was full.
+                None => {
+                    return Err(fail(&mut stream, StreamCondition::PolicyViolation, "not reading fast enough").await);
+                }
+            },
+            element = stream.next() => match element {
+                Some(Ok(XmppStreamElement::Stanza(stanza))) => {
+                    meter.element_done();
+                    pinged = false;
+                    if !from_is_own(&stanza, jid) {
+                        return Err(fail(&mut stream, StreamCondition::InvalidFrom, "from must be your own JID").await);
+                    }
+                    if shared.hub.send(HubCommand::Stanza { jid: jid.clone(), id, stanza: Box::new(stanza) }).await.is_err() {
+                        return Err(ConnectionEnd::Shutdown);
+                    }
+                }
+                Some(Ok(_)) => {
+                    meter.element_done();
+                    return Err(fail(&mut stream, StreamCondition::UnsupportedStanzaType, "not a stanza").await);
+                }
+                Some(Err(ReadError::SoftTimeout)) if !pinged => {
+                    // XEP-0199: a quiet client is asked whether it is still there.
+                    pinged = true;
+                    let ping = Iq::from_get(format!("ping-{:x}", rand::random::<u32>()), Ping)
+                        .with_to(jid.clone().into());
+                    stream.send(&XmppStreamElement::Stanza(ping.into())).await?;
+                }
+                Some(Err(error)) => return Err(read_failed(&mut stream, error, meter).await),
+                None => return Err(ConnectionEnd::ClientClosed),
+            },
+        }
+    }
+}
