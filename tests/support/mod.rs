@@ -2,3 +2,4 @@
 
 pub mod bot;
 pub mod peers;
+pub mod server;
