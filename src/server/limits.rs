@@ -128,8 +128,15 @@ impl DepthScanner {
     /// Feeds bytes; returns the greatest depth reached while scanning them.
     pub fn feed(&mut self, bytes: &[u8]) -> usize {
         let mut deepest = self.depth;
-        let mut iter = bytes.iter().copied().peekable();
-        while let Some(b) = iter.next() {
+        self.feed_until(bytes, usize::MAX, &mut deepest);
+        deepest
+    }
+
+    /// Feeds bytes until the depth would exceed `max`; returns how many bytes were consumed
+    /// (all of them if the limit was never exceeded). `deepest` tracks the greatest depth.
+    fn feed_until(&mut self, bytes: &[u8], max: usize, deepest: &mut usize) -> usize {
+        let mut iter = bytes.iter().copied().enumerate().peekable();
+        while let Some((offset, b)) = iter.next() {
             self.state = match self.state {
                 ScanState::Text => match b {
                     b'<' => ScanState::Lt,
@@ -142,7 +149,7 @@ impl DepthScanner {
                         matched: 0,
                     },
                     b'!' => match iter.peek() {
-                        Some(b'-') | Some(b'[') => ScanState::Skip {
+                        Some((_, b'-')) | Some((_, b'[')) => ScanState::Skip {
                             end: SkipEnd::Section,
                             matched: 0,
                         },
@@ -152,8 +159,12 @@ impl DepthScanner {
                         },
                     },
                     _ => {
+                        if self.depth + 1 > max {
+                            // Stop before the `<` that opens the element too many.
+                            return offset.saturating_sub(1);
+                        }
                         self.depth += 1;
-                        deepest = deepest.max(self.depth);
+                        *deepest = (*deepest).max(self.depth);
                         ScanState::OpenTag
                     }
                 },
@@ -198,8 +209,8 @@ impl DepthScanner {
                 },
             };
         }
-        self.max_seen_in_stanza = self.max_seen_in_stanza.max(deepest);
-        deepest
+        self.max_seen_in_stanza = self.max_seen_in_stanza.max(*deepest);
+        bytes.len()
     }
 }
 
@@ -210,6 +221,7 @@ pub struct Meter {
     limit: AtomicUsize,
     max_depth: usize,
     tripped: AtomicBool,
+    exceeded: std::sync::Mutex<Option<LimitExceeded>>,
 }
 
 impl Meter {
@@ -220,6 +232,7 @@ impl Meter {
             limit: AtomicUsize::new(limit),
             max_depth,
             tripped: AtomicBool::new(false),
+            exceeded: std::sync::Mutex::new(None),
         })
     }
 
@@ -238,6 +251,21 @@ impl Meter {
     /// Whether reading was stopped by a limit (the connection then sends `policy-violation`).
     pub fn tripped(&self) -> bool {
         self.tripped.load(Ordering::Relaxed)
+    }
+
+    fn trip(&self, exceeded: LimitExceeded) {
+        if let Ok(mut slot) = self.exceeded.lock() {
+            *slot = Some(exceeded);
+        }
+        self.tripped.store(true, Ordering::Relaxed);
+    }
+
+    /// The limit that stopped reading, if one did.
+    pub fn exceeded(&self) -> Option<LimitExceeded> {
+        if !self.tripped() {
+            return None;
+        }
+        self.exceeded.lock().ok().and_then(|slot| *slot)
     }
 }
 
@@ -327,10 +355,8 @@ impl<S: AsyncRead + Unpin> AsyncRead for LimitedReader<S> {
         buf: &mut ReadBuf<'_>,
     ) -> Poll<std::io::Result<()>> {
         let this = &mut *self;
-        if this.meter.tripped() {
-            return Poll::Ready(Err(limit_error(LimitExceeded::StanzaTooLarge(
-                this.meter.limit.load(Ordering::Relaxed),
-            ))));
+        if let Some(exceeded) = this.meter.exceeded() {
+            return Poll::Ready(Err(limit_error(exceeded)));
         }
         // Rate: wait for tokens before reading anything.
         if let Some(sleep) = this.sleep.as_mut() {
@@ -359,24 +385,34 @@ impl<S: AsyncRead + Unpin> AsyncRead for LimitedReader<S> {
         match Pin::new(&mut this.inner).poll_read(cx, &mut limited) {
             Poll::Ready(Ok(())) => {
                 let filled = limited.filled().len();
-                let deepest = this.scanner.feed(limited.filled());
-                this.bucket.tokens -= filled as f64;
-                let total = used + filled;
-                this.meter.since_element.store(total, Ordering::Relaxed);
-                // On error nothing is handed to the parser (an AsyncRead that fails must not
-                // have filled the buffer); the connection is closing anyway.
-                if total > limit {
-                    this.meter.tripped.store(true, Ordering::Relaxed);
-                    return Poll::Ready(Err(limit_error(LimitExceeded::StanzaTooLarge(limit))));
-                }
+                // Hand the parser everything up to the first byte over a limit (so that, for
+                // instance, the stream header before an oversized element is still answered),
+                // and fail the next read.
+                let allowed = limit.saturating_sub(used).min(filled);
+                let mut deepest = 0;
                 // Depth 1 is the stream element; stanza content starts at 2.
-                if deepest > this.meter.max_depth + 1 {
-                    this.meter.tripped.store(true, Ordering::Relaxed);
-                    return Poll::Ready(Err(limit_error(LimitExceeded::TooDeep(
-                        this.meter.max_depth,
-                    ))));
+                let max_depth = this.meter.max_depth + 1;
+                let safe =
+                    this.scanner
+                        .feed_until(&limited.filled()[..allowed], max_depth, &mut deepest);
+                this.bucket.tokens -= filled as f64;
+                this.meter
+                    .since_element
+                    .store(used + safe, Ordering::Relaxed);
+                let exceeded = if safe < allowed {
+                    Some(LimitExceeded::TooDeep(this.meter.max_depth))
+                } else if allowed < filled {
+                    Some(LimitExceeded::StanzaTooLarge(limit))
+                } else {
+                    None
+                };
+                if let Some(exceeded) = exceeded {
+                    this.meter.trip(exceeded);
+                    if safe == 0 {
+                        return Poll::Ready(Err(limit_error(exceeded)));
+                    }
                 }
-                buf.advance(filled);
+                buf.advance(safe);
                 Poll::Ready(Ok(()))
             }
             other => other,

@@ -45,7 +45,7 @@ use tokio_xmpp::xmlstream::{
 use tokio_xmpp::Stanza;
 
 use super::hub::{bounce, CloseReason};
-use super::limits::{LimitExceeded, LimitedReader, Meter};
+use super::limits::{LimitedReader, Meter};
 use super::sasl::{ConnectionInfo, Mechanism, ServerExchange, Step};
 use super::{HubCommand, Outbound, Shared};
 use crate::shutdown::Shutdown;
@@ -214,10 +214,9 @@ where
             let _ = tokio::time::timeout(Duration::from_secs(2), close).await;
             ConnectionEnd::ClientClosed
         }
-        ReadError::HardError(e) if meter.tripped() => {
-            let text = e
-                .get_ref()
-                .and_then(|inner| inner.downcast_ref::<LimitExceeded>())
+        ReadError::HardError(_) if meter.tripped() => {
+            let text = meter
+                .exceeded()
                 .map(|limit| limit.to_string())
                 .unwrap_or_else(|| "limit exceeded".into());
             fail(stream, StreamCondition::PolicyViolation, &text).await
@@ -335,14 +334,14 @@ async fn negotiate(
     let mut failures = 0;
     loop {
         match authenticate(&mut stream, &info, shared, &meter).await? {
-            Ok((username, additional_data)) => {
+            Ok((username, additional_data, mechanism)) => {
                 shared.login_succeeded(peer);
                 let success =
                     XmppStreamElement::Sasl(wire_sasl::Nonza::Success(wire_sasl::Success {
                         data: additional_data,
                     }));
                 let accepted = stream.accept_reset(&success).await?;
-                tracing::info!(%peer, user = username, "authenticated");
+                tracing::info!(%peer, user = username, %mechanism, "authenticated");
                 return Ok((accepted, username));
             }
             Err(condition) => {
@@ -378,7 +377,7 @@ async fn authenticate(
     info: &ConnectionInfo<'_>,
     shared: &Shared,
     meter: &Meter,
-) -> Result<Result<(String, Vec<u8>), wire_sasl::DefinedCondition>, ConnectionEnd> {
+) -> Result<Result<(String, Vec<u8>, Mechanism), wire_sasl::DefinedCondition>, ConnectionEnd> {
     let auth = match next(stream, meter).await? {
         XmppStreamElement::Sasl(wire_sasl::Nonza::Auth(auth)) => auth,
         XmppStreamElement::Sasl(wire_sasl::Nonza::Abort(_)) => {
@@ -398,7 +397,13 @@ async fn authenticate(
             Step::Success {
                 username,
                 additional_data,
-            } => return Ok(Ok((username.to_ascii_lowercase(), additional_data))),
+            } => {
+                return Ok(Ok((
+                    username.to_ascii_lowercase(),
+                    additional_data,
+                    mechanism,
+                )))
+            }
             Step::Failure(failure) => {
                 if let Some(detail) = exchange.failure_detail() {
                     tracing::debug!("SASL failure detail: {detail}");

@@ -191,6 +191,43 @@ impl ChatClient {
         ChatClient { stream }
     }
 
+    /// Sends any stanza as it is.
+    pub async fn send_stanza(&mut self, stanza: impl Into<Stanza>) {
+        self.stream.send(Box::new(stanza.into())).await;
+    }
+
+    /// The next stanza of any kind, or `None` after `timeout` (stream events are skipped, except
+    /// that a lost connection ends the wait with `None`).
+    pub async fn next_stanza(&mut self, timeout: Duration) -> Option<Stanza> {
+        tokio::time::timeout(timeout, async {
+            while let Some(event) = self.stream.next().await {
+                match event {
+                    XmppEvent::Stanza(stanza) => return Some(stanza),
+                    XmppEvent::Stream(StreamEvent::Suspended) => return None,
+                    XmppEvent::Stream(_) => {}
+                }
+            }
+            None
+        })
+        .await
+        .ok()
+        .flatten()
+    }
+
+    /// Waits until the connection is lost (e.g. the server closed it), up to `timeout`.
+    pub async fn wait_disconnected(&mut self, timeout: Duration) -> bool {
+        tokio::time::timeout(timeout, async {
+            while let Some(event) = self.stream.next().await {
+                if let XmppEvent::Stream(StreamEvent::Suspended) = event {
+                    return true;
+                }
+            }
+            true
+        })
+        .await
+        .unwrap_or(false)
+    }
+
     /// Sends a message (with a fresh id if it has none).
     pub async fn send(&mut self, mut message: Message) {
         message

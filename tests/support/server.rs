@@ -63,7 +63,11 @@ impl BundledServer {
     pub fn stop(&mut self) {
         if let Some(mut process) = self.process.take() {
             let (status, _) = process.terminate(Duration::from_secs(10));
-            assert!(status.success(), "server exited with {status:?}:\n{}", process.log());
+            assert!(
+                status.success(),
+                "server exited with {status:?}:\n{}",
+                process.log()
+            );
         }
     }
 
@@ -87,7 +91,7 @@ impl BundledServer {
             .args(["add", &format!("{user}@localhost")])
             .stdin(Stdio::piped())
             .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
+            .stderr(Stdio::null())
             .spawn()
             .and_then(|mut child| {
                 use std::io::Write;

@@ -1,0 +1,464 @@
+//! The bundled server over real sockets, written as transcripts: "alice sends …, bob receives …".
+//! Needs nothing but the crate: the server is the real binary on a free loopback port.
+
+mod support;
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::time::{Duration, Instant};
+
+use support::bot::ChatClient;
+use support::server::BundledServer;
+use tokio_xmpp::jid::{BareJid, Jid};
+use tokio_xmpp::minidom::Element;
+use tokio_xmpp::parsers::iq::Iq;
+use tokio_xmpp::parsers::message::{Message, MessageType};
+use tokio_xmpp::parsers::presence::{Presence, Type as PresenceType};
+use tokio_xmpp::parsers::roster::{Roster, Subscription};
+use tokio_xmpp::Stanza;
+
+const WAIT: Duration = Duration::from_secs(10);
+/// Long enough to be sure nothing is coming, short enough for the suite.
+const QUIET: Duration = Duration::from_millis(300);
+
+fn server_with(users: &[&str]) -> BundledServer {
+    let server = BundledServer::start();
+    for user in users {
+        server.add_user(user, &format!("{user}-secret"));
+    }
+    server
+}
+
+async fn login(server: &BundledServer, jid: &str) -> ChatClient {
+    let user = jid.split('@').next().unwrap_or_default();
+    ChatClient::login(jid, &format!("{user}-secret"), server.port, &server.ca_file).await
+}
+
+fn chat(to: &str, body: &str) -> Message {
+    Message::chat(Some(Jid::new(to).unwrap())).with_body(Default::default(), body.into())
+}
+
+fn bare(jid: &str) -> BareJid {
+    BareJid::new(jid).unwrap()
+}
+
+fn body(message: &Message) -> &str {
+    message
+        .bodies
+        .values()
+        .next()
+        .map(String::as_str)
+        .unwrap_or("")
+}
+
+/// The next message (skipping presence and IQs) within `WAIT`.
+async fn next_message(client: &mut ChatClient) -> Option<Message> {
+    let deadline = Instant::now() + WAIT;
+    while let Some(stanza) = client.next_stanza(deadline - Instant::now()).await {
+        if let Stanza::Message(m) = stanza {
+            return Some(m);
+        }
+    }
+    None
+}
+
+/// Sends `iq` and returns the matching result or error.
+async fn request(client: &mut ChatClient, iq: Iq) -> Iq {
+    let id = iq.id().to_string();
+    client.send_stanza(iq).await;
+    let deadline = Instant::now() + WAIT;
+    while let Some(stanza) = client.next_stanza(deadline - Instant::now()).await {
+        if let Stanza::Iq(reply) = stanza {
+            if reply.id() == id && matches!(reply, Iq::Result { .. } | Iq::Error { .. }) {
+                return reply;
+            }
+        }
+    }
+    panic!("no answer to IQ {id}");
+}
+
+/// Raw bytes to the plain-text port; everything the server answers until it closes.
+fn raw_exchange(port: u16, bytes: &[u8]) -> String {
+    let mut tcp = TcpStream::connect(("127.0.0.1", port)).expect("connect");
+    tcp.set_read_timeout(Some(WAIT)).unwrap();
+    // The server may close before reading everything; that is part of what is tested.
+    let _ = tcp.write_all(bytes);
+    let mut answer = Vec::new();
+    let _ = tcp.read_to_end(&mut answer);
+    String::from_utf8_lossy(&answer).into_owned()
+}
+
+const HEADER: &str = "<?xml version='1.0'?><stream:stream xmlns='jabber:client' \
+    xmlns:stream='http://etherx.jabber.org/streams' to='localhost' version='1.0'>";
+
+#[test]
+fn requires_starttls_before_anything_else() {
+    let server = server_with(&[]);
+    let answer = raw_exchange(
+        server.port,
+        format!("{HEADER}<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' mechanism='PLAIN'>AGEAYg==</auth>").as_bytes(),
+    );
+    assert!(
+        answer.contains("<starttls xmlns='urn:ietf:params:xml:ns:xmpp-tls'><required/>"),
+        "{answer}"
+    );
+    assert!(answer.contains("<policy-violation"), "{answer}");
+    assert!(
+        !answer.contains("<mechanism>"),
+        "mechanisms offered before TLS: {answer}"
+    );
+}
+
+#[test]
+fn unknown_host_is_refused() {
+    let server = server_with(&[]);
+    let answer = raw_exchange(
+        server.port,
+        HEADER
+            .replace("to='localhost'", "to='example.org'")
+            .as_bytes(),
+    );
+    assert!(answer.contains("<host-unknown"), "{answer}");
+}
+
+#[test]
+fn restricted_xml_is_refused() {
+    let server = server_with(&[]);
+    for (input, condition) in [
+        (
+            format!("<?xml version='1.0'?><!DOCTYPE x [<!ENTITY a 'b'>]>{HEADER}"),
+            "",
+        ),
+        (format!("{HEADER}<!-- comment -->"), "<restricted-xml"),
+        (format!("{HEADER}<?pi data?>"), "<restricted-xml"),
+        (format!("{HEADER}<a></b>"), "<not-well-formed"),
+    ] {
+        let answer = raw_exchange(server.port, input.as_bytes());
+        // A DOCTYPE before the stream header ends the connection before any header is sent.
+        if condition.is_empty() {
+            assert!(!answer.contains("<stream:features"), "{answer}");
+        } else {
+            assert!(answer.contains(condition), "{input} → {answer}");
+        }
+    }
+}
+
+#[test]
+fn oversize_element_before_authentication_is_a_policy_violation() {
+    let server = server_with(&[]);
+    let huge = format!(
+        "{HEADER}<starttls xmlns='urn:ietf:params:xml:ns:xmpp-tls' junk='{}'/>",
+        "x".repeat(20_000)
+    );
+    let answer = raw_exchange(server.port, huge.as_bytes());
+    assert!(answer.contains("<policy-violation"), "{answer}");
+    assert!(answer.contains("larger than 10000 bytes"), "{answer}");
+}
+
+#[test]
+fn deep_nesting_is_a_policy_violation() {
+    let server = server_with(&[]);
+    let deep = format!("{HEADER}{}", "<a>".repeat(10_000));
+    let answer = raw_exchange(server.port, deep.as_bytes());
+    assert!(answer.contains("<policy-violation"), "{answer}");
+    assert!(answer.contains("nested deeper"), "{answer}");
+}
+
+#[test]
+fn unauthenticated_connections_are_closed_after_the_timeout() {
+    let server = BundledServer::start_with(&["--auth-timeout", "1s"]);
+    let mut tcp = TcpStream::connect(("127.0.0.1", server.port)).unwrap();
+    tcp.set_read_timeout(Some(WAIT)).unwrap();
+    let started = Instant::now();
+    let mut buf = Vec::new();
+    let _ = tcp.read_to_end(&mut buf);
+    let took = started.elapsed();
+    assert!(
+        took >= Duration::from_millis(900) && took < Duration::from_secs(5),
+        "{took:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn logs_in_with_scram_plus_and_binds_a_resource() {
+    let server = server_with(&["alice"]);
+    let _alice = login(&server, "alice@localhost/laptop").await;
+    let process = server.process.as_ref().expect("running");
+    process.wait_log("session started", 1, WAIT);
+    let log = server.log();
+    // tokio-xmpp on TLS 1.3 uses channel binding when the server offers it.
+    assert!(log.contains("mechanism=SCRAM-SHA-256-PLUS"), "{log}");
+    assert!(log.contains("jid=alice@localhost/laptop"), "{log}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn messages_reach_full_and_bare_jids_and_unknown_accounts_bounce() {
+    let server = server_with(&["alice", "bob"]);
+    let mut alice = login(&server, "alice@localhost/laptop").await;
+    let mut bob = login(&server, "bob@localhost/phone").await;
+
+    alice
+        .send(chat("bob@localhost/phone", "to the phone"))
+        .await;
+    let got = next_message(&mut bob).await.expect("bob gets the message");
+    assert_eq!(body(&got), "to the phone");
+    assert_eq!(
+        got.from,
+        Some(Jid::new("alice@localhost/laptop").unwrap()),
+        "server stamps from"
+    );
+
+    alice.send(chat("bob@localhost", "to the account")).await;
+    let got = next_message(&mut bob)
+        .await
+        .expect("bare JID reaches the only resource");
+    assert_eq!(body(&got), "to the account");
+
+    alice.send(chat("nobody@localhost", "hello?")).await;
+    let bounce = next_message(&mut alice).await.expect("an error back");
+    assert_eq!(bounce.type_, MessageType::Error);
+    assert!(String::from(&Element::from(bounce)).contains("service-unavailable"));
+
+    alice.send(chat("carol@example.org", "far away")).await;
+    let bounce = next_message(&mut alice).await.expect("an error back");
+    assert!(String::from(&Element::from(bounce)).contains("remote-server-not-found"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bare_jid_messages_go_to_the_highest_priority_resource() {
+    let server = server_with(&["alice", "bob"]);
+    let mut alice = login(&server, "alice@localhost/laptop").await;
+    let mut low = login(&server, "bob@localhost/low").await;
+    let mut high = login(&server, "bob@localhost/high").await;
+    // Priorities: login sent priority 0; raise one resource to 5.
+    let mut presence = Presence::available();
+    presence.priority = tokio_xmpp::parsers::presence::Priority(5);
+    high.send_stanza(presence).await;
+    // Wait until the server has processed it: the resource sees its own presence echoed.
+    loop {
+        match high.next_stanza(WAIT).await {
+            Some(Stanza::Presence(p)) if p.priority.0 == 5 => break,
+            Some(_) => {}
+            None => panic!("no presence echo"),
+        }
+    }
+    alice.send(chat("bob@localhost", "who gets this?")).await;
+    let got = next_message(&mut high)
+        .await
+        .expect("the priority-5 resource gets it");
+    assert_eq!(body(&got), "who gets this?");
+    // The other resource gets nothing.
+    let deadline = Instant::now() + QUIET;
+    while let Some(stanza) = low
+        .next_stanza(deadline.saturating_duration_since(Instant::now()))
+        .await
+    {
+        assert!(
+            !matches!(stanza, Stanza::Message(_)),
+            "low-priority resource got a message"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn offline_messages_survive_a_restart_and_a_kill_and_arrive_once() {
+    let mut server = server_with(&["alice", "bob"]);
+    for (round, stop) in ["restart", "kill -9"].iter().enumerate() {
+        {
+            let mut alice = login(&server, "alice@localhost/laptop").await;
+            for n in 1..=3 {
+                alice
+                    .send(chat("bob@localhost", &format!("round {round} message {n}")))
+                    .await;
+            }
+            // A ping answered means the three messages before it were processed (one hub, in order).
+            let ping = Iq::from_get("sync", tokio_xmpp::parsers::ping::Ping);
+            let _ = request(&mut alice, ping).await;
+        }
+        if *stop == "restart" {
+            server.restart();
+        } else {
+            server.kill9();
+            server.restart();
+        }
+        let mut bob = login(&server, "bob@localhost/phone").await;
+        for n in 1..=3 {
+            let got = next_message(&mut bob)
+                .await
+                .unwrap_or_else(|| panic!("message {n} after {stop}"));
+            assert_eq!(body(&got), format!("round {round} message {n}"));
+            assert!(
+                String::from(&Element::from(got)).contains("urn:xmpp:delay"),
+                "offline messages carry a delay stamp"
+            );
+        }
+        // Exactly once: nothing more now, and nothing after logging in again.
+        drop(bob);
+        let mut bob = login(&server, "bob@localhost/tablet").await;
+        let deadline = Instant::now() + QUIET;
+        while let Some(stanza) = bob
+            .next_stanza(deadline.saturating_duration_since(Instant::now()))
+            .await
+        {
+            assert!(
+                !matches!(stanza, Stanza::Message(_)),
+                "delivered twice after {stop}"
+            );
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn roster_and_subscriptions_reach_both_and_back() {
+    let server = server_with(&["alice", "bob"]);
+    let mut alice = login(&server, "alice@localhost/laptop").await;
+    let mut bob = login(&server, "bob@localhost/phone").await;
+    for client in [&mut alice, &mut bob] {
+        let roster = request(
+            client,
+            Iq::from_get(
+                "r0",
+                Roster {
+                    ver: None,
+                    items: vec![],
+                },
+            ),
+        )
+        .await;
+        assert!(matches!(roster, Iq::Result { .. }), "{roster:?}");
+    }
+
+    // alice asks to see bob's presence; bob approves.
+    let mut subscribe = Presence::new(PresenceType::Subscribe);
+    subscribe.to = Some(Jid::new("bob@localhost").unwrap());
+    alice.send_stanza(subscribe).await;
+    loop {
+        match bob.next_stanza(WAIT).await {
+            Some(Stanza::Presence(p)) if p.type_ == PresenceType::Subscribe => {
+                assert_eq!(p.from.map(|f| f.to_bare()), Some(bare("alice@localhost")));
+                break;
+            }
+            Some(_) => {}
+            None => panic!("bob never saw the request"),
+        }
+    }
+    let mut approve = Presence::new(PresenceType::Subscribed);
+    approve.to = Some(Jid::new("alice@localhost").unwrap());
+    bob.send_stanza(approve).await;
+
+    // alice's roster push ends with subscription "to", and bob's presence arrives.
+    let mut saw_to = false;
+    let mut saw_presence = false;
+    let deadline = Instant::now() + WAIT;
+    while !(saw_to && saw_presence) {
+        match alice
+            .next_stanza(deadline.saturating_duration_since(Instant::now()))
+            .await
+        {
+            Some(Stanza::Iq(Iq::Set { payload, id, .. })) => {
+                if let Ok(roster) = Roster::try_from(payload) {
+                    let item = &roster.items[0];
+                    assert_eq!(item.jid, bare("bob@localhost"));
+                    saw_to |= item.subscription == Subscription::To;
+                }
+                alice
+                    .send_stanza(Iq::Result {
+                        from: None,
+                        to: None,
+                        id,
+                        payload: None,
+                    })
+                    .await;
+            }
+            Some(Stanza::Presence(p))
+                if p.type_ == PresenceType::None
+                    && p.from.as_ref().map(|f| f.to_bare()) == Some(bare("bob@localhost")) =>
+            {
+                saw_presence = true
+            }
+            Some(_) => {}
+            None => panic!("alice: roster push to={saw_to}, presence={saw_presence}"),
+        }
+    }
+
+    // The state is stored: a roster get says the same.
+    let roster = request(
+        &mut alice,
+        Iq::from_get(
+            "r1",
+            Roster {
+                ver: None,
+                items: vec![],
+            },
+        ),
+    )
+    .await;
+    let Iq::Result {
+        payload: Some(payload),
+        ..
+    } = roster
+    else {
+        panic!("{roster:?}")
+    };
+    let roster = Roster::try_from(payload).unwrap();
+    assert_eq!(roster.items.len(), 1);
+    assert_eq!(roster.items[0].subscription, Subscription::To);
+
+    // When bob goes offline, alice sees it.
+    drop(bob);
+    let deadline = Instant::now() + WAIT;
+    loop {
+        match alice
+            .next_stanza(deadline.saturating_duration_since(Instant::now()))
+            .await
+        {
+            Some(Stanza::Presence(p)) if p.type_ == PresenceType::Unavailable => break,
+            Some(_) => {}
+            None => panic!("alice never saw bob go offline"),
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unhandled_requests_get_service_unavailable_and_ping_is_answered() {
+    let server = server_with(&["alice"]);
+    let mut alice = login(&server, "alice@localhost/laptop").await;
+    let server_jid = Jid::new("localhost").unwrap();
+    let ping = Iq::from_get("p1", tokio_xmpp::parsers::ping::Ping).with_to(server_jid.clone());
+    assert!(matches!(request(&mut alice, ping).await, Iq::Result { .. }));
+    let unknown = Iq::Get {
+        from: None,
+        to: Some(server_jid),
+        id: "u1".into(),
+        payload: Element::builder("query", "urn:example:unknown").build(),
+    };
+    let answer = request(&mut alice, unknown).await;
+    let Iq::Error { error, .. } = answer else {
+        panic!("{answer:?}")
+    };
+    assert_eq!(
+        error.defined_condition,
+        tokio_xmpp::parsers::stanza_error::DefinedCondition::ServiceUnavailable
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_login_with_the_same_resource_replaces_the_first() {
+    let server = server_with(&["alice"]);
+    let mut first = login(&server, "alice@localhost/same").await;
+    let _second = login(&server, "alice@localhost/same").await;
+    assert!(
+        first.wait_disconnected(WAIT).await,
+        "first session was not closed"
+    );
+    let log = server.log();
+    assert!(log.contains("closed with stream error conflict"), "{log}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_tells_sessions_and_exits_cleanly() {
+    let mut server = server_with(&["alice"]);
+    let mut alice = login(&server, "alice@localhost/laptop").await;
+    server.stop(); // asserts exit status 0
+    assert!(alice.wait_disconnected(WAIT).await);
+}
