@@ -1,7 +1,9 @@
-//! The bridge end to end against real peers: mosquitto and Prosody from Debian packages, each
-//! started on free loopback ports with private configuration for every test.
+//! The bridge end to end against real peers: mosquitto, and as the XMPP server both the bundled
+//! server and Prosody (Debian package), each started on free loopback ports with private
+//! configuration for every test. Every scenario runs against both servers (`<name>::bundled`,
+//! `<name>::prosody`).
 //!
-//! Without the packages these tests skip, unless CI=true, where a missing peer fails them.
+//! Without the Debian packages these tests skip, unless CI=true, where a missing peer fails them.
 
 mod support;
 
@@ -9,6 +11,7 @@ use std::time::Duration;
 
 use support::bot::{body, password_file, publish, Bot, ChatClient};
 use support::peers::{Mosquitto, Prosody};
+use support::server::BundledServer;
 use tokio_xmpp::jid::{BareJid, Jid};
 use tokio_xmpp::parsers::message::{Message, MessageType, Thread};
 
@@ -16,17 +19,105 @@ const BOT: &str = "bot@localhost";
 const ALICE: &str = "alice@localhost";
 const STARTUP: Duration = Duration::from_secs(20);
 
-/// Mosquitto, Prosody with `bot` and `alice`, and a temporary directory for password files.
+/// Which XMPP server a scenario runs against.
+#[derive(Debug, Clone, Copy)]
+enum Kind {
+    Bundled,
+    Prosody,
+}
+
+/// The XMPP server of a scenario.
+enum Xmpp {
+    Bundled(BundledServer),
+    Prosody(Prosody),
+}
+
+impl Xmpp {
+    fn start(kind: Kind) -> Option<Xmpp> {
+        match kind {
+            Kind::Bundled => Some(Xmpp::Bundled(BundledServer::start())),
+            Kind::Prosody => Prosody::start().map(Xmpp::Prosody),
+        }
+    }
+
+    fn port(&self) -> u16 {
+        match self {
+            Xmpp::Bundled(s) => s.port,
+            Xmpp::Prosody(s) => s.port,
+        }
+    }
+
+    fn ca_file(&self) -> &std::path::Path {
+        match self {
+            Xmpp::Bundled(s) => &s.ca_file,
+            Xmpp::Prosody(s) => &s.ca_file,
+        }
+    }
+
+    fn register(&self, user: &str, password: &str) {
+        match self {
+            Xmpp::Bundled(s) => s.add_user(user, password),
+            Xmpp::Prosody(s) => s.register(user, password),
+        }
+    }
+
+    fn stop(&mut self) {
+        match self {
+            Xmpp::Bundled(s) => s.stop(),
+            Xmpp::Prosody(s) => s.stop(),
+        }
+    }
+
+    fn restart(&mut self) {
+        match self {
+            Xmpp::Bundled(s) => s.restart(),
+            Xmpp::Prosody(s) => s.restart(),
+        }
+    }
+}
+
+/// Runs each named scenario against the bundled server and against Prosody.
+macro_rules! against_both_servers {
+    ($($scenario:ident),* $(,)?) => {$(
+        mod $scenario {
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn bundled() {
+                super::$scenario(super::Kind::Bundled).await
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn prosody() {
+                super::$scenario(super::Kind::Prosody).await
+            }
+        }
+    )*};
+}
+
+against_both_servers!(
+    answers_a_published_value_to_another_account,
+    answers_a_retained_value_right_after_start,
+    answers_new_values_after_a_broker_restart,
+    reads_json_payloads_and_keeps_the_last_value_on_garbage,
+    a_wrong_password_is_a_clear_error_not_an_endless_retry,
+    an_unknown_account_is_a_clear_error,
+    never_answers_error_groupchat_headline_or_bodyless_messages,
+    sigterm_stops_cleanly_within_two_seconds,
+    a_refused_mqtt_login_is_a_clear_error,
+    answers_again_after_an_xmpp_server_restart,
+);
+
+/// Mosquitto, an XMPP server with `bot` and `alice`, and a temporary directory for password
+/// files.
 struct World {
     mqtt: Mosquitto,
-    xmpp: Prosody,
+    xmpp: Xmpp,
     dir: tempfile::TempDir,
 }
 
 impl World {
-    fn start() -> Option<World> {
+    fn start(kind: Kind) -> Option<World> {
         let mqtt = Mosquitto::start()?;
-        let xmpp = Prosody::start()?;
+        let xmpp = Xmpp::start(kind)?;
         xmpp.register("bot", "bot-secret");
         xmpp.register("alice", "alice-secret");
         Some(World {
@@ -47,9 +138,9 @@ impl World {
             "--password-file".into(),
             password_file(self.dir.path(), "bot.pw", bot_password),
             "--xmpp-server".into(),
-            format!("127.0.0.1:{}", self.xmpp.port),
+            format!("127.0.0.1:{}", self.xmpp.port()),
             "--xmpp-ca".into(),
-            self.xmpp.ca_file.to_string_lossy().into_owned(),
+            self.xmpp.ca_file().to_string_lossy().into_owned(),
             "--unit".into(),
             "°C".into(),
         ];
@@ -67,13 +158,14 @@ impl World {
     }
 
     async fn alice(&self) -> ChatClient {
-        ChatClient::login(ALICE, "alice-secret", self.xmpp.port, &self.xmpp.ca_file).await
+        ChatClient::login(ALICE, "alice-secret", self.xmpp.port(), self.xmpp.ca_file()).await
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn answers_a_published_value_to_another_account() {
-    let Some(world) = World::start() else { return };
+async fn answers_a_published_value_to_another_account(kind: Kind) {
+    let Some(world) = World::start(kind) else {
+        return;
+    };
     let bot = world.start_bot(&[]);
     let mut alice = world.alice().await;
 
@@ -95,9 +187,10 @@ async fn answers_a_published_value_to_another_account() {
     drop(bot);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn answers_a_retained_value_right_after_start() {
-    let Some(world) = World::start() else { return };
+async fn answers_a_retained_value_right_after_start(kind: Kind) {
+    let Some(world) = World::start(kind) else {
+        return;
+    };
     publish(world.mqtt.port, "sensors/temperature", b"19.25", true).await;
     let _bot = world.start_bot(&["--precision", "1"]);
     let mut alice = world.alice().await;
@@ -115,9 +208,8 @@ async fn answers_a_retained_value_right_after_start() {
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn answers_new_values_after_a_broker_restart() {
-    let Some(mut world) = World::start() else {
+async fn answers_new_values_after_a_broker_restart(kind: Kind) {
+    let Some(mut world) = World::start(kind) else {
         return;
     };
     let bot = world.start_bot(&[]);
@@ -152,9 +244,10 @@ async fn answers_new_values_after_a_broker_restart() {
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn reads_json_payloads_and_keeps_the_last_value_on_garbage() {
-    let Some(world) = World::start() else { return };
+async fn reads_json_payloads_and_keeps_the_last_value_on_garbage(kind: Kind) {
+    let Some(world) = World::start(kind) else {
+        return;
+    };
     let bot = world.start_bot(&["--json-pointer", "/temperature"]);
     let mut alice = world.alice().await;
     publish(
@@ -199,9 +292,10 @@ async fn reads_json_payloads_and_keeps_the_last_value_on_garbage() {
     assert!(log.contains("not valid JSON"), "{log}");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_wrong_password_is_a_clear_error_not_an_endless_retry() {
-    let Some(world) = World::start() else { return };
+async fn a_wrong_password_is_a_clear_error_not_an_endless_retry(kind: Kind) {
+    let Some(world) = World::start(kind) else {
+        return;
+    };
     let args = world.bridge_args("not-the-password", &[]);
     let mut bot = Bot::spawn(&args.iter().map(String::as_str).collect::<Vec<_>>());
     let status = bot.wait_exit(Duration::from_secs(30));
@@ -217,9 +311,10 @@ async fn a_wrong_password_is_a_clear_error_not_an_endless_retry() {
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_unknown_account_is_a_clear_error() {
-    let Some(world) = World::start() else { return };
+async fn an_unknown_account_is_a_clear_error(kind: Kind) {
+    let Some(world) = World::start(kind) else {
+        return;
+    };
     let mut args = world.bridge_args("whatever", &[]);
     let jid = args.iter().position(|a| a == BOT).expect("jid arg");
     args[jid] = "nobody@localhost".into();
@@ -232,9 +327,10 @@ async fn an_unknown_account_is_a_clear_error() {
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn never_answers_error_groupchat_headline_or_bodyless_messages() {
-    let Some(world) = World::start() else { return };
+async fn never_answers_error_groupchat_headline_or_bodyless_messages(kind: Kind) {
+    let Some(world) = World::start(kind) else {
+        return;
+    };
     let _bot = world.start_bot(&[]);
     let mut alice = world.alice().await;
     let bot_jid: Jid = BOT.parse().unwrap();
@@ -280,9 +376,10 @@ async fn never_answers_error_groupchat_headline_or_bodyless_messages() {
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn sigterm_stops_cleanly_within_two_seconds() {
-    let Some(world) = World::start() else { return };
+async fn sigterm_stops_cleanly_within_two_seconds(kind: Kind) {
+    let Some(world) = World::start(kind) else {
+        return;
+    };
     let mut bot = world.start_bot(&[]);
     let (status, took) = bot.terminate(Duration::from_secs(5));
     assert!(status.success(), "{status:?}\n{}", bot.log());
@@ -292,16 +389,17 @@ async fn sigterm_stops_cleanly_within_two_seconds() {
     assert!(log.contains("disconnected from the XMPP server"), "{log}");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_refused_mqtt_login_is_a_clear_error() {
+async fn a_refused_mqtt_login_is_a_clear_error(kind: Kind) {
     let Some(mqtt) = Mosquitto::start_with_user("sensor-reader", "mqtt-secret") else {
         return;
     };
-    let Some(xmpp) = Prosody::start() else { return };
+    let Some(xmpp) = Xmpp::start(kind) else {
+        return;
+    };
     xmpp.register("bot", "bot-secret");
     let dir = tempfile::tempdir().unwrap();
-    let xmpp_server = format!("127.0.0.1:{}", xmpp.port);
-    let ca = xmpp.ca_file.to_string_lossy().into_owned();
+    let xmpp_server = format!("127.0.0.1:{}", xmpp.port());
+    let ca = xmpp.ca_file().to_string_lossy().into_owned();
     let bot_pw = password_file(dir.path(), "bot.pw", "bot-secret");
     let mqtt_port = mqtt.port.to_string();
     let run = |mqtt_password: &str| {
@@ -342,9 +440,8 @@ async fn a_refused_mqtt_login_is_a_clear_error() {
     accepted.wait_log("subscribed", 1, STARTUP);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn answers_again_after_an_xmpp_server_restart() {
-    let Some(mut world) = World::start() else {
+async fn answers_again_after_an_xmpp_server_restart(kind: Kind) {
+    let Some(mut world) = World::start(kind) else {
         return;
     };
     let bot = world.start_bot(&[]);
