@@ -131,7 +131,11 @@ fn restricted_xml_is_refused() {
         ),
         (format!("{HEADER}<!-- comment -->"), "<restricted-xml"),
         (format!("{HEADER}<?pi data?>"), "<restricted-xml"),
-        (format!("{HEADER}<a></b>"), "<not-well-formed"),
+        (
+            format!("{HEADER}<starttls xmlns='urn:ietf:params:xml:ns:xmpp-tls'></b>"),
+            "<not-well-formed",
+        ),
+        (format!("{HEADER}<banana/>"), "<unsupported-stanza-type"),
     ] {
         let answer = raw_exchange(server.port, input.as_bytes());
         // A DOCTYPE before the stream header ends the connection before any header is sent.
@@ -461,4 +465,251 @@ async fn shutdown_tells_sessions_and_exits_cleanly() {
     let mut alice = login(&server, "alice@localhost/laptop").await;
     server.stop(); // asserts exit status 0
     assert!(alice.wait_disconnected(WAIT).await);
+}
+
+/// A client that speaks raw XML after a real STARTTLS and SASL login with a chosen mechanism:
+/// for the malformed input that typed clients cannot produce.
+struct RawSession {
+    io: tokio::io::BufStream<tokio_rustls::client::TlsStream<tokio::net::TcpStream>>,
+}
+
+impl RawSession {
+    /// Logs in as `user` with `mechanism` and binds resource `raw`. `Err` carries the SASL
+    /// failure condition.
+    async fn login(
+        server: &BundledServer,
+        user: &str,
+        mechanism: &str,
+    ) -> Result<RawSession, String> {
+        use futures::{SinkExt, StreamExt};
+        use mqtt2xmpp::xmpp_connect::{dns_config, Connector};
+        use sasl::client::mechanisms::{Plain, Scram};
+        use sasl::client::Mechanism as _;
+        use sasl::common::scram::{Sha1, Sha256};
+        use sasl::common::{ChannelBinding, Credentials};
+        use tokio_xmpp::connect::ServerConnector;
+        use tokio_xmpp::parsers::sasl::{Auth, Mechanism, Nonza, Response};
+        use tokio_xmpp::xmlstream::{Timeouts, XmppStreamElement};
+
+        let jid = Jid::new(&format!("{user}@localhost")).unwrap();
+        let password = format!("{user}-secret");
+        let dns = dns_config("localhost", Some(&server.address())).unwrap();
+        let tls = mqtt2xmpp::tls::client_config(Some(&server.ca_file)).unwrap();
+        let connector = Connector::new(
+            dns,
+            tls,
+            jid.to_bare(),
+            mqtt2xmpp::secret::Secret::new(&password),
+        );
+        let (pending, binding) = connector
+            .connect(&jid, "jabber:client", Timeouts::tight())
+            .await
+            .expect("TLS connection");
+        let (features, mut stream) = pending
+            .recv_features::<XmppStreamElement>()
+            .await
+            .expect("features");
+        // "SCRAM-SHA-256-downgrade": SCRAM-SHA-256 with the "y,," header of a downgraded client.
+        let (mechanism, plus_binding) = match mechanism.strip_suffix("-downgrade") {
+            Some(plain) => (plain, ChannelBinding::Unsupported),
+            None if mechanism.ends_with("-PLUS") => (mechanism, binding),
+            None => (mechanism, ChannelBinding::None),
+        };
+        assert!(
+            features.sasl_mechanisms.contains(mechanism),
+            "{mechanism} not offered: {:?}",
+            features.sasl_mechanisms
+        );
+        let creds = Credentials::default()
+            .with_username(user)
+            .with_password(password)
+            .with_channel_binding(plus_binding);
+        let mut client: Box<dyn sasl::client::Mechanism + Send> = match mechanism {
+            "PLAIN" => Box::new(Plain::from_credentials(creds).unwrap()),
+            "SCRAM-SHA-1" | "SCRAM-SHA-1-PLUS" => {
+                Box::new(Scram::<Sha1>::from_credentials(creds).unwrap())
+            }
+            _ => Box::new(Scram::<Sha256>::from_credentials(creds).unwrap()),
+        };
+        let name: Mechanism = mechanism.parse().unwrap();
+        stream
+            .send(&XmppStreamElement::Sasl(Nonza::Auth(Auth {
+                mechanism: name,
+                data: client.initial(),
+            })))
+            .await
+            .unwrap();
+        loop {
+            match stream.next().await {
+                Some(Ok(XmppStreamElement::Sasl(Nonza::Challenge(c)))) => {
+                    let data = client.response(&c.data).map_err(|e| format!("{e:?}"))?;
+                    stream
+                        .send(&XmppStreamElement::Sasl(Nonza::Response(Response { data })))
+                        .await
+                        .unwrap();
+                }
+                Some(Ok(XmppStreamElement::Sasl(Nonza::Success(s)))) => {
+                    if mechanism.starts_with("SCRAM") {
+                        client
+                            .success(&s.data)
+                            .map_err(|e| format!("server signature: {e:?}"))?;
+                    }
+                    break;
+                }
+                Some(Ok(XmppStreamElement::Sasl(Nonza::Failure(f)))) => {
+                    return Err(format!("{:?}", f.defined_condition));
+                }
+                other => panic!("unexpected during SASL: {other:?}"),
+            }
+        }
+        // Restart the stream and bind, in raw XML.
+        let mut raw = RawSession {
+            io: stream.into_inner(),
+        };
+        raw.write(
+            "<?xml version='1.0'?><stream:stream xmlns='jabber:client' \
+             xmlns:stream='http://etherx.jabber.org/streams' to='localhost' version='1.0'>",
+        )
+        .await;
+        raw.read_until("</stream:features>").await;
+        raw.write("<iq type='set' id='bind'><bind xmlns='urn:ietf:params:xml:ns:xmpp-bind'><resource>raw</resource></bind></iq>").await;
+        let bound = raw.read_until("</iq>").await;
+        assert!(
+            bound.contains("alice@localhost/raw") || bound.contains("@localhost/raw"),
+            "{bound}"
+        );
+        Ok(raw)
+    }
+
+    async fn write(&mut self, xml: &str) {
+        use tokio::io::AsyncWriteExt;
+        let _ = self.io.write_all(xml.as_bytes()).await;
+        let _ = self.io.flush().await;
+    }
+
+    /// Reads until `needle` appears or the connection closes; returns what was read.
+    async fn read_until(&mut self, needle: &str) -> String {
+        use tokio::io::AsyncReadExt;
+        let mut text = String::new();
+        let mut buf = [0u8; 4096];
+        let deadline = Instant::now() + WAIT;
+        while !text.contains(needle) {
+            let remaining = deadline.saturating_duration_since(Instant::now());
+            match tokio::time::timeout(remaining, self.io.read(&mut buf)).await {
+                Ok(Ok(n)) if n > 0 => text.push_str(&String::from_utf8_lossy(&buf[..n])),
+                _ => break,
+            }
+        }
+        text
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_sasl_mechanism_logs_in_and_wrong_passwords_fail() {
+    let server = server_with(&["alice", "bob"]);
+    for mechanism in [
+        "SCRAM-SHA-256-PLUS",
+        "SCRAM-SHA-1-PLUS",
+        "SCRAM-SHA-256",
+        "SCRAM-SHA-1",
+        "PLAIN",
+    ] {
+        let session = RawSession::login(&server, "alice", mechanism).await;
+        assert!(session.is_ok(), "{mechanism}: {:?}", session.err());
+    }
+    // A wrong password: not-authorized, for every mechanism.
+    server.add_user("mallory", "right-password");
+    for mechanism in ["SCRAM-SHA-256", "PLAIN"] {
+        let refused = RawSession::login(&server, "mallory", mechanism).await;
+        assert_eq!(
+            refused.err().as_deref(),
+            Some("NotAuthorized"),
+            "{mechanism}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_channel_binding_downgrade_is_refused() {
+    // "y,,": the client could bind but believes the server cannot. The server offered -PLUS,
+    // so somebody stripped it: RFC 5802 §6 says fail.
+    use sasl::client::mechanisms::Scram;
+    use sasl::client::Mechanism as _;
+    use sasl::common::scram::Sha256;
+    use sasl::common::{ChannelBinding, Credentials};
+    let server = server_with(&["alice"]);
+    let creds = Credentials::default()
+        .with_username("alice")
+        .with_password("alice-secret")
+        .with_channel_binding(ChannelBinding::Unsupported);
+    let initial = Scram::<Sha256>::from_credentials(creds).unwrap().initial();
+    assert!(initial.starts_with(b"y,,"));
+    let refused = RawSession::login(&server, "alice", "SCRAM-SHA-256-downgrade").await;
+    assert_eq!(refused.err().as_deref(), Some("NotAuthorized"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn malformed_stanzas_get_the_error_the_rfc_names() {
+    let server = server_with(&["alice"]);
+    let mut raw = RawSession::login(&server, "alice", "SCRAM-SHA-256")
+        .await
+        .unwrap();
+    // A malformed JID in `to`: a stanza error, and the session goes on.
+    raw.write("<message to='a@b@c' id='m1' type='chat'><body>x</body></message>")
+        .await;
+    let answer = raw.read_until("</message>").await;
+    assert!(
+        answer.contains("type='error'") && answer.contains("<jid-malformed"),
+        "{answer}"
+    );
+    raw.write("<iq type='get' id='p1'><ping xmlns='urn:xmpp:ping'/></iq>")
+        .await;
+    let answer = raw.read_until("</iq>").await;
+    assert!(
+        answer.contains("id='p1'") && answer.contains("type='result'"),
+        "{answer}"
+    );
+    // A forged sender ends the stream.
+    raw.write("<message from='bob@localhost/x' to='alice@localhost'><body>x</body></message>")
+        .await;
+    let answer = raw.read_until("</stream:stream>").await;
+    assert!(answer.contains("<invalid-from"), "{answer}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_iq_without_id_or_an_unknown_element_ends_the_stream() {
+    let server = server_with(&["alice"]);
+    let mut raw = RawSession::login(&server, "alice", "SCRAM-SHA-256")
+        .await
+        .unwrap();
+    raw.write("<iq type='get'><ping xmlns='urn:xmpp:ping'/></iq>")
+        .await;
+    let answer = raw.read_until("</stream:stream>").await;
+    assert!(answer.contains("<invalid-xml"), "{answer}");
+
+    let mut raw = RawSession::login(&server, "alice", "SCRAM-SHA-256")
+        .await
+        .unwrap();
+    raw.write("<banana xmlns='jabber:client'/>").await;
+    let answer = raw.read_until("</stream:stream>").await;
+    assert!(answer.contains("<unsupported-stanza-type"), "{answer}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn oversize_stanza_after_login_is_a_policy_violation() {
+    let server = BundledServer::start_with(&["--max-stanza-bytes", "20000"]);
+    server.add_user("alice", "alice-secret");
+    let mut raw = RawSession::login(&server, "alice", "SCRAM-SHA-256")
+        .await
+        .unwrap();
+    raw.write(&format!(
+        "<message to='alice@localhost'><body>{}</body></message>",
+        "x".repeat(30_000)
+    ))
+    .await;
+    let answer = raw.read_until("</stream:stream>").await;
+    assert!(
+        answer.contains("<policy-violation") && answer.contains("larger than 20000 bytes"),
+        "{answer}"
+    );
 }

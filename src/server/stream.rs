@@ -28,21 +28,26 @@ use tokio::io::BufStream;
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, oneshot};
 use tokio_rustls::server::TlsStream;
-use tokio_xmpp::jid::FullJid;
+use tokio_xmpp::jid::{FullJid, Jid};
 use tokio_xmpp::minidom::Element;
 use tokio_xmpp::parsers::bind::{BindFeature, BindQuery, BindResponse};
 use tokio_xmpp::parsers::iq::Iq;
+use tokio_xmpp::parsers::message::{Id as MessageId, Message, MessageType};
 use tokio_xmpp::parsers::ns;
 use tokio_xmpp::parsers::ping::Ping;
+use tokio_xmpp::parsers::presence::{Presence, Type as PresenceType};
 use tokio_xmpp::parsers::sasl as wire_sasl;
 use tokio_xmpp::parsers::stanza_error::DefinedCondition as StanzaCondition;
+use tokio_xmpp::parsers::stanza_error::{ErrorType, StanzaError};
 use tokio_xmpp::parsers::starttls::{self, StartTls};
 use tokio_xmpp::parsers::stream_error::{DefinedCondition as StreamCondition, StreamError};
 use tokio_xmpp::parsers::stream_features::StreamFeatures;
 use tokio_xmpp::xmlstream::{
-    accept_stream, AcceptedStream, ReadError, StreamHeader, Timeouts, XmlStream, XmppStreamElement,
+    accept_stream, AcceptedStream, FallibleStreamElement, RawStanzaHeader, ReadError,
+    StreamElementError, StreamHeader, Timeouts, XmlStream, XmppStreamElement,
 };
 use tokio_xmpp::Stanza;
+use xso::FromXml;
 
 use super::hub::{bounce, CloseReason};
 use super::limits::{LimitedReader, Meter};
@@ -58,6 +63,8 @@ pub const OUTBOX_CAPACITY: usize = 256;
 type Plain = BufStream<LimitedReader<TcpStream>>;
 type Secure = BufStream<LimitedReader<TlsStream<TcpStream>>>;
 type Xml<Io> = XmlStream<Io, XmppStreamElement>;
+/// After authentication: stanzas that fail to parse are answered, not fatal.
+type Session = XmlStream<Secure, FallibleStreamElement>;
 
 /// How a connection ended, for the log.
 #[derive(Debug, Error)]
@@ -149,11 +156,11 @@ where
     respond(accepted, shared, features).await
 }
 
-async fn respond<Io>(
+async fn respond<Io, T: FromXml>(
     mut accepted: AcceptedStream<Io>,
     shared: &Shared,
     features: &StreamFeatures,
-) -> Result<Xml<Io>, ConnectionEnd>
+) -> Result<XmlStream<Io, T>, ConnectionEnd>
 where
     Io: tokio::io::AsyncBufRead + tokio::io::AsyncWrite + Unpin,
 {
@@ -180,7 +187,11 @@ where
 }
 
 /// Sends a stream error and closes the stream.
-async fn fail<Io>(stream: &mut Xml<Io>, condition: StreamCondition, text: &str) -> ConnectionEnd
+async fn fail<Io, T: FromXml>(
+    stream: &mut XmlStream<Io, T>,
+    condition: StreamCondition,
+    text: &str,
+) -> ConnectionEnd
 where
     Io: tokio::io::AsyncBufRead + tokio::io::AsyncWrite + Unpin,
 {
@@ -188,7 +199,7 @@ where
     let error = StreamError::new(condition, "en", text);
     let send = async {
         stream.send(&error).await?;
-        <Xml<Io> as SinkExt<&StreamError>>::close(stream).await
+        <XmlStream<Io, T> as SinkExt<&StreamError>>::close(stream).await
     };
     let _ = tokio::time::timeout(Duration::from_secs(2), send).await;
     ConnectionEnd::StreamError(name)
@@ -204,13 +215,17 @@ fn condition_name(condition: &StreamCondition) -> String {
 }
 
 /// Maps a read failure to the stream error RFC 6120 §4.9.3 prescribes, sends it, and closes.
-async fn read_failed<Io>(stream: &mut Xml<Io>, error: ReadError, meter: &Meter) -> ConnectionEnd
+async fn read_failed<Io, T: FromXml>(
+    stream: &mut XmlStream<Io, T>,
+    error: ReadError,
+    meter: &Meter,
+) -> ConnectionEnd
 where
     Io: tokio::io::AsyncBufRead + tokio::io::AsyncWrite + Unpin,
 {
     match error {
         ReadError::StreamFooterReceived => {
-            let close = <Xml<Io> as SinkExt<&StreamError>>::close(stream);
+            let close = <XmlStream<Io, T> as SinkExt<&StreamError>>::close(stream);
             let _ = tokio::time::timeout(Duration::from_secs(2), close).await;
             ConnectionEnd::ClientClosed
         }
@@ -226,6 +241,21 @@ where
                 stream,
                 StreamCondition::ConnectionTimeout,
                 "idle for too long",
+            )
+            .await
+        }
+        // A well-formed element that is not a stanza or a known nonza.
+        ReadError::HardError(e)
+            if e.get_ref()
+                .and_then(|inner| inner.downcast_ref::<xso::error::FromEventsError>())
+                .is_some_and(|inner| {
+                    matches!(inner, xso::error::FromEventsError::Mismatch { .. })
+                }) =>
+        {
+            fail(
+                stream,
+                StreamCondition::UnsupportedStanzaType,
+                "not a stanza this server knows",
             )
             .await
         }
@@ -465,7 +495,7 @@ async fn bind(
     username: &str,
     shared: &Arc<Shared>,
     meter: &Meter,
-) -> Result<(Xml<Secure>, FullJid, u64, mpsc::Receiver<Outbound>), ConnectionEnd> {
+) -> Result<(Session, FullJid, u64, mpsc::Receiver<Outbound>), ConnectionEnd> {
     let mut features = StreamFeatures {
         bind: Some(BindFeature { required: true }),
         ..Default::default()
@@ -479,9 +509,25 @@ async fn bind(
             ))
             .build(),
     );
-    let mut stream = respond(accepted, shared, &features).await?;
+    let mut stream: Session = respond(accepted, shared, &features).await?;
     loop {
-        let element = next(&mut stream, meter).await?;
+        let element = match stream.next().await {
+            Some(Ok(FallibleStreamElement::Ok(element))) => {
+                meter.element_done();
+                element
+            }
+            Some(Ok(FallibleStreamElement::Err(_))) => {
+                return Err(fail(
+                    &mut stream,
+                    StreamCondition::InvalidXml,
+                    "bind a resource first",
+                )
+                .await)
+            }
+            Some(Err(ReadError::SoftTimeout)) => continue,
+            Some(Err(error)) => return Err(read_failed(&mut stream, error, meter).await),
+            None => return Err(ConnectionEnd::ClientClosed),
+        };
         let XmppStreamElement::Stanza(Stanza::Iq(iq)) = element else {
             return Err(fail(
                 &mut stream,
@@ -532,7 +578,7 @@ async fn bind(
 }
 
 async fn send_error(
-    stream: &mut Xml<Secure>,
+    stream: &mut Session,
     iq: &Iq,
     condition: StanzaCondition,
 ) -> Result<(), ConnectionEnd> {
@@ -540,6 +586,62 @@ async fn send_error(
         stream.send(&XmppStreamElement::Stanza(error)).await?;
     }
     Ok(())
+}
+
+/// The error reply to a stanza that did not parse, built from the attributes that did: a bad
+/// `to` gets `jid-malformed`, anything else `bad-request`. `None` when RFC 6120 gives no way to
+/// answer (an error stanza, an IQ result, an IQ without id): the stream ends with
+/// `invalid-xml` instead.
+fn invalid_stanza_reply(kind: &str, header: &RawStanzaHeader, jid: &FullJid) -> Option<Stanza> {
+    let condition = match header.to.as_deref().map(Jid::new) {
+        Some(Err(_)) => StanzaCondition::JidMalformed,
+        _ => StanzaCondition::BadRequest,
+    };
+    let from = header.to.as_deref().and_then(|to| Jid::new(to).ok());
+    let type_ = header.type_.as_deref();
+    let error = || {
+        let error = StanzaError::new(ErrorType::Modify, condition.clone(), "en", "");
+        StanzaError {
+            texts: Default::default(),
+            ..error
+        }
+    };
+    match kind {
+        "iq" => {
+            let id = header.id.clone().filter(|id| !id.is_empty())?;
+            if !matches!(type_, Some("get") | Some("set")) {
+                return None;
+            }
+            Some(Stanza::Iq(Iq::Error {
+                from,
+                to: Some(jid.clone().into()),
+                id,
+                error: error(),
+                payload: None,
+            }))
+        }
+        "message" => {
+            if type_ == Some("error") {
+                return None;
+            }
+            let mut reply = Message::new_with_type(MessageType::Error, Some(jid.clone().into()));
+            reply.from = from;
+            reply.id = header.id.clone().map(MessageId);
+            Some(reply.with_payload(error()).into())
+        }
+        "presence" => {
+            if type_ == Some("error") {
+                return None;
+            }
+            let mut reply = Presence::new(PresenceType::Error);
+            reply.from = from;
+            reply.to = Some(jid.clone().into());
+            reply.id = header.id.clone();
+            reply.payloads.push(Element::from(error()));
+            Some(reply.into())
+        }
+        _ => None,
+    }
 }
 
 /// Whether a client-supplied `from` is acceptable: absent, or the session's full or bare JID.
@@ -558,7 +660,7 @@ fn from_is_own(stanza: &Stanza, jid: &FullJid) -> bool {
 }
 
 async fn session_loop(
-    mut stream: Xml<Secure>,
+    mut stream: Session,
     jid: &FullJid,
     id: u64,
     mut inbox: mpsc::Receiver<Outbound>,
@@ -589,7 +691,18 @@ async fn session_loop(
                 }
             },
             element = stream.next() => match element {
-                Some(Ok(XmppStreamElement::Stanza(stanza))) => {
+                Some(Ok(FallibleStreamElement::Err(StreamElementError::InvalidStanza { name, header, error, .. }))) => {
+                    meter.element_done();
+                    tracing::debug!(%jid, "invalid {name}: {error}");
+                    match invalid_stanza_reply(&name.to_string(), &header, jid) {
+                        Some(reply) => stream.send(&XmppStreamElement::Stanza(reply)).await?,
+                        None => return Err(fail(&mut stream, StreamCondition::InvalidXml, &format!("invalid {name}: {error}")).await),
+                    }
+                }
+                Some(Ok(FallibleStreamElement::Err(StreamElementError::InvalidNonza { error, .. }))) => {
+                    return Err(fail(&mut stream, StreamCondition::InvalidXml, &error.to_string()).await);
+                }
+                Some(Ok(FallibleStreamElement::Ok(XmppStreamElement::Stanza(stanza)))) => {
                     meter.element_done();
                     pinged = false;
                     if !from_is_own(&stanza, jid) {
@@ -599,7 +712,7 @@ async fn session_loop(
                         return Err(ConnectionEnd::Shutdown);
                     }
                 }
-                Some(Ok(_)) => {
+                Some(Ok(FallibleStreamElement::Ok(_))) => {
                     meter.element_done();
                     return Err(fail(&mut stream, StreamCondition::UnsupportedStanzaType, "not a stanza").await);
                 }
