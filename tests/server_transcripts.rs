@@ -455,8 +455,8 @@ async fn a_second_login_with_the_same_resource_replaces_the_first() {
         first.wait_disconnected(WAIT).await,
         "first session was not closed"
     );
-    let log = server.log();
-    assert!(log.contains("closed with stream error conflict"), "{log}");
+    let process = server.process.as_ref().expect("running");
+    process.wait_log("closed with stream error conflict", 1, WAIT);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -711,5 +711,82 @@ async fn oversize_stanza_after_login_is_a_policy_violation() {
     assert!(
         answer.contains("<policy-violation") && answer.contains("larger than 20000 bytes"),
         "{answer}"
+    );
+}
+
+#[test]
+fn connections_over_the_cap_wait_until_one_closes() {
+    let server = BundledServer::start_with(&["--max-connections", "2"]);
+    let open = || {
+        let mut tcp = TcpStream::connect(("127.0.0.1", server.port)).expect("connect");
+        tcp.write_all(HEADER.as_bytes()).unwrap();
+        tcp
+    };
+    let read_some = |tcp: &mut TcpStream, timeout: Duration| -> String {
+        tcp.set_read_timeout(Some(timeout)).unwrap();
+        let mut buf = [0u8; 4096];
+        match tcp.read(&mut buf) {
+            Ok(n) => String::from_utf8_lossy(&buf[..n]).into_owned(),
+            Err(_) => String::new(),
+        }
+    };
+    let mut first = open();
+    let mut second = open();
+    assert!(read_some(&mut first, WAIT).contains("<stream:stream"));
+    assert!(read_some(&mut second, WAIT).contains("<stream:stream"));
+    // The kernel accepts the third TCP connection, but the server does not serve it yet.
+    let mut third = open();
+    assert_eq!(read_some(&mut third, QUIET), "", "served over the cap");
+    drop(first);
+    assert!(
+        read_some(&mut third, WAIT).contains("<stream:stream"),
+        "not served after a slot freed"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failed_logins_from_one_address_are_answered_ever_more_slowly() {
+    let server = server_with(&["alice"]);
+    server.add_user("mallory", "right-password");
+    let mut took = Vec::new();
+    for _ in 0..2 {
+        let started = Instant::now();
+        let refused = RawSession::login(&server, "mallory", "SCRAM-SHA-256").await;
+        assert_eq!(refused.err().as_deref(), Some("NotAuthorized"));
+        took.push(started.elapsed());
+    }
+    // Defaults: 1 s after the first failure, 2 s after the second.
+    assert!(took[0] >= Duration::from_millis(950), "{took:?}");
+    assert!(took[1] >= Duration::from_millis(1950), "{took:?}");
+    // A success resets the delay for that address.
+    assert!(RawSession::login(&server, "alice", "SCRAM-SHA-256")
+        .await
+        .is_ok());
+    let started = Instant::now();
+    let _ = RawSession::login(&server, "mallory", "SCRAM-SHA-256").await;
+    assert!(
+        started.elapsed() < Duration::from_millis(1900),
+        "{:?}",
+        started.elapsed()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn quiet_clients_are_pinged_then_disconnected() {
+    let server = BundledServer::start_with(&["--idle-ping", "1s"]);
+    server.add_user("alice", "alice-secret");
+    let mut raw = RawSession::login(&server, "alice", "SCRAM-SHA-256")
+        .await
+        .unwrap();
+    let started = Instant::now();
+    let ping = raw.read_until("urn:xmpp:ping").await;
+    assert!(ping.contains("type='get'"), "{ping}");
+    // Not answering: the server gives up after another idle period.
+    let end = raw.read_until("</stream:stream>").await;
+    assert!(end.contains("<connection-timeout"), "{end}");
+    let took = started.elapsed();
+    assert!(
+        took >= Duration::from_millis(1500) && took < Duration::from_secs(6),
+        "{took:?}"
     );
 }
