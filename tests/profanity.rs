@@ -1,29 +1,25 @@
 //! The bridge as a person meets it: the real terminal client profanity (Debian package) logs in
-//! to a private Prosody, asks the bot, and the test reads the answer off profanity's screen.
+//! to an XMPP server, asks the bot, and the test reads the answer off profanity's screen. Once
+//! with a private Prosody, once with the bundled server (`mqtt2xmpp server`), where profanity
+//! also adds the bot to its roster, subscribes to its presence, and every IQ it sent is checked.
 //!
-//! profanity runs inside a private tmux server (its own socket, config and size), driven with
-//! `send-keys` and read with `capture-pane`. It gets a private HOME, XDG_CONFIG_HOME and
-//! XDG_DATA_HOME, so nothing of the machine's user configuration is read or changed.
+//! How profanity is run (tmux, private HOME, TLS trust through `SSL_CERT_FILE`) is described in
+//! [`support::profanity`].
 //!
-//! TLS: profanity (libstrophe with OpenSSL) verifies the server's certificate against OpenSSL's
-//! default trust store, which `SSL_CERT_FILE` replaces: pointing it at Prosody's self-signed
-//! certificate makes the normal verification (chain and host name "localhost") pass, with
-//! `tls force` and no prompt. profanity's own `tls.certpath` is no substitute: it is an OpenSSL
-//! hashed directory searched after the system's, where any other certificate named
-//! CN=localhost (Debian's ssl-cert snakeoil certificate often is) hides ours.
-//!
-//! Without profanity, tmux, mosquitto or Prosody the test skips, unless CI=true, where a missing
-//! program fails it.
+//! Without profanity, tmux or mosquitto (or Prosody, for the first test) the tests skip, unless
+//! CI=true, where a missing program fails them.
 
 mod support;
 
-use std::fs;
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
-use std::time::{Duration, Instant};
+use std::path::Path;
+use std::time::Duration;
 
 use support::bot::{password_file, publish, Bot, ChatClient};
-use support::peers::{find_peer, Mosquitto, Prosody};
+use support::peers::{Mosquitto, Prosody};
+use support::profanity::{
+    attribute, disco_features, find_programs, iq_exchanges, IqExchange, Profanity, AWAITING_RECEIPT,
+};
+use support::server::BundledServer;
 
 const BOT: &str = "bot@localhost";
 const BOT_PASSWORD: &str = "bot-secret";
@@ -35,34 +31,17 @@ const PROBE_PASSWORD: &str = "probe-secret";
 /// Nobody has this account: a message to it is never acknowledged with a receipt.
 const NOBODY: &str = "nobody@localhost";
 const TOPIC: &str = "sensors/temperature";
+/// The bot's presence status (the bridge's default for [`TOPIC`]).
+const BOT_STATUS: &str = "Send me any message for the latest sensors/temperature reading";
+/// A chat room for a bookmark; it need not exist (profanity does not join it).
+const ROOM: &str = "room@conference.localhost";
 
 /// How long the bridge may take to log in and subscribe.
 const STARTUP: Duration = Duration::from_secs(20);
-/// How long profanity may take to show what the test waits for.
-const SCREEN_DEADLINE: Duration = Duration::from_secs(20);
-/// Interval between two looks at profanity's screen.
-const SCREEN_POLL: Duration = Duration::from_millis(100);
-
-/// Seen on the screen, these end the wait at once: profanity will not get any further.
-const SCREEN_FAILURES: &[(&str, &str)] = &[
-    (
-        "TLS certificate verification failed",
-        "profanity did not trust Prosody's certificate (is libstrophe not built with OpenSSL, \
-         which reads SSL_CERT_FILE?); the test never accepts a certificate at the prompt",
-    ),
-    ("Login failed.", "profanity could not log in"),
-];
-
-/// profanity's default theme draws a sent message in red (`receipt.sent`) until its XEP-0184
-/// receipt arrives; `capture-pane -e` shows the colour as this SGR sequence before "me: ".
-const AWAITING_RECEIPT: &str = "\x1b[31mme: ";
 
 #[test]
 fn profanity_asks_the_bot_and_shows_the_reply() {
-    let Some(profanity) = find_peer("profanity", &["/usr/bin/profanity"]) else {
-        return;
-    };
-    let Some(tmux) = find_peer("tmux", &["/usr/bin/tmux"]) else {
+    let Some((profanity, tmux)) = find_programs() else {
         return;
     };
     let Some(mqtt) = Mosquitto::start() else {
@@ -74,7 +53,187 @@ fn profanity_asks_the_bot_and_shows_the_reply() {
     xmpp.register("probe", PROBE_PASSWORD);
 
     let dir = tempfile::tempdir().expect("temp dir");
-    let xmpp_server = format!("127.0.0.1:{}", xmpp.port);
+    let bot = start_bridge(&mqtt, xmpp.port, &xmpp.ca_file, dir.path());
+    publish_reading(&mqtt, xmpp.port, &xmpp.ca_file);
+
+    let session = Profanity::start(&profanity, &tmux, &xmpp.ca_file);
+    session.connect(ALICE, ALICE_PASSWORD, xmpp.port);
+    ask_the_bot(&session);
+
+    drop(session);
+    drop(bot);
+}
+
+/// The same conversation with the bundled server in place of Prosody; then profanity adds the
+/// bot to its roster, subscribes to its presence, stores a bookmark, pings the server, and logs
+/// in again to find roster, bookmark and the bot's presence back. Every IQ it sent must have
+/// been answered, and whatever the server refused must be something it does not advertise.
+#[test]
+fn profanity_asks_the_bot_on_the_bundled_server() {
+    let Some((profanity, tmux)) = find_programs() else {
+        return;
+    };
+    let Some(mqtt) = Mosquitto::start() else {
+        return;
+    };
+    let xmpp = BundledServer::start();
+    xmpp.add_user("bot", BOT_PASSWORD);
+    xmpp.add_user("alice", ALICE_PASSWORD);
+    xmpp.add_user("probe", PROBE_PASSWORD);
+
+    let dir = tempfile::tempdir().expect("temp dir");
+    let bot = start_bridge(&mqtt, xmpp.port, &xmpp.ca_file, dir.path());
+    publish_reading(&mqtt, xmpp.port, &xmpp.ca_file);
+
+    let session = Profanity::start(&profanity, &tmux, &xmpp.ca_file);
+    session.connect(ALICE, ALICE_PASSWORD, xmpp.port);
+    ask_the_bot(&session);
+
+    // The roster: add the bot, then ask to see its presence. The bot approves every request,
+    // so the server answers the request with `subscribed` and the bot's current presence.
+    session.type_line("/win 1");
+    session.type_line(&format!("/roster add {BOT}"));
+    session.wait_for(&format!("Roster item added: {BOT}"));
+    session.type_line(&format!("/sub request {BOT}"));
+    session.wait_for(&format!("Subscription received from {BOT}"));
+    let online = format!("is online, \"{BOT_STATUS}\"");
+    session.wait_until("the bot coming online", |screen| {
+        screen
+            .lines()
+            .any(|line| line.contains(&format!("++ {BOT} (")) && line.contains(&online))
+    });
+    session.type_line(&format!("/sub show {BOT}"));
+    session.wait_for(&format!("{BOT} subscription status: to."));
+
+    // Private XML storage, written: a bookmark (XEP-0048), without autojoin (there is no MUC).
+    session.type_line(&format!("/bookmark add {ROOM} nick alice autojoin off"));
+    session.wait_for(&format!("Bookmark added for {ROOM}"));
+    // Ping the server. (Not the bot: profanity pings only contacts whose entity
+    // capabilities list ping, and the bot announces none.)
+    session.type_line("/ping");
+    session.wait_for("Ping response from server: ");
+
+    // Log out and in again: the roster and the bookmark come back from the server's store,
+    // and the server sends the bot's presence on its behalf.
+    session.type_line("/disconnect");
+    session.wait_for(&format!("{ALICE} logged out successfully."));
+    session.type_line("/clear");
+    session.wait_until("a cleared console", |screen| !screen.contains("logged out"));
+    session.connect(ALICE, ALICE_PASSWORD, xmpp.port);
+    session.wait_until("the bot online again", |screen| {
+        screen
+            .lines()
+            .any(|line| line.contains(&format!("++ {BOT} (")) && line.contains(&online))
+    });
+    session.type_line("/roster");
+    // "  bot@localhost - to" (jid - subscription), left of the roster panel on the same line.
+    let listed = format!("  {BOT} - to ");
+    session.wait_until("the bot in /roster", |screen| screen.contains(&listed));
+    // The console was cleared since "Bookmark added": only the list can show the room.
+    session.type_line("/bookmark list");
+    session.wait_for(ROOM);
+
+    // Every IQ get/set profanity sent must have been answered. The roster, carbons and
+    // bookmarks (XEP-0048 in XEP-0049 private storage) are served and must succeed; so must
+    // the legacy session IQ, if profanity sends it (libstrophe does not when the server
+    // marks it optional). What the server does not offer is refused with an error, listed.
+    let log = session.wait_log("an answer to every IQ", |log| {
+        iq_exchanges(log).iter().all(|iq| iq.answer.is_some())
+    });
+    let exchanges = iq_exchanges(&log);
+    eprintln!("--- IQs profanity sent ---");
+    for iq in &exchanges {
+        eprintln!("{iq}");
+    }
+    let succeeded = |what: &str, required: bool, payload: &str| {
+        let matching: Vec<&IqExchange> = exchanges
+            .iter()
+            .filter(|iq| iq.payload == payload)
+            .collect();
+        assert!(
+            !required || !matching.is_empty(),
+            "profanity sent no {what} IQ"
+        );
+        for iq in matching {
+            assert_eq!(
+                iq.answer.as_deref(),
+                Some("result"),
+                "{what} failed: {iq}\n{:?}",
+                iq.answer_xml
+            );
+        }
+    };
+    let session_iq = "{urn:ietf:params:xml:ns:xmpp-session}session";
+    succeeded("legacy session", false, session_iq);
+    succeeded("bind", true, "{urn:ietf:params:xml:ns:xmpp-bind}bind");
+    succeeded("roster", true, "{jabber:iq:roster}query");
+    succeeded("carbons", true, "{urn:xmpp:carbons:2}enable");
+    succeeded(
+        "private storage (bookmarks)",
+        true,
+        "{jabber:iq:private}query",
+    );
+    succeeded("ping", true, "{urn:xmpp:ping}ping");
+    succeeded(
+        "server disco#info",
+        true,
+        "{http://jabber.org/protocol/disco#info}query",
+    );
+    // What the server refuses, it must not have advertised (disco#info of the server), and
+    // it refuses it as not offered, not as broken.
+    let advertised = disco_features(&log, "localhost");
+    assert!(
+        advertised.iter().any(|f| f == "urn:xmpp:carbons:2"),
+        "no disco#info features of the server in profanity's log: {advertised:?}"
+    );
+    let refused: Vec<&IqExchange> = exchanges
+        .iter()
+        .filter(|iq| iq.answer.as_deref() == Some("error"))
+        .collect();
+    eprintln!("--- refused ---");
+    for iq in &refused {
+        eprintln!("{iq}");
+        assert!(
+            !advertised.contains(&iq.namespace),
+            "the server refused a feature it advertises: {iq}\n{:?}",
+            iq.answer_xml
+        );
+        assert!(
+            matches!(
+                iq.condition.as_deref(),
+                Some("service-unavailable" | "feature-not-implemented")
+            ),
+            "the server refused a request it does not offer with an unexpected error: {iq}\n{:?}",
+            iq.answer_xml
+        );
+    }
+
+    // The server saw both of alice's sessions and logged no trouble.
+    let server_log = xmpp.log();
+    assert_eq!(
+        server_log
+            .lines()
+            .filter(|line| line.contains("session started") && line.contains("jid=alice@localhost/"))
+            .count(),
+        2,
+        "the server did not log alice's two sessions:\n{server_log}"
+    );
+    let trouble: Vec<&str> = server_log
+        .lines()
+        .filter(|line| line.contains(" WARN ") || line.contains(" ERROR "))
+        .collect();
+    assert!(
+        trouble.is_empty(),
+        "the server logged trouble: {trouble:#?}"
+    );
+
+    drop(session);
+    drop(bot);
+}
+
+/// Starts the bridge as `bot@localhost` on the XMPP server at 127.0.0.1:`xmpp_port` and waits
+/// until it is subscribed to MQTT and answers chat messages.
+fn start_bridge(mqtt: &Mosquitto, xmpp_port: u16, ca_file: &Path, dir: &Path) -> Bot {
     let bot = Bot::spawn(&[
         "bridge",
         "--mqtt-port",
@@ -84,43 +243,36 @@ fn profanity_asks_the_bot_and_shows_the_reply() {
         "--jid",
         BOT,
         "--password-file",
-        &password_file(dir.path(), "bot.pw", BOT_PASSWORD),
+        &password_file(dir, "bot.pw", BOT_PASSWORD),
         "--xmpp-server",
-        &xmpp_server,
+        &format!("127.0.0.1:{xmpp_port}"),
         "--xmpp-ca",
-        &xmpp.ca_file.to_string_lossy(),
+        &ca_file.to_string_lossy(),
         "--unit",
         "°C",
     ]);
     bot.wait_log("subscribed", 1, STARTUP);
     bot.wait_log("answering chat messages", 1, STARTUP);
+    bot
+}
 
-    // Publish, and wait until the bot answers with the value, so profanity's question is not
-    // answered with "No reading ... yet" by a bridge that has not received it.
+/// Publishes 23.5 and waits until the bot answers with it, so profanity's question is not
+/// answered with "No reading ... yet" by a bridge that has not received it.
+fn publish_reading(mqtt: &Mosquitto, xmpp_port: u16, ca_file: &Path) {
     let runtime = tokio::runtime::Runtime::new().expect("tokio runtime");
     runtime.block_on(async {
         publish(mqtt.port, TOPIC, b"23.5", false).await;
-        let mut probe = ChatClient::login(PROBE, PROBE_PASSWORD, xmpp.port, &xmpp.ca_file).await;
+        let mut probe = ChatClient::login(PROBE, PROBE_PASSWORD, xmpp_port, ca_file).await;
         probe
             .ask_until(BOT, |r| r.starts_with("23.5 °C"), Duration::from_secs(10))
             .await;
     });
+}
 
-    let session = Profanity::start(&profanity, &tmux, &xmpp.ca_file);
-    session.wait_for("/help");
-    // `tls force` (also the default) makes TLS mandatory with full certificate verification.
-    session.type_line(&format!(
-        "/connect {ALICE} server 127.0.0.1 port {} tls force",
-        xmpp.port
-    ));
-    session.wait_for("Enter password:");
-    session.type_line(ALICE_PASSWORD);
-    let screen = session.wait_for("logged in successfully");
-    assert!(
-        !screen.contains(ALICE_PASSWORD),
-        "profanity echoed the password:\n{screen}"
-    );
-
+/// With profanity logged in as alice: a message to nobody stays unacknowledged, the question to
+/// the bot is acknowledged with a receipt and answered with the reading, and the bot never
+/// answered anything with an error.
+fn ask_the_bot(session: &Profanity) {
     // Control: a message nobody acknowledges stays marked as awaiting its receipt.
     session.type_line(&format!("/msg {NOBODY} hello?"));
     session.wait_for("me: hello?");
@@ -186,243 +338,4 @@ fn profanity_asks_the_bot_and_shows_the_reply() {
         !log.contains(ALICE_PASSWORD),
         "the password is in profanity's log"
     );
-
-    drop(session);
-    drop(bot);
-}
-
-/// The value of `name="..."` in a line of XML (its first occurrence).
-fn attribute<'a>(line: &'a str, name: &str) -> Option<&'a str> {
-    let start = line.find(&format!(" {name}=\""))? + name.len() + 3;
-    let len = line[start..].find('"')?;
-    Some(&line[start..start + len])
-}
-
-/// `line` without its SGR escape sequences (`ESC [ ... m`), i.e. the text it shows.
-fn without_colours(line: &str) -> String {
-    let mut text = String::with_capacity(line.len());
-    let mut rest = line;
-    while let Some(start) = rest.find("\x1b[") {
-        text.push_str(&rest[..start]);
-        rest = &rest[start..];
-        rest = rest.find('m').map_or("", |end| &rest[end + 1..]);
-    }
-    text.push_str(rest);
-    text
-}
-
-/// profanity in a private tmux server, with private configuration and data in a temp dir.
-///
-/// Dropping it kills the tmux server (and with it profanity); if the test is panicking, the
-/// screen and profanity's log are printed first.
-struct Profanity {
-    tmux: PathBuf,
-    socket: PathBuf,
-    log: PathBuf,
-    /// profanity's process id (the pane's), to make sure it is gone after the server.
-    pid: Option<u32>,
-    /// HOME, XDG dirs, tmux socket and config, profanity's log; removed after profanity exits.
-    dir: tempfile::TempDir,
-}
-
-impl Profanity {
-    /// Starts profanity in a 200×50 pane of a new tmux server and returns once it runs.
-    ///
-    /// The tmux server and profanity see only PATH, a UTF-8 locale, the private HOME and XDG
-    /// dirs, and `SSL_CERT_FILE=ca_file`; tmux reads only its private config.
-    fn start(profanity: &Path, tmux: &Path, ca_file: &Path) -> Profanity {
-        let dir = tempfile::Builder::new()
-            .prefix("mqtt2xmpp-profanity-")
-            .tempdir()
-            .expect("temp dir for profanity");
-        let root = dir.path();
-        let (home, config, data) = (root.join("home"), root.join("config"), root.join("data"));
-        for sub in [&home, &config.join("profanity"), &data] {
-            fs::create_dir_all(sub).unwrap_or_else(|e| panic!("create {}: {e}", sub.display()));
-        }
-        // receipts.request: ask for XEP-0184 receipts (off by default) so the screen shows them.
-        // vercheck=false: never look for new versions on the internet (the default, made sure).
-        fs::write(
-            config.join("profanity").join("profrc"),
-            "[connection]\nreceipts.request=true\n\n[ui]\nvercheck=false\n",
-        )
-        .expect("write profrc");
-        // remain-on-exit keeps the last screen of a profanity that died, for the failure report.
-        let tmux_conf = root.join("tmux.conf");
-        fs::write(
-            &tmux_conf,
-            "set-option -g remain-on-exit on\nset-option -g status off\n",
-        )
-        .expect("write tmux.conf");
-
-        let mut session = Profanity {
-            tmux: tmux.to_owned(),
-            socket: root.join("tmux.sock"),
-            log: root.join("profanity.log"),
-            pid: None,
-            dir,
-        };
-        let root = session.dir.path();
-        let output = session
-            .tmux_command()
-            .arg("-f")
-            .arg(&tmux_conf)
-            .args(["new-session", "-d", "-x", "200", "-y", "50", "--"])
-            .arg(profanity)
-            .args(["-l", "DEBUG", "-f"])
-            .arg(&session.log)
-            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
-            .env("LANG", "C.UTF-8")
-            .env("HOME", &home)
-            .env("XDG_CONFIG_HOME", &config)
-            .env("XDG_DATA_HOME", &data)
-            .env("XDG_CACHE_HOME", root.join("cache"))
-            .env("SSL_CERT_FILE", ca_file)
-            .output()
-            .expect("run tmux new-session");
-        assert!(
-            output.status.success(),
-            "tmux new-session failed: {}",
-            String::from_utf8_lossy(&output.stderr)
-        );
-        let pid = session.tmux_ok(&["display-message", "-p", "#{pane_pid}"]);
-        session.pid = Some(pid.trim().parse().expect("pane pid"));
-        session
-    }
-
-    /// A tmux client for this server: private socket, no environment of the test's own.
-    fn tmux_command(&self) -> Command {
-        let mut command = Command::new(&self.tmux);
-        command
-            .env_clear()
-            .arg("-S")
-            .arg(&self.socket)
-            .stdin(Stdio::null());
-        command
-    }
-
-    fn tmux(&self, args: &[&str]) -> Output {
-        self.tmux_command()
-            .args(args)
-            .output()
-            .unwrap_or_else(|e| panic!("cannot run tmux {args:?}: {e}"))
-    }
-
-    /// Runs a tmux command and returns its standard output; panics if it fails.
-    fn tmux_ok(&self, args: &[&str]) -> String {
-        let output = self.tmux(args);
-        assert!(
-            output.status.success(),
-            "tmux {args:?} failed: {}",
-            String::from_utf8_lossy(&output.stderr)
-        );
-        String::from_utf8_lossy(&output.stdout).into_owned()
-    }
-
-    /// Types `text` into profanity's input line and presses Enter.
-    fn type_line(&self, text: &str) {
-        self.tmux_ok(&["send-keys", "-l", "--", text]);
-        self.tmux_ok(&["send-keys", "Enter"]);
-    }
-
-    /// The screen as text.
-    fn screen(&self) -> String {
-        self.tmux_ok(&["capture-pane", "-p"])
-    }
-
-    /// The first screen line showing `needle`, with its colours as escape sequences.
-    fn colour_line(&self, needle: &str) -> String {
-        let screen = self.tmux_ok(&["capture-pane", "-p", "-e"]);
-        screen
-            .lines()
-            .find(|line| without_colours(line).contains(needle))
-            .unwrap_or_else(|| panic!("no line with {needle:?} on the screen:\n{screen}"))
-            .to_owned()
-    }
-
-    /// Polls the screen until it shows `needle` and returns it. Panics when the deadline
-    /// passes, profanity exits, or the screen shows one of [`SCREEN_FAILURES`].
-    fn wait_for(&self, needle: &str) -> String {
-        let started = Instant::now();
-        loop {
-            let screen = self.screen();
-            if screen.contains(needle) {
-                return screen;
-            }
-            if let Some((_, why)) = SCREEN_FAILURES
-                .iter()
-                .find(|(sign, _)| screen.contains(sign))
-            {
-                panic!("{why} (waiting for {needle:?})");
-            }
-            if self
-                .tmux_ok(&["display-message", "-p", "#{pane_dead}"])
-                .trim()
-                == "1"
-            {
-                panic!("profanity exited while the test waited for {needle:?}");
-            }
-            if started.elapsed() >= SCREEN_DEADLINE {
-                panic!("profanity did not show {needle:?} within {SCREEN_DEADLINE:?}");
-            }
-            std::thread::sleep(SCREEN_POLL);
-        }
-    }
-
-    /// profanity's debug log so far.
-    fn log(&self) -> String {
-        fs::read(&self.log)
-            .map(|bytes| String::from_utf8_lossy(&bytes).into_owned())
-            .unwrap_or_else(|e| format!("(cannot read {}: {e})", self.log.display()))
-    }
-}
-
-impl Drop for Profanity {
-    fn drop(&mut self) {
-        // Nothing here may panic: this also runs while a failed test unwinds.
-        if std::thread::panicking() {
-            let screen = match self.tmux_command().args(["capture-pane", "-p"]).output() {
-                Ok(output) if output.status.success() => {
-                    String::from_utf8_lossy(&output.stdout).into_owned()
-                }
-                Ok(output) => format!(
-                    "(cannot capture the pane: {})",
-                    String::from_utf8_lossy(&output.stderr)
-                ),
-                Err(e) => format!("(cannot run tmux: {e})"),
-            };
-            eprintln!("--- profanity screen ---\n{screen}--- end of screen ---");
-            eprintln!("--- profanity log ---\n{}--- end of log ---", self.log());
-        }
-        // Closing the pane hangs up on profanity, which exits.
-        let _ = self.tmux_command().arg("kill-server").output();
-        if let Some(pid) = self.pid {
-            let deadline = Instant::now() + Duration::from_secs(5);
-            while profanity_running(pid) && Instant::now() < deadline {
-                std::thread::sleep(Duration::from_millis(20));
-            }
-            if profanity_running(pid) {
-                eprintln!("profanity (pid {pid}) outlived the tmux server; killing it");
-                let _ = Command::new("kill")
-                    .args(["-KILL", &pid.to_string()])
-                    .status();
-            }
-        }
-    }
-}
-
-/// Whether `pid` is still a live (not zombie) profanity process.
-fn profanity_running(pid: u32) -> bool {
-    let Ok(status) = fs::read_to_string(format!("/proc/{pid}/status")) else {
-        return false;
-    };
-    let field = |name: &str| {
-        status
-            .lines()
-            .find_map(|line| line.strip_prefix(name))
-            .map(str::trim)
-            .unwrap_or_default()
-            .to_owned()
-    };
-    field("Name:") == "profanity" && !field("State:").starts_with('Z')
 }

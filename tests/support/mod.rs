@@ -2,4 +2,5 @@
 
 pub mod bot;
 pub mod peers;
+pub mod profanity;
 pub mod server;
