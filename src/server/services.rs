@@ -1,5 +1,5 @@
 //! The IQ services of the server and of an account's bare JID: ping (XEP-0199), disco
-//! (XEP-0030), version (XEP-0092), the legacy session IQ (RFC 3921, sent by profanity), roster
+//! (XEP-0030), version (XEP-0092), the legacy session IQ (RFC 3921, sent by older clients), roster
 //! (RFC 6121 §2), private XML storage (XEP-0049) and carbons (XEP-0280).
 
 use tokio_xmpp::jid::FullJid;
@@ -11,7 +11,7 @@ use tokio_xmpp::Stanza;
 
 use super::hub::{bounce, Delivery, Hub};
 
-/// Legacy session establishment (RFC 3921 §3), still sent by some clients.
+/// Legacy session establishment (RFC 3921 §3), still sent by older clients.
 const NS_SESSION: &str = "urn:ietf:params:xml:ns:xmpp-session";
 
 impl Hub {

@@ -500,7 +500,7 @@ async fn bind(
         bind: Some(BindFeature { required: true }),
         ..Default::default()
     };
-    // RFC 3921 session establishment, optional (profanity still sends it).
+    // RFC 3921 session establishment, marked optional: older clients still send it.
     features.others.push(
         Element::builder("session", "urn:ietf:params:xml:ns:xmpp-session")
             .append(Element::builder(
