@@ -463,8 +463,13 @@ async fn a_second_login_with_the_same_resource_replaces_the_first() {
 async fn shutdown_tells_sessions_and_exits_cleanly() {
     let mut server = server_with(&["alice"]);
     let mut alice = login(&server, "alice@localhost/laptop").await;
+    let mut raw = RawSession::login(&server, "alice", "SCRAM-SHA-256")
+        .await
+        .unwrap();
     server.stop(); // asserts exit status 0
     assert!(alice.wait_disconnected(WAIT).await);
+    let goodbye = raw.read_until("</stream:stream>").await;
+    assert!(goodbye.contains("<system-shutdown"), "{goodbye}");
 }
 
 /// A client that speaks raw XML after a real STARTTLS and SASL login with a chosen mechanism:
@@ -789,4 +794,104 @@ async fn quiet_clients_are_pinged_then_disconnected() {
         took >= Duration::from_millis(1500) && took < Duration::from_secs(6),
         "{took:?}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn carbons_copy_chats_to_the_other_resources() {
+    use tokio_xmpp::parsers::carbons::Enable;
+    let server = server_with(&["alice", "bob"]);
+    let mut laptop = login(&server, "alice@localhost/laptop").await;
+    let mut phone = login(&server, "alice@localhost/phone").await;
+    let mut bob = login(&server, "bob@localhost/desk").await;
+    for client in [&mut laptop, &mut phone] {
+        let enabled = request(client, Iq::from_set("c1", Enable)).await;
+        assert!(matches!(enabled, Iq::Result { .. }), "{enabled:?}");
+    }
+    // bob → alice/laptop: the phone gets a <received/> copy.
+    bob.send(chat("alice@localhost/laptop", "hi laptop")).await;
+    assert_eq!(body(&next_message(&mut laptop).await.unwrap()), "hi laptop");
+    let copy = String::from(&Element::from(next_message(&mut phone).await.unwrap()));
+    assert!(
+        copy.contains("<received xmlns='urn:xmpp:carbons:2'>") && copy.contains("hi laptop"),
+        "{copy}"
+    );
+    // alice/laptop → bob: the phone gets a <sent/> copy.
+    laptop.send(chat("bob@localhost", "hi bob")).await;
+    assert_eq!(body(&next_message(&mut bob).await.unwrap()), "hi bob");
+    let copy = String::from(&Element::from(next_message(&mut phone).await.unwrap()));
+    assert!(
+        copy.contains("<sent xmlns='urn:xmpp:carbons:2'>") && copy.contains("hi bob"),
+        "{copy}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn private_storage_session_and_version_are_served() {
+    let server = server_with(&["alice"]);
+    let mut raw = RawSession::login(&server, "alice", "SCRAM-SHA-256")
+        .await
+        .unwrap();
+    raw.write("<iq type='set' id='s1'><session xmlns='urn:ietf:params:xml:ns:xmpp-session'/></iq>")
+        .await;
+    let answer = raw.read_until("</iq>").await;
+    assert!(
+        answer.contains("id='s1'") && answer.contains("type='result'"),
+        "{answer}"
+    );
+    raw.write(
+        "<iq type='set' id='p1'><query xmlns='jabber:iq:private'>\
+         <storage xmlns='storage:bookmarks'><conference jid='room@muc.localhost' name='Lab'/></storage>\
+         </query></iq>",
+    )
+    .await;
+    let answer = raw.read_until("</iq>").await;
+    assert!(
+        answer.contains("id='p1'") && answer.contains("type='result'"),
+        "{answer}"
+    );
+    raw.write("<iq type='get' id='p2'><query xmlns='jabber:iq:private'><storage xmlns='storage:bookmarks'/></query></iq>")
+        .await;
+    let answer = raw.read_until("</iq>").await;
+    assert!(
+        answer.contains("room@muc.localhost") && answer.contains("name='Lab'"),
+        "{answer}"
+    );
+    raw.write("<iq type='get' id='v1' to='localhost'><query xmlns='jabber:iq:version'/></iq>")
+        .await;
+    let answer = raw.read_until("</iq>").await;
+    assert!(answer.contains("<name>mqtt2xmpp</name>"), "{answer}");
+    raw.write("<iq type='get' id='d1' to='localhost'><query xmlns='http://jabber.org/protocol/disco#info'/></iq>")
+        .await;
+    let answer = raw.read_until("</iq>").await;
+    for feature in [
+        "urn:xmpp:ping",
+        "urn:xmpp:carbons:2",
+        "jabber:iq:private",
+        "msgoffline",
+    ] {
+        assert!(answer.contains(feature), "{feature} missing: {answer}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fast_sender_is_slowed_to_the_byte_rate() {
+    let server =
+        BundledServer::start_with(&["--bytes-per-second", "4000", "--burst-bytes", "4000"]);
+    server.add_user("alice", "alice-secret");
+    let mut raw = RawSession::login(&server, "alice", "SCRAM-SHA-256")
+        .await
+        .unwrap();
+    // 12 000 bytes beyond the burst: about 3 s at 4000 B/s, then the ping is answered.
+    let started = Instant::now();
+    raw.write(&format!(
+        "<message to='nobody-at-all@example.org' type='headline'><body>{}</body></message>\
+         <iq type='get' id='after'><ping xmlns='urn:xmpp:ping'/></iq>",
+        "x".repeat(16_000)
+    ))
+    .await;
+    let answer = raw.read_until("id='after'").await;
+    let took = started.elapsed();
+    assert!(answer.contains("id='after'"), "{answer}");
+    assert!(took >= Duration::from_millis(2500), "not slowed: {took:?}");
+    assert!(took < Duration::from_secs(8), "{took:?}");
 }

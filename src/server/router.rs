@@ -30,8 +30,9 @@
 //! 6. **Never answer an error or a result** (RFC 6120 §8.3.1): every bounce goes through
 //!    [`super::hub::bounce`], which refuses to.
 //!
-//! Message carbons (XEP-0280): a `chat` message delivered to an account is copied (wrapped in
-//! `<received/>`) to that account's other carbons-enabled available resources, and a `chat`
+//! Message carbons (XEP-0280): a `chat` message delivered to an account (to its bare JID or to
+//! one of its full JIDs) is copied (wrapped in `<received/>`) to that account's other
+//! carbons-enabled available resources, and a `chat`
 //! message sent by a resource is copied (wrapped in `<sent/>`) to the sender's other
 //! carbons-enabled resources. Messages with `<private xmlns='urn:xmpp:carbons:2'/>` are not
 //! copied.
@@ -80,6 +81,13 @@ impl Hub {
 
         if let Ok(full) = to.clone().try_into_full() {
             if self.sessions.contains_key(&full) {
+                // The recipient's other devices see the conversation too.
+                self.carbon_copy_received(
+                    &full.to_bare(),
+                    std::slice::from_ref(&full),
+                    &message,
+                    out,
+                );
                 out.push(Delivery::stanza(full, message));
                 return;
             }
