@@ -38,7 +38,7 @@ impl Hub {
             .filter(|item| !item.is_pending_in_only())
             .filter_map(|item| wire_item(&item))
             .collect();
-        Ok(Roster { ver: None, items }.into())
+        Ok(roster_query(items))
     }
 
     /// RFC 6121 §2.3 (add/update) and §2.5 (remove).
@@ -130,11 +130,7 @@ impl Hub {
                 from: None,
                 to: Some(jid.clone().into()),
                 id: format!("push-{:x}", rand::random::<u64>()),
-                payload: Roster {
-                    ver: None,
-                    items: vec![item.clone()],
-                }
-                .into(),
+                payload: roster_query(vec![item.clone()]),
             };
             out.push(Delivery::stanza(jid, push));
         }
@@ -186,6 +182,27 @@ impl Hub {
     }
 }
 
+/// The `<query xmlns='jabber:iq:roster'/>` of a roster result or push, every item with its
+/// `subscription` attribute written out.
+///
+/// xmpp-parsers leaves `subscription='none'` out, as the default of RFC 6121's schema allows;
+/// but clients such as slixmpp (1.8.3) skip an item without the attribute, so a contact with
+/// no subscription (just added, or after an unsubscription) never reaches their roster, or
+/// keeps its old state there. Writing the default out is always valid.
+fn roster_query(items: Vec<Item>) -> Element {
+    let mut query = Element::from(Roster { ver: None, items });
+    for item in query.children_mut() {
+        if item.attr("subscription").is_none() {
+            item.set_attr(
+                tokio_xmpp::minidom::rxml::Namespace::NONE,
+                tokio_xmpp::minidom::rxml::xml_ncname!("subscription").into(),
+                "none",
+            );
+        }
+    }
+    query
+}
+
 /// The wire form of a stored roster item, or `None` if its JID no longer parses.
 fn wire_item(item: &RosterItem) -> Option<Item> {
     Some(Item {
@@ -201,4 +218,36 @@ fn wire_item(item: &RosterItem) -> Option<Item> {
         groups: item.groups.iter().cloned().map(Group).collect(),
         approved: None,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn item(jid: &str, subscription: WireSubscription) -> Item {
+        Item {
+            jid: BareJid::new(jid).unwrap(),
+            name: None,
+            subscription,
+            ask: Ask::None,
+            groups: Vec::new(),
+            approved: None,
+        }
+    }
+
+    #[test]
+    fn roster_query_writes_out_subscription_none() {
+        let query = roster_query(vec![
+            item("a@d", WireSubscription::None),
+            item("b@d", WireSubscription::Both),
+            item("c@d", WireSubscription::Remove),
+        ]);
+        let subscriptions: Vec<_> = query
+            .children()
+            .map(|item| item.attr("subscription"))
+            .collect();
+        assert_eq!(subscriptions, [Some("none"), Some("both"), Some("remove")]);
+        // Still a valid roster.
+        assert_eq!(Roster::try_from(query).unwrap().items.len(), 3);
+    }
 }
