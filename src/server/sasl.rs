@@ -452,6 +452,8 @@ pub struct ServerExchange {
     binding: Option<Vec<u8>>,
     state: State,
     detail: Option<&'static str>,
+    /// See [`ServerExchange::password_tried`].
+    guessed: bool,
     /// Tests inject the RFC example nonces through this; always `None` otherwise.
     server_nonce: Option<String>,
 }
@@ -524,6 +526,7 @@ impl ServerExchange {
             binding: connection.binding().map(<[u8]>::to_vec),
             state: State::Initial { challenged: false },
             detail: None,
+            guessed: false,
             server_nonce,
         };
         let refused = if mechanism == Mechanism::Plain && !connection.tls_active {
@@ -566,10 +569,16 @@ impl ServerExchange {
                     }
                 }
                 State::Initial { .. } => match self.mechanism.hash() {
-                    None => self.plain(response, store),
+                    None => {
+                        self.guessed = true;
+                        self.plain(response, store)
+                    }
                     Some(hash) => self.scram_first(hash, response, store),
                 },
-                State::ScramFinal(pending) => self.scram_final(*pending, response),
+                State::ScramFinal(pending) => {
+                    self.guessed = true;
+                    self.scram_final(*pending, response)
+                }
                 State::Done => Err(malformed("message after the exchange ended")),
             }
         };
@@ -579,6 +588,14 @@ impl ServerExchange {
     /// The mechanism this exchange runs.
     pub fn mechanism(&self) -> Mechanism {
         self.mechanism
+    }
+
+    /// Whether the client got as far as presenting a password (PLAIN) or a proof (SCRAM
+    /// client-final). A failure before that (unsupported mechanism or channel binding, a
+    /// malformed first message, a refused `y` flag) tells an attacker nothing about the
+    /// password, so the caller need not count it as a guess.
+    pub fn password_tried(&self) -> bool {
+        self.guessed
     }
 
     /// Why the exchange failed, for the server's log (e.g. "unknown user", "channel binding
@@ -2460,5 +2477,32 @@ mod tests {
         let (_, step) =
             ServerExchange::start(Mechanism::Plain, b"\0carol\0pw", &tls_only(), &lookup);
         assert!(matches!(step, Step::Success { .. }));
+    }
+
+    #[test]
+    fn only_password_checks_count_as_guesses() {
+        let store = store();
+        let info = ConnectionInfo {
+            domain: DOMAIN,
+            tls_active: true,
+            tls_exporter: Some(&EXPORTER),
+        };
+        // Refused at the first message: a binding type we do not support, and a `y` downgrade.
+        let (ex, step) = ServerExchange::start(
+            Mechanism::ScramSha256Plus,
+            b"p=tls-unique,,n=user,r=abc",
+            &info,
+            store,
+        );
+        assert!(matches!(step, Step::Failure(_)));
+        assert!(!ex.password_tried());
+        let (ex, step) =
+            ServerExchange::start(Mechanism::ScramSha256, b"y,,n=user,r=abc", &info, store);
+        assert!(matches!(step, Step::Failure(Failure::NotAuthorized)));
+        assert!(!ex.password_tried());
+        // A wrong PLAIN password is a guess.
+        let (ex, step) = ServerExchange::start(Mechanism::Plain, b"\0user\0wrong", &info, store);
+        assert!(matches!(step, Step::Failure(Failure::NotAuthorized)));
+        assert!(ex.password_tried());
     }
 }

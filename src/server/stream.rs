@@ -55,8 +55,10 @@ use super::sasl::{ConnectionInfo, Mechanism, ServerExchange, Step};
 use super::{HubCommand, Outbound, Shared};
 use crate::shutdown::Shutdown;
 
-/// Most SASL attempts on one connection before it is closed.
+/// Most failed password or proof checks on one connection before it is closed.
 const MAX_AUTH_ATTEMPTS: u32 = 3;
+/// Most SASL exchanges of any outcome on one connection (bounds the cheap refusals too).
+const MAX_SASL_EXCHANGES: u32 = 10;
 /// Outgoing queue of one session; a client that lets it fill up is too slow and is closed.
 pub const OUTBOX_CAPACITY: usize = 256;
 
@@ -362,6 +364,7 @@ async fn negotiate(
     };
     let mut stream = open(secure, shared, &features).await?;
     let mut failures = 0;
+    let mut attempts = 0;
     loop {
         match authenticate(&mut stream, &info, shared, &meter).await? {
             Ok((username, additional_data, mechanism)) => {
@@ -374,11 +377,17 @@ async fn negotiate(
                 tracing::info!(%peer, user = username, %mechanism, "authenticated");
                 return Ok((accepted, username));
             }
-            Err(condition) => {
-                failures += 1;
-                tracing::info!(%peer, "authentication failed ({condition:?})");
-                // Slow down guessing: the delay grows with failures from this address.
-                tokio::time::sleep(shared.login_failed(peer)).await;
+            Err((condition, guessed)) => {
+                attempts += 1;
+                tracing::info!(%peer, guessed, "authentication failed ({condition:?})");
+                if guessed {
+                    // Slow down password guessing: the delay grows with failures from this
+                    // address. Refusals before any password or proof (a channel-binding type
+                    // we lack, a `y` downgrade, an unknown mechanism) reveal nothing and are
+                    // how clients such as slixmpp walk down to a mechanism both sides share.
+                    failures += 1;
+                    tokio::time::sleep(shared.login_failed(peer)).await;
+                }
                 stream
                     .send(&XmppStreamElement::Sasl(wire_sasl::Nonza::Failure(
                         wire_sasl::Failure {
@@ -387,7 +396,7 @@ async fn negotiate(
                         },
                     )))
                     .await?;
-                if failures >= MAX_AUTH_ATTEMPTS {
+                if failures >= MAX_AUTH_ATTEMPTS || attempts >= MAX_SASL_EXCHANGES {
                     return Err(fail(
                         &mut stream,
                         StreamCondition::PolicyViolation,
@@ -400,25 +409,27 @@ async fn negotiate(
     }
 }
 
-/// One SASL exchange. `Ok(Ok(..))` on success, `Ok(Err(condition))` on a failure the client may
+/// One SASL exchange. `Ok(Ok(..))` on success, `Ok(Err((condition, password_tried)))` on a
+/// failure the client may
 /// retry after, `Err` when the connection must end.
 async fn authenticate(
     stream: &mut Xml<Secure>,
     info: &ConnectionInfo<'_>,
     shared: &Shared,
     meter: &Meter,
-) -> Result<Result<(String, Vec<u8>, Mechanism), wire_sasl::DefinedCondition>, ConnectionEnd> {
+) -> Result<Result<(String, Vec<u8>, Mechanism), (wire_sasl::DefinedCondition, bool)>, ConnectionEnd>
+{
     let auth = match next(stream, meter).await? {
         XmppStreamElement::Sasl(wire_sasl::Nonza::Auth(auth)) => auth,
         XmppStreamElement::Sasl(wire_sasl::Nonza::Abort(_)) => {
-            return Ok(Err(wire_sasl::DefinedCondition::Aborted))
+            return Ok(Err((wire_sasl::DefinedCondition::Aborted, false)))
         }
         _ => return Err(fail(stream, StreamCondition::NotAuthorized, "authenticate first").await),
     };
     let Some(mechanism) = Mechanism::from_name(&auth.mechanism.to_string())
         .filter(|m| info.offered_mechanisms().contains(m))
     else {
-        return Ok(Err(wire_sasl::DefinedCondition::InvalidMechanism));
+        return Ok(Err((wire_sasl::DefinedCondition::InvalidMechanism, false)));
     };
     let store = shared.credentials();
     let (mut exchange, mut step) = ServerExchange::start(mechanism, &auth.data, info, &store);
@@ -438,7 +449,7 @@ async fn authenticate(
                 if let Some(detail) = exchange.failure_detail() {
                     tracing::debug!("SASL failure detail: {detail}");
                 }
-                return Ok(Err(sasl_condition(failure)));
+                return Ok(Err((sasl_condition(failure), exchange.password_tried())));
             }
             Step::Challenge(data) => {
                 stream
@@ -451,9 +462,9 @@ async fn authenticate(
                         exchange.step(&r.data, &store)
                     }
                     XmppStreamElement::Sasl(wire_sasl::Nonza::Abort(_)) => {
-                        return Ok(Err(wire_sasl::DefinedCondition::Aborted))
+                        return Ok(Err((wire_sasl::DefinedCondition::Aborted, true)))
                     }
-                    _ => return Ok(Err(wire_sasl::DefinedCondition::MalformedRequest)),
+                    _ => return Ok(Err((wire_sasl::DefinedCondition::MalformedRequest, true))),
                 };
             }
         }
