@@ -80,6 +80,9 @@ pub struct LoginGuard {
     jid: BareJid,
     password: Secret,
     attempts: AtomicU32,
+    /// Set when the server refused tls-exporter channel binding but accepted the login
+    /// without it (see [`Connector::diagnose`]).
+    binding_disabled: std::sync::atomic::AtomicBool,
     fatal: watch::Sender<Option<Fatal>>,
 }
 
@@ -157,6 +160,7 @@ impl Connector {
                 jid,
                 password,
                 attempts: AtomicU32::new(0),
+                binding_disabled: std::sync::atomic::AtomicBool::new(false),
                 fatal,
             }),
         }
@@ -242,40 +246,84 @@ impl Connector {
                 return Err(tokio_xmpp::Error::from(e).into());
             }
         };
-        let binding = channel_binding(&tls);
+        let binding = if self.guard.binding_disabled.load(Ordering::SeqCst) {
+            ChannelBinding::None
+        } else {
+            channel_binding(&tls)
+        };
         let secured = initiate_stream(BufStream::new(tls), ns, header(), timeouts).await?;
         Ok((secured, binding))
     }
 
     /// One login on a separate connection, to learn whether the account's credentials work.
     /// `None` means nothing fatal was found (including "could not even connect").
+    ///
+    /// If the login with tls-exporter channel binding (SCRAM-*-PLUS) is refused, it is tried
+    /// once more without binding: servers such as ejabberd 23.01 offer -PLUS but support only
+    /// tls-unique, which TLS 1.3 does not have. If that works, binding is switched off for
+    /// this server from then on, with a warning, instead of failing the login.
     async fn diagnose(&self, jid: &Jid, ns: &'static str, timeouts: Timeouts) -> Option<Fatal> {
         let attempt = async {
-            let (pending, binding) = match self.open(jid, ns, timeouts).await {
-                Ok(opened) => opened,
-                Err(Failure::Fatal(fatal)) => return Some(fatal),
-                Err(Failure::Transient(_)) => return None,
+            let refused = match self.try_login(jid, ns, timeouts, true).await? {
+                Ok(()) => return None,
+                Err(refused) => refused,
             };
-            let (features, stream) = pending.recv_features().await.ok()?;
-            let creds = Credentials::default()
-                .with_username(self.guard.jid.node().map(|n| n.as_str()).unwrap_or(""))
-                .with_password(self.guard.password.expose())
-                .with_channel_binding(binding);
-            match tokio_xmpp::client_login(stream, features.sasl_mechanisms, creds).await {
-                Err(tokio_xmpp::Error::Auth(AuthError::Fail(condition))) => {
-                    Some(Fatal::LoginRefused {
-                        jid: self.guard.jid.to_string(),
-                        condition: sasl_condition_name(&condition),
-                    })
+            if self.guard.binding_disabled.load(Ordering::SeqCst) {
+                return Some(refused);
+            }
+            match self.try_login(jid, ns, timeouts, false).await? {
+                Ok(()) => {
+                    tracing::warn!(
+                        "the XMPP server refused tls-exporter channel binding (SCRAM-*-PLUS) but \
+                         accepts SCRAM without it; logging in without channel binding"
+                    );
+                    self.guard.binding_disabled.store(true, Ordering::SeqCst);
+                    None
                 }
-                Err(tokio_xmpp::Error::Auth(AuthError::NoMechanism)) => Some(Fatal::NoMechanism),
-                _ => None,
+                Err(refused) => Some(refused),
             }
         };
         tokio::time::timeout(DIAGNOSTIC_TIMEOUT, attempt)
             .await
             .ok()
             .flatten()
+    }
+
+    /// One SASL login on a fresh connection. `None`: no verdict (the connection failed);
+    /// `Some(Err(fatal))`: the server said no.
+    async fn try_login(
+        &self,
+        jid: &Jid,
+        ns: &'static str,
+        timeouts: Timeouts,
+        with_binding: bool,
+    ) -> Option<Result<(), Fatal>> {
+        let (pending, binding) = match self.open(jid, ns, timeouts).await {
+            Ok(opened) => opened,
+            Err(Failure::Fatal(fatal)) => return Some(Err(fatal)),
+            Err(Failure::Transient(_)) => return None,
+        };
+        let binding = if with_binding {
+            binding
+        } else {
+            ChannelBinding::None
+        };
+        let (features, stream) = pending.recv_features().await.ok()?;
+        let creds = Credentials::default()
+            .with_username(self.guard.jid.node().map(|n| n.as_str()).unwrap_or(""))
+            .with_password(self.guard.password.expose())
+            .with_channel_binding(binding);
+        match tokio_xmpp::client_login(stream, features.sasl_mechanisms, creds).await {
+            Ok(_) => Some(Ok(())),
+            Err(tokio_xmpp::Error::Auth(AuthError::Fail(condition))) => {
+                Some(Err(Fatal::LoginRefused {
+                    jid: self.guard.jid.to_string(),
+                    condition: sasl_condition_name(&condition),
+                }))
+            }
+            Err(tokio_xmpp::Error::Auth(AuthError::NoMechanism)) => Some(Err(Fatal::NoMechanism)),
+            Err(_) => None,
+        }
     }
 }
 

@@ -132,8 +132,7 @@ fn create_self_signed(
         dir: dir.to_path_buf(),
         reason,
     };
-    let generated = rcgen::generate_simple_self_signed(vec![domain.to_string()])
-        .map_err(|e| create_error(e.to_string()))?;
+    let generated = self_signed(domain).map_err(|e| create_error(e.to_string()))?;
     std::fs::create_dir_all(dir).map_err(|e| create_error(e.to_string()))?;
     write_file(
         key_path,
@@ -144,6 +143,23 @@ fn create_self_signed(
     write_file(cert_path, generated.cert.pem().as_bytes(), 0o644)
         .map_err(|e| create_error(format!("{}: {e}", cert_path.display())))?;
     Ok(())
+}
+
+/// A self-signed certificate for `domain`, valid from yesterday (clock skew) for ten years.
+/// rcgen's default runs to the year 4096, which some peers (ejabberd 23.01) cannot parse.
+fn self_signed(domain: &str) -> Result<rcgen::CertifiedKey, rcgen::Error> {
+    let mut params = rcgen::CertificateParams::new(vec![domain.to_string()])?;
+    let now = std::time::SystemTime::now();
+    let day = std::time::Duration::from_secs(86_400);
+    params.not_before = (now - day).into();
+    params.not_after = (now + day * 3650).into();
+    params.distinguished_name = rcgen::DistinguishedName::new();
+    params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, domain);
+    let key_pair = rcgen::KeyPair::generate()?;
+    let cert = params.self_signed(&key_pair)?;
+    Ok(rcgen::CertifiedKey { cert, key_pair })
 }
 
 /// Writes a file with the given permissions from the start (the key is never world-readable,
