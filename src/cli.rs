@@ -57,6 +57,50 @@ pub enum Command {
     ///   echo 'secret' | mqtt2xmpp user add alice@localhost
     #[command(verbatim_doc_comment)]
     User(UserArgs),
+    /// Everything in one process: MQTT broker, XMPP server, simulated sensor and the bot.
+    ///
+    /// The quickest way to a first chat. Creates bot@localhost and you@localhost with random
+    /// passwords in the data directory (the password is printed once), then prints how to ask
+    /// from a shell and from profanity. Run it again to reuse the same accounts and data.
+    ///
+    ///   mqtt2xmpp up
+    ///   mqtt2xmpp up --data-dir ~/.local/share/mqtt2xmpp --xmpp-port 5223
+    ///   mqtt2xmpp up --mqtt-host 127.0.0.1 --no-simulator    # use your mosquitto and sensors
+    #[command(verbatim_doc_comment)]
+    Up(UpArgs),
+    /// Publish simulated sensor readings to an MQTT broker: a demo feed or a load source.
+    ///
+    /// Simple mode (the default) publishes one temperature as a plain number, e.g. 21.37, to
+    /// --topic every --interval; it drifts slowly (at most 0.2 per reading) between 15 and 30.
+    ///
+    /// Building mode (--building ID) publishes a whole smart building, one random sensor at a
+    /// time, with random gaps that average --rate messages per second:
+    ///
+    ///   ID/P_<floor>/<N|S|E|O>/<room>/<TEMP|HUM|LUX|VIBR>
+    ///   {"value": 21.4, "unit": "C", "ts": "2026-11-21T08:00:00Z"}
+    ///
+    /// Floors and rooms count from 1; wings are N, S, E and O (oeste: west). TEMP is °C (18-28),
+    /// HUM % (30-70), LUX lx (0-1500), VIBR mm/s (below 1, with occasional spikes); each sensor's
+    /// values change smoothly from one reading to the next.
+    ///
+    /// Messages use QoS 1 unless --qos 0: with --count N the command exits 0 once the broker has
+    /// acknowledged N of them (with QoS 0, once N are written to the connection). SIGINT or
+    /// SIGTERM stops it cleanly; a summary (messages, rate) is logged at the end.
+    ///
+    /// Examples:
+    ///
+    ///   # A reading every 2 s for `mqtt2xmpp bridge` (default topic) on a local broker:
+    ///   mqtt2xmpp simulate
+    ///
+    ///   # A building of 3 floors with 4 rooms per wing (192 sensors), 5 messages/s, retained:
+    ///   mqtt2xmpp simulate --building EDIFICIO_1 --floors 3 --rooms-per-wing 4 --rate 5 --retain
+    ///   mosquitto_sub -v -t 'EDIFICIO_1/#'
+    ///   mqtt2xmpp bridge ... --topic EDIFICIO_1/P_1/N/1/TEMP --json-pointer /value --unit °C
+    ///
+    ///   # Load: 100 000 messages at up to 20 000/s, as fast as the broker acknowledges them:
+    ///   mqtt2xmpp simulate --building LOAD --rate 20000 --count 100000
+    #[command(verbatim_doc_comment)]
+    Simulate(SimulateArgs),
 }
 
 /// `mqtt2xmpp server`.
@@ -95,11 +139,11 @@ pub struct ServerArgs {
     pub max_connections: usize,
 
     /// Sustained bytes per second one connection may send (reading pauses above it).
-    #[arg(long, env = "MQTT2XMPP_RATE", default_value_t = 64 * 1024)]
+    #[arg(long, env = "MQTT2XMPP_BYTES_PER_SECOND", default_value_t = 64 * 1024)]
     pub bytes_per_second: u32,
 
     /// Bytes one connection may send in a burst above the sustained rate.
-    #[arg(long, env = "MQTT2XMPP_BURST", default_value_t = 512 * 1024)]
+    #[arg(long, env = "MQTT2XMPP_BURST_BYTES", default_value_t = 512 * 1024)]
     pub burst_bytes: u32,
 
     /// Time a connection has to log in and bind a resource.
@@ -288,6 +332,140 @@ pub struct AskArgs {
     /// The message to send.
     #[arg(default_value = "?")]
     pub message: String,
+}
+
+/// `mqtt2xmpp up`.
+#[derive(Debug, Args)]
+pub struct UpArgs {
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub data: DataDirArg,
+
+    /// Port of the XMPP server on 127.0.0.1.
+    #[arg(long, env = "MQTT2XMPP_XMPP_PORT", default_value_t = 5222)]
+    pub xmpp_port: u16,
+
+    /// Port of the MQTT broker (embedded on 127.0.0.1, or on --mqtt-host).
+    #[arg(long, env = "MQTT2XMPP_MQTT_PORT", default_value_t = 1883)]
+    pub mqtt_port: u16,
+
+    /// Use this MQTT broker instead of starting the embedded one.
+    #[arg(long, env = "MQTT2XMPP_MQTT_HOST")]
+    pub mqtt_host: Option<String>,
+
+    /// The topic the bot answers about (and the simulated sensor publishes to).
+    #[arg(long, env = "MQTT2XMPP_TOPIC", default_value = "sensors/temperature")]
+    pub topic: String,
+
+    /// Name of your account: NAME@localhost.
+    #[arg(long, env = "MQTT2XMPP_USER", default_value = "you")]
+    pub user: String,
+
+    /// Do not start the simulated sensor (your own sensors publish to the broker).
+    #[arg(long)]
+    pub no_simulator: bool,
+}
+
+/// `mqtt2xmpp simulate`: simple mode unless `--building` is given.
+#[derive(Debug, Args)]
+pub struct SimulateArgs {
+    /// The topic to publish to.
+    #[arg(
+        long,
+        env = "MQTT2XMPP_TOPIC",
+        default_value = "sensors/temperature",
+        value_parser = crate::simulate::parse_topic,
+        conflicts_with = "building",
+        help_heading = "Simple mode (default)"
+    )]
+    pub topic: String,
+
+    /// Time between two readings (e.g. 500ms, 2s, 1m).
+    #[arg(
+        long,
+        env = "MQTT2XMPP_INTERVAL",
+        default_value = "2s",
+        value_parser = crate::simulate::parse_interval,
+        conflicts_with = "building",
+        help_heading = "Simple mode (default)"
+    )]
+    pub interval: Duration,
+
+    /// The building, first level of every topic (e.g. EDIFICIO_1).
+    #[arg(
+        long,
+        env = "MQTT2XMPP_BUILDING",
+        value_name = "ID",
+        value_parser = crate::simulate::parse_building,
+        help_heading = "Building mode"
+    )]
+    pub building: Option<String>,
+
+    /// Number of floors, P_1 to P_<floors>.
+    #[arg(
+        long,
+        env = "MQTT2XMPP_FLOORS",
+        default_value_t = 3,
+        value_parser = clap::value_parser!(u16).range(1..=200),
+        requires = "building",
+        help_heading = "Building mode"
+    )]
+    pub floors: u16,
+
+    /// Rooms in each wing (N, S, E, O) of each floor.
+    #[arg(
+        long,
+        env = "MQTT2XMPP_ROOMS_PER_WING",
+        default_value_t = 4,
+        value_parser = clap::value_parser!(u16).range(1..=999),
+        requires = "building",
+        help_heading = "Building mode"
+    )]
+    pub rooms_per_wing: u16,
+
+    /// Average messages per second over the whole building (0.001 to 100000;
+    /// fractions allowed, e.g. 0.2 for one every 5 s).
+    #[arg(
+        long,
+        env = "MQTT2XMPP_RATE",
+        default_value = "1",
+        value_parser = crate::simulate::parse_rate,
+        requires = "building",
+        help_heading = "Building mode"
+    )]
+    pub rate: f64,
+
+    /// Stop after this many messages have reached the broker [default: run until stopped].
+    #[arg(
+        long,
+        env = "MQTT2XMPP_COUNT",
+        value_parser = clap::value_parser!(u64).range(1..),
+        help_heading = "Publishing"
+    )]
+    pub count: Option<u64>,
+
+    /// Publish as retained messages: the broker keeps each topic's last reading for new
+    /// subscribers (and for the bridge's first answer after a restart).
+    #[arg(long, env = "MQTT2XMPP_RETAIN", help_heading = "Publishing")]
+    pub retain: bool,
+
+    /// 1: each message acknowledged by the broker (what --count counts); 0: fire and forget.
+    #[arg(
+        long,
+        env = "MQTT2XMPP_QOS",
+        default_value_t = 1,
+        value_parser = clap::value_parser!(u8).range(0..=1),
+        help_heading = "Publishing"
+    )]
+    pub qos: u8,
+
+    /// Seed the random readings, to replay exactly the same run [default: random].
+    #[arg(long, env = "MQTT2XMPP_SEED", help_heading = "Publishing")]
+    pub seed: Option<u64>,
+
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub mqtt: MqttArgs,
 }
 
 /// `10m`, `90s`, `1h 30m`, `500ms`.

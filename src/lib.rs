@@ -6,11 +6,14 @@
 //! | [`config`] | flags → validated configuration, with errors that say how to fix them |
 //! | [`bridge`] | the bot: MQTT task + XMPP task around one cache of readings |
 //! | [`ask`] | one-shot chat client for scripts and measurements |
+//! | [`up`] | `mqtt2xmpp up`: broker, server, simulated sensor and bot in one process |
+//! | [`simulate`] | simulated sensors (one temperature, or a whole building) publishing to any broker |
 //! | [`xmpp_connect`] | STARTTLS with our trust settings; turns refused logins into errors |
 //! | [`tls`] | rustls client configuration (system roots + `--*-ca` files) |
 //! | [`secret`] | passwords from files or the environment, never printed |
 //! | [`backoff`] | reconnect delays with jitter |
 //! | [`shutdown`] | one stop signal shared by every task |
+//! | `embedded` | in-process MQTT broker on loopback for `up` and tests (feature `embedded-broker`) |
 
 #![deny(missing_docs)]
 
@@ -19,8 +22,12 @@ pub mod backoff;
 pub mod bridge;
 pub mod cli;
 pub mod config;
+#[cfg(feature = "embedded-broker")]
+pub mod embedded;
 pub mod secret;
 pub mod server;
 pub mod shutdown;
+pub mod simulate;
+pub mod up;
 pub mod tls;
 pub mod xmpp_connect;

@@ -46,6 +46,31 @@ async fn run(command: Command) -> anyhow::Result<()> {
         Command::Ask(args) => run_ask(args).await,
         Command::Server(args) => run_server(args).await,
         Command::User(args) => run_user(args),
+        Command::Up(args) => {
+            let (trigger, shutdown) = shutdown::channel();
+            tokio::spawn(stop_on_signal(trigger));
+            mqtt2xmpp::up::run(
+                mqtt2xmpp::up::UpConfig {
+                    data_dir: args.data.data_dir,
+                    xmpp_port: args.xmpp_port,
+                    mqtt_port: args.mqtt_port,
+                    mqtt_host: args.mqtt_host,
+                    topic: args.topic,
+                    user: args.user,
+                    simulate: !args.no_simulator,
+                },
+                shutdown,
+            )
+            .await?;
+            Ok(())
+        }
+        Command::Simulate(args) => {
+            let config = mqtt2xmpp::simulate::config(&args)?;
+            let (trigger, shutdown) = shutdown::channel();
+            tokio::spawn(stop_on_signal(trigger));
+            mqtt2xmpp::simulate::run(config, shutdown).await?;
+            Ok(())
+        }
     }
 }
 

@@ -23,7 +23,7 @@ use tokio_xmpp::Stanza;
 pub struct Bot {
     child: Child,
     log: Arc<(Mutex<String>, Condvar)>,
-    reader: Option<std::thread::JoinHandle<()>>,
+    readers: Vec<std::thread::JoinHandle<()>>,
 }
 
 impl Bot {
@@ -39,28 +39,33 @@ impl Bot {
             .spawn()
             .expect("start mqtt2xmpp");
         let log = Arc::new((Mutex::new(String::new()), Condvar::new()));
-        let stderr = child.stderr.take().expect("stderr piped");
-        let sink = log.clone();
-        let reader = std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines() {
-                let Ok(line) = line else { break };
-                let (text, changed) = &*sink;
-                let mut text = text.lock().unwrap();
-                text.push_str(&line);
-                text.push('\n');
-                changed.notify_all();
-            }
-        });
+        // Standard output and standard error both go to the log, line by line.
+        let collect = |stream: Box<dyn std::io::Read + Send>| {
+            let sink = log.clone();
+            std::thread::spawn(move || {
+                for line in BufReader::new(stream).lines() {
+                    let Ok(line) = line else { break };
+                    let (text, changed) = &*sink;
+                    let mut text = text.lock().unwrap();
+                    text.push_str(&line);
+                    text.push('\n');
+                    changed.notify_all();
+                }
+            })
+        };
+        let stderr = collect(Box::new(child.stderr.take().expect("stderr piped")));
+        let stdout = collect(Box::new(child.stdout.take().expect("stdout piped")));
         Bot {
             child,
             log,
-            reader: Some(reader),
+            readers: vec![stderr, stdout],
         }
     }
 
-    /// Everything the process logged so far.
+    /// Everything the process wrote so far (standard output and error, interleaved by line).
     pub fn log(&self) -> String {
-        self.log.0.lock().unwrap().clone()
+        // A panic elsewhere while the lock was held must not hide the log (or abort in Drop).
+        self.log.0.lock().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
     /// Waits until `needle` appears at least `count` times in the log.
@@ -71,10 +76,9 @@ impl Bot {
         while guard.matches(needle).count() < count {
             let now = Instant::now();
             if now >= end {
-                panic!(
-                    "{needle:?} did not appear {count} time(s) within {deadline:?}; log:\n{}",
-                    *guard
-                );
+                let log = guard.clone();
+                drop(guard); // Panic without holding the lock, so Drop can still print the log.
+                panic!("{needle:?} did not appear {count} time(s) within {deadline:?}; log:\n{log}");
             }
             guard = changed.wait_timeout(guard, end - now).unwrap().0;
         }
@@ -86,7 +90,7 @@ impl Bot {
         loop {
             if let Some(status) = self.child.try_wait().expect("try_wait") {
                 // The process is gone: collect the last lines it wrote before reading the log.
-                if let Some(reader) = self.reader.take() {
+                for reader in self.readers.drain(..) {
                     let _ = reader.join();
                 }
                 return status;

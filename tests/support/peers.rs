@@ -143,6 +143,39 @@ impl Mosquitto {
         Self::start_with(None, true)
     }
 
+    /// Starts mosquitto from a whole config written by the caller: `config(port)` is the text
+    /// for a free loopback `port`, which it must make the broker listen on (`listener PORT
+    /// 127.0.0.1`), and it must leave the log on stderr (mosquitto's default, or `log_dest
+    /// stderr`), where the fixture reads it. Nothing is added to it: in particular no `user
+    /// root`, so a broker started by root switches to the `mosquitto` user after loading the
+    /// config, as an installed one does, and must then be able to read the files the config
+    /// names. None = skipped (see find_peer).
+    pub fn start_with_config(config: impl Fn(u16) -> String) -> Option<Mosquitto> {
+        let program = find_peer("mosquitto", &["/usr/sbin/mosquitto"])?;
+        let dir = private_dir("mosquitto");
+        let mut broker = Mosquitto {
+            port: 0,
+            tls_port: None,
+            ca_file: None,
+            program,
+            config: dir.path().join("mosquitto.conf"),
+            log: dir.path().join("mosquitto.log"),
+            child: None,
+            dir,
+        };
+        for _ in 0..PORT_ATTEMPTS {
+            broker.port = free_port();
+            write_file(&broker.config, &config(broker.port), 0o600);
+            if broker.spawn().is_ok() {
+                return Some(broker);
+            }
+        }
+        panic!(
+            "mosquitto found each of {PORT_ATTEMPTS} free ports taken; last log:\n{}",
+            broker.log()
+        );
+    }
+
     /// Kills the broker (SIGTERM then wait), its ports are then closed. Does nothing if it is
     /// already stopped.
     pub fn stop(&mut self) {

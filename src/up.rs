@@ -1,0 +1,453 @@
+//! `mqtt2xmpp up`: everything in one process, for a first chat a minute after cloning.
+//!
+//! On loopback it starts an embedded MQTT broker (unless `--mqtt-host` names a real one), the
+//! bundled XMPP server for `localhost`, a simulated temperature sensor and the bridge, creates
+//! the accounts `bot@localhost` and `you@localhost` with random passwords kept in the data
+//! directory (printed once, when created), and prints how to ask. Run again, it reuses the data
+//! directory: same accounts, same certificate.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use rand::distr::{Alphanumeric, SampleString};
+use thiserror::Error;
+use tokio::net::TcpListener;
+use tokio::sync::oneshot;
+use tokio_xmpp::jid::Jid;
+
+use crate::bridge::{self, mqtt::MqttConfig, reading::PayloadFormat, reply::SensorView};
+use crate::secret::{self, Secret};
+use crate::server::{self, admin, limits::Limits, ServerConfig};
+use crate::shutdown::{self, Shutdown};
+use crate::simulate;
+use crate::xmpp_connect::{dns_config, Connector};
+
+/// The domain `up` serves.
+pub const DOMAIN: &str = "localhost";
+/// The bot's account.
+pub const BOT: &str = "bot";
+
+/// What `up` runs.
+#[derive(Debug, Clone)]
+pub struct UpConfig {
+    /// Accounts, passwords, certificate and database live here.
+    pub data_dir: PathBuf,
+    /// The XMPP server's port on 127.0.0.1.
+    pub xmpp_port: u16,
+    /// The MQTT broker's port (embedded on 127.0.0.1, or on `mqtt_host`).
+    pub mqtt_port: u16,
+    /// A real broker to use instead of the embedded one.
+    pub mqtt_host: Option<String>,
+    /// The topic the bot answers about (and the simulator publishes to).
+    pub topic: String,
+    /// The user account's name (`NAME@localhost`).
+    pub user: String,
+    /// Run the simulated sensor.
+    pub simulate: bool,
+}
+
+/// Why `up` could not start or stopped.
+#[derive(Debug, Error)]
+pub enum UpError {
+    /// A port is taken.
+    #[error("port {port} is already in use ({what}); choose another with {flag}")]
+    PortInUse {
+        /// The port.
+        port: u16,
+        /// What wanted it.
+        what: &'static str,
+        /// The flag that changes it.
+        flag: &'static str,
+    },
+    /// Some other I/O problem (data directory, listening).
+    #[error("{what}: {source}")]
+    Io {
+        /// What failed.
+        what: String,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// Account setup failed.
+    #[error("setting up the accounts: {0}")]
+    Accounts(#[from] admin::AdminError),
+    /// A password file could not be read.
+    #[error(transparent)]
+    Secret(#[from] secret::SecretError),
+    /// The server failed.
+    #[error(transparent)]
+    Server(#[from] server::ServerError),
+    /// The bridge failed.
+    #[error(transparent)]
+    Bridge(#[from] bridge::BridgeError),
+    /// The simulator failed.
+    #[error(transparent)]
+    Simulate(#[from] simulate::SimulateError),
+    /// The embedded broker could not start.
+    #[cfg(feature = "embedded-broker")]
+    #[error("{0}; choose another port with --mqtt-port")]
+    Broker(#[from] crate::embedded::EmbeddedError),
+    /// Built without the embedded broker and no `--mqtt-host` given.
+    #[error("this build has no embedded MQTT broker: give a broker with --mqtt-host")]
+    NoBroker,
+    /// A TLS setting could not be applied.
+    #[error(transparent)]
+    Tls(#[from] crate::tls::TlsConfigError),
+}
+
+/// An account of `up` and its password.
+#[derive(Debug)]
+pub struct Account {
+    /// `name@localhost`.
+    pub jid: String,
+    /// The file holding its password.
+    pub password_file: PathBuf,
+    /// The password, read from that file.
+    pub password: Secret,
+    /// Whether this run created it (its password is then printed once).
+    pub created: bool,
+}
+
+/// Makes sure `name@localhost` exists with the password kept in `DATA_DIR/NAME.password`;
+/// creates both (random password) on first use, and resets the account's password from the
+/// file if only the file survived a database loss.
+pub fn ensure_account(data_dir: &Path, name: &str) -> Result<Account, UpError> {
+    let db = server::database_path(data_dir);
+    let jid = format!("{name}@{DOMAIN}");
+    let password_file = data_dir.join(format!("{name}.password"));
+    let exists = admin::list(&db)?.iter().any(|user| user == name);
+    let (password, created) = if password_file.exists() {
+        let password = secret::read_file(&password_file)?;
+        if exists {
+            // Keep the account in step with its file (the file is what users are told to use).
+            admin::passwd(&db, &jid, &password)?;
+        } else {
+            admin::add(&db, &jid, &password)?;
+        }
+        (password, false)
+    } else {
+        let password = Secret::new(Alphanumeric.sample_string(&mut rand::rng(), 20));
+        write_private(&password_file, password.expose()).map_err(|source| UpError::Io {
+            what: format!("writing {}", password_file.display()),
+            source,
+        })?;
+        if exists {
+            admin::passwd(&db, &jid, &password)?;
+        } else {
+            admin::add(&db, &jid, &password)?;
+        }
+        (password, true)
+    };
+    Ok(Account {
+        jid,
+        password_file,
+        password,
+        created,
+    })
+}
+
+fn write_private(path: &Path, content: &str) -> std::io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)?;
+    writeln!(file, "{content}")?;
+    file.sync_all()
+}
+
+async fn listen(port: u16, what: &'static str, flag: &'static str) -> Result<TcpListener, UpError> {
+    let addr = SocketAddr::from(([127, 0, 0, 1], port));
+    TcpListener::bind(addr).await.map_err(|source| {
+        if source.kind() == std::io::ErrorKind::AddrInUse {
+            UpError::PortInUse { port, what, flag }
+        } else {
+            UpError::Io {
+                what: format!("listening on {addr}"),
+                source,
+            }
+        }
+    })
+}
+
+/// Runs everything until `shutdown` (or until a part fails for good), then stops it all.
+pub async fn run(config: UpConfig, mut shutdown: Shutdown) -> Result<(), UpError> {
+    std::fs::create_dir_all(&config.data_dir).map_err(|source| UpError::Io {
+        what: format!("creating {}", config.data_dir.display()),
+        source,
+    })?;
+    let bot = ensure_account(&config.data_dir, BOT)?;
+    let you = ensure_account(&config.data_dir, &config.user)?;
+    let xmpp_listener = listen(config.xmpp_port, "XMPP server", "--xmpp-port").await?;
+    let xmpp_port = xmpp_listener
+        .local_addr()
+        .map(|a| a.port())
+        .unwrap_or(config.xmpp_port);
+
+    // The broker: embedded on loopback, or the one the user named.
+    #[cfg(feature = "embedded-broker")]
+    let broker = match &config.mqtt_host {
+        Some(_) => None,
+        None => {
+            let addr = SocketAddr::from(([127, 0, 0, 1], config.mqtt_port));
+            Some(crate::embedded::EmbeddedBroker::start(addr).await?)
+        }
+    };
+    #[cfg(not(feature = "embedded-broker"))]
+    if config.mqtt_host.is_none() {
+        return Err(UpError::NoBroker);
+    }
+    #[cfg(feature = "embedded-broker")]
+    let mqtt_port = broker
+        .as_ref()
+        .map(|b| b.local_addr().port())
+        .unwrap_or(config.mqtt_port);
+    #[cfg(not(feature = "embedded-broker"))]
+    let mqtt_port = config.mqtt_port;
+    let mqtt_host = config
+        .mqtt_host
+        .clone()
+        .unwrap_or_else(|| "127.0.0.1".into());
+
+    let (stop, stopped) = shutdown::channel();
+    let mut tasks = tokio::task::JoinSet::new();
+
+    // The XMPP server; wait until it serves before starting its clients.
+    let (ready, started) = oneshot::channel();
+    let server_config = ServerConfig {
+        domain: DOMAIN.into(),
+        data_dir: config.data_dir.clone(),
+        cert: None,
+        key: None,
+        limits: Limits::default(),
+    };
+    let server_stop = stopped.clone();
+    tasks.spawn(async move {
+        server::run(server_config, xmpp_listener, server_stop, Some(ready))
+            .await
+            .map_err(UpError::from)
+    });
+    let started = match started.await {
+        Ok(started) => started,
+        // The server ended before it was ready: its error is in the task.
+        Err(_) => return finish(tasks, stop, Err(None)).await,
+    };
+
+    if config.simulate {
+        let simulator = simulate::SimulateConfig {
+            broker: simulate::BrokerConfig {
+                host: mqtt_host.clone(),
+                port: mqtt_port,
+                username: None,
+                password: None,
+                client_id: format!("mqtt2xmppsim{:08x}", rand::random::<u32>()),
+                tls: None,
+                keep_alive: Duration::from_secs(30),
+            },
+            scenario: simulate::Scenario::Simple {
+                topic: config.topic.clone(),
+                interval: Duration::from_secs(2),
+            },
+            retain: true,
+            qos: rumqttc::QoS::AtLeastOnce,
+            count: None,
+            seed: None,
+        };
+        let sim_stop = stopped.clone();
+        tasks.spawn(async move {
+            simulate::run(simulator, sim_stop)
+                .await
+                .map(|_| ())
+                .map_err(UpError::from)
+        });
+    }
+
+    let bridge_config = bridge::BridgeConfig {
+        mqtt: MqttConfig {
+            host: mqtt_host.clone(),
+            port: mqtt_port,
+            username: None,
+            password: None,
+            client_id: format!("mqtt2xmppbot{:08x}", rand::random::<u32>()),
+            tls: None,
+            topic: config.topic.clone(),
+            format: PayloadFormat::default(),
+            keep_alive: Duration::from_secs(30),
+        },
+        xmpp: bridge::xmpp::XmppConfig {
+            jid: Jid::new(&bot.jid).map_err(|e| UpError::Io {
+                what: format!("account {}", bot.jid),
+                source: std::io::Error::other(e),
+            })?,
+            connector: Connector::new(
+                dns_config(DOMAIN, Some(&format!("127.0.0.1:{xmpp_port}"))).map_err(|e| {
+                    UpError::Io {
+                        what: "XMPP address".into(),
+                        source: std::io::Error::other(e),
+                    }
+                })?,
+                crate::tls::client_config(Some(&started.cert_path))?,
+                Jid::new(&bot.jid)
+                    .map(|j| j.to_bare())
+                    .map_err(|e| UpError::Io {
+                        what: format!("account {}", bot.jid),
+                        source: std::io::Error::other(e),
+                    })?,
+                bot.password.clone(),
+            ),
+            status: format!(
+                "Send me any message for the latest {} reading",
+                config.topic
+            ),
+        },
+        view: SensorView {
+            topic: config.topic.clone(),
+            unit: "°C".into(),
+            precision: Some(1),
+            stale_after: Duration::from_secs(600),
+        },
+    };
+    let bridge_stop = stopped.clone();
+    tasks.spawn(async move {
+        bridge::run(bridge_config, bridge_stop)
+            .await
+            .map_err(UpError::from)
+    });
+
+    print_banner(&config, &started, &you, xmpp_port, &mqtt_host, mqtt_port);
+
+    let outcome = tokio::select! {
+        _ = shutdown.wait() => Ok(()),
+        finished = tasks.join_next() => match finished {
+            Some(Ok(Err(error))) => Err(Some(error)),
+            _ => Err(None),
+        },
+    };
+    let result = finish(tasks, stop, outcome).await;
+    #[cfg(feature = "embedded-broker")]
+    if let Some(broker) = broker {
+        broker.shutdown().await;
+    }
+    result
+}
+
+/// Stops every task and returns the first error (`Err(None)`: a task ended without one).
+async fn finish(
+    mut tasks: tokio::task::JoinSet<Result<(), UpError>>,
+    stop: shutdown::Trigger,
+    outcome: Result<(), Option<UpError>>,
+) -> Result<(), UpError> {
+    stop.fire();
+    let mut first_error = match outcome {
+        Ok(()) => None,
+        Err(error) => error,
+    };
+    let drain = async {
+        while let Some(finished) = tasks.join_next().await {
+            if let Ok(Err(error)) = finished {
+                first_error.get_or_insert(error);
+            }
+        }
+    };
+    if tokio::time::timeout(Duration::from_secs(5), drain)
+        .await
+        .is_err()
+    {
+        tracing::warn!("some parts did not stop within 5 s");
+    }
+    match first_error {
+        Some(error) => Err(error),
+        None => Ok(()),
+    }
+}
+
+fn print_banner(
+    config: &UpConfig,
+    started: &server::Started,
+    you: &Account,
+    xmpp_port: u16,
+    mqtt_host: &str,
+    mqtt_port: u16,
+) {
+    let data = config.data_dir.display();
+    let cert = started.cert_path.display();
+    let broker = match &config.mqtt_host {
+        Some(_) => format!("{mqtt_host}:{mqtt_port}"),
+        None => format!("127.0.0.1:{mqtt_port} (embedded)"),
+    };
+    let sensor = if config.simulate {
+        format!("a simulated sensor publishes to {} every 2 s", config.topic)
+    } else {
+        format!("the bot listens on {}", config.topic)
+    };
+    let password_line = if you.created {
+        format!(
+            "password {} (shown once; kept in {})",
+            you.password.expose(),
+            you.password_file.display()
+        )
+    } else {
+        format!("password in {}", you.password_file.display())
+    };
+    println!(
+        "mqtt2xmpp is up.\n\
+         \n  XMPP server  {DOMAIN} on 127.0.0.1:{xmpp_port}, certificate {cert}\
+         \n               SHA-256 {fingerprint}\
+         \n  MQTT broker  {broker}; {sensor}\
+         \n  Bot          {BOT}@{DOMAIN}\
+         \n  You          {jid}, {password_line}\
+         \n  Data         {data}\
+         \n\nAsk from a shell:\
+         \n  mqtt2xmpp ask --jid {jid} --password-file {pwfile} \\\
+         \n      --xmpp-server 127.0.0.1:{xmpp_port} --xmpp-ca {cert} --to {BOT}@{DOMAIN} \"temperature?\"\
+         \n\nAsk from profanity:\
+         \n  SSL_CERT_FILE={cert} profanity\
+         \n  /connect {jid} server 127.0.0.1 port {xmpp_port}\
+         \n  /msg {BOT}@{DOMAIN} temperature?\
+         \n\nCtrl-C stops everything.",
+        fingerprint = started.fingerprint,
+        jid = you.jid,
+        pwfile = you.password_file.display(),
+    );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn accounts_are_created_once_and_reused() {
+        let dir = tempfile::tempdir().unwrap();
+        let first = ensure_account(dir.path(), "you").unwrap();
+        assert!(first.created);
+        assert_eq!(first.jid, "you@localhost");
+        assert_eq!(first.password.expose().len(), 20);
+        let mode = std::fs::metadata(&first.password_file)
+            .unwrap()
+            .permissions();
+        assert_eq!(
+            std::os::unix::fs::PermissionsExt::mode(&mode) & 0o777,
+            0o600
+        );
+        let again = ensure_account(dir.path(), "you").unwrap();
+        assert!(!again.created);
+        assert_eq!(again.password.expose(), first.password.expose());
+    }
+
+    #[test]
+    fn a_lost_database_is_rebuilt_from_the_password_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let first = ensure_account(dir.path(), "you").unwrap();
+        std::fs::remove_file(server::database_path(dir.path())).unwrap();
+        let again = ensure_account(dir.path(), "you").unwrap();
+        assert!(!again.created);
+        assert_eq!(again.password.expose(), first.password.expose());
+        assert_eq!(
+            admin::list(&server::database_path(dir.path())).unwrap(),
+            ["you"]
+        );
+    }
+}

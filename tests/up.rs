@@ -1,0 +1,103 @@
+//! `mqtt2xmpp up` end to end: embedded broker, bundled server, simulated sensor and bot in one
+//! process on free ports; a user asks and gets a simulated reading. Needs only the crate.
+#![cfg(feature = "embedded-broker")]
+
+mod support;
+
+use std::path::Path;
+use std::time::Duration;
+
+use support::bot::{Bot, ChatClient};
+use support::peers::free_port;
+
+const READY: Duration = Duration::from_secs(30);
+
+fn up(data_dir: &Path, xmpp_port: u16, mqtt_port: u16) -> Bot {
+    let data = data_dir.to_string_lossy().into_owned();
+    let xmpp = xmpp_port.to_string();
+    let mqtt = mqtt_port.to_string();
+    Bot::spawn(&[
+        "up",
+        "--data-dir",
+        &data,
+        "--xmpp-port",
+        &xmpp,
+        "--mqtt-port",
+        &mqtt,
+    ])
+}
+
+async fn ask_you(data_dir: &Path, xmpp_port: u16) -> String {
+    let password = std::fs::read_to_string(data_dir.join("you.password")).expect("password file");
+    let ca = data_dir.join("localhost.crt");
+    let mut you = ChatClient::login("you@localhost", password.trim(), xmpp_port, &ca).await;
+    you.ask_until(
+        "bot@localhost",
+        |reply| reply.contains(" °C (sensors/temperature, "),
+        Duration::from_secs(15),
+    )
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_first_chat_then_a_second_run_with_the_same_accounts() {
+    let dir = tempfile::tempdir().unwrap();
+    let (xmpp_port, mqtt_port) = (free_port(), free_port());
+
+    let mut first = up(dir.path(), xmpp_port, mqtt_port);
+    first.wait_log("answering chat messages", 1, READY);
+    let banner = first.log();
+    assert!(banner.contains("mqtt2xmpp is up."), "{banner}");
+    assert!(
+        banner.contains("shown once"),
+        "the new password is printed once:\n{banner}"
+    );
+    assert!(
+        banner.contains(&format!("127.0.0.1:{mqtt_port} (embedded)")),
+        "{banner}"
+    );
+    let reply = ask_you(dir.path(), xmpp_port).await;
+    // A simulated reading, one decimal, in a realistic range.
+    let value: f64 = reply
+        .split(' ')
+        .next()
+        .unwrap()
+        .parse()
+        .expect("a number first");
+    assert!((10.0..=35.0).contains(&value), "{reply}");
+    let (status, took) = first.terminate(Duration::from_secs(10));
+    assert!(status.success(), "{status:?}\n{}", first.log());
+    assert!(took < Duration::from_secs(5), "{took:?}");
+
+    // Again: same accounts and password, the password is not printed again.
+    let mut second = up(dir.path(), xmpp_port, mqtt_port);
+    second.wait_log("answering chat messages", 1, READY);
+    let banner = second.log();
+    assert!(!banner.contains("shown once"), "{banner}");
+    assert!(banner.contains("password in"), "{banner}");
+    ask_you(dir.path(), xmpp_port).await;
+    let (status, _) = second.terminate(Duration::from_secs(10));
+    assert!(status.success());
+}
+
+#[test]
+fn a_taken_port_is_a_clear_error_naming_the_flag() {
+    let dir = tempfile::tempdir().unwrap();
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = taken.local_addr().unwrap().port();
+    let mut xmpp_clash = up(dir.path(), port, free_port());
+    assert!(!xmpp_clash.wait_exit(READY).success());
+    let log = xmpp_clash.log();
+    assert!(
+        log.contains(&format!("port {port} is already in use")) && log.contains("--xmpp-port"),
+        "{log}"
+    );
+
+    let mut mqtt_clash = up(dir.path(), free_port(), port);
+    assert!(!mqtt_clash.wait_exit(READY).success());
+    let log = mqtt_clash.log();
+    assert!(
+        log.contains(&port.to_string()) && log.contains("--mqtt-port"),
+        "{log}"
+    );
+}
