@@ -28,6 +28,6 @@ pub mod secret;
 pub mod server;
 pub mod shutdown;
 pub mod simulate;
-pub mod up;
 pub mod tls;
+pub mod up;
 pub mod xmpp_connect;
