@@ -78,7 +78,9 @@ impl Bot {
             if now >= end {
                 let log = guard.clone();
                 drop(guard); // Panic without holding the lock, so Drop can still print the log.
-                panic!("{needle:?} did not appear {count} time(s) within {deadline:?}; log:\n{log}");
+                panic!(
+                    "{needle:?} did not appear {count} time(s) within {deadline:?}; log:\n{log}"
+                );
             }
             guard = changed.wait_timeout(guard, end - now).unwrap().0;
         }
