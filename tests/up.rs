@@ -65,6 +65,35 @@ async fn a_first_chat_then_a_second_run_with_the_same_accounts() {
         .parse()
         .expect("a number first");
     assert!((10.0..=35.0).contains(&value), "{reply}");
+    // The one-shot client, as a script would use it: the reply on stdout, exit 0...
+    let ask = |to: &str, timeout: &str| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_mqtt2xmpp"))
+            .args(["ask", "--jid", "you@localhost", "--password-file"])
+            .arg(dir.path().join("you.password"))
+            .args([
+                "--xmpp-server",
+                &format!("127.0.0.1:{xmpp_port}"),
+                "--xmpp-ca",
+            ])
+            .arg(dir.path().join("localhost.crt"))
+            .args(["--to", to, "--timeout", timeout, "temperature?"])
+            .output()
+            .expect("run mqtt2xmpp ask")
+    };
+    let answered = ask("bot@localhost", "10s");
+    assert!(answered.status.success(), "{answered:?}");
+    let stdout = String::from_utf8_lossy(&answered.stdout);
+    assert!(stdout.contains(" °C (sensors/temperature, "), "{stdout}");
+    // ...and no answer in time is exit 1 with a message saying so (you@localhost has no
+    // resource of non-negative priority, so a message to it is stored, not answered).
+    let silent = ask("you@localhost", "1s");
+    assert_eq!(silent.status.code(), Some(1), "{silent:?}");
+    let stderr = String::from_utf8_lossy(&silent.stderr);
+    assert!(
+        stderr.contains("no reply from you@localhost within 1s"),
+        "{stderr}"
+    );
+
     let (status, took) = first.terminate(Duration::from_secs(10));
     assert!(status.success(), "{status:?}\n{}", first.log());
     assert!(took < Duration::from_secs(5), "{took:?}");

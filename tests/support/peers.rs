@@ -470,13 +470,11 @@ component_ports = {{}}
 http_ports = {{}}
 https_ports = {{}}
 
-authentication = "internal_hashed"
 storage = "internal"
-c2s_require_encryption = true
-allow_registration = false
-
-modules_enabled = {{ "roster", "saslauth", "tls", "disco", "ping", "private", "carbons" }}
 modules_disabled = {{ "s2s" }}
+
+-- The snippet users are told to use (deploy/prosody-mqtt2xmpp.cfg.lua), verbatim:
+{snippet}
 
 VirtualHost {domain}
     ssl = {{ certificate = {cert}, key = {key} }}
@@ -489,6 +487,7 @@ VirtualHost {domain}
             domain = lua_string(Path::new(&self.domain)),
             cert = lua_string(&self.ca_file),
             key = lua_string(key_file),
+            snippet = include_str!("../../deploy/prosody-mqtt2xmpp.cfg.lua"),
         )
     }
 
