@@ -339,3 +339,36 @@ fn ask_the_bot(session: &Profanity) {
         "the password is in profanity's log"
     );
 }
+
+/// README's first command, `mqtt2xmpp up`, and a chat from profanity with the account it made.
+#[cfg(feature = "embedded-broker")]
+#[test]
+fn profanity_chats_with_the_bot_started_by_up() {
+    let Some((profanity, tmux)) = find_programs() else {
+        return;
+    };
+    let dir = tempfile::tempdir().expect("temp dir");
+    let data = dir.path().join("data");
+    let (xmpp_port, mqtt_port) = (support::peers::free_port(), support::peers::free_port());
+    let up = Bot::spawn(&[
+        "up",
+        "--data-dir",
+        &data.to_string_lossy(),
+        "--xmpp-port",
+        &xmpp_port.to_string(),
+        "--mqtt-port",
+        &mqtt_port.to_string(),
+    ]);
+    up.wait_log(
+        "answering chat messages",
+        1,
+        std::time::Duration::from_secs(30),
+    );
+    let password = std::fs::read_to_string(data.join("you.password")).expect("password file");
+    let session = Profanity::start(&profanity, &tmux, &data.join("localhost.crt"));
+    session.connect("you@localhost", password.trim(), xmpp_port);
+    session.type_line(&format!("/msg {BOT} temperature?"));
+    // The simulated sensor's reading: one decimal, °C, the default topic.
+    let screen = session.wait_for(" °C (sensors/temperature, ");
+    assert!(screen.contains("me: temperature?"), "{screen}");
+}
