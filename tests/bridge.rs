@@ -1,9 +1,11 @@
-//! The bridge end to end against real peers: mosquitto, and as the XMPP server both the bundled
-//! server and Prosody (Debian package), each started on free loopback ports with private
-//! configuration for every test. Every scenario runs against both servers (`<name>::bundled`,
-//! `<name>::prosody`).
+//! The bridge end to end, every scenario twice: `<name>::bundled` against our own embedded MQTT
+//! broker and bundled XMPP server (needs nothing but the crate), and `<name>::prosody` against
+//! the real peers users run, mosquitto and Prosody (Debian packages), each started on free
+//! loopback ports with private configuration for every test.
 //!
-//! Without the Debian packages these tests skip, unless CI=true, where a missing peer fails them.
+//! Without the Debian packages the `prosody` half skips, unless CI=true, where a missing peer
+//! fails it. (The refused-MQTT-login scenario needs a broker with accounts, so it uses
+//! mosquitto in both halves.)
 
 mod support;
 
@@ -106,17 +108,83 @@ against_both_servers!(
     answers_again_after_an_xmpp_server_restart,
 );
 
-/// Mosquitto, an XMPP server with `bot` and `alice`, and a temporary directory for password
-/// files.
+/// The MQTT broker of a scenario.
+enum Broker {
+    Mosquitto(Mosquitto),
+    #[cfg(feature = "embedded-broker")]
+    Embedded {
+        broker: Option<mqtt2xmpp::embedded::EmbeddedBroker>,
+        port: u16,
+    },
+}
+
+impl Broker {
+    async fn start(kind: Kind) -> Option<Broker> {
+        match kind {
+            #[cfg(feature = "embedded-broker")]
+            Kind::Bundled => {
+                let any_port = std::net::SocketAddr::from(([127, 0, 0, 1], 0));
+                let broker = mqtt2xmpp::embedded::EmbeddedBroker::start(any_port)
+                    .await
+                    .expect("embedded broker");
+                let port = broker.local_addr().port();
+                Some(Broker::Embedded {
+                    broker: Some(broker),
+                    port,
+                })
+            }
+            _ => Mosquitto::start().map(Broker::Mosquitto),
+        }
+    }
+
+    fn port(&self) -> u16 {
+        match self {
+            Broker::Mosquitto(m) => m.port,
+            #[cfg(feature = "embedded-broker")]
+            Broker::Embedded { port, .. } => *port,
+        }
+    }
+
+    async fn stop(&mut self) {
+        match self {
+            Broker::Mosquitto(m) => m.stop(),
+            #[cfg(feature = "embedded-broker")]
+            Broker::Embedded { broker, .. } => {
+                if let Some(broker) = broker.take() {
+                    broker.shutdown().await;
+                }
+            }
+        }
+    }
+
+    /// Starts the broker again on the same port.
+    async fn restart(&mut self) {
+        match self {
+            Broker::Mosquitto(m) => m.restart(),
+            #[cfg(feature = "embedded-broker")]
+            Broker::Embedded { broker, port } => {
+                let addr = std::net::SocketAddr::from(([127, 0, 0, 1], *port));
+                *broker = Some(
+                    mqtt2xmpp::embedded::EmbeddedBroker::start(addr)
+                        .await
+                        .expect("embedded broker restart"),
+                );
+            }
+        }
+    }
+}
+
+/// An MQTT broker, an XMPP server with `bot` and `alice`, and a temporary directory for
+/// password files.
 struct World {
-    mqtt: Mosquitto,
+    mqtt: Broker,
     xmpp: Xmpp,
     dir: tempfile::TempDir,
 }
 
 impl World {
-    fn start(kind: Kind) -> Option<World> {
-        let mqtt = Mosquitto::start()?;
+    async fn start(kind: Kind) -> Option<World> {
+        let mqtt = Broker::start(kind).await?;
         let xmpp = Xmpp::start(kind)?;
         xmpp.register("bot", "bot-secret");
         xmpp.register("alice", "alice-secret");
@@ -132,7 +200,7 @@ impl World {
         let mut args: Vec<String> = vec![
             "bridge".into(),
             "--mqtt-port".into(),
-            self.mqtt.port.to_string(),
+            self.mqtt.port().to_string(),
             "--jid".into(),
             BOT.into(),
             "--password-file".into(),
@@ -163,7 +231,7 @@ impl World {
 }
 
 async fn answers_a_published_value_to_another_account(kind: Kind) {
-    let Some(world) = World::start(kind) else {
+    let Some(world) = World::start(kind).await else {
         return;
     };
     let bot = world.start_bot(&[]);
@@ -176,7 +244,7 @@ async fn answers_a_published_value_to_another_account(kind: Kind) {
         "{first}"
     );
 
-    publish(world.mqtt.port, "sensors/temperature", b"23.5", false).await;
+    publish(world.mqtt.port(), "sensors/temperature", b"23.5", false).await;
     let reply = alice
         .ask_until(BOT, |r| r.starts_with("23.5 °C"), Duration::from_secs(10))
         .await;
@@ -188,10 +256,10 @@ async fn answers_a_published_value_to_another_account(kind: Kind) {
 }
 
 async fn answers_a_retained_value_right_after_start(kind: Kind) {
-    let Some(world) = World::start(kind) else {
+    let Some(world) = World::start(kind).await else {
         return;
     };
-    publish(world.mqtt.port, "sensors/temperature", b"19.25", true).await;
+    publish(world.mqtt.port(), "sensors/temperature", b"19.25", true).await;
     let _bot = world.start_bot(&["--precision", "1"]);
     let mut alice = world.alice().await;
     let reply = alice
@@ -209,24 +277,24 @@ async fn answers_a_retained_value_right_after_start(kind: Kind) {
 }
 
 async fn answers_new_values_after_a_broker_restart(kind: Kind) {
-    let Some(mut world) = World::start(kind) else {
+    let Some(mut world) = World::start(kind).await else {
         return;
     };
     let bot = world.start_bot(&[]);
     let mut alice = world.alice().await;
-    publish(world.mqtt.port, "sensors/temperature", b"20", false).await;
+    publish(world.mqtt.port(), "sensors/temperature", b"20", false).await;
     alice
         .ask_until(BOT, |r| r.starts_with("20 °C"), Duration::from_secs(10))
         .await;
 
     for round in 1..=2 {
-        world.mqtt.stop();
-        world.mqtt.restart();
+        world.mqtt.stop().await;
+        world.mqtt.restart().await;
         // The bridge reconnects with backoff and subscribes again on the new session.
         bot.wait_log("subscribed", 1 + round, Duration::from_secs(30));
         let value = format!("2{round}.5");
         publish(
-            world.mqtt.port,
+            world.mqtt.port(),
             "sensors/temperature",
             value.as_bytes(),
             false,
@@ -245,13 +313,13 @@ async fn answers_new_values_after_a_broker_restart(kind: Kind) {
 }
 
 async fn reads_json_payloads_and_keeps_the_last_value_on_garbage(kind: Kind) {
-    let Some(world) = World::start(kind) else {
+    let Some(world) = World::start(kind).await else {
         return;
     };
     let bot = world.start_bot(&["--json-pointer", "/temperature"]);
     let mut alice = world.alice().await;
     publish(
-        world.mqtt.port,
+        world.mqtt.port(),
         "sensors/temperature",
         br#"{"temperature": 24.5, "humidity": 40}"#,
         false,
@@ -270,11 +338,11 @@ async fn reads_json_payloads_and_keeps_the_last_value_on_garbage(kind: Kind) {
         b"",
         &vec![b' '; 70_000],
     ] {
-        publish(world.mqtt.port, "sensors/temperature", garbage, false).await;
+        publish(world.mqtt.port(), "sensors/temperature", garbage, false).await;
     }
     // A valid reading after the garbage proves the bridge processed all of it, in order.
     publish(
-        world.mqtt.port,
+        world.mqtt.port(),
         "sensors/temperature",
         br#"{"temperature": 25}"#,
         false,
@@ -293,7 +361,7 @@ async fn reads_json_payloads_and_keeps_the_last_value_on_garbage(kind: Kind) {
 }
 
 async fn a_wrong_password_is_a_clear_error_not_an_endless_retry(kind: Kind) {
-    let Some(world) = World::start(kind) else {
+    let Some(world) = World::start(kind).await else {
         return;
     };
     let args = world.bridge_args("not-the-password", &[]);
@@ -312,7 +380,7 @@ async fn a_wrong_password_is_a_clear_error_not_an_endless_retry(kind: Kind) {
 }
 
 async fn an_unknown_account_is_a_clear_error(kind: Kind) {
-    let Some(world) = World::start(kind) else {
+    let Some(world) = World::start(kind).await else {
         return;
     };
     let mut args = world.bridge_args("whatever", &[]);
@@ -328,7 +396,7 @@ async fn an_unknown_account_is_a_clear_error(kind: Kind) {
 }
 
 async fn never_answers_error_groupchat_headline_or_bodyless_messages(kind: Kind) {
-    let Some(world) = World::start(kind) else {
+    let Some(world) = World::start(kind).await else {
         return;
     };
     let _bot = world.start_bot(&[]);
@@ -377,7 +445,7 @@ async fn never_answers_error_groupchat_headline_or_bodyless_messages(kind: Kind)
 }
 
 async fn sigterm_stops_cleanly_within_two_seconds(kind: Kind) {
-    let Some(world) = World::start(kind) else {
+    let Some(world) = World::start(kind).await else {
         return;
     };
     let mut bot = world.start_bot(&[]);
@@ -441,11 +509,11 @@ async fn a_refused_mqtt_login_is_a_clear_error(kind: Kind) {
 }
 
 async fn answers_again_after_an_xmpp_server_restart(kind: Kind) {
-    let Some(mut world) = World::start(kind) else {
+    let Some(mut world) = World::start(kind).await else {
         return;
     };
     let bot = world.start_bot(&[]);
-    publish(world.mqtt.port, "sensors/temperature", b"18.5", true).await;
+    publish(world.mqtt.port(), "sensors/temperature", b"18.5", true).await;
     {
         let mut alice = world.alice().await;
         alice
