@@ -59,7 +59,7 @@ use thiserror::Error;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{mpsc, oneshot, Semaphore};
+use tokio::sync::{mpsc, oneshot};
 use tokio::task::{JoinHandle, JoinSet};
 
 use crate::shutdown::{self, Shutdown, Trigger};
@@ -224,48 +224,26 @@ impl Default for RouterLimits {
 type ConnId = u64;
 
 /// Accepts connections until shutdown, then closes them all.
-async fn accept_loop(listener: TcpListener, limits: Limits, mut shutdown: Shutdown) {
+async fn accept_loop(listener: TcpListener, limits: Limits, shutdown: Shutdown) {
     let shared = Arc::new(Shared {
         hub: Mutex::new(Hub::new(limits.router.clone())),
         limits,
     });
-    let permits = Arc::new(Semaphore::new(shared.limits.max_connections));
     let mut connections = JoinSet::new();
     let mut next_id: ConnId = 0;
-    let mut accept_backoff = Duration::from_millis(10);
-    loop {
-        // A permit first: at the connection cap, new clients wait in the kernel's queue.
-        let permit = tokio::select! {
-            _ = shutdown.wait() => break,
-            permit = permits.clone().acquire_owned() => match permit {
-                Ok(permit) => permit,
-                Err(_) => break,
-            },
-        };
-        let accepted = tokio::select! {
-            _ = shutdown.wait() => break,
-            accepted = listener.accept() => accepted,
-        };
-        match accepted {
-            Ok((tcp, peer)) => {
-                accept_backoff = Duration::from_millis(10);
-                next_id += 1;
-                let (id, shared, shutdown) = (next_id, shared.clone(), shutdown.clone());
-                connections.spawn(async move {
-                    serve(tcp, peer, id, shared, shutdown).await;
-                    drop(permit);
-                });
-            }
-            Err(error) => {
-                // Typically EMFILE: wait instead of spinning.
-                tracing::warn!("MQTT accept failed: {error}; retrying in {accept_backoff:?}");
-                tokio::time::sleep(accept_backoff).await;
-                accept_backoff = (accept_backoff * 2).min(Duration::from_secs(1));
-            }
-        }
-        // Reap finished connection tasks so the set does not grow.
-        while connections.try_join_next().is_some() {}
-    }
+    let max_connections = shared.limits.max_connections;
+    crate::accept::bounded(
+        &listener,
+        max_connections,
+        shutdown.clone(),
+        &mut connections,
+        "embedded MQTT broker",
+        |tcp, peer| {
+            next_id += 1;
+            serve(tcp, peer, next_id, shared.clone(), shutdown.clone())
+        },
+    )
+    .await;
     drop(listener);
     tracing::debug!(
         "embedded MQTT broker: closing {} connections",

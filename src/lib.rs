@@ -5,6 +5,7 @@
 //! | [`cli`] | flags and subcommands (clap), each flag also read from `MQTT2XMPP_*` |
 //! | [`config`] | flags → validated configuration, with errors that say how to fix them |
 //! | [`bridge`] | the bot: MQTT task + XMPP task around one cache of readings |
+//! | [`accept`] | the bounded accept loop shared by the XMPP server and the embedded broker |
 //! | [`ask`] | one-shot chat client for scripts and measurements |
 //! | [`up`] | `mqtt2xmpp up`: broker, server, simulated sensor and bot in one process |
 //! | [`simulate`] | simulated sensors (one temperature, or a whole building) publishing to any broker |
@@ -17,6 +18,7 @@
 
 #![deny(missing_docs)]
 
+pub mod accept;
 pub mod ask;
 pub mod backoff;
 pub mod bridge;

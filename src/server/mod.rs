@@ -47,7 +47,7 @@ use std::time::{Duration, Instant};
 
 use thiserror::Error;
 use tokio::net::TcpListener;
-use tokio::sync::{mpsc, oneshot, Semaphore};
+use tokio::sync::{mpsc, oneshot};
 use tokio_xmpp::jid::FullJid;
 use tokio_xmpp::Stanza;
 
@@ -214,7 +214,7 @@ pub struct Started {
 pub async fn run(
     config: ServerConfig,
     listener: TcpListener,
-    mut shutdown: Shutdown,
+    shutdown: Shutdown,
     ready: Option<oneshot::Sender<Started>>,
 ) -> Result<(), ServerError> {
     std::fs::create_dir_all(&config.data_dir).map_err(|source| ServerError::DataDir {
@@ -265,43 +265,19 @@ pub async fn run(
         });
     }
 
-    let permits = Arc::new(Semaphore::new(config.limits.max_connections));
     let mut connections = tokio::task::JoinSet::new();
-    let mut accept_backoff = Duration::from_millis(10);
-    loop {
-        // A permit first: at the connection cap, new clients wait in the kernel's queue.
-        let permit = tokio::select! {
-            _ = shutdown.wait() => break,
-            permit = permits.clone().acquire_owned() => match permit {
-                Ok(permit) => permit,
-                Err(_) => break,
-            },
-        };
-        let accepted = tokio::select! {
-            _ = shutdown.wait() => break,
-            accepted = listener.accept() => accepted,
-        };
-        match accepted {
-            Ok((tcp, peer)) => {
-                accept_backoff = Duration::from_millis(10);
-                let _ = tcp.set_nodelay(true);
-                let shared = shared.clone();
-                let shutdown = shutdown.clone();
-                connections.spawn(async move {
-                    stream::serve(tcp, peer, shared, shutdown).await;
-                    drop(permit);
-                });
-            }
-            Err(error) => {
-                // Typically EMFILE: wait instead of spinning.
-                tracing::warn!("accept failed: {error}; retrying in {accept_backoff:?}");
-                tokio::time::sleep(accept_backoff).await;
-                accept_backoff = (accept_backoff * 2).min(Duration::from_secs(1));
-            }
-        }
-        // Reap finished connection tasks so the set does not grow.
-        while connections.try_join_next().is_some() {}
-    }
+    crate::accept::bounded(
+        &listener,
+        config.limits.max_connections,
+        shutdown.clone(),
+        &mut connections,
+        "XMPP server",
+        |tcp, peer| {
+            let _ = tcp.set_nodelay(true);
+            stream::serve(tcp, peer, shared.clone(), shutdown.clone())
+        },
+    )
+    .await;
 
     tracing::info!("shutting down: closing {} connections", connections.len());
     // Every session sees the shutdown and sends `system-shutdown`; give them a moment.
