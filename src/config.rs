@@ -70,7 +70,27 @@ pub fn xmpp_login(args: &XmppArgs) -> Result<(Jid, Connector), ConfigError> {
     Ok((jid, connector))
 }
 
-fn mqtt(args: &MqttArgs, topic: String, format: PayloadFormat) -> Result<MqttConfig, ConfigError> {
+/// Where and how to log in to the MQTT broker, from the MQTT flags; shared by `bridge` and
+/// `simulate`, so both read passwords and CA files the same way.
+#[derive(Debug, Clone)]
+pub struct BrokerLogin {
+    /// Host name or address.
+    pub host: String,
+    /// Port: as given, else 1883, or 8883 with TLS.
+    pub port: u16,
+    /// Login, if the broker wants one.
+    pub username: Option<String>,
+    /// From `--mqtt-password-file`, or `MQTT2XMPP_MQTT_PASSWORD` with a user name.
+    pub password: Option<secret::Secret>,
+    /// As given, else unique per process.
+    pub client_id: String,
+    /// With `--mqtt-tls` or `--mqtt-ca`.
+    pub tls: Option<std::sync::Arc<rustls::ClientConfig>>,
+}
+
+/// Resolves the MQTT flags: reads the password file and the CA file now, so mistakes show up
+/// before anything connects.
+pub fn broker_login(args: &MqttArgs) -> Result<BrokerLogin, ConfigError> {
     let use_tls = args.mqtt_tls || args.mqtt_ca.is_some();
     let password = match (&args.mqtt_username, &args.mqtt_password_file) {
         (_, Some(file)) => Some(secret::read_file(file)?),
@@ -84,13 +104,25 @@ fn mqtt(args: &MqttArgs, topic: String, format: PayloadFormat) -> Result<MqttCon
     } else {
         None
     };
-    Ok(MqttConfig {
+    Ok(BrokerLogin {
         host: args.mqtt_host.clone(),
         port: args.mqtt_port.unwrap_or(if use_tls { 8883 } else { 1883 }),
         username: args.mqtt_username.clone(),
         password,
         client_id: args.mqtt_client_id.clone().unwrap_or_else(unique_client_id),
         tls,
+    })
+}
+
+fn mqtt(args: &MqttArgs, topic: String, format: PayloadFormat) -> Result<MqttConfig, ConfigError> {
+    let login = broker_login(args)?;
+    Ok(MqttConfig {
+        host: login.host,
+        port: login.port,
+        username: login.username,
+        password: login.password,
+        client_id: login.client_id,
+        tls: login.tls,
         topic,
         format,
         keep_alive: std::time::Duration::from_secs(30),
@@ -99,7 +131,7 @@ fn mqtt(args: &MqttArgs, topic: String, format: PayloadFormat) -> Result<MqttCon
 
 /// `mqtt2xmpp` plus 12 random hex digits: unique, and within the 23 alphanumeric characters every
 /// MQTT 3.1.1 broker must accept.
-fn unique_client_id() -> String {
+pub(crate) fn unique_client_id() -> String {
     format!("mqtt2xmpp{:012x}", rand::random::<u64>() & 0xffff_ffff_ffff)
 }
 

@@ -55,7 +55,7 @@ use tokio::time::Instant;
 use crate::backoff::Backoff;
 use crate::bridge::mqtt::MqttError;
 use crate::cli::SimulateArgs;
-use crate::secret::{self, Secret, SecretError};
+use crate::secret::{Secret, SecretError};
 use crate::shutdown::Shutdown;
 use crate::tls::{self, TlsConfigError};
 
@@ -165,6 +165,9 @@ impl Building {
 /// Why the simulator could not start or did not finish.
 #[derive(Debug, Error)]
 pub enum SimulateError {
+    /// The MQTT flags could not be resolved (password file, CA file).
+    #[error(transparent)]
+    Config(#[from] crate::config::ConfigError),
     /// The MQTT password could not be read.
     #[error(transparent)]
     Secret(#[from] SecretError),
@@ -190,20 +193,7 @@ pub enum SimulateError {
 /// The simulator's configuration from its flags: reads the password file and the CA file, so
 /// mistakes show up before anything connects.
 pub fn config(args: &SimulateArgs) -> Result<SimulateConfig, SimulateError> {
-    let mqtt = &args.mqtt;
-    let use_tls = mqtt.mqtt_tls || mqtt.mqtt_ca.is_some();
-    let password = match (&mqtt.mqtt_username, &mqtt.mqtt_password_file) {
-        (_, Some(file)) => Some(secret::read_file(file)?),
-        (Some(_), None) => std::env::var("MQTT2XMPP_MQTT_PASSWORD")
-            .ok()
-            .map(Secret::new),
-        (None, None) => None,
-    };
-    let tls = if use_tls {
-        Some(tls::client_config(mqtt.mqtt_ca.as_deref())?)
-    } else {
-        None
-    };
+    let login = crate::config::broker_login(&args.mqtt)?;
     let scenario = match &args.building {
         Some(id) => Scenario::Building(Building {
             id: id.clone(),
@@ -218,12 +208,17 @@ pub fn config(args: &SimulateArgs) -> Result<SimulateConfig, SimulateError> {
     };
     Ok(SimulateConfig {
         broker: BrokerConfig {
-            host: mqtt.mqtt_host.clone(),
-            port: mqtt.mqtt_port.unwrap_or(if use_tls { 8883 } else { 1883 }),
-            username: mqtt.mqtt_username.clone(),
-            password,
-            client_id: mqtt.mqtt_client_id.clone().unwrap_or_else(unique_client_id),
-            tls,
+            host: login.host,
+            port: login.port,
+            username: login.username,
+            password: login.password,
+            // The simulator's own default prefix, to tell it from the bridge in broker logs.
+            client_id: args
+                .mqtt
+                .mqtt_client_id
+                .clone()
+                .unwrap_or_else(unique_client_id),
+            tls: login.tls,
             keep_alive: Duration::from_secs(30),
         },
         scenario,
@@ -1586,7 +1581,15 @@ mod tests {
             Some("s3cret")
         );
         let missing = parse(&["--mqtt-password-file", "/nonexistent/pw"]).unwrap();
-        assert!(matches!(config_error(&missing), SimulateError::Secret(_)));
+        let error = config_error(&missing);
+        assert!(
+            matches!(
+                error,
+                SimulateError::Config(crate::config::ConfigError::Secret(_))
+            ),
+            "{error:?}"
+        );
+        assert!(error.to_string().contains("/nonexistent/pw"), "{error}");
     }
 
     fn config_error(args: &SimulateArgs) -> SimulateError {
