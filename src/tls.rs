@@ -159,6 +159,18 @@ impl ServerCertVerifier for PinningVerifier {
     }
 }
 
+/// This connection's RFC 9266 `tls-exporter` channel-binding bytes (32 bytes, label
+/// `EXPORTER-Channel-Binding`, no context), or `None` before TLS 1.3 (where it is undefined).
+/// Client and server compute the same bytes; SCRAM-*-PLUS binds the login to them.
+pub fn tls_exporter<Data>(connection: &rustls::ConnectionCommon<Data>) -> Option<Vec<u8>> {
+    if connection.protocol_version() != Some(rustls::ProtocolVersion::TLSv1_3) {
+        return None;
+    }
+    connection
+        .export_keying_material(vec![0u8; 32], b"EXPORTER-Channel-Binding", None)
+        .ok()
+}
+
 /// If `error` (or its source chain) is a certificate verification failure, a sentence for the
 /// user saying so; such failures are configuration problems that retrying cannot fix.
 pub fn untrusted_certificate(error: &(dyn std::error::Error + 'static)) -> Option<String> {

@@ -127,7 +127,12 @@ pub fn ensure_account(data_dir: &Path, name: &str) -> Result<Account, UpError> {
         (password, false)
     } else {
         let password = Secret::new(Alphanumeric.sample_string(&mut rand::rng(), 20));
-        write_private(&password_file, password.expose()).map_err(|source| UpError::Io {
+        server::cert::write_file(
+            &password_file,
+            format!("{}\n", password.expose()).as_bytes(),
+            0o600,
+        )
+        .map_err(|source| UpError::Io {
             what: format!("writing {}", password_file.display()),
             source,
         })?;
@@ -144,19 +149,6 @@ pub fn ensure_account(data_dir: &Path, name: &str) -> Result<Account, UpError> {
         password,
         created,
     })
-}
-
-fn write_private(path: &Path, content: &str) -> std::io::Result<()> {
-    use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
-    let mut file = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(path)?;
-    writeln!(file, "{content}")?;
-    file.sync_all()
 }
 
 async fn listen(port: u16, what: &'static str, flag: &'static str) -> Result<TcpListener, UpError> {

@@ -249,7 +249,8 @@ impl Connector {
         let binding = if self.guard.binding_disabled.load(Ordering::SeqCst) {
             ChannelBinding::None
         } else {
-            channel_binding(&tls)
+            crate::tls::tls_exporter(tls.get_ref().1)
+                .map_or(ChannelBinding::None, ChannelBinding::TlsExporter)
         };
         let secured = initiate_stream(BufStream::new(tls), ns, header(), timeouts).await?;
         Ok((secured, binding))
@@ -338,18 +339,6 @@ pub fn open_stream(jid: Jid, connector: Connector) -> StanzaStream {
 fn sasl_condition_name(condition: &tokio_xmpp::parsers::sasl::DefinedCondition) -> String {
     let element = tokio_xmpp::minidom::Element::from(condition.clone());
     element.name().to_string()
-}
-
-/// RFC 9266 tls-exporter channel binding on TLS 1.3 (what tokio-xmpp's SCRAM-*-PLUS expects).
-fn channel_binding(tls: &TlsStream<TcpStream>) -> ChannelBinding {
-    let (_, connection) = tls.get_ref();
-    if connection.protocol_version() != Some(rustls::ProtocolVersion::TLSv1_3) {
-        return ChannelBinding::None;
-    }
-    match connection.export_keying_material(vec![0u8; 32], b"EXPORTER-Channel-Binding", None) {
-        Ok(data) => ChannelBinding::TlsExporter(data),
-        Err(_) => ChannelBinding::None,
-    }
 }
 
 /// Why [`Connector::open`] failed.

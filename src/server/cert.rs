@@ -164,7 +164,7 @@ fn self_signed(domain: &str) -> Result<rcgen::CertifiedKey, rcgen::Error> {
 
 /// Writes a file with the given permissions from the start (the key is never world-readable,
 /// not even for an instant), replacing any partial file from an earlier failed attempt.
-fn write_file(path: &Path, content: &[u8], mode: u32) -> std::io::Result<()> {
+pub(crate) fn write_file(path: &Path, content: &[u8], mode: u32) -> std::io::Result<()> {
     use std::os::unix::fs::OpenOptionsExt;
     let mut file = std::fs::OpenOptions::new()
         .write(true)

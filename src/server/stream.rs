@@ -341,7 +341,7 @@ async fn negotiate(
     let tls = tokio_rustls::TlsAcceptor::from(shared.tls.clone())
         .accept(tcp)
         .await?;
-    let exporter = tls_exporter(&tls);
+    let exporter = crate::tls::tls_exporter(tls.get_ref().1);
 
     let secure: Secure = BufStream::new(LimitedReader::new(
         tls,
@@ -487,17 +487,6 @@ fn sasl_condition(failure: super::sasl::Failure) -> wire_sasl::DefinedCondition 
         F::NotAuthorized => C::NotAuthorized,
         F::TemporaryAuthFailure => C::TemporaryAuthFailure,
     }
-}
-
-/// RFC 9266 channel binding for TLS 1.3.
-fn tls_exporter(tls: &TlsStream<TcpStream>) -> Option<Vec<u8>> {
-    let (_, connection) = tls.get_ref();
-    if connection.protocol_version() != Some(rustls::ProtocolVersion::TLSv1_3) {
-        return None;
-    }
-    connection
-        .export_keying_material(vec![0u8; 32], b"EXPORTER-Channel-Binding", None)
-        .ok()
 }
 
 /// After SASL: the restarted stream, bind (RFC 6120 §7), and the legacy session IQ.
