@@ -34,7 +34,7 @@ pub enum Command {
     ///   mqtt2xmpp bridge --jid bot@example.org --password-file /etc/mqtt2xmpp/xmpp-password \
     ///       --topic sensors/temperature --unit °C
     #[command(verbatim_doc_comment)]
-    Bridge(BridgeArgs),
+    Bridge(Box<BridgeArgs>),
     /// Send one chat message, print the reply, and exit: for scripts, cron jobs and smoke tests.
     ///
     /// Exits 0 with the reply on standard output, or non-zero if no reply arrives in time.
@@ -216,7 +216,73 @@ pub struct BridgeArgs {
 
     #[command(flatten)]
     #[allow(missing_docs)]
+    pub bot: BotArgs,
+
+    #[command(flatten)]
+    #[allow(missing_docs)]
     pub xmpp: XmppArgs,
+}
+
+/// Who may use the bot, how much it remembers, how it alerts.
+#[derive(Debug, Args)]
+#[command(next_help_heading = "Access, history and alerts")]
+pub struct BotArgs {
+    /// Allow this contact (a bare JID) to use the bot, alerts and stats included. Repeatable, or
+    /// comma-separated. With no --allow/--allow-domain anyone may read values, but nobody may set
+    /// alerts or ask for stats; with any, everyone else gets one polite refusal an hour.
+    #[arg(
+        long,
+        env = "MQTT2XMPP_ALLOW",
+        value_name = "JID",
+        value_delimiter = ','
+    )]
+    pub allow: Vec<String>,
+
+    /// Allow every account of this domain, as --allow does for one contact. Repeatable, or
+    /// comma-separated.
+    #[arg(
+        long,
+        env = "MQTT2XMPP_ALLOW_DOMAIN",
+        value_name = "DOMAIN",
+        value_delimiter = ','
+    )]
+    pub allow_domain: Vec<String>,
+
+    /// Replies per minute to one contact, on average; over it (after a burst of
+    /// --reply-burst) the contact is told once to slow down, then ignored until it does.
+    #[arg(long, env = "MQTT2XMPP_REPLIES_PER_MINUTE", default_value_t = 30,
+          value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    pub replies_per_minute: u32,
+
+    /// Replies to one contact in a quick row before --replies-per-minute applies.
+    #[arg(long, env = "MQTT2XMPP_REPLY_BURST", default_value_t = 10,
+          value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    pub reply_burst: u32,
+
+    /// Most distinct MQTT topics tracked. Readings on further new topics are dropped (and
+    /// logged once a minute); topics already tracked keep updating.
+    #[arg(long, env = "MQTT2XMPP_MAX_TOPICS", default_value_t = 1000,
+          value_parser = clap::value_parser!(u64).range(1..=10_000_000))]
+    pub max_topics: u64,
+
+    /// Readings kept per topic for stats (24 bytes each: the defaults need at most 24 MB).
+    #[arg(long, env = "MQTT2XMPP_HISTORY", default_value_t = 1000,
+          value_parser = clap::value_parser!(u64).range(1..=10_000_000))]
+    pub history: u64,
+
+    /// Keep the history and the alerts in this SQLite file, so they survive a restart
+    /// [default: in memory only].
+    #[arg(long, env = "MQTT2XMPP_STATE_DB", value_name = "FILE")]
+    pub state_db: Option<PathBuf>,
+
+    /// Least time between two messages of one alert about one topic.
+    #[arg(long, env = "MQTT2XMPP_ALERT_INTERVAL", default_value = "1m", value_parser = parse_duration)]
+    pub alert_interval: Duration,
+
+    /// Least time between two updates of the presence status, which shows the default sensor's
+    /// value.
+    #[arg(long, env = "MQTT2XMPP_PRESENCE_INTERVAL", default_value = "1m", value_parser = parse_duration)]
+    pub presence_interval: Duration,
 }
 
 /// Where the readings come from.
@@ -255,20 +321,42 @@ pub struct MqttArgs {
     pub mqtt_ca: Option<PathBuf>,
 }
 
-/// What the bot reads and how it shows it.
+/// What the bot reads and how it shows it: its sensors.
+///
+/// Sensors are kept in this order: `--sensor` flags, then the sensors of `--sensors-file`, then
+/// `--topic` flags; the first one is the default, which answers any message that is not a
+/// command. See [`crate::bridge::sensors`].
 #[derive(Debug, Args)]
 #[command(next_help_heading = "Sensor")]
 pub struct SensorArgs {
-    /// MQTT topic carrying the readings.
-    #[arg(long, env = "MQTT2XMPP_TOPIC", default_value = "sensors/temperature")]
-    pub topic: String,
+    /// A named sensor: name=NAME,topic=TOPIC[,json-pointer=POINTER][,unit=UNIT][,precision=N],
+    /// e.g. --sensor name=temp,topic=sensors/temperature,unit=°C,precision=1. Repeat for more
+    /// sensors; they come first, so the first --sensor is the default sensor. Fields left out
+    /// take --json-pointer, --unit and --precision. A name is 1 to 32 letters, digits, _ - or .
+    /// (temp, baño, vib_oeste). For a topic containing ',' use --sensors-file.
+    #[arg(long = "sensor", env = "MQTT2XMPP_SENSOR", value_name = "SPEC")]
+    pub sensors: Vec<String>,
+
+    /// TOML file of [[sensor]] tables (name, topic, and optionally json_pointer, unit,
+    /// precision), e.g. deploy/sensors.toml.example. Its sensors come after those of --sensor
+    /// and before those of --topic.
+    #[arg(long, env = "MQTT2XMPP_SENSORS_FILE", value_name = "FILE")]
+    pub sensors_file: Option<PathBuf>,
+
+    /// A sensor named by its MQTT topic, which may use the wildcards + (one level) and # (all
+    /// levels below), e.g. --topic 'EDIFICIO_1/+/+/+/TEMP'. Repeat for more sensors; they come
+    /// last. With no --sensor, --sensors-file or --topic at all, the bot reads one sensor:
+    /// sensors/temperature.
+    #[arg(long, env = "MQTT2XMPP_TOPIC", value_name = "TOPIC")]
+    pub topic: Vec<String>,
 
     /// Take the value from a JSON payload at this RFC 6901 pointer, e.g. /temperature for
-    /// {"temperature": 21.5}. Without it the payload must be a plain number.
+    /// {"temperature": 21.5}. Without it the payload must be a plain number. For every sensor
+    /// that does not set its own.
     #[arg(long, env = "MQTT2XMPP_JSON_POINTER", value_name = "POINTER")]
     pub json_pointer: Option<String>,
 
-    /// Unit shown after the value, e.g. °C.
+    /// Unit shown after the value, e.g. °C, for every sensor that does not set its own.
     #[arg(
         long,
         env = "MQTT2XMPP_UNIT",
@@ -277,7 +365,8 @@ pub struct SensorArgs {
     )]
     pub unit: String,
 
-    /// Decimals shown [default: the value as published].
+    /// Decimals shown, for every sensor that does not set its own [default: the value as
+    /// published].
     #[arg(long, env = "MQTT2XMPP_PRECISION", value_parser = clap::value_parser!(u8).range(0..=9))]
     pub precision: Option<u8>,
 
@@ -491,8 +580,46 @@ mod tests {
         };
         assert_eq!(args.mqtt.mqtt_host, "127.0.0.1");
         assert_eq!(args.mqtt.mqtt_port, None);
-        assert_eq!(args.sensor.topic, "sensors/temperature");
+        // No sensor given: config::sensors falls back to sensors/temperature.
+        assert!(args.sensor.topic.is_empty() && args.sensor.sensors.is_empty());
+        assert_eq!(args.sensor.sensors_file, None);
         assert_eq!(args.sensor.stale_after, Duration::from_secs(600));
+    }
+
+    #[test]
+    fn sensor_flags_repeat_and_keep_their_order() {
+        let cli = Cli::try_parse_from([
+            "mqtt2xmpp",
+            "bridge",
+            "--jid",
+            "bot@localhost",
+            "--topic",
+            "EDIFICIO_1/+/+/+/TEMP",
+            "--sensor",
+            "name=temp,topic=sensors/temperature",
+            "--topic",
+            "EDIFICIO_1/#",
+            "--sensor",
+            "name=vib,topic=v,unit=mm/s",
+            "--sensors-file",
+            "/etc/mqtt2xmpp/sensors.toml",
+        ])
+        .unwrap();
+        let Command::Bridge(args) = cli.command else {
+            panic!("not bridge")
+        };
+        assert_eq!(args.sensor.topic, ["EDIFICIO_1/+/+/+/TEMP", "EDIFICIO_1/#"]);
+        assert_eq!(
+            args.sensor.sensors,
+            [
+                "name=temp,topic=sensors/temperature",
+                "name=vib,topic=v,unit=mm/s"
+            ]
+        );
+        assert_eq!(
+            args.sensor.sensors_file.as_deref(),
+            Some(std::path::Path::new("/etc/mqtt2xmpp/sensors.toml"))
+        );
     }
 
     #[test]

@@ -3,12 +3,14 @@
 //! connects anywhere.
 
 use std::str::FromStr;
+use std::time::Duration;
 
 use thiserror::Error;
-use tokio_xmpp::jid::Jid;
+use tokio_xmpp::jid::{BareJid, Jid};
 
-use crate::bridge::{mqtt::MqttConfig, reading::PayloadFormat, reply::SensorView, BridgeConfig};
-use crate::cli::{BridgeArgs, MqttArgs, XmppArgs};
+use crate::bridge::sensors::{SensorDefaults, SensorError, Sensors};
+use crate::bridge::{alerts, bot, cache::Limits, mqtt::MqttConfig, BridgeConfig};
+use crate::cli::{BotArgs, BridgeArgs, MqttArgs, SensorArgs, XmppArgs};
 use crate::secret::{self, SecretError};
 use crate::tls::{self, TlsConfigError};
 use crate::xmpp_connect::{self, Connector};
@@ -27,17 +29,22 @@ pub enum ConfigError {
     /// `--xmpp-server` is malformed.
     #[error("--xmpp-server: {0}")]
     XmppServer(String),
-    /// A topic the bridge cannot subscribe to.
-    #[error("--topic {topic:?}: {reason}")]
-    Topic {
-        /// What was given.
-        topic: String,
-        /// Why it is not usable.
-        reason: &'static str,
-    },
     /// `--json-pointer` is not an RFC 6901 pointer.
     #[error("--json-pointer {0:?}: a JSON pointer starts with '/', e.g. /temperature")]
     JsonPointer(String),
+    /// A sensor from `--sensor`, `--sensors-file` or `--topic` cannot be used.
+    #[error(transparent)]
+    Sensor(#[from] SensorError),
+    /// An `--allow` or `--allow-domain` value is not a contact or domain.
+    #[error("{flag} {value:?}: {reason}")]
+    Allow {
+        /// Which flag.
+        flag: &'static str,
+        /// What was given.
+        value: String,
+        /// Why it is not usable.
+        reason: String,
+    },
     /// A password could not be read.
     #[error(transparent)]
     Secret(#[from] SecretError),
@@ -114,7 +121,7 @@ pub fn broker_login(args: &MqttArgs) -> Result<BrokerLogin, ConfigError> {
     })
 }
 
-fn mqtt(args: &MqttArgs, topic: String, format: PayloadFormat) -> Result<MqttConfig, ConfigError> {
+fn mqtt(args: &MqttArgs, filters: Vec<String>) -> Result<MqttConfig, ConfigError> {
     let login = broker_login(args)?;
     Ok(MqttConfig {
         host: login.host,
@@ -123,9 +130,8 @@ fn mqtt(args: &MqttArgs, topic: String, format: PayloadFormat) -> Result<MqttCon
         password: login.password,
         client_id: login.client_id,
         tls: login.tls,
-        topic,
-        format,
-        keep_alive: std::time::Duration::from_secs(30),
+        filters,
+        keep_alive: Duration::from_secs(30),
     })
 }
 
@@ -135,57 +141,103 @@ pub(crate) fn unique_client_id() -> String {
     format!("mqtt2xmpp{:012x}", rand::random::<u64>() & 0xffff_ffff_ffff)
 }
 
-/// Validates a subscription topic for the one-sensor bridge.
-fn check_topic(topic: &str) -> Result<(), ConfigError> {
-    let bad = |reason| ConfigError::Topic {
-        topic: topic.to_string(),
-        reason,
-    };
-    if topic.is_empty() {
-        return Err(bad("a topic cannot be empty"));
-    }
-    if topic.contains(['+', '#']) {
-        return Err(bad(
-            "wildcards (+, #) are not supported yet: name the sensor's exact topic",
-        ));
-    }
-    if topic.contains('\0') || topic.len() > 65_535 {
-        return Err(bad("not a valid MQTT topic"));
-    }
-    Ok(())
-}
-
-/// The bridge's configuration from its flags.
-pub fn bridge(args: &BridgeArgs) -> Result<BridgeConfig, ConfigError> {
-    let sensor = &args.sensor;
-    check_topic(&sensor.topic)?;
-    if let Some(pointer) = &sensor.json_pointer {
+/// The sensors from the sensor flags: `--sensor`, then `--sensors-file`, then `--topic` (the
+/// first is the default sensor), each falling back to `--json-pointer`, `--unit` and
+/// `--precision` for what it does not set; `sensors/temperature` if none is given.
+pub fn sensors(args: &SensorArgs) -> Result<Sensors, ConfigError> {
+    if let Some(pointer) = &args.json_pointer {
         if !pointer.is_empty() && !pointer.starts_with('/') {
             return Err(ConfigError::JsonPointer(pointer.clone()));
         }
     }
-    let format = PayloadFormat {
-        json_pointer: sensor.json_pointer.clone(),
+    let defaults = SensorDefaults {
+        json_pointer: args.json_pointer.clone(),
+        unit: args.unit.clone(),
+        precision: args.precision.map(usize::from),
     };
-    let mqtt = mqtt(&args.mqtt, sensor.topic.clone(), format)?;
+    Ok(Sensors::from_flags(
+        &args.sensors,
+        args.sensors_file.as_deref(),
+        &args.topic,
+        &defaults,
+    )?)
+}
+
+/// Most alerts one contact may hold.
+const ALERTS_PER_CONTACT: usize = 20;
+
+/// Most alerts the bot holds in all.
+const ALERTS_TOTAL: usize = 1000;
+
+/// The bridge's configuration from its flags.
+pub fn bridge(args: &BridgeArgs) -> Result<BridgeConfig, ConfigError> {
+    let sensors = sensors(&args.sensor)?;
+    let mqtt = mqtt(&args.mqtt, sensors.filters())?;
     let (jid, connector) = xmpp_login(&args.xmpp)?;
-    let status = format!(
-        "Send me any message for the latest {} reading",
-        sensor.topic
-    );
+    let bot = bot_settings(&args.bot, args.sensor.stale_after)?;
     Ok(BridgeConfig {
         mqtt,
         xmpp: crate::bridge::xmpp::XmppConfig {
             jid,
             connector,
-            status,
+            presence_interval: args.bot.presence_interval,
         },
-        view: SensorView {
-            topic: sensor.topic.clone(),
-            unit: sensor.unit.clone(),
-            precision: sensor.precision.map(usize::from),
-            stale_after: sensor.stale_after,
+        sensors,
+        bot,
+        limits: Limits {
+            max_topics: usize::try_from(args.bot.max_topics).unwrap_or(usize::MAX),
+            history: usize::try_from(args.bot.history).unwrap_or(usize::MAX),
         },
+        state_db: args.bot.state_db.clone(),
+    })
+}
+
+/// The bot's behaviour from its flags; the allow list is checked here.
+pub fn bot_settings(args: &BotArgs, stale_after: Duration) -> Result<bot::Settings, ConfigError> {
+    let mut allow = Vec::new();
+    for jid in &args.allow {
+        let bare = BareJid::from_str(jid.trim()).map_err(|e| ConfigError::Allow {
+            flag: "--allow",
+            value: jid.clone(),
+            reason: e.to_string(),
+        })?;
+        if bare.node().is_none() {
+            return Err(ConfigError::Allow {
+                flag: "--allow",
+                value: jid.clone(),
+                reason: "a contact needs a user part, e.g. alice@example.org; for a whole \
+                         domain use --allow-domain"
+                    .into(),
+            });
+        }
+        allow.push(bare.to_string());
+    }
+    let mut allow_domains = Vec::new();
+    for domain in &args.allow_domain {
+        let parsed = BareJid::from_str(domain.trim())
+            .ok()
+            .filter(|j| j.node().is_none());
+        let Some(parsed) = parsed else {
+            return Err(ConfigError::Allow {
+                flag: "--allow-domain",
+                value: domain.clone(),
+                reason: "a domain, e.g. example.org, without user or resource".into(),
+            });
+        };
+        allow_domains.push(parsed.to_string());
+    }
+    Ok(bot::Settings {
+        stale_after,
+        alerts: alerts::Settings {
+            min_interval: args.alert_interval,
+            stale_after,
+            per_contact: ALERTS_PER_CONTACT,
+            total: ALERTS_TOTAL,
+        },
+        replies_per_minute: args.replies_per_minute,
+        reply_burst: args.reply_burst,
+        allow,
+        allow_domains,
     })
 }
 
@@ -204,13 +256,57 @@ mod tests {
         );
     }
 
-    #[test]
-    fn topics_are_checked() {
-        assert!(check_topic("sensors/temperature").is_ok());
-        assert!(check_topic("EDIFICIO_1/P_2/O/4/VIBR").is_ok());
-        for bad in ["", "sensors/+", "#", "a\0b"] {
-            assert!(check_topic(bad).is_err(), "{bad:?}");
+    fn sensor_args(extra: &[&str]) -> SensorArgs {
+        use clap::Parser;
+        #[derive(Parser)]
+        struct Flags {
+            #[command(flatten)]
+            sensor: SensorArgs,
         }
+        let argv = std::iter::once("mqtt2xmpp").chain(extra.iter().copied());
+        match Flags::try_parse_from(argv) {
+            Ok(flags) => flags.sensor,
+            Err(error) => panic!("{extra:?}: {error}"),
+        }
+    }
+
+    #[test]
+    fn without_sensor_flags_the_bot_reads_the_documented_default() {
+        let sensors = sensors(&sensor_args(&["--unit", "°C", "--precision", "1"])).unwrap();
+        assert_eq!(sensors.len(), 1);
+        let sensor = sensors.default_sensor();
+        assert_eq!(sensor.filter, "sensors/temperature");
+        assert_eq!((sensor.unit.as_str(), sensor.precision), ("°C", Some(1)));
+    }
+
+    #[test]
+    fn sensor_flags_become_sensors_in_the_documented_order() {
+        let sensors = sensors(&sensor_args(&[
+            "--topic",
+            "EDIFICIO_1/+/+/+/TEMP",
+            "--sensor",
+            "name=temp,topic=sensors/temperature,unit=°C",
+            "--json-pointer",
+            "/value",
+        ]))
+        .unwrap();
+        let names: Vec<&str> = sensors.iter().map(|s| s.name.as_str()).collect();
+        assert_eq!(names, ["temp", "EDIFICIO_1/+/+/+/TEMP"]);
+        let building = sensors.by_name("EDIFICIO_1/+/+/+/TEMP").unwrap();
+        assert_eq!(building.format.json_pointer.as_deref(), Some("/value"));
+    }
+
+    #[test]
+    fn bad_sensor_flags_are_refused_clearly() {
+        let err = sensors(&sensor_args(&["--json-pointer", "value"])).unwrap_err();
+        assert!(matches!(err, ConfigError::JsonPointer(_)), "{err}");
+        let err = sensors(&sensor_args(&["--topic", "sensors/#/x"])).unwrap_err();
+        assert!(
+            err.to_string().starts_with("--topic \"sensors/#/x\""),
+            "{err}"
+        );
+        let err = sensors(&sensor_args(&["--sensor", "name=t"])).unwrap_err();
+        assert!(err.to_string().contains("topic is missing"), "{err}");
     }
 
     #[test]

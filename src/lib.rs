@@ -10,6 +10,7 @@
 //! | [`up`] | `mqtt2xmpp up`: broker, server, simulated sensor and bot in one process |
 //! | [`simulate`] | simulated sensors (one temperature, or a whole building) publishing to any broker |
 //! | [`xmpp_connect`] | STARTTLS with our trust settings; turns refused logins into errors |
+//! | [`topic`] | MQTT topic filters: matching and validation |
 //! | [`tls`] | rustls client configuration (system roots + `--*-ca` files) |
 //! | [`secret`] | passwords from files or the environment, never printed |
 //! | [`backoff`] | reconnect delays with jitter |
@@ -31,5 +32,6 @@ pub mod server;
 pub mod shutdown;
 pub mod simulate;
 pub mod tls;
+pub mod topic;
 pub mod up;
 pub mod xmpp_connect;

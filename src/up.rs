@@ -16,7 +16,9 @@ use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use tokio_xmpp::jid::Jid;
 
-use crate::bridge::{self, mqtt::MqttConfig, reading::PayloadFormat, reply::SensorView};
+use crate::bridge::sensors::{Sensor, Sensors};
+use crate::bridge::{self, mqtt::MqttConfig, reading::PayloadFormat};
+use crate::cli::BotArgs;
 use crate::secret::{self, Secret};
 use crate::server::{self, admin, limits::Limits, ServerConfig};
 use crate::shutdown::{self, Shutdown};
@@ -257,6 +259,35 @@ pub async fn run(config: UpConfig, mut shutdown: Shutdown) -> Result<(), UpError
         });
     }
 
+    let sensor = Sensor {
+        name: config.topic.clone(),
+        filter: config.topic.clone(),
+        format: PayloadFormat::default(),
+        unit: "°C".into(),
+        precision: Some(1),
+    };
+    let sensors = Sensors::new(vec![sensor]).map_err(|e| UpError::Io {
+        what: format!("--topic {}", config.topic),
+        source: std::io::Error::other(e),
+    })?;
+    let bot_settings = crate::config::bot_settings(
+        &BotArgs {
+            allow: vec![you.jid.clone()],
+            allow_domain: Vec::new(),
+            replies_per_minute: 30,
+            reply_burst: 10,
+            max_topics: 1000,
+            history: 1000,
+            state_db: None,
+            alert_interval: Duration::from_secs(60),
+            presence_interval: Duration::from_secs(60),
+        },
+        Duration::from_secs(600),
+    )
+    .map_err(|e| UpError::Io {
+        what: format!("account {}", you.jid),
+        source: std::io::Error::other(e),
+    })?;
     let bridge_config = bridge::BridgeConfig {
         mqtt: MqttConfig {
             host: mqtt_host.clone(),
@@ -265,8 +296,7 @@ pub async fn run(config: UpConfig, mut shutdown: Shutdown) -> Result<(), UpError
             password: None,
             client_id: format!("mqtt2xmppbot{:08x}", rand::random::<u32>()),
             tls: None,
-            topic: config.topic.clone(),
-            format: PayloadFormat::default(),
+            filters: sensors.filters(),
             keep_alive: Duration::from_secs(30),
         },
         xmpp: bridge::xmpp::XmppConfig {
@@ -290,17 +320,13 @@ pub async fn run(config: UpConfig, mut shutdown: Shutdown) -> Result<(), UpError
                     })?,
                 bot.password.clone(),
             ),
-            status: format!(
-                "Send me any message for the latest {} reading",
-                config.topic
-            ),
+            presence_interval: Duration::from_secs(60),
         },
-        view: SensorView {
-            topic: config.topic.clone(),
-            unit: "°C".into(),
-            precision: Some(1),
-            stale_after: Duration::from_secs(600),
-        },
+        sensors,
+        bot: bot_settings,
+        limits: bridge::cache::Limits::default(),
+        // History and alerts survive a restart, like the accounts in the same directory.
+        state_db: Some(config.data_dir.join("bot-state.sqlite")),
     };
     let bridge_stop = stopped.clone();
     tasks.spawn(async move {

@@ -31,8 +31,8 @@ const PROBE_PASSWORD: &str = "probe-secret";
 /// Nobody has this account: a message to it is never acknowledged with a receipt.
 const NOBODY: &str = "nobody@localhost";
 const TOPIC: &str = "sensors/temperature";
-/// The bot's presence status (the bridge's default for [`TOPIC`]).
-const BOT_STATUS: &str = "Send me any message for the latest sensors/temperature reading";
+/// How the bot's presence status starts: the default sensor's name, then its value.
+const BOT_STATUS: &str = "sensors/temperature: ";
 /// A chat room for a bookmark; it need not exist (profanity does not join it).
 const ROOM: &str = "room@conference.localhost";
 
@@ -96,7 +96,7 @@ fn profanity_asks_the_bot_on_the_bundled_server() {
     session.wait_for(&format!("Roster item added: {BOT}"));
     session.type_line(&format!("/sub request {BOT}"));
     session.wait_for(&format!("Subscription received from {BOT}"));
-    let online = format!("is online, \"{BOT_STATUS}\"");
+    let online = format!("is online, \"{BOT_STATUS}");
     session.wait_until("the bot coming online", |screen| {
         screen
             .lines()

@@ -1,19 +1,43 @@
-//! `mqtt2xmpp bridge`: the bot. An MQTT task fills a [`cache::Cache`] with the latest reading; an
-//! XMPP task answers every chat message from it.
+//! `mqtt2xmpp bridge`: the bot. An MQTT task hands every payload to the [`bot::Bot`], which keeps
+//! the latest reading and a bounded history per topic, and evaluates alerts; an XMPP task answers
+//! chat messages and commands from it, sends alert messages, and shows the default reading in
+//! its presence.
 //!
 //! ```text
-//! sensor ─MQTT─▶ broker ─▶ mqtt::run ─▶ Cache ─▶ xmpp::run ─▶ "21.5 °C (sensors/temperature, 3 s ago)"
+//! sensors ─MQTT─▶ broker ─▶ mqtt::run ─▶ Bot (cache, history, alerts) ─▶ xmpp::run ─▶ chat
+//!                                          └─▶ persist (optional SQLite)
 //! ```
+//!
+//! | module | what it does |
+//! |---|---|
+//! | [`sensors`] | named sensors from flags and a TOML file; which sensor a topic belongs to |
+//! | [`reading`] | payload bytes → a number (plain or through a JSON pointer) |
+//! | [`cache`] | latest reading and bounded history per topic, bounded number of topics |
+//! | [`commands`] | chat text → command (English and Spanish) |
+//! | [`reply`] | formatting of readings, listings and statistics |
+//! | [`alerts`] | per-contact alerts with hysteresis, minimum interval and silence detection |
+//! | [`access`] | allow list, refusals, per-contact rate limit |
+//! | [`bot`] | the above tied together |
+//! | [`persist`] | optional SQLite state: history and alerts across restarts |
+//! | [`mqtt`], [`xmpp`] | the two network tasks |
 //!
 //! Both tasks reconnect by themselves; either one stops the whole bridge only for a problem that
 //! reconnecting cannot fix (a refused login, an untrusted certificate), and then the other is
 //! shut down cleanly too.
 
+pub mod access;
+pub mod alerts;
+pub mod bot;
 pub mod cache;
+pub mod commands;
 pub mod mqtt;
+pub mod persist;
 pub mod reading;
 pub mod reply;
+pub mod sensors;
 pub mod xmpp;
+
+use std::time::{Duration, Instant};
 
 use thiserror::Error;
 use tokio::task::JoinSet;
@@ -27,8 +51,14 @@ pub struct BridgeConfig {
     pub mqtt: mqtt::MqttConfig,
     /// The XMPP side.
     pub xmpp: xmpp::XmppConfig,
-    /// How readings are presented.
-    pub view: reply::SensorView,
+    /// What the bot reads and how it shows it.
+    pub sensors: sensors::Sensors,
+    /// How the bot behaves.
+    pub bot: bot::Settings,
+    /// How much it remembers.
+    pub limits: cache::Limits,
+    /// Where history and alerts are kept across restarts, if anywhere.
+    pub state_db: Option<std::path::PathBuf>,
 }
 
 /// Why the bridge stopped on its own.
@@ -40,21 +70,48 @@ pub enum BridgeError {
     /// The XMPP side hit a problem reconnecting cannot fix.
     #[error(transparent)]
     Xmpp(#[from] crate::xmpp_connect::Fatal),
+    /// The state database could not be opened or read.
+    #[error("--state-db: {0}")]
+    State(#[from] persist::PersistError),
     /// A task panicked: a bug.
     #[error("internal error: a bridge task failed: {0}")]
     Task(#[from] tokio::task::JoinError),
 }
 
+/// How often the bot looks for silent sensors and writes queued readings to the database.
+const TICK: Duration = Duration::from_secs(1);
+
 /// Runs the bridge until `shutdown` fires (then returns `Ok`) or one side fails for good.
 pub async fn run(config: BridgeConfig, mut shutdown: Shutdown) -> Result<(), BridgeError> {
-    let cache = cache::Cache::new();
+    let cache = cache::Cache::new(config.limits);
+    let (sensors, settings, state_db) = (config.sensors, config.bot, config.state_db);
+    // Opening and reading the database blocks: keep it off the async workers.
+    let (bot, outlets) = tokio::task::spawn_blocking(move || {
+        let db = state_db
+            .as_deref()
+            .map(persist::StateDb::open)
+            .transpose()?;
+        bot::Bot::new(sensors, cache, settings, db)
+    })
+    .await??;
     let (stop, stopped) = shutdown::channel();
     let mut tasks = JoinSet::new();
-    let mqtt = mqtt::run(config.mqtt, cache.clone(), stopped.clone());
+    let mqtt = mqtt::run(config.mqtt, bot.clone(), stopped.clone());
     tasks.spawn(async move { mqtt.await.map_err(BridgeError::from) });
-    let replier = xmpp::reading_replier(config.view, cache.clone());
-    let xmpp = xmpp::run(config.xmpp, replier, stopped);
+    let xmpp = xmpp::run(config.xmpp, bot.clone(), outlets, stopped.clone());
     tasks.spawn(async move { xmpp.await.map_err(BridgeError::from) });
+    let ticker = bot.clone();
+    let mut tick_stop = stopped;
+    tasks.spawn(async move {
+        let mut interval = tokio::time::interval(TICK);
+        interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = tick_stop.wait() => return Ok(()),
+                _ = interval.tick() => ticker.tick(Instant::now()),
+            }
+        }
+    });
 
     let mut outcome = Ok(());
     let mut stopping = false;
@@ -79,11 +136,20 @@ pub async fn run(config: BridgeConfig, mut shutdown: Shutdown) -> Result<(), Bri
             },
         }
     }
-    let (accepted, rejected) = cache.counts();
+    let (accepted, rejected) = bot.cache().counts();
+    let refused = bot.cache().refused();
     tracing::info!(
         accepted,
         rejected,
-        "bridge stopped; MQTT payloads accepted and rejected"
+        refused,
+        "bridge stopped; MQTT payloads accepted, rejected (unreadable) and refused (over --max-topics)"
     );
+    // Every task has ended, so this is the last reference: save what is queued.
+    if tokio::task::spawn_blocking(move || bot.close())
+        .await
+        .is_err()
+    {
+        tracing::error!("could not finish writing the state database");
+    }
     outcome
 }

@@ -1,5 +1,5 @@
-//! The MQTT side of the bridge: keeps a rumqttc event loop polling, stores every readable payload
-//! in the [`Cache`], and survives the broker going away.
+//! The MQTT side of the bridge: keeps a rumqttc event loop polling, hands every payload to the
+//! [`Bot`], and survives the broker going away.
 //!
 //! rumqttc facts this module is built around: the event loop must be polled continuously (it
 //! does the keep-alive and the reconnect); after an error the next `poll()` reconnects at once,
@@ -11,12 +11,13 @@ use std::time::{Duration, Instant};
 
 use rumqttc::{
     AsyncClient, ConnectReturnCode, ConnectionError, Event, MqttOptions, Outgoing, Packet, QoS,
-    SubscribeReasonCode, TlsConfiguration, Transport,
+    SubscribeFilter, SubscribeReasonCode, TlsConfiguration, Transport,
 };
 use thiserror::Error;
 
-use super::cache::{Cache, Entry};
-use super::reading::{self, PayloadFormat};
+use super::bot::{Bot, Ingest};
+use super::cache::Stored;
+use super::reading;
 use crate::backoff::Backoff;
 use crate::secret::Secret;
 use crate::shutdown::Shutdown;
@@ -46,10 +47,8 @@ pub struct MqttConfig {
     pub client_id: String,
     /// TLS configuration, or `None` for plain TCP.
     pub tls: Option<Arc<rustls::ClientConfig>>,
-    /// The topic to subscribe to.
-    pub topic: String,
-    /// How payloads are read.
-    pub format: PayloadFormat,
+    /// The topics and filters to subscribe to (the sensors' filters).
+    pub filters: Vec<String>,
     /// MQTT keep-alive interval.
     pub keep_alive: Duration,
 }
@@ -87,7 +86,7 @@ pub enum MqttError {
 /// reconnecting cannot fix.
 pub async fn run(
     config: MqttConfig,
-    cache: Cache,
+    bot: Arc<Bot>,
     mut shutdown: Shutdown,
 ) -> Result<(), MqttError> {
     let broker = format!("{}:{}", config.host, config.port);
@@ -108,11 +107,9 @@ pub async fn run(
     let (client, mut eventloop) = AsyncClient::new(options, 16);
     let mut backoff = Backoff::new(Duration::from_millis(500), Duration::from_secs(30));
     let mut rejects = RejectLog::new(REJECT_LOG_INTERVAL);
-    tracing::info!(
-        broker,
-        topic = config.topic,
-        "connecting to the MQTT broker"
-    );
+    let mut refusals = RejectLog::new(REJECT_LOG_INTERVAL);
+    let topics = config.filters.join(" ");
+    tracing::info!(broker, topics, "connecting to the MQTT broker");
 
     loop {
         let event = tokio::select! {
@@ -123,41 +120,48 @@ pub async fn run(
             Ok(Event::Incoming(Packet::ConnAck(_))) => {
                 tracing::info!(broker, "connected to the MQTT broker");
                 backoff.reset();
-                // try_subscribe only queues the request: the loop stays free to poll.
-                if let Err(e) = client.try_subscribe(config.topic.clone(), QoS::AtLeastOnce) {
-                    tracing::error!("could not queue the subscription to {}: {e}", config.topic);
+                // try_subscribe_many only queues the request: the loop stays free to poll.
+                let filters = config
+                    .filters
+                    .iter()
+                    .map(|f| SubscribeFilter::new(f.clone(), QoS::AtLeastOnce));
+                if let Err(e) = client.try_subscribe_many(filters) {
+                    tracing::error!("could not queue the subscription to {topics}: {e}");
                 }
             }
             Ok(Event::Incoming(Packet::SubAck(ack))) => {
-                if ack
-                    .return_codes
-                    .iter()
-                    .any(|c| matches!(c, SubscribeReasonCode::Failure))
-                {
-                    tracing::error!(
-                        topic = config.topic,
-                        "the broker refused the subscription: check the broker's ACL for this user"
-                    );
-                } else {
-                    tracing::info!(topic = config.topic, "subscribed");
+                for (filter, code) in config.filters.iter().zip(&ack.return_codes) {
+                    if matches!(code, SubscribeReasonCode::Failure) {
+                        tracing::error!(
+                            topic = filter,
+                            "the broker refused the subscription: check the broker's ACL for this user"
+                        );
+                    } else {
+                        tracing::info!(topic = filter, "subscribed");
+                    }
                 }
             }
             Ok(Event::Incoming(Packet::Publish(publish))) => {
                 let now = Instant::now();
-                match reading::parse(&publish.payload, &config.format) {
-                    Ok(reading) => {
-                        tracing::debug!(topic = publish.topic, value = reading.value, "reading");
-                        cache.store(
-                            &publish.topic,
-                            Entry {
-                                reading,
-                                received_at: now,
-                                retained: publish.retain,
-                            },
-                        );
+                match bot.ingest(&publish.topic, &publish.payload, publish.retain, now) {
+                    Ingest::Stored(Stored::Full) => {
+                        if let Some(suppressed) = refusals.admit(now) {
+                            tracing::warn!(
+                                topic = publish.topic,
+                                "not tracking a new topic: --max-topics ({}) topics are tracked \
+                                 already ({suppressed} more new-topic readings dropped since the \
+                                 last report); raise --max-topics or narrow the --topic filters",
+                                bot.cache().limits().max_topics
+                            );
+                        }
                     }
-                    Err(error) => {
-                        cache.count_rejected();
+                    Ingest::Stored(_) => {
+                        tracing::trace!(topic = publish.topic, "reading");
+                    }
+                    Ingest::Unwanted => {
+                        tracing::debug!(topic = publish.topic, "ignored a topic no sensor covers");
+                    }
+                    Ingest::Unreadable(error) => {
                         if let Some(suppressed) = rejects.admit(now) {
                             let more = match suppressed {
                                 0 => String::new(),

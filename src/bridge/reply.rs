@@ -1,7 +1,10 @@
-//! Incoming chat text → reply text. Pure: the caller passes the cache entry and the current time.
+//! Replies to chat commands, as text. Pure: the caller passes cache entries, histories and the
+//! current time.
 //!
-//! Every message gets the default sensor's latest reading, e.g. `21.5 °C (sensors/temperature,
-//! 3 s ago)`. A reading older than the stale threshold says so; no reading yet says so plainly.
+//! The default reply is the default sensor's latest reading, e.g. `21.5 °C
+//! (sensors/temperature, 3 s ago)`. A reading older than the stale threshold says so; no reading
+//! yet says so plainly. Listings are capped at [`MAX_LINES`] lines, so one reply stays a chat
+//! message (well under every server's stanza limit) however many topics match.
 
 use std::time::{Duration, Instant};
 
@@ -88,6 +91,106 @@ pub fn format_age(age: Duration) -> String {
             h => format!("{} d {h} h", s / 86_400),
         },
     }
+}
+
+/// Most topic lines in one reply.
+pub const MAX_LINES: usize = 250;
+
+/// One line per topic: `EDIFICIO_1/P_1/O/1/VIBR: 0.42 mm/s (3 s ago)`.
+pub fn topic_line(
+    topic: &str,
+    entry: &Entry,
+    unit: &str,
+    precision: Option<usize>,
+    stale_after: Duration,
+    now: Instant,
+) -> String {
+    let age = now.saturating_duration_since(entry.received_at);
+    let value = format_value(entry.reading.value, precision, unit);
+    let when = if entry.retained {
+        format!("retained, at least {} old", format_age(age))
+    } else {
+        format!("{} ago", format_age(age))
+    };
+    let stale = if age > stale_after { "; stale" } else { "" };
+    format!("{topic}: {value} ({when}{stale})")
+}
+
+/// Joins `lines` under `header`, keeping at most [`MAX_LINES`] and saying how many were left out.
+pub fn capped(header: String, lines: Vec<String>, hint: &str) -> String {
+    let total = lines.len();
+    let mut out = header;
+    for line in lines.into_iter().take(MAX_LINES) {
+        out.push('\n');
+        out.push_str(&line);
+    }
+    if total > MAX_LINES {
+        out.push_str(&format!("\n… and {} more: {hint}", total - MAX_LINES));
+    }
+    out
+}
+
+/// Summary of the readings in a window.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Stats {
+    /// Smallest value.
+    pub min: f64,
+    /// Largest value.
+    pub max: f64,
+    /// Arithmetic mean.
+    pub avg: f64,
+    /// Number of readings.
+    pub count: usize,
+    /// One character per slice of the window, `▁` (min) to `█` (max); `·` where no reading fell.
+    pub sparkline: String,
+}
+
+/// Characters of a sparkline, lowest to highest.
+const BARS: [char; 8] = ['▁', '▂', '▃', '▄', '▅', '▆', '▇', '█'];
+
+/// Slices in a sparkline.
+pub const SPARK_WIDTH: usize = 24;
+
+/// Min, max, average, count and a sparkline of `samples` (times and values) over the window
+/// `[now − window, now]`; `None` without samples.
+pub fn stats(samples: &[(Instant, f64)], window: Duration, now: Instant) -> Option<Stats> {
+    if samples.is_empty() {
+        return None;
+    }
+    let (mut min, mut max, mut sum) = (f64::INFINITY, f64::NEG_INFINITY, 0.0);
+    let mut slices = [(0.0_f64, 0_usize); SPARK_WIDTH];
+    let start = now.checked_sub(window);
+    for (at, value) in samples {
+        min = min.min(*value);
+        max = max.max(*value);
+        sum += value;
+        let offset = match start {
+            Some(start) => at.saturating_duration_since(start),
+            None => window.saturating_sub(now.saturating_duration_since(*at)),
+        };
+        let slot = ((offset.as_secs_f64() / window.as_secs_f64()) * SPARK_WIDTH as f64) as usize;
+        let slot = slot.min(SPARK_WIDTH - 1);
+        slices[slot].0 += value;
+        slices[slot].1 += 1;
+    }
+    let sparkline = slices
+        .iter()
+        .map(|(total, n)| match n {
+            0 => '·',
+            n if max > min => {
+                let level = (total / *n as f64 - min) / (max - min);
+                BARS[((level * (BARS.len() - 1) as f64).round() as usize).min(BARS.len() - 1)]
+            }
+            _ => BARS[3],
+        })
+        .collect();
+    Some(Stats {
+        min,
+        max,
+        avg: sum / samples.len() as f64,
+        count: samples.len(),
+        sparkline,
+    })
 }
 
 #[cfg(test)]
@@ -184,5 +287,79 @@ mod tests {
         assert_eq!(format_age(secs(2 * 3_600 + 5 * 60 + 9)), "2 h 5 min");
         assert_eq!(format_age(secs(86_400)), "1 d");
         assert_eq!(format_age(secs(3 * 86_400 + 4 * 3_600)), "3 d 4 h");
+    }
+
+    #[test]
+    fn topic_lines_name_topic_value_and_age() {
+        let t0 = Instant::now();
+        let e = entry(0.42, t0).unwrap();
+        let ten_min = Duration::from_secs(600);
+        assert_eq!(
+            topic_line(
+                "B/P_1/O/1/VIBR",
+                &e,
+                "mm/s",
+                Some(2),
+                ten_min,
+                t0 + Duration::from_secs(3)
+            ),
+            "B/P_1/O/1/VIBR: 0.42 mm/s (3 s ago)"
+        );
+        assert_eq!(
+            topic_line("t", &e, "", None, ten_min, t0 + Duration::from_secs(700)),
+            "t: 0.42 (11 min ago; stale)"
+        );
+        let retained = Entry {
+            retained: true,
+            ..e
+        };
+        assert_eq!(
+            topic_line("t", &retained, "", None, ten_min, t0),
+            "t: 0.42 (retained, at least 0 s old)"
+        );
+    }
+
+    #[test]
+    fn long_listings_are_capped_with_a_count() {
+        let lines: Vec<String> = (0..MAX_LINES + 7).map(|i| format!("line {i}")).collect();
+        let text = capped("Header".into(), lines, "narrow it down");
+        assert_eq!(text.lines().count(), MAX_LINES + 2);
+        assert!(text.ends_with("… and 7 more: narrow it down"), "{text}");
+        assert_eq!(capped("H".into(), vec!["a".into()], "x"), "H\na");
+    }
+
+    #[test]
+    fn stats_summarise_a_window_with_a_sparkline() {
+        let t0 = Instant::now();
+        let window = Duration::from_secs(2400);
+        let now = t0 + window;
+        // One reading a minute rising from 0 to 39, then nothing in the last slice.
+        let samples: Vec<(Instant, f64)> = (0..40)
+            .map(|i| (t0 + Duration::from_secs(i * 60), i as f64))
+            .collect();
+        let s = stats(&samples, window, now).unwrap();
+        assert_eq!((s.min, s.max, s.count), (0.0, 39.0, 40));
+        assert_eq!(s.avg, 19.5);
+        assert_eq!(s.sparkline.chars().count(), SPARK_WIDTH);
+        assert!(
+            s.sparkline.starts_with('▁') && s.sparkline.ends_with('█'),
+            "{}",
+            s.sparkline
+        );
+        let levels: Vec<char> = s.sparkline.chars().collect();
+        assert!(
+            levels.windows(2).all(|w| w[0] <= w[1]),
+            "rising: {}",
+            s.sparkline
+        );
+        // Gaps show as dots; a flat line sits in the middle.
+        let flat = [(t0, 5.0), (t0 + Duration::from_secs(10), 5.0)];
+        let s = stats(&flat, window, now).unwrap();
+        assert!(
+            s.sparkline.starts_with('▄') && s.sparkline.ends_with("·"),
+            "{}",
+            s.sparkline
+        );
+        assert_eq!(stats(&[], window, now), None);
     }
 }

@@ -1,15 +1,23 @@
-//! The XMPP side of the bridge: logs in with tokio-xmpp, answers chat messages with the cached
-//! reading, and behaves like a well-mannered contact (presence, receipts, ping, disco).
+//! The XMPP side of the bridge: logs in with tokio-xmpp, answers chat messages through a
+//! [`Handler`] (the [`Bot`]), sends alert messages, keeps the presence status showing the default
+//! sensor's reading, and behaves like a well-mannered contact (receipts, ping, disco).
 //!
 //! [`respond`] decides what to send for each incoming stanza and does no I/O; [`run`] drives the
 //! client around it.
+//!
+//! Presence updates are throttled by [`PresenceThrottle`]: at most one per `--presence-interval`,
+//! and none when the status text has not changed, so contacts' clients are not flooded however
+//! fast the sensor publishes.
 //!
 //! Loop safety: the bot only ever answers `chat` and `normal` messages that have a body and come
 //! from another account. It never answers `error`, `groupchat` or `headline` messages, bodyless
 //! messages (chat states, receipts), IQ results or errors, so two bots cannot talk each other into
 //! a loop.
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
+
+use std::str::FromStr;
 
 use futures::StreamExt;
 use tokio_xmpp::jid::{BareJid, Jid};
@@ -30,8 +38,28 @@ use tokio_xmpp::stanzastream::{
 };
 use tokio_xmpp::Stanza;
 
+use super::bot::{Bot, Notice, Outlets};
 use crate::shutdown::Shutdown;
 use crate::xmpp_connect::{Connector, Fatal};
+
+/// What the bot says to contacts; [`Bot`] in the bridge, something simpler in tests.
+pub trait Handler {
+    /// The reply to a chat message with this body, or `None` to stay silent (then no receipt is
+    /// sent either).
+    fn chat(&self, from: &BareJid, body: &str) -> Option<String>;
+    /// Whether to approve `from`'s request to see the bot's presence.
+    fn may_subscribe(&self, from: &BareJid) -> bool;
+}
+
+impl Handler for Bot {
+    fn chat(&self, from: &BareJid, body: &str) -> Option<String> {
+        Bot::chat(self, from.as_str(), body, Instant::now())
+    }
+
+    fn may_subscribe(&self, from: &BareJid) -> bool {
+        Bot::may_subscribe(self, from.as_str())
+    }
+}
 
 /// How long sending one stanza may take before it is given up (the loop must not stall on a
 /// dead connection).
@@ -40,25 +68,17 @@ const SEND_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long the goodbye (unavailable presence, stream close) may take at shutdown.
 const GOODBYE_TIMEOUT: Duration = Duration::from_millis(1500);
 
-/// Decides the stanzas to send in answer to `incoming`. `reply` produces the reply text for a chat
-/// message; it is called only when a reply is due.
-pub fn respond(
-    incoming: Stanza,
-    account: &BareJid,
-    reply: impl FnOnce(&str) -> String,
-) -> Vec<Stanza> {
+/// Decides the stanzas to send in answer to `incoming`. `handler` is asked for the reply text
+/// only when a reply is due.
+pub fn respond(incoming: Stanza, account: &BareJid, handler: &impl Handler) -> Vec<Stanza> {
     match incoming {
-        Stanza::Message(message) => respond_message(message, account, reply),
+        Stanza::Message(message) => respond_message(message, account, handler),
         Stanza::Iq(iq) => respond_iq(iq).into_iter().collect(),
-        Stanza::Presence(presence) => respond_presence(presence).into_iter().collect(),
+        Stanza::Presence(presence) => respond_presence(presence, handler).into_iter().collect(),
     }
 }
 
-fn respond_message(
-    message: Message,
-    account: &BareJid,
-    reply: impl FnOnce(&str) -> String,
-) -> Vec<Stanza> {
+fn respond_message(message: Message, account: &BareJid, handler: &impl Handler) -> Vec<Stanza> {
     if !matches!(message.type_, MessageType::Chat | MessageType::Normal) {
         return Vec::new();
     }
@@ -76,6 +96,9 @@ fn respond_message(
         return Vec::new();
     };
 
+    let Some(text) = handler.chat(&from.to_bare(), &body) else {
+        return Vec::new();
+    };
     let mut out = Vec::with_capacity(2);
     // XEP-0184: acknowledge before answering, so the sender's client ticks the message first.
     let wants_receipt = message
@@ -88,7 +111,7 @@ fn respond_message(
         out.push(receipt.into());
     }
     let mut answer = Message::new_with_type(message.type_.clone(), Some(from))
-        .with_body(Default::default(), reply(&body));
+        .with_body(Default::default(), text);
     answer.thread = message.thread;
     out.push(answer.into());
     out
@@ -157,14 +180,77 @@ fn disco_info() -> DiscoInfoResult {
     }
 }
 
-fn respond_presence(presence: Presence) -> Option<Stanza> {
+fn respond_presence(presence: Presence, handler: &impl Handler) -> Option<Stanza> {
     match (presence.type_, presence.from) {
-        // Anyone may see the bot online: approve every subscription request.
-        (PresenceType::Subscribe, Some(from)) => {
+        (PresenceType::Subscribe, Some(from)) if handler.may_subscribe(&from.to_bare()) => {
             tracing::info!(%from, "approving presence subscription");
             Some(Presence::subscribed().with_to(from.to_bare()).into())
         }
+        (PresenceType::Subscribe, Some(from)) => {
+            tracing::info!(%from, "declining presence subscription: not on the allow list");
+            Some(
+                Presence::new(PresenceType::Unsubscribed)
+                    .with_to(from.to_bare())
+                    .into(),
+            )
+        }
         _ => None,
+    }
+}
+
+/// At most one presence update per interval, and only for a new status.
+#[derive(Debug, Clone)]
+pub struct PresenceThrottle {
+    interval: Duration,
+    last_sent: Option<(Instant, String)>,
+    dirty: bool,
+}
+
+impl PresenceThrottle {
+    /// One update per `interval` at most.
+    pub fn new(interval: Duration) -> Self {
+        Self {
+            interval,
+            last_sent: None,
+            dirty: false,
+        }
+    }
+
+    /// The status may have changed (a new reading arrived).
+    pub fn changed(&mut self) {
+        self.dirty = true;
+    }
+
+    /// When the next update may go out, if one is due at all.
+    pub fn due(&self) -> Option<Instant> {
+        if !self.dirty {
+            return None;
+        }
+        Some(match &self.last_sent {
+            Some((at, _)) => *at + self.interval,
+            None => Instant::now(),
+        })
+    }
+
+    /// At `now`, with the current `status`: `Some(status)` to send, `None` when it is the one
+    /// already shown. Either way the change is taken care of.
+    pub fn take(&mut self, status: String, now: Instant) -> Option<String> {
+        self.dirty = false;
+        if self
+            .last_sent
+            .as_ref()
+            .is_some_and(|(_, last)| *last == status)
+        {
+            return None;
+        }
+        self.last_sent = Some((now, status.clone()));
+        Some(status)
+    }
+
+    /// A presence was sent outside the throttle (on connecting).
+    pub fn sent(&mut self, status: String, now: Instant) {
+        self.dirty = false;
+        self.last_sent = Some((now, status));
     }
 }
 
@@ -184,12 +270,12 @@ pub struct XmppConfig {
     pub jid: Jid,
     /// Opens connections and watches logins.
     pub connector: Connector,
-    /// Status text shown next to the bot in contacts' rosters.
-    pub status: String,
+    /// Least time between two presence updates.
+    pub presence_interval: Duration,
 }
 
-/// Runs the client until `shutdown` or a [`Fatal`] problem. `reply` turns a chat body into the
-/// answer text.
+/// Runs the client until `shutdown` or a [`Fatal`] problem: answers through `bot`, sends its
+/// alert messages, and shows its default reading in the presence status.
 ///
 /// Built on tokio-xmpp's [`StanzaStream`] rather than its `Client`: in tokio-xmpp 6.0 the
 /// `Client` shares the stream between its sender and its receiver behind a mutex, and a stanza
@@ -197,9 +283,15 @@ pub struct XmppConfig {
 /// receiver (replies then stall for good). One owner of the stream has no such race.
 pub async fn run(
     config: XmppConfig,
-    reply: impl Fn(&str) -> String,
+    bot: Arc<Bot>,
+    outlets: Outlets,
     mut shutdown: Shutdown,
 ) -> Result<(), Fatal> {
+    let Outlets {
+        mut notices,
+        mut default_changed,
+    } = outlets;
+    let mut throttle = PresenceThrottle::new(config.presence_interval);
     let guard = config.connector.guard();
     let mut fatal = guard.watch();
     let account = config.jid.to_bare();
@@ -208,12 +300,28 @@ pub async fn run(
     let mut online = false;
 
     let outcome = loop {
+        let presence_due = throttle.due().filter(|_| online);
         let event = tokio::select! {
             _ = shutdown.wait() => break Ok(()),
             Ok(()) = fatal.changed() => match fatal.borrow().clone() {
                 Some(problem) => break Err(problem),
                 None => continue,
             },
+            Ok(()) = default_changed.changed() => {
+                throttle.changed();
+                continue;
+            }
+            _ = sleep_until(presence_due), if presence_due.is_some() => {
+                if let Some(status) = throttle.take(bot.presence_status(), Instant::now()) {
+                    tracing::debug!(status, "presence update");
+                    send(&stream, available(&status).into()).await;
+                }
+                continue;
+            }
+            Some(notice) = notices.recv(), if online => {
+                send(&stream, alert_message(notice)).await;
+                continue;
+            }
             event = stream.next() => event,
         };
         match event {
@@ -221,7 +329,9 @@ pub async fn run(
                 guard.online();
                 online = true;
                 tracing::info!(%bound_jid, "online");
-                send(&stream, available(&config.status).into()).await;
+                let status = bot.presence_status();
+                send(&stream, available(&status).into()).await;
+                throttle.sent(status, Instant::now());
                 tracing::info!("available: answering chat messages");
             }
             Some(StreamEvent::Stream(Session::Resumed)) => {
@@ -234,7 +344,7 @@ pub async fn run(
             }
             Some(StreamEvent::Stanza(stanza)) => {
                 tracing::debug!(?stanza, "received");
-                for out in respond(stanza, &account, &reply) {
+                for out in respond(stanza, &account, bot.as_ref()) {
                     tracing::debug!(?out, "sending");
                     send(&stream, out).await;
                 }
@@ -283,18 +393,42 @@ async fn send(stream: &StanzaStream, mut stanza: Stanza) {
     }
 }
 
-/// The reply builder [`run`] uses in the bridge: a chat body → the cached reading as text.
-pub fn reading_replier(
-    view: super::reply::SensorView,
-    cache: super::cache::Cache,
-) -> impl Fn(&str) -> String {
-    move |_body| super::reply::reading_reply(&view, cache.get(&view.topic), Instant::now())
+/// An alert message: a chat to the contact's bare JID, so it reaches whichever client is
+/// online (or waits in the server's offline storage).
+fn alert_message(notice: Notice) -> Stanza {
+    let to = BareJid::from_str(&notice.to).map(Jid::from);
+    match to {
+        Ok(to) => Message::new_with_type(MessageType::Chat, Some(to))
+            .with_body(Default::default(), notice.text)
+            .into(),
+        // Contacts come from stanzas' `from`, so this cannot happen; an empty message to the
+        // server is harmless.
+        Err(_) => Message::new(None).into(),
+    }
+}
+
+async fn sleep_until(at: Option<Instant>) {
+    if let Some(at) = at {
+        tokio::time::sleep_until(at.into()).await;
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::str::FromStr;
+
+    /// Replies "reply to BODY", stays silent for "quiet", and lets anyone but eve subscribe.
+    struct Echo;
+
+    impl Handler for Echo {
+        fn chat(&self, _from: &BareJid, body: &str) -> Option<String> {
+            (body != "quiet").then(|| format!("reply to {body}"))
+        }
+
+        fn may_subscribe(&self, from: &BareJid) -> bool {
+            from.as_str() != "eve@localhost"
+        }
+    }
 
     fn bot() -> BareJid {
         BareJid::from_str("bot@localhost").unwrap()
@@ -320,7 +454,7 @@ mod tests {
     }
 
     fn answer(incoming: &str) -> Vec<String> {
-        respond(parse(incoming), &bot(), |body| format!("reply to {body}"))
+        respond(parse(incoming), &bot(), &Echo)
             .into_iter()
             .map(xml)
             .collect()
@@ -477,6 +611,47 @@ mod tests {
         assert_eq!(out.len(), 1);
         assert!(out[0].contains("type='subscribed'"), "{}", out[0]);
         assert!(out[0].contains("to='alice@localhost'"), "{}", out[0]);
+    }
+
+    #[test]
+    fn a_silent_handler_means_no_reply_and_no_receipt() {
+        let out = answer(
+            "<message xmlns='jabber:client' type='chat' from='alice@localhost/p' id='abc'>\
+             <body>quiet</body><request xmlns='urn:xmpp:receipts'/></message>",
+        );
+        assert_eq!(out, Vec::<String>::new());
+    }
+
+    #[test]
+    fn subscription_requests_from_strangers_are_declined() {
+        let out =
+            answer("<presence xmlns='jabber:client' type='subscribe' from='eve@localhost/p'/>");
+        assert_eq!(out.len(), 1);
+        assert!(out[0].contains("type='unsubscribed'"), "{}", out[0]);
+    }
+
+    #[test]
+    fn presence_updates_are_throttled_and_never_repeat_a_status() {
+        let interval = Duration::from_secs(60);
+        let mut throttle = PresenceThrottle::new(interval);
+        let t0 = Instant::now();
+        assert_eq!(throttle.due(), None, "nothing changed yet");
+        throttle.sent("21 °C".into(), t0);
+        // A burst of readings: one update, at the end of the interval.
+        for _ in 0..100 {
+            throttle.changed();
+        }
+        assert_eq!(throttle.due(), Some(t0 + interval));
+        assert_eq!(
+            throttle.take("22 °C".into(), t0 + interval),
+            Some("22 °C".into())
+        );
+        assert_eq!(throttle.due(), None);
+        throttle.changed();
+        assert_eq!(throttle.due(), Some(t0 + interval * 2));
+        // The same value again: nothing to send, and nothing due afterwards.
+        assert_eq!(throttle.take("22 °C".into(), t0 + interval * 2), None);
+        assert_eq!(throttle.due(), None);
     }
 
     #[test]
