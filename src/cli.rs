@@ -453,6 +453,11 @@ pub struct UpArgs {
     /// Do not start the simulated sensor (your own sensors publish to the broker).
     #[arg(long)]
     pub no_simulator: bool,
+
+    /// Answer about the sensors in this TOML file instead of --topic alone, e.g.
+    /// deploy/sensors.toml.example with `mqtt2xmpp simulate --building EDIFICIO_1` publishing.
+    #[arg(long, env = "MQTT2XMPP_SENSORS_FILE", value_name = "FILE")]
+    pub sensors_file: Option<PathBuf>,
 }
 
 /// `mqtt2xmpp simulate`: simple mode unless `--building` is given.

@@ -58,6 +58,7 @@ async fn run(command: Command) -> anyhow::Result<()> {
                     topic: args.topic,
                     user: args.user,
                     simulate: !args.no_simulator,
+                    sensors_file: args.sensors_file,
                 },
                 shutdown,
             )

@@ -16,7 +16,7 @@ use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use tokio_xmpp::jid::Jid;
 
-use crate::bridge::sensors::{Sensor, Sensors};
+use crate::bridge::sensors::{Sensor, SensorDefaults, Sensors};
 use crate::bridge::{self, mqtt::MqttConfig, reading::PayloadFormat};
 use crate::cli::BotArgs;
 use crate::secret::{self, Secret};
@@ -47,6 +47,8 @@ pub struct UpConfig {
     pub user: String,
     /// Run the simulated sensor.
     pub simulate: bool,
+    /// Sensors to answer about instead of `topic` alone.
+    pub sensors_file: Option<PathBuf>,
 }
 
 /// Why `up` could not start or stopped.
@@ -259,15 +261,18 @@ pub async fn run(config: UpConfig, mut shutdown: Shutdown) -> Result<(), UpError
         });
     }
 
-    let sensor = Sensor {
-        name: config.topic.clone(),
-        filter: config.topic.clone(),
-        format: PayloadFormat::default(),
-        unit: "°C".into(),
-        precision: Some(1),
-    };
-    let sensors = Sensors::new(vec![sensor]).map_err(|e| UpError::Io {
-        what: format!("--topic {}", config.topic),
+    let sensors = match &config.sensors_file {
+        Some(file) => Sensors::from_flags(&[], Some(file), &[], &SensorDefaults::default()),
+        None => Sensors::new(vec![Sensor {
+            name: config.topic.clone(),
+            filter: config.topic.clone(),
+            format: PayloadFormat::default(),
+            unit: "°C".into(),
+            precision: Some(1),
+        }]),
+    }
+    .map_err(|e| UpError::Io {
+        what: "sensors".into(),
         source: std::io::Error::other(e),
     })?;
     let bot_settings = crate::config::bot_settings(
@@ -396,10 +401,17 @@ fn print_banner(
         Some(_) => format!("{mqtt_host}:{mqtt_port}"),
         None => format!("127.0.0.1:{mqtt_port} (embedded)"),
     };
-    let sensor = if config.simulate {
-        format!("a simulated sensor publishes to {} every 2 s", config.topic)
-    } else {
-        format!("the bot listens on {}", config.topic)
+    let sensor = match (&config.sensors_file, config.simulate) {
+        (Some(file), true) => format!(
+            "the bot answers about the sensors in {}; a simulated sensor publishes to {} every 2 s",
+            file.display(),
+            config.topic
+        ),
+        (Some(file), false) => {
+            format!("the bot answers about the sensors in {}", file.display())
+        }
+        (None, true) => format!("a simulated sensor publishes to {} every 2 s", config.topic),
+        (None, false) => format!("the bot listens on {}", config.topic),
     };
     let password_line = if you.created {
         format!(
@@ -425,6 +437,7 @@ fn print_banner(
          \n  SSL_CERT_FILE={cert} profanity\
          \n  /connect {jid} server 127.0.0.1 port {xmpp_port}\
          \n  /msg {BOT}@{DOMAIN} temperature?\
+         \n\nSend \"help\" to the bot for its commands (list, get, stats, alert, stale).\
          \n\nCtrl-C stops everything.",
         fingerprint = started.fingerprint,
         jid = you.jid,

@@ -513,21 +513,22 @@ impl Bot {
     fn stale(&self, now: Instant) -> String {
         let stale_after = self.settings.stale_after;
         let mut lines = Vec::new();
-        let mut total = 0;
+        // A topic may be covered by several sensors: count and show it once.
+        let mut topics = std::collections::BTreeMap::new();
         for sensor in self.sensors.iter() {
             let found = self.cache.matching(&sensor.filter);
             if found.is_empty() && !crate::topic::is_pattern(&sensor.filter) {
-                total += 1;
                 lines.push(format!(
                     "{}: no reading since the bot started",
                     sensor.filter
                 ));
             }
-            for (topic, entry) in found {
-                total += 1;
-                if now.saturating_duration_since(entry.received_at) > stale_after {
-                    lines.push(self.line(&topic, &entry, now));
-                }
+            topics.extend(found);
+        }
+        let total = lines.len() + topics.len();
+        for (topic, entry) in &topics {
+            if now.saturating_duration_since(entry.received_at) > stale_after {
+                lines.push(self.line(topic, entry, now));
             }
         }
         if lines.is_empty() {
@@ -928,4 +929,457 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     // Every critical section leaves the data consistent, so a panic elsewhere does not make it
     // unusable.
     mutex.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::bridge::cache::Limits;
+    use crate::bridge::reading::PayloadFormat;
+
+    const ALICE: &str = "alice@localhost";
+    const BOB: &str = "bob@localhost";
+
+    fn sensor(name: &str, filter: &str, json: bool, unit: &str) -> Sensor {
+        Sensor {
+            name: name.into(),
+            filter: filter.into(),
+            format: PayloadFormat {
+                json_pointer: json.then(|| "/value".to_string()),
+            },
+            unit: unit.into(),
+            precision: None,
+        }
+    }
+
+    fn settings(allow: &[&str]) -> Settings {
+        Settings {
+            stale_after: Duration::from_secs(600),
+            alerts: alerts::Settings {
+                min_interval: Duration::from_secs(60),
+                stale_after: Duration::from_secs(600),
+                per_contact: 20,
+                total: 100,
+            },
+            replies_per_minute: 60,
+            reply_burst: 1000,
+            allow: allow.iter().map(|s| s.to_string()).collect(),
+            allow_domains: Vec::new(),
+        }
+    }
+
+    fn building_bot(allow: &[&str], limits: Limits) -> (Arc<Bot>, Outlets) {
+        let sensors = Sensors::new(vec![
+            sensor("temp", "sensors/temperature", false, "°C"),
+            sensor("vib", "B/+/+/+/VIBR", true, "mm/s"),
+            sensor("b", "B/#", true, ""),
+        ])
+        .unwrap();
+        Bot::new(sensors, Cache::new(limits), settings(allow), None).unwrap()
+    }
+
+    /// Publishes a small building: 2 floors × 4 wings × 2 rooms of VIBR and TEMP readings.
+    fn fill(bot: &Bot, t0: Instant) {
+        for floor in 1..=2 {
+            for wing in ["N", "S", "E", "O"] {
+                for room in 1..=2 {
+                    for (kind, value) in [("VIBR", 0.5), ("TEMP", 21.0)] {
+                        let topic = format!("B/P_{floor}/{wing}/{room}/{kind}");
+                        let payload = format!("{{\"value\": {value}, \"unit\": \"x\"}}");
+                        bot.ingest(&topic, payload.as_bytes(), false, t0);
+                    }
+                }
+            }
+        }
+        bot.ingest("sensors/temperature", b"21.5", false, t0);
+    }
+
+    fn notices(outlets: &mut Outlets) -> Vec<Notice> {
+        let mut out = Vec::new();
+        while let Ok(notice) = outlets.notices.try_recv() {
+            out.push(notice);
+        }
+        out
+    }
+
+    #[test]
+    fn any_other_message_gets_the_default_reading_and_a_name_gets_its_sensor() {
+        let (bot, _) = building_bot(&[], Limits::default());
+        let t0 = Instant::now();
+        fill(&bot, t0);
+        let later = t0 + Duration::from_secs(3);
+        assert_eq!(
+            bot.chat(ALICE, "what's the temperature?", later).unwrap(),
+            "21.5 °C (sensors/temperature, 3 s ago)"
+        );
+        let vib = bot.chat(ALICE, "VIB", later).unwrap();
+        assert!(vib.starts_with("vib (B/+/+/+/VIBR): 16 topics\n"), "{vib}");
+    }
+
+    #[test]
+    fn a_pattern_gets_every_matching_topic_and_nothing_else() {
+        let (bot, _) = building_bot(&[], Limits::default());
+        let t0 = Instant::now();
+        fill(&bot, t0);
+        let reply = bot.chat(ALICE, "get B/+/O/+/VIBR", t0).unwrap();
+        let lines: Vec<&str> = reply.lines().collect();
+        assert_eq!(
+            lines,
+            [
+                "B/+/O/+/VIBR: 4 topics",
+                "B/P_1/O/1/VIBR: 0.5 mm/s (0 s ago)",
+                "B/P_1/O/2/VIBR: 0.5 mm/s (0 s ago)",
+                "B/P_2/O/1/VIBR: 0.5 mm/s (0 s ago)",
+                "B/P_2/O/2/VIBR: 0.5 mm/s (0 s ago)",
+            ]
+        );
+        assert_eq!(bot.chat(ALICE, "ver B/+/O/+/VIBR", t0).unwrap(), reply);
+        let none = bot.chat(ALICE, "get B/+/W/#", t0).unwrap();
+        assert!(none.starts_with("Nothing matches B/+/W/#"), "{none}");
+        let bad = bot.chat(ALICE, "get B/#/x", t0).unwrap();
+        assert!(
+            bad.contains("neither a sensor nor a topic pattern"),
+            "{bad}"
+        );
+        let unknown = bot.chat(ALICE, "get other/topic", t0).unwrap();
+        assert!(
+            unknown.starts_with("I do not follow other/topic"),
+            "{unknown}"
+        );
+        let single = bot.chat(ALICE, "get B/P_1/N/1/TEMP", t0).unwrap();
+        assert_eq!(single, "21 (B/P_1/N/1/TEMP, 0 s ago)");
+    }
+
+    #[test]
+    fn list_shows_every_sensor_and_topic() {
+        let (bot, _) = building_bot(&[], Limits::default());
+        let t0 = Instant::now();
+        fill(&bot, t0);
+        let reply = bot.chat(ALICE, "LISTA", t0).unwrap();
+        let mut lines = reply.lines();
+        assert_eq!(lines.next(), Some("3 sensors, 33 topics with readings:"));
+        assert_eq!(
+            lines.next(),
+            Some("temp: 21.5 °C (sensors/temperature, 0 s ago)")
+        );
+        assert_eq!(lines.next(), Some("vib (B/+/+/+/VIBR): 16 topics"));
+        // 16 vibration lines, then the whole building (32 topics) under b.
+        assert_eq!(reply.lines().filter(|l| l.starts_with("  B/")).count(), 48);
+        assert!(reply.contains("\nb (B/#): 32 topics\n"), "{reply}");
+    }
+
+    #[test]
+    fn stale_lists_silent_topics_and_sensors_never_heard_from() {
+        let (bot, _) = building_bot(&[], Limits::default());
+        let t0 = Instant::now();
+        bot.ingest("B/P_1/N/1/VIBR", br#"{"value": 1}"#, false, t0);
+        let later = t0 + Duration::from_secs(700);
+        bot.ingest("B/P_1/N/2/VIBR", br#"{"value": 2}"#, false, later);
+        let reply = bot.chat(ALICE, "stale", later).unwrap();
+        let lines: Vec<&str> = reply.lines().collect();
+        assert_eq!(
+            lines,
+            [
+                "2 of 3 topics have sent nothing for over 10 min:",
+                "sensors/temperature: no reading since the bot started",
+                "B/P_1/N/1/VIBR: 1 mm/s (11 min ago; stale)",
+            ]
+        );
+        bot.ingest("sensors/temperature", b"20", false, later);
+        bot.ingest("B/P_1/N/1/VIBR", br#"{"value": 1}"#, false, later);
+        let reply = bot.chat(ALICE, "inactivos", later).unwrap();
+        assert_eq!(
+            reply,
+            "Nothing is stale: all 3 topics have sent a reading within 10 min."
+        );
+    }
+
+    #[test]
+    fn stats_summarise_the_history_and_say_when_it_falls_short() {
+        let (bot, _) = building_bot(
+            &[ALICE],
+            Limits {
+                max_topics: 100,
+                history: 5,
+            },
+        );
+        let t0 = Instant::now();
+        for i in 0..4u32 {
+            let at = t0 + Duration::from_secs(60) * i;
+            bot.ingest(
+                "sensors/temperature",
+                format!("{}", 20 + i).as_bytes(),
+                false,
+                at,
+            );
+        }
+        let now = t0 + Duration::from_secs(200);
+        let reply = bot.chat(ALICE, "stats temp 10m", now).unwrap();
+        let first = reply.lines().next().unwrap();
+        assert_eq!(
+            first,
+            "temp (sensors/temperature), last 10 min: min 20 °C, max 23 °C, avg 21.50 °C, 4 readings"
+        );
+        assert_eq!(reply.lines().nth(1).unwrap().chars().count(), 24);
+        assert!(!reply.contains("does not reach back"));
+        for i in 4..10u32 {
+            let at = t0 + Duration::from_secs(60) * i;
+            bot.ingest(
+                "sensors/temperature",
+                format!("{}", 20 + i).as_bytes(),
+                false,
+                at,
+            );
+        }
+        let now = t0 + Duration::from_secs(600);
+        let reply = bot.chat(ALICE, "stats temp 1h", now).unwrap();
+        assert!(
+            reply.contains("min 25 °C, max 29 °C"),
+            "only the last 5: {reply}"
+        );
+        assert!(reply.contains("keeps 5 readings per topic"), "{reply}");
+        let nothing = bot.chat(ALICE, "stats B/+/N/+/TEMP", now).unwrap();
+        assert_eq!(
+            nothing,
+            "No readings of B/+/N/+/TEMP (0 topics) in the last 1 h."
+        );
+    }
+
+    #[test]
+    fn an_alert_fires_once_per_crossing_through_ingest() {
+        let (bot, mut outlets) = building_bot(&[ALICE], Limits::default());
+        let t0 = Instant::now();
+        fill(&bot, t0);
+        let reply = bot.chat(ALICE, "alert B/+/O/+/VIBR above 4", t0).unwrap();
+        assert!(
+            reply.starts_with("Alert set: I will tell you when B/+/O/+/VIBR goes above 4 mm/s"),
+            "{reply}"
+        );
+        let step = Duration::from_secs(120);
+        let topic = "B/P_2/O/1/VIBR";
+        for (i, value) in [5.0, 6.0, 3.0, 4.5, 7.0].iter().enumerate() {
+            let payload = format!("{{\"value\": {value}}}");
+            bot.ingest(topic, payload.as_bytes(), false, t0 + step * (i as u32 + 1));
+        }
+        let got = notices(&mut outlets);
+        let texts: Vec<&str> = got.iter().map(|n| n.text.as_str()).collect();
+        assert_eq!(
+            texts,
+            [
+                "⚠ B/+/O/+/VIBR above 4 mm/s: 5 mm/s on B/P_2/O/1/VIBR",
+                "⚠ B/+/O/+/VIBR above 4 mm/s: 4.5 mm/s on B/P_2/O/1/VIBR",
+            ]
+        );
+        assert!(got.iter().all(|n| n.to == ALICE));
+        // Another wing is not covered.
+        bot.ingest("B/P_2/N/1/VIBR", br#"{"value": 9}"#, false, t0 + step * 9);
+        assert!(notices(&mut outlets).is_empty());
+        let list = bot.chat(ALICE, "alertas", t0).unwrap();
+        assert!(list.starts_with("Your alerts (1):\nB/+/O/+/VIBR above 4 mm/s (margin 0.08 mm/s): 4 topics, 1 past it"), "{list}");
+        assert_eq!(
+            bot.chat(ALICE, "alert off", t0).unwrap(),
+            "Removed 1 alert."
+        );
+        bot.ingest(topic, br#"{"value": 1}"#, false, t0 + step * 10);
+        bot.ingest(topic, br#"{"value": 9}"#, false, t0 + step * 11);
+        assert!(
+            notices(&mut outlets).is_empty(),
+            "removed alerts are silent"
+        );
+    }
+
+    #[test]
+    fn a_silent_sensor_is_reported_once_and_its_return_too() {
+        let (bot, mut outlets) = building_bot(&[ALICE], Limits::default());
+        let t0 = Instant::now();
+        bot.ingest("sensors/temperature", b"21", false, t0);
+        bot.chat(ALICE, "alert temp above 30", t0).unwrap();
+        bot.tick(t0 + Duration::from_secs(599));
+        assert!(notices(&mut outlets).is_empty());
+        bot.tick(t0 + Duration::from_secs(601));
+        bot.tick(t0 + Duration::from_secs(700));
+        let got = notices(&mut outlets);
+        assert_eq!(got.len(), 1, "{got:?}");
+        assert_eq!(
+            got[0].text,
+            "⚠ sensors/temperature has sent nothing for 10 min (your alert on temp)"
+        );
+        bot.ingest(
+            "sensors/temperature",
+            b"22",
+            false,
+            t0 + Duration::from_secs(800),
+        );
+        let got = notices(&mut outlets);
+        assert_eq!(got.len(), 1);
+        assert_eq!(
+            got[0].text,
+            "sensors/temperature is back: 22 °C (your alert on temp)"
+        );
+    }
+
+    #[test]
+    fn strangers_get_one_refusal_then_silence() {
+        let (bot, _) = building_bot(&[ALICE], Limits::default());
+        let t0 = Instant::now();
+        let first = bot.chat(BOB, "temp?", t0).unwrap();
+        assert!(first.contains("--allow"), "{first}");
+        assert_eq!(bot.chat(BOB, "temp?", t0 + Duration::from_secs(1)), None);
+        assert_eq!(bot.chat(BOB, "help", t0 + Duration::from_secs(60)), None);
+        assert!(bot.chat(BOB, "x", t0 + REFUSAL_WINDOW).is_some());
+        assert!(bot.chat(ALICE, "temp?", t0).is_some());
+        assert!(!bot.may_subscribe(BOB));
+        assert!(bot.may_subscribe(ALICE));
+    }
+
+    #[test]
+    fn an_open_bot_answers_anyone_but_keeps_alerts_and_stats_for_allowed_contacts() {
+        let (bot, _) = building_bot(&[], Limits::default());
+        let t0 = Instant::now();
+        fill(&bot, t0);
+        assert!(bot
+            .chat(BOB, "get temp", t0)
+            .unwrap()
+            .starts_with("21.5 °C"));
+        for command in ["alert temp above 30", "stats temp"] {
+            let reply = bot.chat(BOB, command, t0).unwrap();
+            assert!(
+                reply.starts_with("Alerts and stats are only for the contacts on my allow list"),
+                "{reply}"
+            );
+        }
+        assert!(bot.may_subscribe(BOB));
+    }
+
+    #[test]
+    fn a_flood_gets_a_burst_of_replies_one_warning_then_silence() {
+        let sensors = Sensors::new(vec![sensor("temp", "t", false, "")]).unwrap();
+        let mut settings = settings(&[]);
+        settings.replies_per_minute = 6;
+        settings.reply_burst = 3;
+        let (bot, _) = Bot::new(sensors, Cache::default(), settings, None).unwrap();
+        let t0 = Instant::now();
+        let replies: Vec<Option<String>> = (0..10).map(|_| bot.chat(ALICE, "t?", t0)).collect();
+        assert!(replies[..3]
+            .iter()
+            .all(|r| r.as_deref().is_some_and(|r| r.starts_with("No reading"))));
+        assert!(replies[3]
+            .as_deref()
+            .unwrap()
+            .contains("faster than I answer (6 a minute)"));
+        assert!(replies[4..].iter().all(Option::is_none));
+        // Ten seconds give one reply back (6 a minute).
+        assert!(bot
+            .chat(ALICE, "t?", t0 + Duration::from_secs(10))
+            .is_some());
+        assert!(
+            bot.chat(BOB, "t?", t0).is_some(),
+            "other contacts are not affected"
+        );
+    }
+
+    #[test]
+    fn new_topics_beyond_the_bound_are_refused_and_presence_follows_the_default() {
+        let (bot, outlets) = building_bot(
+            &[],
+            Limits {
+                max_topics: 2,
+                history: 10,
+            },
+        );
+        let t0 = Instant::now();
+        assert_eq!(
+            bot.presence_status(),
+            "temp: no reading yet · send \"help\" for commands"
+        );
+        let version = *outlets.default_changed.borrow();
+        assert_eq!(
+            bot.ingest("sensors/temperature", b"21.5", false, t0),
+            Ingest::Stored(Stored::New)
+        );
+        assert_ne!(*outlets.default_changed.borrow(), version);
+        assert_eq!(
+            bot.presence_status(),
+            "temp: 21.5 °C · send \"help\" for commands"
+        );
+        assert_eq!(
+            bot.ingest("B/1/1/1/VIBR", br#"{"value": 1}"#, false, t0),
+            Ingest::Stored(Stored::New)
+        );
+        assert_eq!(
+            bot.ingest("B/1/1/2/VIBR", br#"{"value": 1}"#, false, t0),
+            Ingest::Stored(Stored::Full)
+        );
+        assert!(matches!(
+            bot.ingest("B/1/1/1/VIBR", b"garbage", false, t0),
+            Ingest::Unreadable(_)
+        ));
+        assert_eq!(bot.ingest("elsewhere", b"1", false, t0), Ingest::Unwanted);
+        assert_eq!(bot.cache().len(), 2);
+    }
+
+    #[test]
+    fn history_and_alerts_survive_a_restart_with_the_state_database() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state.sqlite");
+        let open = || persist::StateDb::open(&path).unwrap();
+        let sensors = || Sensors::new(vec![sensor("temp", "t", false, "°C")]).unwrap();
+        let t0 = Instant::now();
+        {
+            let (bot, mut outlets) = Bot::new(
+                sensors(),
+                Cache::default(),
+                settings(&[ALICE]),
+                Some(open()),
+            )
+            .unwrap();
+            bot.chat(ALICE, "alert temp above 25", t0).unwrap();
+            for (i, v) in [20.0, 26.0, 27.0].iter().enumerate() {
+                bot.ingest(
+                    "t",
+                    format!("{v}").as_bytes(),
+                    false,
+                    t0 + Duration::from_secs(i as u64),
+                );
+            }
+            assert_eq!(notices(&mut outlets).len(), 1);
+            bot.close();
+        }
+        let (bot, mut outlets) = Bot::new(
+            sensors(),
+            Cache::default(),
+            settings(&[ALICE]),
+            Some(open()),
+        )
+        .unwrap();
+        let now = Instant::now() + Duration::from_secs(120);
+        let stats = bot.chat(ALICE, "stats temp", now).unwrap();
+        assert!(stats.contains("min 20 °C, max 27 °C"), "{stats}");
+        assert!(stats.contains(", 3 readings"), "{stats}");
+        assert!(bot
+            .chat(ALICE, "alerts", now)
+            .unwrap()
+            .contains("temp above 25 °C"));
+        // Still past the threshold: it fired before the restart and must not fire again...
+        bot.ingest("t", b"28", false, now);
+        assert!(notices(&mut outlets).is_empty());
+        // ...until it comes back and crosses again.
+        bot.ingest("t", b"20", false, now + Duration::from_secs(60));
+        bot.ingest("t", b"26", false, now + Duration::from_secs(120));
+        assert_eq!(notices(&mut outlets).len(), 1);
+        bot.close();
+    }
+
+    #[test]
+    fn filters_overlap_when_some_topic_could_match_both() {
+        for (a, b, expected) in [
+            ("B/+/O/+/VIBR", "B/P_1/O/1/VIBR", true),
+            ("B/#", "B/+/O/+/VIBR", true),
+            ("B/+/VIBR", "B/+/TEMP", false),
+            ("a/b", "a/b/c", false),
+            ("#", "anything", true),
+        ] {
+            assert_eq!(filters_overlap(a, b), expected, "{a} {b}");
+        }
+    }
 }

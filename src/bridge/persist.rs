@@ -52,11 +52,12 @@
 //!
 //! # Disk cost
 //!
-//! About 42 bytes per reading, measured with 100 000 readings (1 000 each on 100 topics named
+//! About 46 bytes per reading, measured with 100 000 readings (1 000 each on 100 topics named
 //! like `building/floor-3/room-42/temperature`, written in batches of 1 000, after a WAL
-//! checkpoint): the row (topic id, time, value) plus its entry in the `(topic, time)` index,
-//! with SQLite's page overhead. So a history of 10 000 readings for each of 50 sensors takes
-//! about 21 MB. The test `disk_cost_per_reading` keeps this figure honest.
+//! checkpoint), and the same once trimming has been replacing old readings for a while: the
+//! row (topic id, time, value) plus its entry in the `(topic, time)` index, with SQLite's page
+//! overhead; the topic name itself is stored once. So a history of 10 000 readings for each of
+//! 50 sensors takes about 23 MB. The test `disk_cost_per_reading` keeps this figure honest.
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -1530,7 +1531,7 @@ mod tests {
         let per_reading = bytes as f64 / 100_000.0;
         // The module documentation quotes this figure.
         assert!(
-            (30.0..48.0).contains(&per_reading),
+            (40.0..52.0).contains(&per_reading),
             "{per_reading:.1} bytes per reading ({bytes} bytes)"
         );
     }
