@@ -370,7 +370,8 @@ pub struct SensorArgs {
     #[arg(long, env = "MQTT2XMPP_PRECISION", value_parser = clap::value_parser!(u8).range(0..=9))]
     pub precision: Option<u8>,
 
-    /// A reading older than this is marked stale in replies (e.g. 90s, 10m, 2h).
+    /// A reading older than this is marked stale in replies, and a topic an alert covers that
+    /// stays silent this long is reported to the alert's owner (e.g. 90s, 10m, 2h).
     #[arg(long, env = "MQTT2XMPP_STALE_AFTER", default_value = "10m", value_parser = parse_duration)]
     pub stale_after: Duration,
 }
