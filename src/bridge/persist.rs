@@ -3,9 +3,9 @@
 //! keeps everything in memory only, as before.
 //!
 //! ```text
-//! mqtt::run ─Readings(batch)─┐
-//! commands  ─PutAlert/…──────┼─▶ Persister (its own thread) ─▶ StateDb ─▶ FILE (SQLite)
-//! alerts    ─PutAlertTopic───┘
+//! new readings, batched ─Readings────────┐
+//! alert / alert off     ─PutAlert/Delete─┼─▶ Persister (own thread) ─▶ StateDb ─▶ FILE
+//! alert engine          ─PutAlertTopic───┘
 //! ```
 //!
 //! [`StateDb`] is the blocking store; [`Persister`] owns one on a dedicated OS thread, so the
@@ -631,30 +631,31 @@ pub enum Write {
 }
 
 impl Write {
-    /// What is lost if this write fails, for the error line: "could not save …".
-    fn describe(&self) -> String {
+    /// The error line for this write failing with `error`: what was lost, and what that means.
+    fn failure(&self, path: &Path, error: &dyn fmt::Display) -> String {
+        let path = path.display();
         let direction = |above: bool| if above { "above" } else { "below" };
         match self {
-            Write::Readings(batch) => format!("could not save {} readings", batch.len()),
+            Write::Readings(batch) => {
+                format!("could not save {} readings to {path}: {error}", batch.len())
+            }
             Write::PutAlert(alert) => format!(
-                "could not save the alert of {} on {} ({} {})",
+                "could not save the alert of {} on {} ({} {}) to {path}: {error}; \
+                 it will be gone after a restart",
                 alert.key.contact,
                 alert.key.target,
                 direction(alert.key.above),
                 alert.threshold
             ),
-            Write::DeleteAlerts {
-                contact,
-                target: Some(target),
-            } => format!("could not delete the alerts of {contact} on {target} (they will return after a restart)"),
-            Write::DeleteAlerts {
-                contact,
-                target: None,
-            } => format!(
-                "could not delete the alerts of {contact} (they will return after a restart)"
+            Write::DeleteAlerts { contact, target } => format!(
+                "could not delete the alerts of {contact}{} from {path}: {error}; \
+                 they will be back after a restart",
+                target
+                    .as_ref()
+                    .map_or(String::new(), |target| format!(" on {target}"))
             ),
             Write::PutAlertTopic { key, state } => format!(
-                "could not save the state on {} of the alert of {} on {} ({})",
+                "could not save the state on {} of the alert of {} on {} ({}) to {path}: {error}",
                 state.topic,
                 key.contact,
                 key.target,
@@ -712,11 +713,8 @@ impl Persister {
         // Only if the thread died, which takes a panic: say so once, not for every write.
         if let Err(mpsc::SendError(write)) = self.queue.send(write) {
             if !self.gone_reported.swap(true, Ordering::Relaxed) {
-                tracing::error!(
-                    "{} to {}: the writer thread has stopped; nothing more will be saved",
-                    write.describe(),
-                    self.path.display()
-                );
+                let stopped = "the writer thread has stopped; nothing more will be saved";
+                tracing::error!("{}", write.failure(&self.path, &stopped));
             }
         }
     }
@@ -789,9 +787,8 @@ impl Writer {
     fn apply(&mut self, write: Write) {
         if let Err(error) = self.db.apply(&write, self.keep_per_topic) {
             let path = self.db.path();
-            self.failures.report(Instant::now(), || {
-                format!("{} to {}: {error}", write.describe(), path.display())
-            });
+            self.failures
+                .report(Instant::now(), || write.failure(path, &error));
         }
     }
 
@@ -1497,6 +1494,42 @@ mod tests {
         assert_eq!(log.take_unreported(), 1);
         assert_eq!(log.take_unreported(), 0);
         assert_eq!(log.failure(at(500)), Some(0));
+    }
+
+    #[test]
+    fn error_lines_say_what_was_lost() {
+        let path = Path::new("/var/lib/bot/state.sqlite");
+        let readings = Write::Readings(vec![reading("a", 1, 1.0); 120]);
+        assert_eq!(
+            readings.failure(path, &"disk full"),
+            "could not save 120 readings to /var/lib/bot/state.sqlite: disk full"
+        );
+        let put = Write::PutAlert(alert("alice@example.org", "temp", true, 25.5, 1));
+        let line = put.failure(path, &"disk full");
+        assert!(
+            line.starts_with("could not save the alert of alice@example.org on temp (above 25.5)")
+                && line.contains("gone after a restart"),
+            "{line}"
+        );
+        let off = Write::DeleteAlerts {
+            contact: "alice@example.org".into(),
+            target: Some("temp".into()),
+        };
+        let line = off.failure(path, &"disk full");
+        assert!(
+            line.starts_with(
+                "could not delete the alerts of alice@example.org on temp \
+                 from /var/lib/bot/state.sqlite: disk full; they will be back"
+            ),
+            "{line}"
+        );
+        let all_off = Write::DeleteAlerts {
+            contact: "alice@example.org".into(),
+            target: None,
+        };
+        assert!(all_off
+            .failure(path, &"disk full")
+            .starts_with("could not delete the alerts of alice@example.org from "));
     }
 
     #[test]
