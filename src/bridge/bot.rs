@@ -177,8 +177,17 @@ impl Bot {
         let mut alerts = Alerts::new(settings.alerts);
         let persistence = match db {
             None => None,
-            Some(db) => {
+            Some(mut db) => {
                 let limits = cache.limits();
+                // Topics beyond the bound would never be loaded: keep the file from growing
+                // with them.
+                let dropped = db.retain_topics(limits.max_topics)?;
+                if dropped > 0 {
+                    tracing::info!(
+                        dropped,
+                        "state database: forgot the least recently updated topics beyond --max-topics"
+                    );
+                }
                 restore(
                     &db,
                     &cache,
