@@ -106,6 +106,7 @@ against_both_servers!(
     sigterm_stops_cleanly_within_two_seconds,
     a_refused_mqtt_login_is_a_clear_error,
     answers_again_after_an_xmpp_server_restart,
+    a_pattern_alert_reaches_its_contact_once_per_crossing,
 );
 
 /// The MQTT broker of a scenario.
@@ -211,6 +212,9 @@ impl World {
             self.xmpp.ca_file().to_string_lossy().into_owned(),
             "--unit".into(),
             "°C".into(),
+            // The scenarios poll the bot; the rate limit has its own tests.
+            "--reply-burst".into(),
+            "100000".into(),
         ];
         args.extend(extra.iter().map(|s| s.to_string()));
         args
@@ -533,4 +537,58 @@ async fn answers_again_after_an_xmpp_server_restart(kind: Kind) {
     let mut alice = world.alice().await;
     let reply = alice.ask(BOT, "still there?").await;
     assert!(reply.starts_with("18.5 °C"), "{reply}");
+}
+
+async fn a_pattern_alert_reaches_its_contact_once_per_crossing(kind: Kind) {
+    let Some(world) = World::start(kind).await else {
+        return;
+    };
+    let _bot = world.start_bot(&[
+        "--sensor",
+        "name=vib,topic=building/+/VIBR,unit=mm/s",
+        "--allow",
+        ALICE,
+        "--alert-interval",
+        "0s",
+    ]);
+    let mut alice = world.alice().await;
+    let set = alice.ask(BOT, "alert building/+/VIBR above 5").await;
+    assert!(set.starts_with("Alert set: "), "{set}");
+
+    let port = world.mqtt.port();
+    publish(port, "building/1/VIBR", b"6", false).await;
+    assert_eq!(
+        next_from_bot(&mut alice).await,
+        "⚠ building/+/VIBR above 5 mm/s: 6 mm/s on building/1/VIBR"
+    );
+    // Still above: no message. Back below the margin, then above again: one message. Messages
+    // arrive in order, so the next one proves that 7 gave none.
+    for value in [b"7".as_slice(), b"1", b"8"] {
+        publish(port, "building/1/VIBR", value, false).await;
+    }
+    assert_eq!(
+        next_from_bot(&mut alice).await,
+        "⚠ building/+/VIBR above 5 mm/s: 8 mm/s on building/1/VIBR"
+    );
+    // Another topic under the pattern has its own state.
+    publish(port, "building/2/VIBR", b"5.5", false).await;
+    assert_eq!(
+        next_from_bot(&mut alice).await,
+        "⚠ building/+/VIBR above 5 mm/s: 5.5 mm/s on building/2/VIBR"
+    );
+    let listing = alice.ask(BOT, "get building/+/VIBR").await;
+    assert!(
+        listing.starts_with("building/+/VIBR: 2 topics\nbuilding/1/VIBR: 8 mm/s ("),
+        "no other alert came before the listing: {listing}"
+    );
+}
+
+/// The body of the next message from the bot.
+async fn next_from_bot(client: &mut ChatClient) -> String {
+    let bot = BareJid::new(BOT).expect("bot JID");
+    let message = client
+        .next_message_from(&bot, Duration::from_secs(10))
+        .await
+        .expect("a message from the bot within 10 s");
+    body(&message)
 }
