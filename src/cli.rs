@@ -223,6 +223,21 @@ pub struct BridgeArgs {
     pub xmpp: XmppArgs,
 }
 
+/// The per-contact reply rate limit (bridge and up).
+#[derive(Debug, Args)]
+pub struct RateArgs {
+    /// Replies per minute to one contact, on average; over it (after a burst of
+    /// --reply-burst) the contact is told once to slow down, then ignored until it does.
+    #[arg(long, env = "MQTT2XMPP_REPLIES_PER_MINUTE", default_value_t = 30,
+          value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    pub replies_per_minute: u32,
+
+    /// Replies to one contact in a quick row before --replies-per-minute applies.
+    #[arg(long, env = "MQTT2XMPP_REPLY_BURST", default_value_t = 10,
+          value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    pub reply_burst: u32,
+}
+
 /// Who may use the bot, how much it remembers, how it alerts.
 #[derive(Debug, Args)]
 #[command(next_help_heading = "Access, history and alerts")]
@@ -248,16 +263,9 @@ pub struct BotArgs {
     )]
     pub allow_domain: Vec<String>,
 
-    /// Replies per minute to one contact, on average; over it (after a burst of
-    /// --reply-burst) the contact is told once to slow down, then ignored until it does.
-    #[arg(long, env = "MQTT2XMPP_REPLIES_PER_MINUTE", default_value_t = 30,
-          value_parser = clap::value_parser!(u32).range(1..=100_000))]
-    pub replies_per_minute: u32,
-
-    /// Replies to one contact in a quick row before --replies-per-minute applies.
-    #[arg(long, env = "MQTT2XMPP_REPLY_BURST", default_value_t = 10,
-          value_parser = clap::value_parser!(u32).range(1..=100_000))]
-    pub reply_burst: u32,
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub rate: RateArgs,
 
     /// Most distinct MQTT topics tracked. Readings on further new topics are dropped (and
     /// logged once a minute); topics already tracked keep updating.
@@ -454,6 +462,10 @@ pub struct UpArgs {
     /// Do not start the simulated sensor (your own sensors publish to the broker).
     #[arg(long)]
     pub no_simulator: bool,
+
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub rate: RateArgs,
 
     /// Answer about the sensors in this TOML file instead of --topic alone, e.g.
     /// deploy/sensors.toml.example with `mqtt2xmpp simulate --building EDIFICIO_1` publishing.

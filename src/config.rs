@@ -234,8 +234,8 @@ pub fn bot_settings(args: &BotArgs, stale_after: Duration) -> Result<bot::Settin
             per_contact: ALERTS_PER_CONTACT,
             total: ALERTS_TOTAL,
         },
-        replies_per_minute: args.replies_per_minute,
-        reply_burst: args.reply_burst,
+        replies_per_minute: args.rate.replies_per_minute,
+        reply_burst: args.rate.reply_burst,
         allow,
         allow_domains,
     })

@@ -59,6 +59,8 @@ async fn run(command: Command) -> anyhow::Result<()> {
                     user: args.user,
                     simulate: !args.no_simulator,
                     sensors_file: args.sensors_file,
+                    replies_per_minute: args.rate.replies_per_minute,
+                    reply_burst: args.rate.reply_burst,
                 },
                 shutdown,
             )

@@ -18,7 +18,7 @@ use tokio_xmpp::jid::Jid;
 
 use crate::bridge::sensors::{Sensor, SensorDefaults, Sensors};
 use crate::bridge::{self, mqtt::MqttConfig, reading::PayloadFormat};
-use crate::cli::BotArgs;
+use crate::cli::{BotArgs, RateArgs};
 use crate::secret::{self, Secret};
 use crate::server::{self, admin, limits::Limits, ServerConfig};
 use crate::shutdown::{self, Shutdown};
@@ -49,6 +49,10 @@ pub struct UpConfig {
     pub simulate: bool,
     /// Sensors to answer about instead of `topic` alone.
     pub sensors_file: Option<PathBuf>,
+    /// Replies per minute per contact.
+    pub replies_per_minute: u32,
+    /// Replies per contact in a quick row.
+    pub reply_burst: u32,
 }
 
 /// Why `up` could not start or stopped.
@@ -279,8 +283,10 @@ pub async fn run(config: UpConfig, mut shutdown: Shutdown) -> Result<(), UpError
         &BotArgs {
             allow: vec![you.jid.clone()],
             allow_domain: Vec::new(),
-            replies_per_minute: 30,
-            reply_burst: 10,
+            rate: RateArgs {
+                replies_per_minute: config.replies_per_minute,
+                reply_burst: config.reply_burst,
+            },
             max_topics: 1000,
             history: 1000,
             state_db: None,

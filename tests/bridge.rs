@@ -212,9 +212,6 @@ impl World {
             self.xmpp.ca_file().to_string_lossy().into_owned(),
             "--unit".into(),
             "°C".into(),
-            // The scenarios poll the bot; the rate limit has its own tests.
-            "--reply-burst".into(),
-            "100000".into(),
         ];
         args.extend(extra.iter().map(|s| s.to_string()));
         args

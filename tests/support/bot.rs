@@ -27,11 +27,14 @@ pub struct Bot {
 }
 
 impl Bot {
-    /// Starts `mqtt2xmpp ARGS` with `RUST_LOG` set to show the bot's info lines.
+    /// Starts `mqtt2xmpp ARGS` with `RUST_LOG` set to show the bot's info lines, and a reply
+    /// burst large enough for tests that poll the bot until a reading arrives (the rate limit's
+    /// own tests pass `--reply-burst`, which wins over the environment).
     pub fn spawn(args: &[&str]) -> Bot {
         let mut child = Command::new(env!("CARGO_BIN_EXE_mqtt2xmpp"))
             .args(args)
             .env("RUST_LOG", "info,mqtt2xmpp=debug")
+            .env("MQTT2XMPP_REPLY_BURST", "100000")
             .env_remove("MQTT2XMPP_PASSWORD")
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
