@@ -13,6 +13,7 @@
 //! | [`topic`] | MQTT topic filters: matching and validation |
 //! | [`tls`] | rustls client configuration (system roots + `--*-ca` files) |
 //! | [`secret`] | passwords from files or the environment, never printed |
+//! | [`log_limit`] | one log line per interval for problems that repeat |
 //! | [`backoff`] | reconnect delays with jitter |
 //! | [`shutdown`] | one stop signal shared by every task |
 //! | `embedded` | in-process MQTT broker on loopback for `up` and tests (feature `embedded-broker`) |
@@ -27,10 +28,12 @@ pub mod cli;
 pub mod config;
 #[cfg(feature = "embedded-broker")]
 pub mod embedded;
+pub mod log_limit;
 pub mod secret;
 pub mod server;
 pub mod shutdown;
 pub mod simulate;
+mod sqlite;
 pub mod tls;
 pub mod topic;
 pub mod up;

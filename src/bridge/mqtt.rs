@@ -19,6 +19,7 @@ use super::bot::{Bot, Ingest};
 use super::cache::Stored;
 use super::reading;
 use crate::backoff::Backoff;
+use crate::log_limit::LogLimit;
 use crate::secret::Secret;
 use crate::shutdown::Shutdown;
 
@@ -106,8 +107,8 @@ pub async fn run(
     }
     let (client, mut eventloop) = AsyncClient::new(options, 16);
     let mut backoff = Backoff::new(Duration::from_millis(500), Duration::from_secs(30));
-    let mut rejects = RejectLog::new(REJECT_LOG_INTERVAL);
-    let mut refusals = RejectLog::new(REJECT_LOG_INTERVAL);
+    let mut rejects = LogLimit::new(REJECT_LOG_INTERVAL);
+    let mut refusals = LogLimit::new(REJECT_LOG_INTERVAL);
     let topics = config.filters.join(" ");
     tracing::info!(broker, topics, "connecting to the MQTT broker");
 
@@ -224,54 +225,4 @@ pub async fn run(
     }
     tracing::info!(broker, "disconnected from the MQTT broker");
     Ok(())
-}
-
-/// Rate limit for the "unreadable payload" warning: one line per interval, counting the rest.
-#[derive(Debug)]
-struct RejectLog {
-    interval: Duration,
-    last: Option<Instant>,
-    suppressed: u64,
-}
-
-impl RejectLog {
-    fn new(interval: Duration) -> Self {
-        Self {
-            interval,
-            last: None,
-            suppressed: 0,
-        }
-    }
-
-    /// `Some(n)` when this rejection should be logged, with `n` rejections suppressed since the
-    /// last line; `None` when it should be counted silently.
-    fn admit(&mut self, now: Instant) -> Option<u64> {
-        match self.last {
-            Some(last) if now.saturating_duration_since(last) < self.interval => {
-                self.suppressed += 1;
-                None
-            }
-            _ => {
-                self.last = Some(now);
-                Some(std::mem::take(&mut self.suppressed))
-            }
-        }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn reject_log_reports_once_per_interval_with_a_count() {
-        let mut log = RejectLog::new(Duration::from_secs(60));
-        let t0 = Instant::now();
-        assert_eq!(log.admit(t0), Some(0));
-        for i in 1..=5 {
-            assert_eq!(log.admit(t0 + Duration::from_secs(i)), None);
-        }
-        assert_eq!(log.admit(t0 + Duration::from_secs(60)), Some(5));
-        assert_eq!(log.admit(t0 + Duration::from_secs(61)), None);
-    }
 }

@@ -59,6 +59,8 @@
 //! overhead; the topic name itself is stored once. So a history of 10 000 readings for each of
 //! 50 sensors takes about 23 MB. The test `disk_cost_per_reading` keeps this figure honest.
 
+use crate::log_limit::LogLimit;
+use crate::sqlite::user_version;
 use std::collections::BTreeMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -251,7 +253,7 @@ impl StateDb {
     /// The parent directory must exist. A new file is created with mode `0600` on Unix.
     pub fn open(path: &Path) -> Result<Self, PersistError> {
         let path = path.to_path_buf();
-        create_private_file(&path).map_err(|source| PersistError::Io {
+        crate::sqlite::create_private_file(&path).map_err(|source| PersistError::Io {
             path: path.clone(),
             source,
         })?;
@@ -811,34 +813,17 @@ impl Writer {
 /// Rate limit for the writer's error lines: the first failure is logged at once, later ones at
 /// most once per `interval`, each line counting the failures it stands for.
 #[derive(Debug)]
-struct FailureLog {
-    interval: Duration,
-    last_line: Option<Instant>,
-    unreported: u64,
-}
+struct FailureLog(LogLimit);
 
 impl FailureLog {
     fn new(interval: Duration) -> Self {
-        Self {
-            interval,
-            last_line: None,
-            unreported: 0,
-        }
+        Self(LogLimit::new(interval))
     }
 
     /// Counts a failure at `now`; returns `Some(n)` if it is to be logged now, `n` being the
     /// failures not logged since the previous line.
     fn failure(&mut self, now: Instant) -> Option<u64> {
-        match self.last_line {
-            Some(last) if now.saturating_duration_since(last) < self.interval => {
-                self.unreported += 1;
-                None
-            }
-            _ => {
-                self.last_line = Some(now);
-                Some(std::mem::take(&mut self.unreported))
-            }
-        }
+        self.0.admit(now)
     }
 
     /// Logs `message` for a failure at `now` if the rate limit allows.
@@ -855,17 +840,13 @@ impl FailureLog {
 
     /// The failures not logged yet, resetting the count.
     fn take_unreported(&mut self) -> u64 {
-        std::mem::take(&mut self.unreported)
+        self.0.take_suppressed()
     }
 }
 
 /// A count for a SQL `LIMIT` or `OFFSET`; larger than SQLite can count means "all".
 fn to_sql_count(count: usize) -> i64 {
     i64::try_from(count).unwrap_or(i64::MAX)
-}
-
-fn user_version(conn: &Connection) -> rusqlite::Result<i64> {
-    conn.pragma_query_value(None, "user_version", |row| row.get(0))
 }
 
 fn check_version(path: &Path, found: i64) -> Result<(), PersistError> {
@@ -882,58 +863,15 @@ fn check_version(path: &Path, found: i64) -> Result<(), PersistError> {
 /// Applies the missing [`MIGRATIONS`], each in its own `IMMEDIATE` transaction that re-reads
 /// the version under the lock, so concurrent openers apply each batch exactly once.
 fn migrate(conn: &Connection, path: &Path) -> Result<(), PersistError> {
-    let open_error = |source| PersistError::Open {
-        path: path.to_path_buf(),
-        source,
-    };
-    if user_version(conn).map_err(open_error)? == i64::from(SCHEMA_VERSION) {
-        return Ok(());
-    }
-    for (from, batch) in (0_i64..).zip(MIGRATIONS) {
-        let tx = rusqlite::Transaction::new_unchecked(conn, TransactionBehavior::Immediate)
-            .map_err(open_error)?;
-        let current = user_version(&tx).map_err(open_error)?;
-        check_version(path, current)?;
-        if current != from {
-            continue; // already applied (by us earlier in this loop, or by another process)
-        }
-        tx.execute_batch(batch).map_err(open_error)?;
-        tx.pragma_update(None, "user_version", from + 1)
-            .map_err(open_error)?;
-        tx.commit().map_err(open_error)?;
-    }
-    Ok(())
-}
-
-/// Creates `path` as an empty file readable only by its owner, unless it exists, and syncs its
-/// directory so the new entry survives a power cut. SQLite treats an empty file as an empty
-/// database, and creates its `-wal` and `-shm` files with the same permissions.
-#[cfg(unix)]
-fn create_private_file(path: &Path) -> std::io::Result<()> {
-    use std::os::unix::fs::OpenOptionsExt;
-    match std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(path)
-    {
-        Ok(file) => {
-            file.sync_all()?;
-            let dir = match path.parent() {
-                Some(dir) if !dir.as_os_str().is_empty() => dir,
-                _ => Path::new("."),
-            };
-            std::fs::File::open(dir)?.sync_all()
-        }
-        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
-        Err(e) => Err(e),
-    }
-}
-
-/// Elsewhere SQLite creates the file itself, with default permissions.
-#[cfg(not(unix))]
-fn create_private_file(_path: &Path) -> std::io::Result<()> {
-    Ok(())
+    crate::sqlite::migrate(
+        conn,
+        MIGRATIONS,
+        |found| check_version(path, found),
+        |source| PersistError::Open {
+            path: path.to_path_buf(),
+            source,
+        },
+    )
 }
 
 #[cfg(test)]

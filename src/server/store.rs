@@ -78,6 +78,7 @@
 //! reads accounts from the database at each login, so an account added by another process is
 //! seen immediately.
 
+use crate::sqlite::user_version;
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -378,7 +379,7 @@ impl Store {
         options: &StoreOptions,
     ) -> Result<Self, StoreError> {
         let path = path.as_ref().to_path_buf();
-        create_private_file(&path).map_err(|source| StoreError::Io {
+        crate::sqlite::create_private_file(&path).map_err(|source| StoreError::Io {
             path: path.clone(),
             source,
         })?;
@@ -940,10 +941,6 @@ fn now_unix() -> i64 {
         .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
 }
 
-fn user_version(conn: &Connection) -> rusqlite::Result<i64> {
-    conn.pragma_query_value(None, "user_version", |row| row.get(0))
-}
-
 fn check_version(path: &Path, found: i64) -> Result<(), StoreError> {
     if found < 0 || found > i64::from(SCHEMA_VERSION) {
         return Err(StoreError::TooNew {
@@ -958,58 +955,15 @@ fn check_version(path: &Path, found: i64) -> Result<(), StoreError> {
 /// Applies the missing [`MIGRATIONS`], each in its own `IMMEDIATE` transaction that re-reads
 /// the version under the lock, so concurrent openers apply each batch exactly once.
 fn migrate(conn: &Connection, path: &Path) -> Result<(), StoreError> {
-    let open_error = |source| StoreError::Open {
-        path: path.to_path_buf(),
-        source,
-    };
-    if user_version(conn).map_err(open_error)? == i64::from(SCHEMA_VERSION) {
-        return Ok(());
-    }
-    for (from, batch) in (0_i64..).zip(MIGRATIONS) {
-        let tx =
-            Transaction::new_unchecked(conn, TransactionBehavior::Immediate).map_err(open_error)?;
-        let current = user_version(&tx).map_err(open_error)?;
-        check_version(path, current)?;
-        if current != from {
-            continue; // already applied (by us earlier in this loop, or by another process)
-        }
-        tx.execute_batch(batch).map_err(open_error)?;
-        tx.pragma_update(None, "user_version", from + 1)
-            .map_err(open_error)?;
-        tx.commit().map_err(open_error)?;
-    }
-    Ok(())
-}
-
-/// Creates `path` as an empty file readable only by its owner, unless it exists, and syncs its
-/// directory so the new entry survives a power cut. SQLite treats an empty file as an empty
-/// database, and creates its `-wal` and `-shm` files with the same permissions.
-#[cfg(unix)]
-fn create_private_file(path: &Path) -> std::io::Result<()> {
-    use std::os::unix::fs::OpenOptionsExt;
-    match std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(path)
-    {
-        Ok(file) => {
-            file.sync_all()?;
-            let dir = match path.parent() {
-                Some(dir) if !dir.as_os_str().is_empty() => dir,
-                _ => Path::new("."),
-            };
-            std::fs::File::open(dir)?.sync_all()
-        }
-        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
-        Err(e) => Err(e),
-    }
-}
-
-/// Elsewhere SQLite creates the file itself, with default permissions.
-#[cfg(not(unix))]
-fn create_private_file(_path: &Path) -> std::io::Result<()> {
-    Ok(())
+    crate::sqlite::migrate(
+        conn,
+        MIGRATIONS,
+        |found| check_version(path, found),
+        |source| StoreError::Open {
+            path: path.to_path_buf(),
+            source,
+        },
+    )
 }
 
 #[cfg(test)]
