@@ -26,6 +26,29 @@ pub fn is_pattern(filter: &str) -> bool {
     filter.contains(['+', '#'])
 }
 
+/// Whether every topic matching `specific` also matches `general` (so subscribing to both would
+/// only deliver some messages twice).
+pub fn covers(general: &str, specific: &str) -> bool {
+    let mut specific_levels = specific.split('/');
+    for wanted in general.split('/') {
+        if wanted == "#" {
+            // `#` covers everything below, and `$`-topics only if the specific filter names them.
+            return !(specific.starts_with('$') && general.starts_with('#'));
+        }
+        match specific_levels.next() {
+            Some("#") | None => return false,
+            Some("+") if wanted == "+" => {}
+            Some(level) if level != "+" && (wanted == "+" || wanted == level) => {
+                if level.starts_with('$') && wanted == "+" && general.starts_with('+') {
+                    return false;
+                }
+            }
+            _ => return false,
+        }
+    }
+    specific_levels.next().is_none()
+}
+
 /// Checks a subscription filter; the error says what is wrong in words a user can act on.
 pub fn check_filter(filter: &str) -> Result<(), &'static str> {
     if filter.is_empty() {
@@ -94,5 +117,31 @@ mod tests {
             assert!(check_filter(bad).is_err(), "{bad:?}");
         }
         assert!(is_pattern("a/+") && is_pattern("#") && !is_pattern("a/b"));
+    }
+
+    #[test]
+    fn a_filter_covers_another_when_it_matches_all_its_topics() {
+        for (general, specific, expected) in [
+            ("B/#", "B/+/+/+/VIBR", true),
+            ("B/#", "B", true),
+            ("#", "anything/at/all", true),
+            ("B/+/O/+/VIBR", "B/P_1/O/2/VIBR", true),
+            ("B/+/+/+/VIBR", "B/+/O/+/VIBR", true),
+            ("B/+/O/+/VIBR", "B/+/+/+/VIBR", false),
+            ("B/+/VIBR", "B/#", false),
+            ("a/b", "a/b", true),
+            ("a/b", "a/c", false),
+            ("a/+", "a/b/c", false),
+            ("a/b/c", "a/b", false),
+            ("#", "$SYS/x", false),
+            ("+/x", "$SYS/x", false),
+            ("$SYS/#", "$SYS/x", true),
+        ] {
+            assert_eq!(
+                covers(general, specific),
+                expected,
+                "{general} ⊇ {specific}"
+            );
+        }
     }
 }

@@ -241,6 +241,15 @@ impl Alerts {
             .and_then(|(a, t)| t.get(topic).map(|s| (a, *s)))
     }
 
+    /// The concrete topics one alert tracks.
+    pub fn topics(&self, key: &Key) -> Vec<String> {
+        self.alerts
+            .iter()
+            .find(|(a, _)| a.key == *key)
+            .map(|(_, t)| t.keys().cloned().collect())
+            .unwrap_or_default()
+    }
+
     /// Number of alerts.
     pub fn len(&self) -> usize {
         self.alerts.len()

@@ -669,7 +669,10 @@ impl Bot {
         };
         if let Some(p) = &self.persistence {
             p.writer.send(Write::PutAlert(stored));
-            for (topic, _, _) in &current {
+            // Every topic it tracks, including a single topic not heard from yet (watched for
+            // silence from now on).
+            let topics = lock(&self.alerts).topics(&key);
+            for topic in &topics {
                 self.save_topic(&p.writer, &key, topic);
             }
         }

@@ -271,7 +271,10 @@ impl Sensors {
         self.list.iter().find(|s| topic::matches(topic, &s.filter))
     }
 
-    /// What to subscribe to: every sensor's filter, once each, in sensor order.
+    /// What to subscribe to: every sensor's filter, once each, in sensor order, leaving out
+    /// those another filter covers (`B/+/O/+/VIBR` under `B/#`). A broker may deliver a message
+    /// once per matching subscription (retained messages on subscribing, in particular), which
+    /// would put readings twice into the history.
     pub fn filters(&self) -> Vec<String> {
         let mut filters: Vec<String> = Vec::new();
         for sensor in &self.list {
@@ -279,6 +282,12 @@ impl Sensors {
                 filters.push(sensor.filter.clone());
             }
         }
+        let all = filters.clone();
+        filters.retain(|f| {
+            !all.iter().any(|other| {
+                other != f && crate::topic::covers(other, f) && !crate::topic::covers(f, other)
+            })
+        });
         filters
     }
 }
@@ -1016,10 +1025,26 @@ mod tests {
     fn each_filter_is_subscribed_to_once_in_order() {
         let sensors = Sensors::new(vec![
             sensor("temp", "house/+/temp"),
-            sensor("hum", "house/#"),
+            sensor("garden", "garden/temp"),
             sensor("kitchen", "house/+/temp"),
+            sensor("door", "house/door"),
         ])
         .unwrap();
-        assert_eq!(sensors.filters(), ["house/+/temp", "house/#"]);
+        assert_eq!(
+            sensors.filters(),
+            ["house/+/temp", "garden/temp", "house/door"]
+        );
+    }
+
+    #[test]
+    fn filters_another_covers_are_not_subscribed_to() {
+        let sensors = Sensors::new(vec![
+            sensor("temp", "house/+/temp"),
+            sensor("hum", "house/#"),
+            sensor("garden", "garden/temp"),
+            sensor("kitchen", "house/kitchen/temp"),
+        ])
+        .unwrap();
+        assert_eq!(sensors.filters(), ["house/#", "garden/temp"]);
     }
 }

@@ -1,6 +1,8 @@
 //! Shared fixtures for the integration tests.
 
 pub mod bot;
+pub mod conversation;
+pub mod mqtt;
 pub mod peers;
 pub mod profanity;
 pub mod server;
