@@ -222,6 +222,7 @@ pub struct Meter {
     max_depth: usize,
     tripped: AtomicBool,
     exceeded: std::sync::Mutex<Option<LimitExceeded>>,
+    login_deadline: std::sync::Mutex<Option<tokio::time::Instant>>,
 }
 
 impl Meter {
@@ -233,7 +234,25 @@ impl Meter {
             max_depth,
             tripped: AtomicBool::new(false),
             exceeded: std::sync::Mutex::new(None),
+            login_deadline: std::sync::Mutex::new(None),
         })
+    }
+
+    /// Sets (or clears) the time by which the client must have logged in and bound a resource;
+    /// reads during negotiation stop there with a `connection-timeout` stream error.
+    pub fn set_login_deadline(&self, deadline: Option<tokio::time::Instant>) {
+        *self
+            .login_deadline
+            .lock()
+            .unwrap_or_else(|e| e.into_inner()) = deadline;
+    }
+
+    /// The login deadline, while negotiation runs.
+    pub fn login_deadline(&self) -> Option<tokio::time::Instant> {
+        *self
+            .login_deadline
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
     }
 
     /// Call when the parser delivered a complete top-level element: its bytes no longer count.

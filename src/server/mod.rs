@@ -307,50 +307,55 @@ type Outboxes = HashMap<FullJid, (u64, Option<mpsc::Sender<Outbound>>)>;
 fn drive_hub(mut hub: Hub, mut commands: mpsc::Receiver<HubCommand>) {
     let mut outboxes: Outboxes = HashMap::new();
     while let Some(command) = commands.blocking_recv() {
-        let deliveries = match command {
-            HubCommand::Bind {
-                username,
-                resource,
-                id,
-                outbox,
-                reply,
-            } => match hub.bind(&username, resource.as_deref()) {
-                Ok((jid, deliveries)) => {
-                    // Deliveries first: they may close the session this one replaces.
-                    deliver(&mut outboxes, deliveries);
-                    outboxes.insert(jid.clone(), (id, Some(outbox)));
-                    let _ = reply.send(Some(jid));
-                    Vec::new()
-                }
-                Err(_) => {
-                    let _ = reply.send(None);
-                    Vec::new()
-                }
-            },
-            HubCommand::Stanza { jid, id, stanza } => {
-                if outboxes
-                    .get(&jid)
-                    .is_some_and(|(current, _)| *current == id)
-                {
-                    hub.inbound(&jid, *stanza)
-                } else {
-                    Vec::new()
-                }
-            }
-            HubCommand::Unbind { jid, id } => {
-                if outboxes
-                    .get(&jid)
-                    .is_some_and(|(current, _)| *current == id)
-                {
-                    outboxes.remove(&jid);
-                    hub.unbind(&jid)
-                } else {
-                    Vec::new()
-                }
-            }
-        };
-        deliver(&mut outboxes, deliveries);
+        apply(&mut hub, &mut outboxes, command);
     }
+}
+
+/// Applies one command to the hub and hands the resulting deliveries to the sessions' queues.
+fn apply(hub: &mut Hub, outboxes: &mut Outboxes, command: HubCommand) {
+    let deliveries = match command {
+        HubCommand::Bind {
+            username,
+            resource,
+            id,
+            outbox,
+            reply,
+        } => match hub.bind(&username, resource.as_deref()) {
+            Ok((jid, deliveries)) => {
+                // Deliveries first: they may close the session this one replaces.
+                deliver(outboxes, deliveries);
+                outboxes.insert(jid.clone(), (id, Some(outbox)));
+                let _ = reply.send(Some(jid));
+                Vec::new()
+            }
+            Err(_) => {
+                let _ = reply.send(None);
+                Vec::new()
+            }
+        },
+        HubCommand::Stanza { jid, id, stanza } => {
+            if outboxes
+                .get(&jid)
+                .is_some_and(|(current, _)| *current == id)
+            {
+                hub.inbound(&jid, *stanza)
+            } else {
+                Vec::new()
+            }
+        }
+        HubCommand::Unbind { jid, id } => {
+            if outboxes
+                .get(&jid)
+                .is_some_and(|(current, _)| *current == id)
+            {
+                outboxes.remove(&jid);
+                hub.unbind(&jid)
+            } else {
+                Vec::new()
+            }
+        }
+    };
+    deliver(outboxes, deliveries);
 }
 
 fn deliver(outboxes: &mut Outboxes, deliveries: Vec<Delivery>) {

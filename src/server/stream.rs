@@ -62,11 +62,18 @@ const MAX_SASL_EXCHANGES: u32 = 10;
 /// Outgoing queue of one session; a client that lets it fill up is too slow and is closed.
 pub const OUTBOX_CAPACITY: usize = 256;
 
+/// A client that takes nothing from its connection for this long (or its idle limit, if
+/// shorter) while stanzas wait for it is disconnected.
+pub const MAX_WRITE_STALL: Duration = Duration::from_secs(30);
+
+/// Time a client gets beyond the login deadline to receive its `connection-timeout` error.
+const LOGIN_GRACE: Duration = Duration::from_secs(2);
+
 type Plain = BufStream<LimitedReader<TcpStream>>;
 type Secure = BufStream<LimitedReader<TlsStream<TcpStream>>>;
 type Xml<Io> = XmlStream<Io, XmppStreamElement>;
 /// After authentication: stanzas that fail to parse are answered, not fatal.
-type Session = XmlStream<Secure, FallibleStreamElement>;
+type Session<Io> = XmlStream<Io, FallibleStreamElement>;
 
 /// How a connection ended, for the log.
 #[derive(Debug, Error)]
@@ -107,25 +114,47 @@ async fn run(
 ) -> Result<(), ConnectionEnd> {
     let limits = &shared.limits;
     let meter = Meter::new(limits.max_preauth_bytes, limits.max_depth);
+    // Reads stop at the deadline with a stream error; the outer timeout, a little later, also
+    // covers the header and the TLS handshake, where no stream error can be sent.
+    meter.set_login_deadline(Some(tokio::time::Instant::now() + limits.auth_timeout));
     let negotiation = negotiate(tcp, peer, shared, meter.clone());
     let (stream, username) = tokio::select! {
-        result = tokio::time::timeout(limits.auth_timeout, negotiation) => match result {
+        result = tokio::time::timeout(limits.auth_timeout + LOGIN_GRACE, negotiation) => match result {
             Ok(result) => result?,
             Err(_) => return Err(ConnectionEnd::AuthTimeout),
         },
         _ = shutdown.wait() => return Err(ConnectionEnd::Shutdown),
     };
+    serve_authenticated(stream, &username, peer, shared, &meter, shutdown).await
+}
+
+/// After `<success/>`: the restarted stream, bind within the time limit, then the session until
+/// it ends.
+async fn serve_authenticated<Io>(
+    stream: AcceptedStream<Io>,
+    username: &str,
+    peer: SocketAddr,
+    shared: &Arc<Shared>,
+    meter: &Meter,
+    mut shutdown: Shutdown,
+) -> Result<(), ConnectionEnd>
+where
+    Io: tokio::io::AsyncBufRead + tokio::io::AsyncWrite + Unpin,
+{
+    let limits = &shared.limits;
     meter.set_limit(limits.max_stanza_bytes);
-    let session = bind(stream, &username, shared, &meter);
+    meter.set_login_deadline(Some(tokio::time::Instant::now() + limits.auth_timeout));
+    let session = bind(stream, username, shared, meter);
     let (stream, jid, id, outbox) = tokio::select! {
-        result = tokio::time::timeout(limits.auth_timeout, session) => match result {
+        result = tokio::time::timeout(limits.auth_timeout + LOGIN_GRACE, session) => match result {
             Ok(result) => result?,
             Err(_) => return Err(ConnectionEnd::AuthTimeout),
         },
         _ = shutdown.wait() => return Err(ConnectionEnd::Shutdown),
     };
+    meter.set_login_deadline(None);
     tracing::info!(%peer, %jid, "session started");
-    let result = session_loop(stream, &jid, id, outbox, shared, &meter, shutdown).await;
+    let result = session_loop(stream, &jid, id, outbox, shared, meter, shutdown).await;
     let _ = shared
         .hub
         .send(HubCommand::Unbind {
@@ -135,6 +164,12 @@ async fn run(
         .await;
     tracing::info!(%peer, %jid, "session ended");
     result
+}
+
+/// Longest a write to a client may stall: the idle limit, but never more than
+/// [`MAX_WRITE_STALL`].
+fn write_stall_limit(shared: &Shared) -> Duration {
+    shared.limits.idle_ping_after.min(MAX_WRITE_STALL)
 }
 
 fn timeouts(shared: &Shared) -> Timeouts {
@@ -261,6 +296,19 @@ where
             )
             .await
         }
+        // rxml refuses names, attribute values and references longer than its token limit
+        // (8 KiB): a size limit, not a forbidden XML feature.
+        ReadError::HardError(e)
+            if e.kind() == io::ErrorKind::InvalidData
+                && e.to_string().contains("long name or reference") =>
+        {
+            fail(
+                stream,
+                StreamCondition::PolicyViolation,
+                "a name, attribute value or reference is longer than 8192 bytes",
+            )
+            .await
+        }
         ReadError::HardError(e) if e.kind() == io::ErrorKind::InvalidData => {
             let text = e.to_string();
             let condition = if text.contains("restricted xml") {
@@ -283,18 +331,65 @@ where
     }
 }
 
-/// The next element, skipping soft timeouts (negotiation has its own overall deadline).
+/// `stream.next()`, or `None` when the login deadline passes first.
+async fn before_login_deadline<S: futures::Stream + Unpin>(
+    stream: &mut S,
+    meter: &Meter,
+) -> Option<Option<S::Item>> {
+    match meter.login_deadline() {
+        Some(deadline) => tokio::time::timeout_at(deadline, stream.next()).await.ok(),
+        None => Some(stream.next().await),
+    }
+}
+
+/// Ends a negotiation that went past the login deadline.
+async fn login_timed_out<Io, T: FromXml>(stream: &mut XmlStream<Io, T>) -> ConnectionEnd
+where
+    Io: tokio::io::AsyncBufRead + tokio::io::AsyncWrite + Unpin,
+{
+    fail(
+        stream,
+        StreamCondition::ConnectionTimeout,
+        "the time to log in and bind a resource is over",
+    )
+    .await;
+    ConnectionEnd::AuthTimeout
+}
+
+/// The next element, skipping soft timeouts, until the login deadline.
 async fn next<Io>(stream: &mut Xml<Io>, meter: &Meter) -> Result<XmppStreamElement, ConnectionEnd>
 where
     Io: tokio::io::AsyncBufRead + tokio::io::AsyncWrite + Unpin,
 {
+    match next_parsed(stream, meter).await? {
+        Ok(element) => Ok(element),
+        Err(error) => Err(read_failed(stream, ReadError::ParseError(error), meter).await),
+    }
+}
+
+/// Like [`next`], but a complete element that does not parse is handed back (the stream can go
+/// on after it) instead of ending the stream.
+async fn next_parsed<Io>(
+    stream: &mut Xml<Io>,
+    meter: &Meter,
+) -> Result<Result<XmppStreamElement, xso::error::Error>, ConnectionEnd>
+where
+    Io: tokio::io::AsyncBufRead + tokio::io::AsyncWrite + Unpin,
+{
     loop {
-        match stream.next().await {
+        let Some(item) = before_login_deadline(stream, meter).await else {
+            return Err(login_timed_out(stream).await);
+        };
+        match item {
             Some(Ok(element)) => {
                 meter.element_done();
-                return Ok(element);
+                return Ok(Ok(element));
             }
             Some(Err(ReadError::SoftTimeout)) => continue,
+            Some(Err(ReadError::ParseError(error))) => {
+                meter.element_done();
+                return Ok(Err(error));
+            }
             Some(Err(error)) => return Err(read_failed(stream, error, meter).await),
             None => return Err(ConnectionEnd::ClientClosed),
         }
@@ -316,27 +411,7 @@ async fn negotiate(
         limits.bytes_per_second,
         limits.burst_bytes,
     ));
-    let features = StreamFeatures {
-        starttls: Some(StartTls { required: true }),
-        ..Default::default()
-    };
-    let mut stream = open(plain, shared, &features).await?;
-    match next(&mut stream, &meter).await? {
-        XmppStreamElement::Starttls(starttls::Nonza::Request(_)) => {}
-        _ => {
-            return Err(fail(
-                &mut stream,
-                StreamCondition::PolicyViolation,
-                "STARTTLS is required before anything else",
-            )
-            .await)
-        }
-    }
-    stream
-        .send(&XmppStreamElement::Starttls(starttls::Nonza::Proceed(
-            starttls::Proceed,
-        )))
-        .await?;
+    let stream = starttls(plain, shared, &meter).await?;
     let tcp = stream.into_inner().into_inner().into_inner();
     let tls = tokio_rustls::TlsAcceptor::from(shared.tls.clone())
         .accept(tcp)
@@ -354,6 +429,52 @@ async fn negotiate(
         tls_active: true,
         tls_exporter: exporter.as_deref(),
     };
+    sasl(secure, peer, &info, shared, &meter).await
+}
+
+/// The plain-text stream: header, features (STARTTLS required), `<starttls/>` and our
+/// `<proceed/>`. Returns the stream for the TLS handshake on its transport.
+async fn starttls<Io>(io: Io, shared: &Shared, meter: &Meter) -> Result<Xml<Io>, ConnectionEnd>
+where
+    Io: tokio::io::AsyncBufRead + tokio::io::AsyncWrite + Unpin,
+{
+    let features = StreamFeatures {
+        starttls: Some(StartTls { required: true }),
+        ..Default::default()
+    };
+    let mut stream = open(io, shared, &features).await?;
+    match next(&mut stream, meter).await? {
+        XmppStreamElement::Starttls(starttls::Nonza::Request(_)) => {}
+        _ => {
+            return Err(fail(
+                &mut stream,
+                StreamCondition::PolicyViolation,
+                "STARTTLS is required before anything else",
+            )
+            .await)
+        }
+    }
+    stream
+        .send(&XmppStreamElement::Starttls(starttls::Nonza::Proceed(
+            starttls::Proceed,
+        )))
+        .await?;
+    Ok(stream)
+}
+
+/// The stream inside TLS: header, SASL mechanisms, and exchanges until one succeeds or too many
+/// failed. Returns the stream right after `<success/>` and the authenticated (lowercase)
+/// username.
+async fn sasl<Io>(
+    io: Io,
+    peer: SocketAddr,
+    info: &ConnectionInfo<'_>,
+    shared: &Shared,
+    meter: &Meter,
+) -> Result<(AcceptedStream<Io>, String), ConnectionEnd>
+where
+    Io: tokio::io::AsyncBufRead + tokio::io::AsyncWrite + Unpin,
+{
     let features = StreamFeatures {
         sasl_mechanisms: info
             .offered_mechanisms()
@@ -362,11 +483,11 @@ async fn negotiate(
             .collect(),
         ..Default::default()
     };
-    let mut stream = open(secure, shared, &features).await?;
+    let mut stream = open(io, shared, &features).await?;
     let mut failures = 0;
     let mut attempts = 0;
     loop {
-        match authenticate(&mut stream, &info, shared, &meter).await? {
+        match authenticate(&mut stream, info, shared, meter).await? {
             Ok((username, additional_data, mechanism)) => {
                 shared.login_succeeded(peer);
                 let success =
@@ -412,14 +533,28 @@ async fn negotiate(
 /// One SASL exchange. `Ok(Ok(..))` on success, `Ok(Err((condition, password_tried)))` on a
 /// failure the client may
 /// retry after, `Err` when the connection must end.
-async fn authenticate(
-    stream: &mut Xml<Secure>,
+async fn authenticate<Io>(
+    stream: &mut Xml<Io>,
     info: &ConnectionInfo<'_>,
     shared: &Shared,
     meter: &Meter,
 ) -> Result<Result<(String, Vec<u8>, Mechanism), (wire_sasl::DefinedCondition, bool)>, ConnectionEnd>
+where
+    Io: tokio::io::AsyncBufRead + tokio::io::AsyncWrite + Unpin,
 {
-    let auth = match next(stream, meter).await? {
+    let element = match next_parsed(stream, meter).await? {
+        Ok(element) => element,
+        // xmpp-parsers knows only the mechanisms it has a name for: `<auth>` with any other
+        // (DIGEST-MD5, say) fails to parse. RFC 6120 §6.4.1 makes that `invalid-mechanism`,
+        // after which the client may try another.
+        Err(error) if error.to_string().contains("'mechanism'") => {
+            return Ok(Err((wire_sasl::DefinedCondition::InvalidMechanism, false)))
+        }
+        Err(error) => {
+            return Err(read_failed(stream, ReadError::ParseError(error), meter).await);
+        }
+    };
+    let auth = match element {
         XmppStreamElement::Sasl(wire_sasl::Nonza::Auth(auth)) => auth,
         XmppStreamElement::Sasl(wire_sasl::Nonza::Abort(_)) => {
             return Ok(Err((wire_sasl::DefinedCondition::Aborted, false)))
@@ -490,12 +625,15 @@ fn sasl_condition(failure: super::sasl::Failure) -> wire_sasl::DefinedCondition 
 }
 
 /// After SASL: the restarted stream, bind (RFC 6120 §7), and the legacy session IQ.
-async fn bind(
-    accepted: AcceptedStream<Secure>,
+async fn bind<Io>(
+    accepted: AcceptedStream<Io>,
     username: &str,
     shared: &Arc<Shared>,
     meter: &Meter,
-) -> Result<(Session, FullJid, u64, mpsc::Receiver<Outbound>), ConnectionEnd> {
+) -> Result<(Session<Io>, FullJid, u64, mpsc::Receiver<Outbound>), ConnectionEnd>
+where
+    Io: tokio::io::AsyncBufRead + tokio::io::AsyncWrite + Unpin,
+{
     let mut features = StreamFeatures {
         bind: Some(BindFeature { required: true }),
         ..Default::default()
@@ -509,9 +647,12 @@ async fn bind(
             ))
             .build(),
     );
-    let mut stream: Session = respond(accepted, shared, &features).await?;
+    let mut stream: Session<Io> = respond(accepted, shared, &features).await?;
     loop {
-        let element = match stream.next().await {
+        let Some(item) = before_login_deadline(&mut stream, meter).await else {
+            return Err(login_timed_out(&mut stream).await);
+        };
+        let element = match item {
             Some(Ok(FallibleStreamElement::Ok(element))) => {
                 meter.element_done();
                 element
@@ -577,11 +718,14 @@ async fn bind(
     }
 }
 
-async fn send_error(
-    stream: &mut Session,
+async fn send_error<Io>(
+    stream: &mut Session<Io>,
     iq: &Iq,
     condition: StanzaCondition,
-) -> Result<(), ConnectionEnd> {
+) -> Result<(), ConnectionEnd>
+where
+    Io: tokio::io::AsyncBufRead + tokio::io::AsyncWrite + Unpin,
+{
     if let Some(error) = bounce(&Stanza::Iq(iq.clone()), condition) {
         stream.send(&XmppStreamElement::Stanza(error)).await?;
     }
@@ -659,15 +803,18 @@ fn from_is_own(stanza: &Stanza, jid: &FullJid) -> bool {
     }
 }
 
-async fn session_loop(
-    mut stream: Session,
+async fn session_loop<Io>(
+    mut stream: Session<Io>,
     jid: &FullJid,
     id: u64,
     mut inbox: mpsc::Receiver<Outbound>,
     shared: &Shared,
     meter: &Meter,
     mut shutdown: Shutdown,
-) -> Result<(), ConnectionEnd> {
+) -> Result<(), ConnectionEnd>
+where
+    Io: tokio::io::AsyncBufRead + tokio::io::AsyncWrite + Unpin,
+{
     let mut pinged = false;
     loop {
         tokio::select! {
@@ -677,7 +824,16 @@ async fn session_loop(
             }
             outbound = inbox.recv() => match outbound {
                 Some(Outbound::Stanza(stanza)) => {
-                    stream.send(&XmppStreamElement::Stanza(*stanza)).await?;
+                    // A client that stops reading would hold its whole queue (and the hub's
+                    // deliveries) forever: a write that cannot finish in time ends the session.
+                    let element = XmppStreamElement::Stanza(*stanza);
+                    match tokio::time::timeout(write_stall_limit(shared), stream.send(&element)).await {
+                        Ok(result) => result?,
+                        Err(_) => {
+                            tracing::info!(%jid, "client stopped reading; closing the session");
+                            return Err(fail(&mut stream, StreamCondition::PolicyViolation, "not reading fast enough").await);
+                        }
+                    }
                 }
                 Some(Outbound::Close(CloseReason::Conflict)) => {
                     return Err(fail(&mut stream, StreamCondition::Conflict, "replaced by a new session").await);
@@ -727,5 +883,296 @@ async fn session_loop(
                 None => return Err(ConnectionEnd::ClientClosed),
             },
         }
+    }
+}
+
+/// Entry point of the `server_stream` fuzz target (see `fuzz/README.md`): a client's bytes
+/// through the connection code above — [`LimitedReader`], the XML parser, stanza parsing, SASL,
+/// bind, the session loop — and the hub and store behind it, in memory, without sockets or TLS.
+/// Not part of the API: built only with the `fuzzing` feature.
+#[cfg(feature = "fuzzing")]
+#[doc(hidden)]
+pub mod fuzzing {
+    use std::collections::HashMap;
+    use std::net::{Ipv4Addr, SocketAddr};
+    use std::sync::{Arc, Mutex, OnceLock};
+    use std::time::Duration;
+
+    use tokio::io::BufStream;
+    use tokio::sync::{mpsc, oneshot};
+    use tokio_xmpp::jid::{BareJid, FullJid};
+    use tokio_xmpp::minidom::Element;
+    use tokio_xmpp::parsers::iq::Iq;
+    use tokio_xmpp::parsers::ns;
+    use tokio_xmpp::parsers::presence::Presence;
+    use tokio_xmpp::xmlstream::accept_stream;
+    use tokio_xmpp::Stanza;
+
+    use super::super::hub::Hub;
+    use super::super::limits::{LimitedReader, Limits, Meter};
+    use super::super::sasl::{derive_keys, ConnectionInfo, Hash};
+    use super::super::store::{RosterItem, Store, StoredScram, Subscription};
+    use super::super::{apply, HubCommand, Outbound, Outboxes, Shared};
+    use super::{sasl, serve_authenticated, starttls, timeouts, OUTBOX_CAPACITY};
+
+    /// The served domain.
+    pub const DOMAIN: &str = "localhost";
+    /// The accounts, each with the password `<name>-secret`. Bytes fed at [`Stage::Session`]
+    /// are alice's.
+    pub const ACCOUNTS: [&str; 2] = ["alice", "bob"];
+    /// The channel-binding bytes of the pretend TLS connection (so `-PLUS` is offered).
+    pub const TLS_EXPORTER: [u8; 32] = [7; 32];
+    /// PBKDF2 iterations of the accounts' keys: low, so that a PLAIN login costs little.
+    const ITERATIONS: u32 = 16;
+
+    /// Where in a connection the fuzzed bytes start.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+    pub enum Stage {
+        /// A new plain-text connection: stream header, features, `<starttls/>`.
+        Plain,
+        /// Inside TLS: stream header, SASL exchanges, and after `<success/>` the restarted
+        /// stream, bind and the session.
+        Sasl,
+        /// After alice's `<success/>`: the restarted stream header, bind and the session.
+        Session,
+    }
+
+    /// Limits for fuzzing: the defaults, with element sizes a fuzzer's inputs can reach and no
+    /// delay after a failed login.
+    pub fn limits() -> Limits {
+        Limits {
+            max_stanza_bytes: 4096,
+            max_preauth_bytes: 2048,
+            max_depth: 16,
+            login_failure_delay: Duration::ZERO,
+            max_login_delay: Duration::ZERO,
+            ..Limits::default()
+        }
+    }
+
+    /// Serves `input` as everything a client sends from `stage` on, then end of stream.
+    ///
+    /// Panics when the server lets a stanza through with a `from` that is not one of the
+    /// accounts (or the server), or when the hub still holds the fuzzed session afterwards.
+    pub fn connection(stage: Stage, input: &[u8]) {
+        thread_local! {
+            static RUNTIME: tokio::runtime::Runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_time()
+                .build()
+                .expect("a current-thread runtime");
+        }
+        RUNTIME.with(|runtime| runtime.block_on(serve(stage, input)));
+    }
+
+    async fn serve(stage: Stage, input: &[u8]) {
+        let limits = limits();
+        let mut hub = Hub::new(DOMAIN, store()).expect("a valid domain");
+        let mut outboxes = Outboxes::new();
+        // Two sessions already online, available, and (alice's tablet) with carbons on.
+        let mut others = Vec::new();
+        for (id, (user, resource)) in [("bob", "phone"), ("alice", "tablet")].iter().enumerate() {
+            let (outbox, inbox) = mpsc::channel(OUTBOX_CAPACITY);
+            let (reply, mut bound) = oneshot::channel();
+            let id = id as u64 + 1;
+            let command = HubCommand::Bind {
+                username: (*user).into(),
+                resource: Some((*resource).into()),
+                id,
+                outbox,
+                reply,
+            };
+            apply(&mut hub, &mut outboxes, command);
+            let jid = bound
+                .try_recv()
+                .ok()
+                .flatten()
+                .expect("the pre-bound sessions bind");
+            for stanza in [
+                Stanza::from(Presence::available()),
+                Iq::Set {
+                    from: None,
+                    to: None,
+                    id: "carbons".into(),
+                    payload: Element::builder("enable", ns::CARBONS).build(),
+                }
+                .into(),
+            ] {
+                let stanza = Box::new(stanza);
+                let command = HubCommand::Stanza {
+                    jid: jid.clone(),
+                    id,
+                    stanza,
+                };
+                apply(&mut hub, &mut outboxes, command);
+            }
+            others.push((jid, inbox));
+        }
+
+        let (hub_tx, mut hub_rx) = mpsc::channel(1024);
+        let shared = Arc::new(Shared {
+            domain: DOMAIN.into(),
+            tls: tls_config(),
+            limits: limits.clone(),
+            hub: hub_tx,
+            auth: Mutex::new(store()),
+            failures: Mutex::new(HashMap::new()),
+        });
+        let connection = async move {
+            let peer = SocketAddr::from((Ipv4Addr::LOCALHOST, 5222));
+            let (_trigger, shutdown) = crate::shutdown::channel();
+            let meter = Meter::new(limits.max_preauth_bytes, limits.max_depth);
+            let io = BufStream::new(LimitedReader::new(
+                tokio::io::join(input, tokio::io::sink()),
+                meter.clone(),
+                limits.bytes_per_second,
+                limits.burst_bytes,
+            ));
+            match stage {
+                Stage::Plain => {
+                    let _ = starttls(io, &shared, &meter).await;
+                }
+                Stage::Sasl => {
+                    let info = ConnectionInfo {
+                        domain: DOMAIN,
+                        tls_active: true,
+                        tls_exporter: Some(&TLS_EXPORTER),
+                    };
+                    if let Ok((accepted, username)) = sasl(io, peer, &info, &shared, &meter).await {
+                        let _ = serve_authenticated(
+                            accepted, &username, peer, &shared, &meter, shutdown,
+                        )
+                        .await;
+                    }
+                }
+                Stage::Session => {
+                    if let Ok(accepted) =
+                        accept_stream(io, ns::JABBER_CLIENT, timeouts(&shared)).await
+                    {
+                        let _ =
+                            serve_authenticated(accepted, "alice", peer, &shared, &meter, shutdown)
+                                .await;
+                    }
+                }
+            }
+            // Dropping `shared` closes the hub's inbox, which ends the hub loop.
+        };
+        let hub_loop = async {
+            while let Some(command) = hub_rx.recv().await {
+                apply(&mut hub, &mut outboxes, command);
+            }
+        };
+        tokio::join!(connection, hub_loop);
+
+        let bound: Vec<&FullJid> = hub.sessions.keys().collect();
+        let expected: Vec<&FullJid> = others.iter().map(|(jid, _)| jid).collect();
+        let mut expected_sorted = expected.clone();
+        expected_sorted.sort();
+        assert_eq!(
+            bound, expected_sorted,
+            "the hub still holds a session that ended"
+        );
+        for (jid, mut inbox) in others {
+            while let Ok(outbound) = inbox.try_recv() {
+                if let Outbound::Stanza(stanza) = outbound {
+                    check_from(&jid, &stanza);
+                    // What the session would write.
+                    let _ = String::from(&Element::from(*stanza));
+                }
+            }
+        }
+    }
+
+    /// Every stanza a session receives names its sender: the server, or a session of an
+    /// account (the hub stamps it), never a JID the fuzzed client made up.
+    fn check_from(to: &FullJid, stanza: &Stanza) {
+        let from = match stanza {
+            Stanza::Message(m) => m.from.as_ref(),
+            Stanza::Presence(p) => p.from.as_ref(),
+            Stanza::Iq(iq) => iq.from(),
+        };
+        let Some(from) = from else {
+            // Roster pushes and other server answers to the session's own requests.
+            return;
+        };
+        let bare: BareJid = from.to_bare();
+        let ok = (bare.node().is_none() && bare.domain().as_str() == DOMAIN)
+            || ACCOUNTS
+                .iter()
+                .any(|user| bare.as_str() == format!("{user}@{DOMAIN}"));
+        assert!(ok, "{to} received a stanza from {from}: {stanza:?}");
+    }
+
+    /// A fresh in-memory store with the accounts, alice and bob subscribed to each other.
+    fn store() -> Store {
+        let store = Store::open_in_memory().expect("an in-memory store");
+        for user in ACCOUNTS {
+            let (sha1, sha256) = keys(user);
+            store
+                .create_account(user, sha1, sha256)
+                .expect("a new account");
+        }
+        for (owner, contact) in [("alice", "bob"), ("bob", "alice")] {
+            let mut item = RosterItem::new(format!("{contact}@{DOMAIN}"));
+            item.subscription = Subscription::Both;
+            store
+                .upsert_roster_item(owner, &item)
+                .expect("a roster item");
+        }
+        store
+    }
+
+    /// The SCRAM keys of `user`'s password, derived once per process.
+    fn keys(user: &str) -> (&'static StoredScram, &'static StoredScram) {
+        static KEYS: OnceLock<Vec<(String, StoredScram, StoredScram)>> = OnceLock::new();
+        let all = KEYS.get_or_init(|| {
+            let derive = |user: &str, hash| {
+                let keys =
+                    derive_keys(&format!("{user}-secret"), hash, b"fuzzing salt", ITERATIONS)
+                        .expect("a valid password");
+                StoredScram {
+                    salt: keys.salt,
+                    iterations: keys.iterations,
+                    stored_key: keys.stored_key,
+                    server_key: keys.server_key,
+                }
+            };
+            ACCOUNTS
+                .iter()
+                .map(|user| {
+                    (
+                        user.to_string(),
+                        derive(user, Hash::Sha1),
+                        derive(user, Hash::Sha256),
+                    )
+                })
+                .collect()
+        });
+        let (_, sha1, sha256) = all
+            .iter()
+            .find(|(name, _, _)| name == user)
+            .expect("a known account");
+        (sha1, sha256)
+    }
+
+    /// A TLS configuration for [`Shared`]; never used, since the fuzzed bytes start either
+    /// before STARTTLS or inside TLS.
+    fn tls_config() -> Arc<rustls::ServerConfig> {
+        static CONFIG: OnceLock<Arc<rustls::ServerConfig>> = OnceLock::new();
+        CONFIG
+            .get_or_init(|| {
+                let generated = rcgen::generate_simple_self_signed(vec![DOMAIN.to_string()])
+                    .expect("a self-signed certificate");
+                let key =
+                    rustls::pki_types::PrivatePkcs8KeyDer::from(generated.key_pair.serialize_der());
+                let provider = Arc::new(rustls::crypto::ring::default_provider());
+                let config = rustls::ServerConfig::builder_with_provider(provider)
+                    .with_safe_default_protocol_versions()
+                    .expect("default TLS versions")
+                    .with_no_client_auth()
+                    .with_single_cert(vec![generated.cert.der().clone()], key.into())
+                    .expect("a valid certificate");
+                Arc::new(config)
+            })
+            .clone()
     }
 }

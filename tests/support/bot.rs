@@ -65,6 +65,11 @@ impl Bot {
         }
     }
 
+    /// The process id (for reading its memory use from `/proc`).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// Everything the process wrote so far (standard output and error, interleaved by line).
     pub fn log(&self) -> String {
         // A panic elsewhere while the lock was held must not hide the log (or abort in Drop).

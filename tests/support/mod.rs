@@ -5,4 +5,5 @@ pub mod conversation;
 pub mod mqtt;
 pub mod peers;
 pub mod profanity;
+pub mod raw;
 pub mod server;

@@ -78,6 +78,11 @@ impl BundledServer {
         }
     }
 
+    /// The server process's id (for reading its memory use from `/proc`).
+    pub fn pid(&self) -> u32 {
+        self.process.as_ref().expect("server running").pid()
+    }
+
     /// The server's log so far.
     pub fn log(&self) -> String {
         self.process.as_ref().map(Bot::log).unwrap_or_default()
