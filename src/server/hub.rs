@@ -29,6 +29,9 @@ use super::store::Store;
 pub enum Delivery {
     /// Send this stanza to this session.
     Stanza(FullJid, Box<Stanza>),
+    /// Send these stanzas to this session, in order, as one entry of its queue: the stored
+    /// offline messages, up to the per-user cap, which would not fit a queue of single stanzas.
+    Batch(FullJid, Vec<Stanza>),
     /// Close this session with a stream error (`conflict` when replaced by a new login).
     Close(FullJid, CloseReason),
 }

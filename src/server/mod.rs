@@ -138,6 +138,8 @@ pub enum HubCommand {
 pub enum Outbound {
     /// A stanza to write.
     Stanza(Box<Stanza>),
+    /// Stanzas to write in order (stored offline messages).
+    Batch(Vec<Stanza>),
     /// Close the session with a stream error.
     Close(CloseReason),
 }
@@ -360,34 +362,35 @@ fn apply(hub: &mut Hub, outboxes: &mut Outboxes, command: HubCommand) {
 
 fn deliver(outboxes: &mut Outboxes, deliveries: Vec<Delivery>) {
     for delivery in deliveries {
-        match delivery {
-            Delivery::Stanza(jid, stanza) => {
-                let Some((_, queue)) = outboxes.get_mut(&jid) else {
-                    continue;
-                };
-                let Some(outbox) = queue else {
-                    continue; // Already cut off; its Unbind is on the way.
-                };
-                match outbox.try_send(Outbound::Stanza(stanza)) {
-                    Ok(()) => {}
-                    Err(mpsc::error::TrySendError::Full(_)) => {
-                        // The client does not read: rather than buffer without bound, drop the
-                        // queue's sender; the session drains what is queued, then closes with
-                        // `policy-violation`, and its Unbind still finds the entry.
-                        tracing::warn!(%jid, "outgoing queue full; closing the session");
-                        *queue = None;
-                    }
-                    Err(mpsc::error::TrySendError::Closed(_)) => {
-                        // The connection ended after the hub routed this stanza to it; its
-                        // Unbind is queued behind the command being handled.
-                        tracing::debug!(%jid, "session already closed; stanza dropped");
-                    }
-                }
-            }
+        let (jid, outbound) = match delivery {
+            Delivery::Stanza(jid, stanza) => (jid, Outbound::Stanza(stanza)),
+            Delivery::Batch(jid, stanzas) => (jid, Outbound::Batch(stanzas)),
             Delivery::Close(jid, reason) => {
                 if let Some((_, Some(outbox))) = outboxes.remove(&jid) {
                     let _ = outbox.try_send(Outbound::Close(reason));
                 }
+                continue;
+            }
+        };
+        let Some((_, queue)) = outboxes.get_mut(&jid) else {
+            continue;
+        };
+        let Some(outbox) = queue else {
+            continue; // Already cut off; its Unbind is on the way.
+        };
+        match outbox.try_send(outbound) {
+            Ok(()) => {}
+            Err(mpsc::error::TrySendError::Full(_)) => {
+                // The client does not read: rather than buffer without bound, drop the
+                // queue's sender; the session drains what is queued, then closes with
+                // `policy-violation`, and its Unbind still finds the entry.
+                tracing::warn!(%jid, "outgoing queue full; closing the session");
+                *queue = None;
+            }
+            Err(mpsc::error::TrySendError::Closed(_)) => {
+                // The connection ended after the hub routed this stanza to it; its
+                // Unbind is queued behind the command being handled.
+                tracing::debug!(%jid, "session already closed; stanza dropped");
             }
         }
     }

@@ -174,6 +174,7 @@ impl Hub {
             }
         };
         let mut delivered = Vec::with_capacity(stored.len());
+        let mut messages = Vec::with_capacity(stored.len());
         for (id, xml) in stored {
             match xml
                 .parse::<Element>()
@@ -182,11 +183,14 @@ impl Hub {
             {
                 Some(mut message) => {
                     message.to = Some(session.clone().into());
-                    out.push(Delivery::stanza(session.clone(), message));
+                    messages.push(message.into());
                 }
                 None => tracing::warn!(%session, id, "dropping an unreadable offline message"),
             }
             delivered.push(id);
+        }
+        if !messages.is_empty() {
+            out.push(Delivery::Batch(session.clone(), messages));
         }
         if !delivered.is_empty() {
             if let Err(error) = self.store.delete_offline(&user, &delivered) {

@@ -803,6 +803,32 @@ fn from_is_own(stanza: &Stanza, jid: &FullJid) -> bool {
     }
 }
 
+/// Writes one stanza to the client. A client that stops reading would hold its whole queue (and
+/// the hub's deliveries) forever: a write that cannot finish in time ends the session.
+async fn write<Io>(
+    stream: &mut Session<Io>,
+    stanza: Stanza,
+    jid: &FullJid,
+    shared: &Shared,
+) -> Result<(), ConnectionEnd>
+where
+    Io: tokio::io::AsyncBufRead + tokio::io::AsyncWrite + Unpin,
+{
+    let element = XmppStreamElement::Stanza(stanza);
+    match tokio::time::timeout(write_stall_limit(shared), stream.send(&element)).await {
+        Ok(result) => Ok(result?),
+        Err(_) => {
+            tracing::info!(%jid, "client stopped reading; closing the session");
+            Err(fail(
+                stream,
+                StreamCondition::PolicyViolation,
+                "not reading fast enough",
+            )
+            .await)
+        }
+    }
+}
+
 async fn session_loop<Io>(
     mut stream: Session<Io>,
     jid: &FullJid,
@@ -823,16 +849,10 @@ where
                 return Err(ConnectionEnd::Shutdown);
             }
             outbound = inbox.recv() => match outbound {
-                Some(Outbound::Stanza(stanza)) => {
-                    // A client that stops reading would hold its whole queue (and the hub's
-                    // deliveries) forever: a write that cannot finish in time ends the session.
-                    let element = XmppStreamElement::Stanza(*stanza);
-                    match tokio::time::timeout(write_stall_limit(shared), stream.send(&element)).await {
-                        Ok(result) => result?,
-                        Err(_) => {
-                            tracing::info!(%jid, "client stopped reading; closing the session");
-                            return Err(fail(&mut stream, StreamCondition::PolicyViolation, "not reading fast enough").await);
-                        }
+                Some(Outbound::Stanza(stanza)) => write(&mut stream, *stanza, jid, shared).await?,
+                Some(Outbound::Batch(stanzas)) => {
+                    for stanza in stanzas {
+                        write(&mut stream, stanza, jid, shared).await?;
                     }
                 }
                 Some(Outbound::Close(CloseReason::Conflict)) => {
@@ -904,7 +924,7 @@ pub mod fuzzing {
     use tokio_xmpp::minidom::Element;
     use tokio_xmpp::parsers::iq::Iq;
     use tokio_xmpp::parsers::ns;
-    use tokio_xmpp::parsers::presence::Presence;
+    use tokio_xmpp::parsers::presence::{Presence, Type as PresenceType};
     use tokio_xmpp::xmlstream::accept_stream;
     use tokio_xmpp::Stanza;
 
@@ -1083,7 +1103,9 @@ pub mod fuzzing {
     }
 
     /// Every stanza a session receives names its sender: the server, or a session of an
-    /// account (the hub stamps it), never a JID the fuzzed client made up.
+    /// account (the hub stamps it), never a JID the fuzzed client made up. The one exception is
+    /// the refusal the server sends on behalf of a contact that does not exist (RFC 6121
+    /// §3.1.3), an `unsubscribed` presence from that contact's bare JID.
     fn check_from(to: &FullJid, stanza: &Stanza) {
         let from = match stanza {
             Stanza::Message(m) => m.from.as_ref(),
@@ -1098,7 +1120,9 @@ pub mod fuzzing {
         let ok = (bare.node().is_none() && bare.domain().as_str() == DOMAIN)
             || ACCOUNTS
                 .iter()
-                .any(|user| bare.as_str() == format!("{user}@{DOMAIN}"));
+                .any(|user| bare.as_str() == format!("{user}@{DOMAIN}"))
+            || matches!(stanza, Stanza::Presence(p)
+                if p.type_ == PresenceType::Unsubscribed && from.resource().is_none());
         assert!(ok, "{to} received a stanza from {from}: {stanza:?}");
     }
 
