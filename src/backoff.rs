@@ -13,6 +13,14 @@ pub struct Backoff {
 }
 
 impl Backoff {
+    /// The bot's policy for reconnecting to its broker and its XMPP server: about 0.5 s, then
+    /// 1 s, then at most 1.5 s between attempts, so a peer that comes back is used again within
+    /// 2 s however long it was away. (One connection attempt a second or so to a peer that is
+    /// down costs it next to nothing.)
+    pub fn reconnect() -> Self {
+        Self::new(Duration::from_millis(500), Duration::from_millis(1500))
+    }
+
     /// A backoff starting at `base` and never exceeding `max`.
     pub fn new(base: Duration, max: Duration) -> Self {
         Self {

@@ -23,6 +23,7 @@ use sasl::common::{ChannelBinding, Credentials};
 use thiserror::Error;
 use tokio::io::BufStream;
 use tokio::net::TcpStream;
+use tokio::sync::oneshot;
 use tokio::sync::watch;
 use tokio_rustls::client::TlsStream;
 use tokio_rustls::TlsConnector;
@@ -30,12 +31,13 @@ use tokio_xmpp::connect::{DnsConfig, ServerConnector};
 use tokio_xmpp::error::AuthError;
 use tokio_xmpp::jid::{BareJid, Jid};
 use tokio_xmpp::parsers::starttls;
-use tokio_xmpp::stanzastream::StanzaStream;
+use tokio_xmpp::stanzastream::{Connection, StanzaStream};
 use tokio_xmpp::xmlstream::{
     initiate_stream, PendingFeaturesRecv, ReadError, StreamHeader, Timeouts, XmppStream,
     XmppStreamElement,
 };
 
+use crate::backoff::Backoff;
 use crate::secret::Secret;
 
 /// How long the diagnostic login may take before it is abandoned (and the failure treated as
@@ -329,10 +331,85 @@ impl Connector {
 }
 
 /// A client-to-server stream for `jid` through `connector`: logs in, binds, and reconnects by
-/// itself (1 s doubling to 30 s) until dropped or closed.
+/// itself ([`Backoff::reconnect`]: within 2 s of the server's return) until dropped or closed.
+///
+/// tokio-xmpp's own `StanzaStream::new_c2s` would do the same with delays doubling from 1 s to
+/// 30 s, which cannot be changed and grows past any promise of freshness, and with a log line
+/// that does not name the server. This reconnector performs the same steps (connect, SASL, stream
+/// restart; binding stays with the stream) on our schedule.
 pub fn open_stream(jid: Jid, connector: Connector) -> StanzaStream {
     let password = connector.password();
-    StanzaStream::new_c2s(connector, jid, password, Timeouts::tight(), 16)
+    let reconnector = Box::new(
+        move |_preferred: Option<String>, slot: oneshot::Sender<Connection>| {
+            let (jid, connector, password) = (jid.clone(), connector.clone(), password.clone());
+            tokio::spawn(async move {
+                let mut backoff = Backoff::reconnect();
+                loop {
+                    match login(&connector, &jid, &password).await {
+                        Ok((features, stream)) => {
+                            let connection = Connection {
+                                stream: stream.box_stream(),
+                                features,
+                                identity: jid,
+                            };
+                            // If the StanzaStream is gone, so is the need for this connection:
+                            // dropping it closes the socket.
+                            let _ = slot.send(connection);
+                            return;
+                        }
+                        Err(error) => {
+                            if slot.is_closed() {
+                                return;
+                            }
+                            let delay = backoff.next_delay();
+                            tracing::warn!(
+                                server = %connector.dns,
+                                "XMPP connection failed: {error}; retrying in {delay:.1?}"
+                            );
+                            tokio::time::sleep(delay).await;
+                        }
+                    }
+                }
+            });
+        },
+    );
+    StanzaStream::new(reconnector, 16)
+}
+
+/// One login, without binding: connect (STARTTLS), SASL, restart the stream, read the features.
+async fn login(
+    connector: &Connector,
+    jid: &Jid,
+    password: &str,
+) -> Result<
+    (
+        tokio_xmpp::parsers::stream_features::StreamFeatures,
+        XmppStream<BufStream<TlsStream<TcpStream>>>,
+    ),
+    tokio_xmpp::Error,
+> {
+    let (stream, channel_binding) = connector
+        .connect(
+            jid,
+            tokio_xmpp::parsers::ns::JABBER_CLIENT,
+            Timeouts::tight(),
+        )
+        .await?;
+    let (features, stream) = stream.recv_features().await?;
+    let username = jid.node().map(|n| n.as_str()).unwrap_or_default();
+    let credentials = Credentials::default()
+        .with_username(username)
+        .with_password(password)
+        .with_channel_binding(channel_binding);
+    let stream = tokio_xmpp::client_login(stream, features.sasl_mechanisms, credentials).await?;
+    let stream = stream
+        .send_header(StreamHeader {
+            to: Some(Cow::Borrowed(jid.domain().as_str())),
+            from: None,
+            id: None,
+        })
+        .await?;
+    Ok(stream.recv_features().await?)
 }
 
 /// The RFC 6120 name of a SASL failure condition (`not-authorized`, …).

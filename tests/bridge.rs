@@ -528,7 +528,7 @@ async fn answers_again_after_an_xmpp_server_restart(kind: Kind) {
         Duration::from_secs(10),
     );
     world.xmpp.restart();
-    // tokio-xmpp retries after 1 s, 2 s, 4 s…: the bot is back well within 30 s, and announces
+    // The bot retries every 1.5 s at most: it is back well within 30 s, and announces
     // itself again with available presence.
     bot.wait_log("answering chat messages", 2, Duration::from_secs(30));
     let mut alice = world.alice().await;

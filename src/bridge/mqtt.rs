@@ -3,7 +3,7 @@
 //!
 //! rumqttc facts this module is built around: the event loop must be polled continuously (it
 //! does the keep-alive and the reconnect); after an error the next `poll()` reconnects at once,
-//! so the backoff is ours; with a clean session the broker forgets subscriptions on disconnect,
+//! so the backoff is ours ([`Backoff::reconnect`]); with a clean session the broker forgets subscriptions on disconnect,
 //! so we subscribe again on every ConnAck.
 
 use std::sync::Arc;
@@ -106,7 +106,7 @@ pub async fn run(
         )));
     }
     let (client, mut eventloop) = AsyncClient::new(options, 16);
-    let mut backoff = Backoff::new(Duration::from_millis(500), Duration::from_secs(30));
+    let mut backoff = Backoff::reconnect();
     let mut rejects = LogLimit::new(REJECT_LOG_INTERVAL);
     let mut refusals = LogLimit::new(REJECT_LOG_INTERVAL);
     let topics = config.filters.join(" ");
