@@ -13,6 +13,7 @@
 //! | [`topic`] | MQTT topic filters: matching and validation |
 //! | [`tls`] | rustls client configuration (system roots + `--*-ca` files) |
 //! | [`secret`] | passwords from files or the environment, never printed |
+//! | [`sqlite`] | opening the SQLite files of the server and the bot, migrations |
 //! | [`log_limit`] | one log line per interval for problems that repeat |
 //! | [`backoff`] | reconnect delays with jitter |
 //! | [`shutdown`] | one stop signal shared by every task |
@@ -33,7 +34,7 @@ pub mod secret;
 pub mod server;
 pub mod shutdown;
 pub mod simulate;
-mod sqlite;
+pub mod sqlite;
 pub mod tls;
 pub mod topic;
 pub mod up;

@@ -1,14 +1,122 @@
-//! What the bundled server's store and the bot's state database share: a database file only its
-//! owner can read, and versioned schema migrations.
+//! What the bundled server's store and the bot's state database share: opening a database file
+//! only its owner can read, with the same durability settings, and versioned schema migrations.
+//!
+//! Settings: `journal_mode=WAL` (readers and the writer do not block each other; a file system
+//! without shared memory falls back to a rollback journal, with a warning), `synchronous=FULL`
+//! (a committed transaction survives a power cut, not just a crash), foreign keys on, and a busy
+//! timeout for another process holding the lock.
 //!
 //! The schema version is `PRAGMA user_version`; `migrations` is an ordered list of SQL batches,
 //! entry *i* upgrading version *i* to *i + 1*. Each batch runs in its own `IMMEDIATE`
 //! transaction that re-reads the version under the lock and sets the new one, so a migration is
 //! applied completely or not at all, and two processes opening the same file apply it once.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
 
-use rusqlite::{Connection, Transaction, TransactionBehavior};
+use rusqlite::{Connection, OpenFlags, Transaction, TransactionBehavior};
+use thiserror::Error;
+
+/// Why a database could not be opened.
+#[derive(Debug, Error)]
+pub enum OpenError {
+    /// The file was written by a newer mqtt2xmpp with a schema this code does not know.
+    #[error(
+        "{path} has schema version {found}, but this mqtt2xmpp only knows up to version \
+         {supported}: it was written by a newer mqtt2xmpp; run that version, use another file, \
+         or restore a backup"
+    )]
+    TooNew {
+        /// The database file.
+        path: PathBuf,
+        /// The `user_version` found in the file.
+        found: i64,
+        /// The newest version this code knows.
+        supported: u32,
+    },
+    /// The database file could not be opened, configured or migrated.
+    #[error("cannot open database {path}: {source}")]
+    Sqlite {
+        /// The database file.
+        path: PathBuf,
+        /// What SQLite said (for example "file is not a database").
+        source: rusqlite::Error,
+    },
+    /// The database file could not be created.
+    #[error("cannot create database file {path}: {source}")]
+    Io {
+        /// The database file.
+        path: PathBuf,
+        /// The underlying I/O error.
+        source: std::io::Error,
+    },
+}
+
+/// Opens the database at `path` (creating it, mode 0600), or a private in-memory one for
+/// `None`, configures it, refuses a schema newer than `migrations` know before writing
+/// anything, and applies the missing migrations. Returns the connection and the path for
+/// messages (`:memory:` in memory).
+pub(crate) fn open(
+    path: Option<&Path>,
+    busy_timeout: Duration,
+    migrations: &[&str],
+) -> Result<(Connection, PathBuf), OpenError> {
+    let name = path.map_or_else(|| PathBuf::from(":memory:"), Path::to_path_buf);
+    let sqlite_error = |source| OpenError::Sqlite {
+        path: name.clone(),
+        source,
+    };
+    let conn = match path {
+        Some(path) => {
+            create_private_file(path).map_err(|source| OpenError::Io {
+                path: name.clone(),
+                source,
+            })?;
+            let flags = OpenFlags::SQLITE_OPEN_READ_WRITE
+                | OpenFlags::SQLITE_OPEN_CREATE
+                | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+            Connection::open_with_flags(path, flags).map_err(sqlite_error)?
+        }
+        None => Connection::open_in_memory().map_err(sqlite_error)?,
+    };
+    conn.busy_timeout(busy_timeout).map_err(sqlite_error)?;
+    let supported = u32::try_from(migrations.len()).unwrap_or(u32::MAX);
+    let check = |found: i64| {
+        if found < 0 || found > i64::from(supported) {
+            return Err(OpenError::TooNew {
+                path: name.clone(),
+                found,
+                supported,
+            });
+        }
+        Ok(())
+    };
+    // Refuse a newer schema before writing anything, not even the journal mode.
+    check(user_version(&conn).map_err(sqlite_error)?)?;
+    conn.pragma_update(None, "foreign_keys", true)
+        .map_err(sqlite_error)?;
+    let mode: String = conn
+        .pragma_update_and_check(None, "journal_mode", "WAL", |row| row.get(0))
+        .map_err(sqlite_error)?;
+    if path.is_some() && !mode.eq_ignore_ascii_case("wal") {
+        // Still durable (rollback journal + synchronous=FULL), but readers and the writer
+        // block each other; happens on file systems without shared-memory support.
+        tracing::warn!(
+            "{}: cannot use WAL mode (journal mode is {mode}); access will be slower",
+            name.display()
+        );
+    }
+    for (pragma, value) in [
+        ("synchronous", "FULL"),
+        ("fullfsync", "ON"),
+        ("checkpoint_fullfsync", "ON"),
+    ] {
+        conn.pragma_update(None, pragma, value)
+            .map_err(sqlite_error)?;
+    }
+    migrate(&conn, migrations, check, sqlite_error)?;
+    Ok((conn, name))
+}
 
 /// The schema version stored in the file.
 pub(crate) fn user_version(conn: &Connection) -> rusqlite::Result<i64> {
@@ -17,7 +125,7 @@ pub(crate) fn user_version(conn: &Connection) -> rusqlite::Result<i64> {
 
 /// Applies the missing `migrations`. `check` refuses a version this program does not know (a
 /// newer one); `sqlite_error` wraps SQLite's errors in the caller's error type.
-pub(crate) fn migrate<E>(
+fn migrate<E>(
     conn: &Connection,
     migrations: &[&str],
     check: impl Fn(i64) -> Result<(), E>,
@@ -47,7 +155,7 @@ pub(crate) fn migrate<E>(
 /// directory so the new entry survives a power cut. SQLite treats an empty file as an empty
 /// database, and creates its `-wal` and `-shm` files with the same permissions.
 #[cfg(unix)]
-pub(crate) fn create_private_file(path: &Path) -> std::io::Result<()> {
+fn create_private_file(path: &Path) -> std::io::Result<()> {
     use std::os::unix::fs::OpenOptionsExt;
     match std::fs::OpenOptions::new()
         .write(true)
@@ -70,6 +178,6 @@ pub(crate) fn create_private_file(path: &Path) -> std::io::Result<()> {
 
 /// Elsewhere SQLite creates the file itself, with default permissions.
 #[cfg(not(unix))]
-pub(crate) fn create_private_file(_path: &Path) -> std::io::Result<()> {
+fn create_private_file(_path: &Path) -> std::io::Result<()> {
     Ok(())
 }

@@ -47,7 +47,7 @@
 //! is an ordered list of SQL batches; batch *i* takes the schema from version *i* to *i + 1* in
 //! one `IMMEDIATE` transaction that also sets `user_version`, so a migration is applied
 //! completely or not at all. A file written by a newer mqtt2xmpp (a higher version) is refused
-//! with [`PersistError::TooNew`] before anything is written to it. To change the schema, append
+//! with [`crate::sqlite::OpenError::TooNew`] before anything is written to it. To change the schema, append
 //! a batch; never edit one that has shipped.
 //!
 //! # Disk cost
@@ -60,7 +60,6 @@
 //! 50 sensors takes about 23 MB. The test `disk_cost_per_reading` keeps this figure honest.
 
 use crate::log_limit::LogLimit;
-use crate::sqlite::user_version;
 use std::collections::BTreeMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -69,7 +68,7 @@ use std::sync::mpsc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use rusqlite::{params, Connection, OpenFlags, OptionalExtension, TransactionBehavior};
+use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
 use thiserror::Error;
 
 /// Schema migrations, in order: entry *i* upgrades a database at `user_version` *i* to *i + 1*.
@@ -129,36 +128,9 @@ const MAX_MERGED_READINGS: usize = 50_000;
 /// Why a state database operation failed.
 #[derive(Debug, Error)]
 pub enum PersistError {
-    /// The file was written by a newer mqtt2xmpp with a schema this code does not know.
-    #[error(
-        "{path} has schema version {found}, but this mqtt2xmpp only knows up to version \
-         {supported}: it was written by a newer mqtt2xmpp; run that version, use another \
-         --state-db file, or restore a backup"
-    )]
-    TooNew {
-        /// The database file.
-        path: PathBuf,
-        /// The `user_version` found in the file.
-        found: i64,
-        /// [`SCHEMA_VERSION`].
-        supported: u32,
-    },
-    /// The database file could not be opened, configured or migrated.
-    #[error("cannot open state database {path}: {source}")]
-    Open {
-        /// The database file.
-        path: PathBuf,
-        /// What SQLite said (for example "file is not a database").
-        source: rusqlite::Error,
-    },
-    /// The database file could not be created.
-    #[error("cannot create state database file {path}: {source}")]
-    Io {
-        /// The database file.
-        path: PathBuf,
-        /// The underlying I/O error.
-        source: std::io::Error,
-    },
+    /// The database could not be opened, created, or migrated (or is newer than this code).
+    #[error("state database: {0}")]
+    Open(#[from] crate::sqlite::OpenError),
     /// An alert with a threshold or margin that is NaN or infinite; SQLite would store NaN as
     /// NULL, and such an alert could never fire or re-arm anyway.
     #[error("cannot save an alert whose {what} is {value}: it must be a finite number")]
@@ -252,68 +224,19 @@ impl StateDb {
     ///
     /// The parent directory must exist. A new file is created with mode `0600` on Unix.
     pub fn open(path: &Path) -> Result<Self, PersistError> {
-        let path = path.to_path_buf();
-        crate::sqlite::create_private_file(&path).map_err(|source| PersistError::Io {
-            path: path.clone(),
-            source,
-        })?;
-        let flags = OpenFlags::SQLITE_OPEN_READ_WRITE
-            | OpenFlags::SQLITE_OPEN_CREATE
-            | OpenFlags::SQLITE_OPEN_NO_MUTEX;
-        let conn =
-            Connection::open_with_flags(&path, flags).map_err(|source| PersistError::Open {
-                path: path.clone(),
-                source,
-            })?;
-        Self::configure(conn, path, true)
+        let (conn, path) = crate::sqlite::open(Some(path), BUSY_TIMEOUT, MIGRATIONS)?;
+        Ok(Self { conn, path })
     }
 
     /// A private in-memory database, for tests.
     pub fn open_in_memory() -> Result<Self, PersistError> {
-        let path = PathBuf::from(":memory:");
-        let conn = Connection::open_in_memory().map_err(|source| PersistError::Open {
-            path: path.clone(),
-            source,
-        })?;
-        Self::configure(conn, path, false)
+        let (conn, path) = crate::sqlite::open(None, BUSY_TIMEOUT, MIGRATIONS)?;
+        Ok(Self { conn, path })
     }
 
     /// The database file (`:memory:` for an in-memory database), for messages.
     pub fn path(&self) -> &Path {
         &self.path
-    }
-
-    fn configure(conn: Connection, path: PathBuf, on_disk: bool) -> Result<Self, PersistError> {
-        let open_error = |source| PersistError::Open {
-            path: path.clone(),
-            source,
-        };
-        conn.busy_timeout(BUSY_TIMEOUT).map_err(open_error)?;
-        // Refuse a newer schema before writing anything, not even the journal mode.
-        let found = user_version(&conn).map_err(open_error)?;
-        check_version(&path, found)?;
-        conn.pragma_update(None, "foreign_keys", true)
-            .map_err(open_error)?;
-        let mode: String = conn
-            .pragma_update_and_check(None, "journal_mode", "WAL", |row| row.get(0))
-            .map_err(open_error)?;
-        if on_disk && !mode.eq_ignore_ascii_case("wal") {
-            // Still durable (rollback journal + synchronous=FULL), only slower.
-            tracing::warn!(
-                "{}: cannot use WAL mode (journal mode is {mode}); saving will be slower",
-                path.display()
-            );
-        }
-        for (pragma, value) in [
-            ("synchronous", "FULL"),
-            ("fullfsync", "ON"),
-            ("checkpoint_fullfsync", "ON"),
-        ] {
-            conn.pragma_update(None, pragma, value)
-                .map_err(open_error)?;
-        }
-        migrate(&conn, &path)?;
-        Ok(Self { conn, path })
     }
 
     /// Appends in one transaction, then trims every touched topic to its newest
@@ -849,34 +772,10 @@ fn to_sql_count(count: usize) -> i64 {
     i64::try_from(count).unwrap_or(i64::MAX)
 }
 
-fn check_version(path: &Path, found: i64) -> Result<(), PersistError> {
-    if found < 0 || found > i64::from(SCHEMA_VERSION) {
-        return Err(PersistError::TooNew {
-            path: path.to_path_buf(),
-            found,
-            supported: SCHEMA_VERSION,
-        });
-    }
-    Ok(())
-}
-
-/// Applies the missing [`MIGRATIONS`], each in its own `IMMEDIATE` transaction that re-reads
-/// the version under the lock, so concurrent openers apply each batch exactly once.
-fn migrate(conn: &Connection, path: &Path) -> Result<(), PersistError> {
-    crate::sqlite::migrate(
-        conn,
-        MIGRATIONS,
-        |found| check_version(path, found),
-        |source| PersistError::Open {
-            path: path.to_path_buf(),
-            source,
-        },
-    )
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::sqlite::OpenError;
 
     fn reading(topic: &str, at_unix_ms: i64, value: f64) -> StoredReading {
         StoredReading {
@@ -1242,7 +1141,7 @@ mod tests {
         }
         let err = StateDb::open(&path).unwrap_err();
         assert!(
-            matches!(&err, PersistError::TooNew { found: 7, supported, .. } if *supported == SCHEMA_VERSION),
+            matches!(&err, PersistError::Open(OpenError::TooNew { found: 7, supported, .. }) if *supported == SCHEMA_VERSION),
             "{err}"
         );
         let message = err.to_string();
@@ -1264,13 +1163,19 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let missing = dir.path().join("no-such-dir").join("state.sqlite");
         let err = StateDb::open(&missing).unwrap_err();
-        assert!(matches!(err, PersistError::Io { .. }), "{err}");
+        assert!(
+            matches!(err, PersistError::Open(OpenError::Io { .. })),
+            "{err}"
+        );
         assert!(err.to_string().contains("no-such-dir"), "{err}");
 
         let garbage = dir.path().join("garbage.sqlite");
         std::fs::write(&garbage, vec![b'x'; 4096]).unwrap();
         let err = StateDb::open(&garbage).unwrap_err();
-        assert!(matches!(err, PersistError::Open { .. }), "{err}");
+        assert!(
+            matches!(err, PersistError::Open(OpenError::Sqlite { .. })),
+            "{err}"
+        );
         assert!(err.to_string().contains("garbage.sqlite"), "{err}");
     }
 

@@ -62,7 +62,7 @@
 //! batch *i* takes the schema from version *i* to *i + 1*, in one `IMMEDIATE` transaction that
 //! also sets `user_version`, so a migration is applied completely or not at all, and two
 //! processes opening the file at once cannot both apply it. A file whose version is newer than
-//! [`SCHEMA_VERSION`] (written by a newer mqtt2xmpp) is refused with [`StoreError::TooNew`]
+//! [`SCHEMA_VERSION`] (written by a newer mqtt2xmpp) is refused with [`crate::sqlite::OpenError::TooNew`]
 //! before anything is written to it. To change the schema, append a batch; never edit one that
 //! has shipped.
 //!
@@ -78,15 +78,12 @@
 //! reads accounts from the database at each login, so an account added by another process is
 //! seen immediately.
 
-use crate::sqlite::user_version;
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use rusqlite::types::Type;
-use rusqlite::{
-    params, Connection, OpenFlags, OptionalExtension, Row, Transaction, TransactionBehavior,
-};
+use rusqlite::{params, Connection, OptionalExtension, Row, Transaction, TransactionBehavior};
 use thiserror::Error;
 
 /// Schema migrations, in order: entry *i* upgrades a database at `user_version` *i* to *i + 1*.
@@ -169,35 +166,9 @@ pub enum StoreError {
         /// The configured limit.
         max: usize,
     },
-    /// The database was written by a newer mqtt2xmpp with a schema this code does not know.
-    #[error(
-        "{path} has schema version {found}, but this mqtt2xmpp only knows up to version \
-         {supported}: it was written by a newer mqtt2xmpp; run that version, or restore a backup"
-    )]
-    TooNew {
-        /// The database file.
-        path: PathBuf,
-        /// The `user_version` found in the file.
-        found: i64,
-        /// [`SCHEMA_VERSION`].
-        supported: u32,
-    },
-    /// The database file could not be opened, configured or migrated.
-    #[error("cannot open database {path}: {source}")]
-    Open {
-        /// The database file.
-        path: PathBuf,
-        /// What SQLite said (for example "file is not a database").
-        source: rusqlite::Error,
-    },
-    /// The database file could not be created.
-    #[error("cannot create database file {path}: {source}")]
-    Io {
-        /// The database file.
-        path: PathBuf,
-        /// The underlying I/O error.
-        source: std::io::Error,
-    },
+    /// The database could not be opened, created, or migrated (or is newer than this code).
+    #[error(transparent)]
+    Open(#[from] crate::sqlite::OpenError),
     /// Any other SQLite failure, including a busy database after the busy timeout.
     #[error("database error: {0}")]
     Sqlite(#[from] rusqlite::Error),
@@ -378,21 +349,9 @@ impl Store {
         path: impl AsRef<Path>,
         options: &StoreOptions,
     ) -> Result<Self, StoreError> {
-        let path = path.as_ref().to_path_buf();
-        crate::sqlite::create_private_file(&path).map_err(|source| StoreError::Io {
-            path: path.clone(),
-            source,
-        })?;
-        let open_error = |source| StoreError::Open {
-            path: path.clone(),
-            source,
-        };
-        let flags = OpenFlags::SQLITE_OPEN_READ_WRITE
-            | OpenFlags::SQLITE_OPEN_CREATE
-            | OpenFlags::SQLITE_OPEN_NO_MUTEX;
-        let conn = Connection::open_with_flags(&path, flags).map_err(open_error)?;
-        let store = Self::configure(conn, path.clone(), options, true)?;
-        Ok(store)
+        let (conn, path) =
+            crate::sqlite::open(Some(path.as_ref()), options.busy_timeout, MIGRATIONS)?;
+        Ok(Self::with(conn, path, options))
     }
 
     /// A private in-memory database with default options, for tests.
@@ -402,12 +361,8 @@ impl Store {
 
     /// A private in-memory database, for tests.
     pub fn open_in_memory_with_options(options: &StoreOptions) -> Result<Self, StoreError> {
-        let path = PathBuf::from(":memory:");
-        let conn = Connection::open_in_memory().map_err(|source| StoreError::Open {
-            path: path.clone(),
-            source,
-        })?;
-        Self::configure(conn, path, options, false)
+        let (conn, path) = crate::sqlite::open(None, options.busy_timeout, MIGRATIONS)?;
+        Ok(Self::with(conn, path, options))
     }
 
     /// The database file (`:memory:` for an in-memory store).
@@ -415,48 +370,12 @@ impl Store {
         &self.path
     }
 
-    fn configure(
-        conn: Connection,
-        path: PathBuf,
-        options: &StoreOptions,
-        on_disk: bool,
-    ) -> Result<Self, StoreError> {
-        let open_error = |source| StoreError::Open {
-            path: path.clone(),
-            source,
-        };
-        conn.busy_timeout(options.busy_timeout)
-            .map_err(open_error)?;
-        // Refuse a newer schema before writing anything, not even the journal mode.
-        let found = user_version(&conn).map_err(open_error)?;
-        check_version(&path, found)?;
-        conn.pragma_update(None, "foreign_keys", true)
-            .map_err(open_error)?;
-        let mode: String = conn
-            .pragma_update_and_check(None, "journal_mode", "WAL", |row| row.get(0))
-            .map_err(open_error)?;
-        if on_disk && !mode.eq_ignore_ascii_case("wal") {
-            // Still durable (rollback journal + synchronous=FULL), but readers and the writer
-            // block each other; happens on file systems without shared-memory support.
-            tracing::warn!(
-                "{}: cannot use WAL mode (journal mode is {mode}); concurrent access will block",
-                path.display()
-            );
-        }
-        for (pragma, value) in [
-            ("synchronous", "FULL"),
-            ("fullfsync", "ON"),
-            ("checkpoint_fullfsync", "ON"),
-        ] {
-            conn.pragma_update(None, pragma, value)
-                .map_err(open_error)?;
-        }
-        migrate(&conn, &path)?;
-        Ok(Self {
+    fn with(conn: Connection, path: PathBuf, options: &StoreOptions) -> Self {
+        Self {
             conn,
             path,
             max_offline_per_user: options.max_offline_per_user,
-        })
+        }
     }
 
     /// A write transaction that takes the database lock at once (waiting up to the busy
@@ -941,34 +860,10 @@ fn now_unix() -> i64 {
         .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
 }
 
-fn check_version(path: &Path, found: i64) -> Result<(), StoreError> {
-    if found < 0 || found > i64::from(SCHEMA_VERSION) {
-        return Err(StoreError::TooNew {
-            path: path.to_path_buf(),
-            found,
-            supported: SCHEMA_VERSION,
-        });
-    }
-    Ok(())
-}
-
-/// Applies the missing [`MIGRATIONS`], each in its own `IMMEDIATE` transaction that re-reads
-/// the version under the lock, so concurrent openers apply each batch exactly once.
-fn migrate(conn: &Connection, path: &Path) -> Result<(), StoreError> {
-    crate::sqlite::migrate(
-        conn,
-        MIGRATIONS,
-        |found| check_version(path, found),
-        |source| StoreError::Open {
-            path: path.to_path_buf(),
-            source,
-        },
-    )
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::sqlite::{user_version, OpenError};
 
     fn keys(tag: u8) -> StoredScram {
         StoredScram {
@@ -1577,7 +1472,7 @@ mod tests {
         }
         let err = Store::open(&path).unwrap_err();
         assert!(
-            matches!(&err, StoreError::TooNew { found: 99, supported, .. } if *supported == SCHEMA_VERSION),
+            matches!(&err, StoreError::Open(OpenError::TooNew { found: 99, supported, .. }) if *supported == SCHEMA_VERSION),
             "{err}"
         );
         let message = err.to_string();
@@ -1645,7 +1540,10 @@ mod tests {
         let garbage = dir.path().join("garbage.sqlite");
         std::fs::write(&garbage, vec![b'x'; 4096]).unwrap();
         let err = Store::open(&garbage).unwrap_err();
-        assert!(matches!(err, StoreError::Open { .. }), "{err}");
+        assert!(
+            matches!(err, StoreError::Open(OpenError::Sqlite { .. })),
+            "{err}"
+        );
         assert!(err.to_string().contains("garbage.sqlite"), "{err}");
     }
 }
