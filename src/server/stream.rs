@@ -405,14 +405,14 @@ async fn negotiate(
     meter: Arc<Meter>,
 ) -> Result<(AcceptedStream<Secure>, String), ConnectionEnd> {
     let limits = &shared.limits;
-    let plain: Plain = BufStream::new(LimitedReader::new(
+    let mut plain: Plain = BufStream::new(LimitedReader::new(
         tcp,
         meter.clone(),
         limits.bytes_per_second,
         limits.burst_bytes,
     ));
-    let stream = starttls(plain, shared, &meter).await?;
-    let tcp = stream.into_inner().into_inner().into_inner();
+    starttls(&mut plain, shared, &meter).await?;
+    let tcp = plain.into_inner().into_inner();
     let tls = tokio_rustls::TlsAcceptor::from(shared.tls.clone())
         .accept(tcp)
         .await?;
@@ -433,8 +433,12 @@ async fn negotiate(
 }
 
 /// The plain-text stream: header, features (STARTTLS required), `<starttls/>` and our
-/// `<proceed/>`. Returns the stream for the TLS handshake on its transport.
-async fn starttls<Io>(io: Io, shared: &Shared, meter: &Meter) -> Result<Xml<Io>, ConnectionEnd>
+/// `<proceed/>`; then the transport is ready for the TLS handshake.
+///
+/// The stream borrows `io`, so that a failure while the client's header is read (a DOCTYPE in
+/// front of it, bytes that are not XML, a header that never ends) can still be answered as RFC
+/// 6120 §4.9.1.2 asks: our header, the stream error, the end of the stream.
+async fn starttls<Io>(io: &mut Io, shared: &Shared, meter: &Meter) -> Result<(), ConnectionEnd>
 where
     Io: tokio::io::AsyncBufRead + tokio::io::AsyncWrite + Unpin,
 {
@@ -442,7 +446,36 @@ where
         starttls: Some(StartTls { required: true }),
         ..Default::default()
     };
-    let mut stream = open(io, shared, &features).await?;
+    let header = accept_stream(&mut *io, ns::JABBER_CLIENT, timeouts(shared));
+    let accepted = match meter.login_deadline() {
+        Some(deadline) => tokio::time::timeout_at(deadline, header).await,
+        None => Ok(header.await),
+    };
+    let accepted = match accepted {
+        Ok(Ok(accepted)) => accepted,
+        Ok(Err(error)) => {
+            let (condition, text) = match error.kind() {
+                _ if meter.tripped() => (
+                    StreamCondition::PolicyViolation,
+                    meter
+                        .exceeded()
+                        .map_or_else(|| "limit exceeded".into(), |limit| limit.to_string()),
+                ),
+                io::ErrorKind::InvalidData if error.to_string().contains("restricted xml") => {
+                    (StreamCondition::RestrictedXml, error.to_string())
+                }
+                io::ErrorKind::InvalidData => (StreamCondition::NotWellFormed, error.to_string()),
+                _ => return Err(ConnectionEnd::Io(error)),
+            };
+            return Err(fail_before_header(io, shared, condition, &text).await);
+        }
+        Err(_) => {
+            let text = "the time to log in and bind a resource is over";
+            fail_before_header(io, shared, StreamCondition::ConnectionTimeout, text).await;
+            return Err(ConnectionEnd::AuthTimeout);
+        }
+    };
+    let mut stream: Xml<&mut Io> = respond(accepted, shared, &features).await?;
     match next(&mut stream, meter).await? {
         XmppStreamElement::Starttls(starttls::Nonza::Request(_)) => {}
         _ => {
@@ -459,7 +492,38 @@ where
             starttls::Proceed,
         )))
         .await?;
-    Ok(stream)
+    Ok(())
+}
+
+/// Answers a client whose stream header could not be read: our own header, the error, and the
+/// end of the stream, written straight to the transport.
+async fn fail_before_header<Io>(
+    io: &mut Io,
+    shared: &Shared,
+    condition: StreamCondition,
+    text: &str,
+) -> ConnectionEnd
+where
+    Io: tokio::io::AsyncWrite + Unpin,
+{
+    use tokio::io::AsyncWriteExt;
+    let name = condition_name(&condition);
+    let error: Element = StreamError::new(condition, "en", text).into();
+    let reply = format!(
+        "<?xml version='1.0'?><stream:stream xmlns='{}' xmlns:stream='{}' from='{}' id='{:016x}' \
+         version='1.0'><stream:error>{}</stream:error></stream:stream>",
+        ns::JABBER_CLIENT,
+        ns::STREAM,
+        shared.domain,
+        rand::random::<u64>(),
+        error.children().map(String::from).collect::<String>(),
+    );
+    let write = async {
+        io.write_all(reply.as_bytes()).await?;
+        io.flush().await
+    };
+    let _ = tokio::time::timeout(Duration::from_secs(2), write).await;
+    ConnectionEnd::StreamError(name)
 }
 
 /// The stream inside TLS: header, SASL mechanisms, and exchanges until one succeeds or too many
