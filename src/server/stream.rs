@@ -1035,20 +1035,21 @@ pub mod fuzzing {
     }
 
     /// Serves `input` as everything a client sends from `stage` on, then end of stream.
+    /// Returns what the two other sessions (bob's phone, alice's tablet) received, as XML.
     ///
     /// Panics when the server lets a stanza through with a `from` that is not one of the
     /// accounts (or the server), or when the hub still holds the fuzzed session afterwards.
-    pub fn connection(stage: Stage, input: &[u8]) {
+    pub fn connection(stage: Stage, input: &[u8]) -> Vec<String> {
         thread_local! {
             static RUNTIME: tokio::runtime::Runtime = tokio::runtime::Builder::new_current_thread()
                 .enable_time()
                 .build()
                 .expect("a current-thread runtime");
         }
-        RUNTIME.with(|runtime| runtime.block_on(serve(stage, input)));
+        RUNTIME.with(|runtime| runtime.block_on(serve(stage, input)))
     }
 
-    async fn serve(stage: Stage, input: &[u8]) {
+    async fn serve(stage: Stage, input: &[u8]) -> Vec<String> {
         let limits = limits();
         let mut hub = Hub::new(DOMAIN, store()).expect("a valid domain");
         let mut outboxes = Outboxes::new();
@@ -1113,7 +1114,8 @@ pub mod fuzzing {
             ));
             match stage {
                 Stage::Plain => {
-                    let _ = starttls(io, &shared, &meter).await;
+                    let mut io = io;
+                    let _ = starttls(&mut io, &shared, &meter).await;
                 }
                 Stage::Sasl => {
                     let info = ConnectionInfo {
@@ -1155,15 +1157,22 @@ pub mod fuzzing {
             bound, expected_sorted,
             "the hub still holds a session that ended"
         );
+        let mut received = Vec::new();
         for (jid, mut inbox) in others {
             while let Ok(outbound) = inbox.try_recv() {
-                if let Outbound::Stanza(stanza) = outbound {
+                let stanzas = match outbound {
+                    Outbound::Stanza(stanza) => vec![*stanza],
+                    Outbound::Batch(stanzas) => stanzas,
+                    Outbound::Close(_) => Vec::new(),
+                };
+                for stanza in stanzas {
                     check_from(&jid, &stanza);
                     // What the session would write.
-                    let _ = String::from(&Element::from(*stanza));
+                    received.push(String::from(&Element::from(stanza)));
                 }
             }
         }
+        received
     }
 
     /// Every stanza a session receives names its sender: the server, or a session of an
@@ -1262,5 +1271,47 @@ pub mod fuzzing {
                 Arc::new(config)
             })
             .clone()
+    }
+
+    #[cfg(test)]
+    mod tests {
+        use super::*;
+
+        const HEADER: &str = "<?xml version='1.0'?><stream:stream xmlns='jabber:client' \
+            xmlns:stream='http://etherx.jabber.org/streams' to='localhost' version='1.0'>";
+        const BIND: &str = "<iq type='set' id='b'><bind xmlns='urn:ietf:params:xml:ns:xmpp-bind'>\
+            <resource>fuzz</resource></bind></iq>";
+        const CHAT: &str = "<message to='bob@localhost' type='chat'><body>hi bob</body></message>";
+
+        fn delivered_chat(received: &[String]) -> bool {
+            received.iter().any(|xml| xml.contains("hi bob"))
+        }
+
+        #[test]
+        fn a_session_reaches_the_other_accounts() {
+            let input = format!("{HEADER}{BIND}{CHAT}");
+            assert!(delivered_chat(&connection(
+                Stage::Session,
+                input.as_bytes()
+            )));
+        }
+
+        #[test]
+        fn a_plain_login_leads_to_the_session() {
+            // base64("\0alice\0alice-secret")
+            let auth = "<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' mechanism='PLAIN'>\
+                AGFsaWNlAGFsaWNlLXNlY3JldA==</auth>";
+            let input = format!("{HEADER}{auth}{HEADER}{BIND}{CHAT}");
+            assert!(delivered_chat(&connection(Stage::Sasl, input.as_bytes())));
+            let wrong = input.replace("AGFsaWNlAGFsaWNlLXNlY3JldA==", "AGFsaWNlAHdyb25n");
+            assert!(!delivered_chat(&connection(Stage::Sasl, wrong.as_bytes())));
+        }
+
+        #[test]
+        fn nothing_passes_the_plain_stage() {
+            let input =
+                format!("{HEADER}<starttls xmlns='urn:ietf:params:xml:ns:xmpp-tls'/>{CHAT}");
+            assert!(!delivered_chat(&connection(Stage::Plain, input.as_bytes())));
+        }
     }
 }
