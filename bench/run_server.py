@@ -1,0 +1,259 @@
+#!/usr/bin/python3
+"""Server benchmark: the bundled server (`mqtt2xmpp server`), Prosody and ejabberd (when
+installed, and run as root), one after the other in one run, under the same load from
+examples/loadgen.rs, on the same certificate and the same accounts. Prints one table with the
+ratios ours/Prosody and ours/ejabberd.
+
+    bench/run_server.py            # 5 to 7 minutes on 2 cores
+
+What it measures, per server (see bench/README.md for the settings that make it fair):
+
+1. login rate: --logins full logins (TCP, STARTTLS, SCRAM-SHA-1, bind), 16 at a time;
+2. routing at saturation: --pairs pairs of clients messaging each other, 16 messages in
+   flight per client, --duration seconds: messages per second and CPU per message;
+3. routing at a fixed rate (--rate messages per second in all): latency percentiles;
+4. after a restart, memory per idle authenticated connection: the server's RSS before, with
+   1 000, and with 10 000 connections (authenticated, bound, available presence), divided by
+   the connections;
+5. routing at saturation again, with those 10 000 idle connections still online.
+"""
+
+import argparse
+import sys
+import time
+
+import common
+from common import log
+
+def idle_memory(server, counts, while_held=None):
+    """The server's RSS growth per connection with each number of connections in `counts`
+    (ascending; each run adds connections to those of the runs before). Returns (baseline RSS
+    in KiB, {count: KiB per connection}, connections held at the end)."""
+    pid = server.pid()
+    baseline = common.steady_rss_kib(pid)
+    per_connection, runs, opened = {}, [], 0
+    try:
+        for count in counts:
+            run = common.Loadgen('idle', *common.conn_args(server, first=opened), '--count',
+                                 count - opened, stdin=True)
+            runs.append(run)
+            if not run.ready.wait(900):
+                raise RuntimeError('the idle run did not get ready')
+            opened = count
+            held = sum(r.ready_count for r in runs)
+            rss = common.steady_rss_kib(pid)
+            # Per connection held: a server that refused some is not credited for them.
+            per_connection[count] = (rss - baseline) / held if held else None
+            log(f'  {server.name}: RSS {baseline} KiB → {rss} KiB with {held} of {count} '
+                f'connections held')
+        if while_held:
+            while_held()
+    finally:
+        for run in runs:
+            run.release()
+        for run in runs:
+            log(f'  idle run: {run.wait(300)}')
+    return baseline, per_connection, sum(r.ready_count for r in runs)
+
+
+def bench(server, args):
+    out = {}
+    watch = {'server': server.pid()}
+    # Warm up: a few logins load every code path a login needs.
+    common.run_loadgen('login', *common.conn_args(server), '--count', 20, '--concurrency', 4)
+
+    log(f'  {server.name}: {args.logins} logins, {args.login_concurrency} at a time')
+    login = common.run_loadgen('login', *common.conn_args(server), '--count', args.logins,
+                               '--concurrency', args.login_concurrency, watch=watch)
+    out['logins_per_s'] = login['logins_per_s'] if not login['failed'] else None
+    out['login_p50'] = login['p50_ms']
+    out['login_p99'] = login['p99_ms']
+    out['login_cpu_ms'] = (login['cpu']['server'] * 1000 / login['count']
+                           if login['count'] and login['cpu']['server'] is not None else None)
+    out['login_failed'] = login['failed']
+
+    log(f'  {server.name}: routing at saturation, {args.pairs} pairs')
+    sat = common.run_loadgen('route', *common.conn_args(server), '--pairs', args.pairs,
+                             '--duration', f'{args.duration}s', watch=watch)
+    out['route_msgs_per_s'] = sat['msgs_per_s']
+    out['route_sat_p50'] = sat['p50_ms']
+    out['route_sat_p99'] = sat['p99_ms']
+    out['route_cpu_us'] = (sat['cpu']['server'] * 1e6 / sat['received']
+                           if sat['received'] and sat['cpu']['server'] is not None else None)
+    out['route_errors'] = sat['errors']
+
+    log(f'  {server.name}: routing at {args.rate} msg/s')
+    fixed = common.run_loadgen('route', *common.conn_args(server), '--pairs', args.pairs,
+                               '--rate', args.rate, '--duration', f'{args.duration}s',
+                               watch=watch)
+    out['fixed_rate'] = fixed['msgs_per_s']
+    for p in ('p50', 'p90', 'p99', 'max'):
+        out[f'fixed_{p}'] = fixed[f'{p}_ms']
+    out['rss_after_load_mib'] = common.rss_kib(server.pid()) / 1024
+
+    # Memory on a fresh process: what the load above left in the allocator (or the garbage
+    # collector's heap) would otherwise hide part of the growth, or add to it.
+    log(f'  {server.name}: restarting for the memory measurement')
+    server.stop()
+    server.start()
+    common.run_loadgen('login', *common.conn_args(server), '--count', 20, '--concurrency', 4)
+
+    def route_among_idle():
+        # The same saturation run with every idle connection still online, on accounts of
+        # its own: does routing cost grow with the number of sessions?
+        log(f'  {server.name}: routing at saturation with {max(args.idle)} idle connections')
+        busy = common.run_loadgen('route', *common.conn_args(server, first=max(args.idle)),
+                                  '--pairs', args.pairs, '--duration', f'{args.duration}s',
+                                  watch={'server': server.pid()})
+        out['crowd_msgs_per_s'] = busy['msgs_per_s']
+        out['crowd_p99'] = busy['p99_ms']
+        out['crowd_cpu_us'] = (busy['cpu']['server'] * 1e6 / busy['received']
+                               if busy['received'] and busy['cpu']['server'] is not None
+                               else None)
+
+    baseline, per_connection, held = idle_memory(server, args.idle, route_among_idle)
+    out['rss_start_mib'] = baseline / 1024
+    for count in args.idle:
+        out[f'idle_{count}'] = per_connection.get(count)
+    out['held'] = held
+    return out
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
+    ap.add_argument('--servers', default='mqtt2xmpp,prosody,ejabberd')
+    ap.add_argument('--pairs', type=int, default=50)
+    ap.add_argument('--rate', type=int, default=2000, help='fixed routing rate, msg/s')
+    ap.add_argument('--duration', type=int, default=10, help='seconds per routing run')
+    ap.add_argument('--logins', type=int, default=1000)
+    ap.add_argument('--login-concurrency', type=int, default=16)
+    ap.add_argument('--idle', default='1000,10000', help='connection counts, ascending')
+    ap.add_argument('--no-build', action='store_true')
+    args = ap.parse_args()
+    args.idle = [int(n) for n in args.idle.split(',')]
+    wanted = args.servers.lower().split(',')
+
+    started = time.monotonic()
+    if not args.no_build:
+        common.build()
+    nofile = common.raise_nofile(3 * max(args.idle) + 10000)
+    # u0 … u9999 for the idle connections (and the other runs), 2 × pairs more for routing
+    # while they are online.
+    accounts = [f'u{n}' for n in range(max(max(args.idle), 10000) + 2 * args.pairs)]
+    print(f'machine: {common.machine()}')
+    print(f'open files limit: {nofile}')
+    print('versions: ' + ', '.join(f'{k} {v}' for k, v in common.versions().items()))
+
+    results, notes = {}, []
+    with common.Workdir() as work:
+        cert, key, both = common.make_certificate(work)
+        servers = []
+        if 'mqtt2xmpp' in wanted:
+            servers.append(common.Bundled(work, cert, key, extra=[
+                '--max-connections', str(max(args.idle) + 1000),
+                '--bytes-per-second', '1000000000', '--burst-bytes', '1000000000']))
+        if 'prosody' in wanted:
+            if common.prosody_available():
+                # Prosody's default is 10 000 PBKDF2 iterations; the others use 4 096.
+                servers.append(common.Prosody(work, cert, key,
+                                              extra_config='default_iteration_count = 4096'))
+            else:
+                notes.append('Prosody: not installed')
+        if 'ejabberd' in wanted:
+            if common.ejabberd_available():
+                servers.append(common.Ejabberd(work, cert, both, replace=[
+                    # No per-connection byte rate (as the bundled server's is lifted).
+                    ('c2s_shaper: normal', 'c2s_shaper: none'),
+                    # The listen queue the other two get (ejabberd's default is 5: with 16
+                    # logins at a time, dropped SYNs then add 1 s retries to some logins).
+                    ('starttls_required: true', 'starttls_required: true\nbacklog: 128'),
+                ]))
+            else:
+                notes.append('ejabberd: not installed, or not running as root')
+        for server in servers:
+            log(f'--- {server.name}')
+            began = time.monotonic()
+            try:
+                if isinstance(server, common.Ejabberd):
+                    # The import needs a running node; a restart then starts the measurements
+                    # from a VM that has not just parsed 10 000 accounts.
+                    server.start()
+                    server.add_accounts(accounts)
+                    server.stop()
+                    server.start()
+                else:
+                    server.add_accounts(accounts)
+                    server.start()
+                log(f'  {server.name}: up with {len(accounts)} accounts after '
+                    f'{time.monotonic() - began:.1f} s')
+                results[server.name] = bench(server, args)
+                log(f'  {server.name}: {results[server.name]}')
+            except Exception as e:  # noqa: BLE001 - report and go on with the next server
+                notes.append(f'{server.name}: failed: {e}')
+                log(f'  {server.name} failed: {e}\n{server.log()[-3000:]}')
+            finally:
+                server.stop()
+            log(f'  {server.name}: done after {time.monotonic() - began:.0f} s')
+
+    names = [s.name for s in servers if s.name in results]
+    ours = results.get('mqtt2xmpp', {})
+    others = [n for n in names if n != 'mqtt2xmpp']
+    rows_spec = [
+        ('routing at saturation, msg/s', '↑', 'route_msgs_per_s'),
+        ('  latency p50 / p99 at saturation, ms', '↓', ('route_sat_p50', 'route_sat_p99')),
+        ('  server CPU per routed message, µs', '↓', 'route_cpu_us'),
+        (f'routing at {args.rate} msg/s: latency p50, ms', '↓', 'fixed_p50'),
+        ('  p90, ms', '↓', 'fixed_p90'),
+        ('  p99, ms', '↓', 'fixed_p99'),
+        ('  max, ms', '↓', 'fixed_max'),
+        (f'logins/s ({args.logins}, {args.login_concurrency} at a time)', '↑', 'logins_per_s'),
+        ('  one login p50 / p99, ms', '↓', ('login_p50', 'login_p99')),
+        ('  server CPU per login, ms', '↓', 'login_cpu_ms'),
+        (f'routing at saturation, {max(args.idle):,} idle connections online, msg/s', '↑',
+         'crowd_msgs_per_s'),
+        ('  latency p99, ms', '↓', 'crowd_p99'),
+        ('  server CPU per routed message, µs', '↓', 'crowd_cpu_us'),
+    ] + [(f'RSS per idle connection, {n:,} connections, KiB', '↓', f'idle_{n}')
+         for n in args.idle] + [
+        (f'connections held (of {max(args.idle):,})', '↑', 'held'),
+        ('RSS at start (after 20 logins), MiB', '↓', 'rss_start_mib'),
+    ]
+    header = ['', 'better'] + names + [f'ours/{n}' for n in others]
+    rows = []
+    for label, better, key in rows_spec:
+        row = [label, better]
+        for n in names:
+            if isinstance(key, tuple):
+                row.append(' / '.join(fmt_or(results[n].get(k)) for k in key))
+            else:
+                row.append(fmt_or(results[n].get(key)))
+        for n in others:
+            k = key[-1] if isinstance(key, tuple) else key
+            row.append(common.ratio(ours.get(k), results[n].get(k)))
+        rows.append(row)
+    print()
+    print(common.table(header, rows))
+    print()
+    print('ratio = ours ÷ theirs: above 1× is better where ↑, below 1× is better where ↓.')
+    for n in names:
+        r = results[n]
+        extra = []
+        if r.get('login_failed'):
+            extra.append(f"{r['login_failed']} logins failed")
+        if r.get('route_errors'):
+            extra.append(f"{r['route_errors']} routing connections failed")
+        extra.append(f"routing at the fixed rate delivered {r.get('fixed_rate', 0):.0f} msg/s")
+        extra.append(f"RSS after the login and routing runs {r.get('rss_after_load_mib', 0):.1f} "
+                     'MiB')
+        print(f'{n}: ' + '; '.join(extra))
+    for note in notes:
+        print(note)
+    print(f'total time {time.monotonic() - started:.0f} s')
+
+
+def fmt_or(value):
+    return common.fmt(value)
+
+
+if __name__ == '__main__':
+    sys.exit(main())
