@@ -12,7 +12,7 @@
 //! The routing rules themselves are written down in [`super::router`]; presence and
 //! subscriptions in [`super::presence`]; the roster in [`super::roster`].
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 
 use tokio_xmpp::jid::{BareJid, FullJid, Jid};
 use tokio_xmpp::minidom::Element;
@@ -74,6 +74,9 @@ pub struct Hub {
     pub(super) domain_jid: BareJid,
     pub(super) store: Store,
     pub(super) sessions: BTreeMap<FullJid, Session>,
+    /// The bound resources of each account: the sessions to look at for a bare JID, without
+    /// scanning every session (which made routing cost grow with the number online).
+    resources: HashMap<BareJid, Vec<FullJid>>,
 }
 
 impl std::fmt::Debug for Hub {
@@ -101,6 +104,7 @@ impl Hub {
             domain_jid,
             store,
             sessions: BTreeMap::new(),
+            resources: HashMap::new(),
         })
     }
 
@@ -130,6 +134,10 @@ impl Hub {
             out.push(Delivery::Close(jid.clone(), CloseReason::Conflict));
         }
         self.sessions.insert(jid.clone(), Session::default());
+        self.resources
+            .entry(jid.to_bare())
+            .or_default()
+            .push(jid.clone());
         Ok((jid, out))
     }
 
@@ -143,7 +151,15 @@ impl Hub {
                 self.broadcast_presence(jid, unavailable, &mut out);
             }
         }
-        self.sessions.remove(jid);
+        if self.sessions.remove(jid).is_some() {
+            let bare = jid.to_bare();
+            if let Some(resources) = self.resources.get_mut(&bare) {
+                resources.retain(|r| r != jid);
+                if resources.is_empty() {
+                    self.resources.remove(&bare);
+                }
+            }
+        }
         out
     }
 
@@ -173,20 +189,26 @@ impl Hub {
 
     /// Full JIDs of `user`'s bound sessions.
     pub(super) fn resources_of(&self, user: &BareJid) -> Vec<FullJid> {
-        self.sessions
-            .keys()
-            .filter(|jid| jid.to_bare() == *user)
-            .cloned()
-            .collect()
+        let mut found = self.resources.get(user).cloned().unwrap_or_default();
+        found.sort();
+        found
     }
 
     /// Full JIDs of `user`'s available sessions, with their priorities.
     pub(super) fn available_of(&self, user: &BareJid) -> Vec<(FullJid, i8)> {
-        self.sessions
+        let Some(resources) = self.resources.get(user) else {
+            return Vec::new();
+        };
+        let mut found: Vec<(FullJid, i8)> = resources
             .iter()
-            .filter(|(jid, s)| s.available && jid.to_bare() == *user)
-            .map(|(jid, s)| (jid.clone(), s.priority))
-            .collect()
+            .filter_map(|jid| {
+                let session = self.sessions.get(jid)?;
+                session.available.then(|| (jid.clone(), session.priority))
+            })
+            .collect();
+        // In JID order, as the scan over the sorted sessions gave them.
+        found.sort_by(|a, b| a.0.cmp(&b.0));
+        found
     }
 
     /// Whether `jid` is an account of this server (`user@domain`, existing in the store).
@@ -258,5 +280,48 @@ pub(super) fn bounce(stanza: &Stanza, condition: DefinedCondition) -> Option<Sta
             ),
             Iq::Result { .. } | Iq::Error { .. } => None,
         },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn hub() -> Hub {
+        let store = Store::open_in_memory().unwrap();
+        Hub::new("localhost", store).unwrap()
+    }
+
+    fn bare(jid: &str) -> BareJid {
+        BareJid::new(jid).unwrap()
+    }
+
+    #[test]
+    fn an_accounts_resources_follow_binds_replacements_and_unbinds() {
+        let mut hub = hub();
+        let (phone, _) = hub.bind("alice", Some("phone")).unwrap();
+        let (laptop, _) = hub.bind("alice", Some("laptop")).unwrap();
+        let (bob, _) = hub.bind("bob", Some("x")).unwrap();
+        assert_eq!(
+            hub.resources_of(&bare("alice@localhost")),
+            [laptop.clone(), phone.clone()]
+        );
+        assert_eq!(hub.resources_of(&bare("bob@localhost")), [bob.clone()]);
+        // A second login with the same resource replaces the first: still one entry.
+        let (again, deliveries) = hub.bind("alice", Some("phone")).unwrap();
+        assert_eq!(again, phone);
+        assert!(deliveries
+            .iter()
+            .any(|d| matches!(d, Delivery::Close(jid, CloseReason::Conflict) if *jid == phone)));
+        assert_eq!(hub.resources_of(&bare("alice@localhost")).len(), 2);
+        // Nothing is available before its initial presence.
+        assert!(hub.available_of(&bare("alice@localhost")).is_empty());
+        hub.unbind(&laptop);
+        hub.unbind(&laptop);
+        assert_eq!(hub.resources_of(&bare("alice@localhost")), [phone.clone()]);
+        hub.unbind(&phone);
+        assert!(hub.resources_of(&bare("alice@localhost")).is_empty());
+        assert!(hub.resources.get(&bare("alice@localhost")).is_none());
+        assert_eq!(hub.resources_of(&bare("bob@localhost")), [bob]);
     }
 }
