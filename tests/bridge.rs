@@ -12,71 +12,10 @@ mod support;
 use std::time::Duration;
 
 use support::bot::{body, password_file, publish, Bot, ChatClient};
-use support::peers::{Mosquitto, Prosody};
-use support::server::BundledServer;
+use support::peers::Mosquitto;
+use support::world::{Kind, World, Xmpp, ALICE, BOT, STARTUP};
 use tokio_xmpp::jid::{BareJid, Jid};
 use tokio_xmpp::parsers::message::{Message, MessageType, Thread};
-
-const BOT: &str = "bot@localhost";
-const ALICE: &str = "alice@localhost";
-const STARTUP: Duration = Duration::from_secs(20);
-
-/// Which XMPP server a scenario runs against.
-#[derive(Debug, Clone, Copy)]
-enum Kind {
-    Bundled,
-    Prosody,
-}
-
-/// The XMPP server of a scenario.
-enum Xmpp {
-    Bundled(BundledServer),
-    Prosody(Prosody),
-}
-
-impl Xmpp {
-    fn start(kind: Kind) -> Option<Xmpp> {
-        match kind {
-            Kind::Bundled => Some(Xmpp::Bundled(BundledServer::start())),
-            Kind::Prosody => Prosody::start().map(Xmpp::Prosody),
-        }
-    }
-
-    fn port(&self) -> u16 {
-        match self {
-            Xmpp::Bundled(s) => s.port,
-            Xmpp::Prosody(s) => s.port,
-        }
-    }
-
-    fn ca_file(&self) -> &std::path::Path {
-        match self {
-            Xmpp::Bundled(s) => &s.ca_file,
-            Xmpp::Prosody(s) => &s.ca_file,
-        }
-    }
-
-    fn register(&self, user: &str, password: &str) {
-        match self {
-            Xmpp::Bundled(s) => s.add_user(user, password),
-            Xmpp::Prosody(s) => s.register(user, password),
-        }
-    }
-
-    fn stop(&mut self) {
-        match self {
-            Xmpp::Bundled(s) => s.stop(),
-            Xmpp::Prosody(s) => s.stop(),
-        }
-    }
-
-    fn restart(&mut self) {
-        match self {
-            Xmpp::Bundled(s) => s.restart(),
-            Xmpp::Prosody(s) => s.restart(),
-        }
-    }
-}
 
 /// Runs each named scenario against the bundled server and against Prosody.
 macro_rules! against_both_servers {
@@ -89,7 +28,7 @@ macro_rules! against_both_servers {
 
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn prosody() {
-                super::$scenario(super::Kind::Prosody).await
+                super::$scenario(super::Kind::Peers).await
             }
         }
     )*};
@@ -108,128 +47,6 @@ against_both_servers!(
     answers_again_after_an_xmpp_server_restart,
     a_pattern_alert_reaches_its_contact_once_per_crossing,
 );
-
-/// The MQTT broker of a scenario.
-enum Broker {
-    Mosquitto(Mosquitto),
-    #[cfg(feature = "embedded-broker")]
-    Embedded {
-        broker: Option<mqtt2xmpp::embedded::EmbeddedBroker>,
-        port: u16,
-    },
-}
-
-impl Broker {
-    async fn start(kind: Kind) -> Option<Broker> {
-        match kind {
-            #[cfg(feature = "embedded-broker")]
-            Kind::Bundled => {
-                let any_port = std::net::SocketAddr::from(([127, 0, 0, 1], 0));
-                let broker = mqtt2xmpp::embedded::EmbeddedBroker::start(any_port)
-                    .await
-                    .expect("embedded broker");
-                let port = broker.local_addr().port();
-                Some(Broker::Embedded {
-                    broker: Some(broker),
-                    port,
-                })
-            }
-            _ => Mosquitto::start().map(Broker::Mosquitto),
-        }
-    }
-
-    fn port(&self) -> u16 {
-        match self {
-            Broker::Mosquitto(m) => m.port,
-            #[cfg(feature = "embedded-broker")]
-            Broker::Embedded { port, .. } => *port,
-        }
-    }
-
-    async fn stop(&mut self) {
-        match self {
-            Broker::Mosquitto(m) => m.stop(),
-            #[cfg(feature = "embedded-broker")]
-            Broker::Embedded { broker, .. } => {
-                if let Some(broker) = broker.take() {
-                    broker.shutdown().await;
-                }
-            }
-        }
-    }
-
-    /// Starts the broker again on the same port.
-    async fn restart(&mut self) {
-        match self {
-            Broker::Mosquitto(m) => m.restart(),
-            #[cfg(feature = "embedded-broker")]
-            Broker::Embedded { broker, port } => {
-                let addr = std::net::SocketAddr::from(([127, 0, 0, 1], *port));
-                *broker = Some(
-                    mqtt2xmpp::embedded::EmbeddedBroker::start(addr)
-                        .await
-                        .expect("embedded broker restart"),
-                );
-            }
-        }
-    }
-}
-
-/// An MQTT broker, an XMPP server with `bot` and `alice`, and a temporary directory for
-/// password files.
-struct World {
-    mqtt: Broker,
-    xmpp: Xmpp,
-    dir: tempfile::TempDir,
-}
-
-impl World {
-    async fn start(kind: Kind) -> Option<World> {
-        let mqtt = Broker::start(kind).await?;
-        let xmpp = Xmpp::start(kind)?;
-        xmpp.register("bot", "bot-secret");
-        xmpp.register("alice", "alice-secret");
-        Some(World {
-            mqtt,
-            xmpp,
-            dir: tempfile::tempdir().expect("temp dir"),
-        })
-    }
-
-    /// Bridge flags for this world, plus `extra`.
-    fn bridge_args(&self, bot_password: &str, extra: &[&str]) -> Vec<String> {
-        let mut args: Vec<String> = vec![
-            "bridge".into(),
-            "--mqtt-port".into(),
-            self.mqtt.port().to_string(),
-            "--jid".into(),
-            BOT.into(),
-            "--password-file".into(),
-            password_file(self.dir.path(), "bot.pw", bot_password),
-            "--xmpp-server".into(),
-            format!("127.0.0.1:{}", self.xmpp.port()),
-            "--xmpp-ca".into(),
-            self.xmpp.ca_file().to_string_lossy().into_owned(),
-            "--unit".into(),
-            "°C".into(),
-        ];
-        args.extend(extra.iter().map(|s| s.to_string()));
-        args
-    }
-
-    /// Starts the bridge and waits until it is online and subscribed.
-    fn start_bot(&self, extra: &[&str]) -> Bot {
-        let args = self.bridge_args("bot-secret", extra);
-        let bot = Bot::spawn(&args.iter().map(String::as_str).collect::<Vec<_>>());
-        bot.wait_log("subscribed", 1, STARTUP);
-        bot.wait_log("answering chat messages", 1, STARTUP);
-        bot
-    }
-
-    async fn alice(&self) -> ChatClient {
-        ChatClient::login(ALICE, "alice-secret", self.xmpp.port(), self.xmpp.ca_file()).await
-    }
-}
 
 async fn answers_a_published_value_to_another_account(kind: Kind) {
     let Some(world) = World::start(kind).await else {
@@ -462,10 +279,10 @@ async fn a_refused_mqtt_login_is_a_clear_error(kind: Kind) {
     let Some(mqtt) = Mosquitto::start_with_user("sensor-reader", "mqtt-secret") else {
         return;
     };
+    // The XMPP server comes with the accounts `bot` and `alice`.
     let Some(xmpp) = Xmpp::start(kind) else {
         return;
     };
-    xmpp.register("bot", "bot-secret");
     let dir = tempfile::tempdir().unwrap();
     let xmpp_server = format!("127.0.0.1:{}", xmpp.port());
     let ca = xmpp.ca_file().to_string_lossy().into_owned();

@@ -17,26 +17,22 @@
 mod support;
 
 use std::collections::BTreeSet;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use support::bot::{body, password_file, publish, Bot, ChatClient};
-use support::peers::{Mosquitto, Prosody};
-use support::ports::PortHold;
 use support::server::BundledServer;
+use support::world::{Broker, Kind, World, ALICE, BOT, ONLINE, STARTUP, SUBSCRIBED};
 use tokio_xmpp::jid::Jid;
 use tokio_xmpp::parsers::iq::Iq;
 use tokio_xmpp::parsers::message::{Message, MessageType};
 use tokio_xmpp::parsers::ping::Ping;
 use tokio_xmpp::Stanza;
 
-const BOT: &str = "bot@localhost";
-const ALICE: &str = "alice@localhost";
 const BOB: &str = "bob@localhost";
 const TOPIC: &str = "sensors/temperature";
-const STARTUP: Duration = Duration::from_secs(20);
 
 /// What a user is promised after a broker or XMPP server restart: the bot answers with a reading
 /// published after the restart within this long of the server accepting connections again.
@@ -49,20 +45,9 @@ const RECOVERY_DEADLINE: Duration = Duration::from_secs(20);
 
 /// The bridge's log lines the scenarios wait for.
 const MQTT_FAILED: &str = "MQTT connection failed";
-const SUBSCRIBED: &str = "subscribed";
-const ONLINE: &str = "answering chat messages";
 const XMPP_LOST: &str = "lost the connection to the XMPP server";
 /// What the bridge logs for each failed XMPP connection attempt.
 const XMPP_FAILED: &str = "XMPP connection failed";
-
-/// Which servers a scenario runs against.
-#[derive(Debug, Clone, Copy)]
-enum Kind {
-    /// The embedded MQTT broker and the bundled XMPP server.
-    Bundled,
-    /// mosquitto and Prosody.
-    Peers,
-}
 
 /// Runs each named scenario against the bundled servers and against mosquitto and Prosody.
 macro_rules! against_both {
@@ -90,246 +75,6 @@ against_both!(
     an_xmpp_server_missing_at_start_is_retried_until_it_comes,
     an_untrusted_xmpp_certificate_is_a_clear_error_and_exit_1,
 );
-
-/// The MQTT broker of a scenario. It keeps its port across stops and restarts: while it is
-/// stopped, a [`PortHold`] keeps the port for it.
-struct Broker {
-    server: BrokerServer,
-    hold: Option<PortHold>,
-}
-
-enum BrokerServer {
-    Mosquitto(Mosquitto),
-    #[cfg(feature = "embedded-broker")]
-    Embedded {
-        broker: Option<mqtt2xmpp::embedded::EmbeddedBroker>,
-        port: u16,
-    },
-}
-
-impl Broker {
-    /// A running broker. None = skipped (mosquitto is missing).
-    async fn start(kind: Kind) -> Option<Broker> {
-        match kind {
-            #[cfg(feature = "embedded-broker")]
-            Kind::Bundled => {
-                let mut broker = Broker::stopped(kind)?;
-                broker.restart().await;
-                Some(broker)
-            }
-            _ => Some(Broker {
-                server: BrokerServer::Mosquitto(Mosquitto::start()?),
-                hold: None,
-            }),
-        }
-    }
-
-    /// A broker that is not running yet: connections to its port are refused until
-    /// [`Broker::restart`].
-    fn stopped(kind: Kind) -> Option<Broker> {
-        match kind {
-            #[cfg(feature = "embedded-broker")]
-            Kind::Bundled => {
-                let hold = PortHold::any();
-                Some(Broker {
-                    server: BrokerServer::Embedded {
-                        broker: None,
-                        port: hold.port(),
-                    },
-                    hold: Some(hold),
-                })
-            }
-            _ => {
-                let mosquitto = Mosquitto::start()?;
-                let mut broker = Broker {
-                    server: BrokerServer::Mosquitto(mosquitto),
-                    hold: None,
-                };
-                broker.stop_mosquitto();
-                Some(broker)
-            }
-        }
-    }
-
-    fn port(&self) -> u16 {
-        match &self.server {
-            BrokerServer::Mosquitto(m) => m.port,
-            #[cfg(feature = "embedded-broker")]
-            BrokerServer::Embedded { port, .. } => *port,
-        }
-    }
-
-    fn stop_mosquitto(&mut self) {
-        if let BrokerServer::Mosquitto(m) = &mut self.server {
-            m.stop();
-            self.hold = Some(PortHold::new(m.port));
-        }
-    }
-
-    /// Stops the broker; connections to its port are refused when this returns.
-    async fn stop(&mut self) {
-        match &mut self.server {
-            BrokerServer::Mosquitto(_) => self.stop_mosquitto(),
-            #[cfg(feature = "embedded-broker")]
-            BrokerServer::Embedded { broker, port } => {
-                if let Some(broker) = broker.take() {
-                    broker.shutdown().await;
-                    self.hold = Some(PortHold::new(*port));
-                }
-            }
-        }
-    }
-
-    /// Starts the broker (again) on its port; it accepts connections when this returns.
-    async fn restart(&mut self) {
-        match &mut self.server {
-            BrokerServer::Mosquitto(m) => m.restart(),
-            #[cfg(feature = "embedded-broker")]
-            BrokerServer::Embedded { broker, port } => {
-                if let Some(running) = broker.take() {
-                    running.shutdown().await;
-                }
-                let addr = std::net::SocketAddr::from(([127, 0, 0, 1], *port));
-                *broker = Some(
-                    mqtt2xmpp::embedded::EmbeddedBroker::start(addr)
-                        .await
-                        .expect("embedded broker on its port"),
-                );
-            }
-        }
-        self.hold = None;
-    }
-}
-
-/// The XMPP server of a scenario, with the accounts `bot` and `alice`. It keeps its port,
-/// certificate and accounts across stops and restarts: while it is stopped, a [`PortHold`] keeps
-/// the port for it.
-struct Xmpp {
-    server: XmppServer,
-    hold: Option<PortHold>,
-}
-
-enum XmppServer {
-    Bundled(BundledServer),
-    Prosody(Prosody),
-}
-
-impl Xmpp {
-    /// A running server. None = skipped (Prosody is missing).
-    fn start(kind: Kind) -> Option<Xmpp> {
-        let server = match kind {
-            Kind::Bundled => XmppServer::Bundled(BundledServer::start()),
-            Kind::Peers => XmppServer::Prosody(Prosody::start()?),
-        };
-        for user in ["bot", "alice"] {
-            match &server {
-                XmppServer::Bundled(s) => s.add_user(user, &format!("{user}-secret")),
-                XmppServer::Prosody(s) => s.register(user, &format!("{user}-secret")),
-            }
-        }
-        Some(Xmpp { server, hold: None })
-    }
-
-    fn port(&self) -> u16 {
-        match &self.server {
-            XmppServer::Bundled(s) => s.port,
-            XmppServer::Prosody(s) => s.port,
-        }
-    }
-
-    fn ca_file(&self) -> &Path {
-        match &self.server {
-            XmppServer::Bundled(s) => &s.ca_file,
-            XmppServer::Prosody(s) => &s.ca_file,
-        }
-    }
-
-    /// Stops the server gracefully; connections to its port are refused when this returns.
-    fn stop(&mut self) {
-        match &mut self.server {
-            XmppServer::Bundled(s) => s.stop(),
-            XmppServer::Prosody(s) => s.stop(),
-        }
-        self.hold = Some(PortHold::new(self.port()));
-    }
-
-    /// Starts the server (again) on its port; it accepts connections when this returns.
-    fn restart(&mut self) {
-        match &mut self.server {
-            XmppServer::Bundled(s) => s.restart(),
-            XmppServer::Prosody(s) => s.restart(),
-        }
-        self.hold = None;
-    }
-}
-
-/// A broker, an XMPP server, and a temporary directory for password files.
-struct World {
-    mqtt: Broker,
-    xmpp: Xmpp,
-    dir: tempfile::TempDir,
-}
-
-impl World {
-    /// Both servers running. None = skipped.
-    async fn start(kind: Kind) -> Option<World> {
-        let mqtt = Broker::start(kind).await?;
-        World::with_broker(kind, mqtt)
-    }
-
-    /// The XMPP server running, `mqtt` as given.
-    fn with_broker(kind: Kind, mqtt: Broker) -> Option<World> {
-        let xmpp = Xmpp::start(kind)?;
-        Some(World {
-            mqtt,
-            xmpp,
-            dir: tempfile::tempdir().expect("temp dir"),
-        })
-    }
-
-    /// Bridge flags for this world, trusting the XMPP server's certificate.
-    fn bridge_args(&self) -> Vec<String> {
-        let mut args = self.bridge_args_without_ca();
-        args.push("--xmpp-ca".into());
-        args.push(self.xmpp.ca_file().to_string_lossy().into_owned());
-        args
-    }
-
-    /// Bridge flags for this world, without `--xmpp-ca`.
-    fn bridge_args_without_ca(&self) -> Vec<String> {
-        vec![
-            "bridge".into(),
-            "--mqtt-port".into(),
-            self.mqtt.port().to_string(),
-            "--jid".into(),
-            BOT.into(),
-            "--password-file".into(),
-            password_file(self.dir.path(), "bot.pw", "bot-secret"),
-            "--xmpp-server".into(),
-            format!("127.0.0.1:{}", self.xmpp.port()),
-            "--unit".into(),
-            "°C".into(),
-        ]
-    }
-
-    /// Starts the bridge without waiting for anything.
-    fn spawn_bot(&self) -> Bot {
-        let args = self.bridge_args();
-        Bot::spawn(&args.iter().map(String::as_str).collect::<Vec<_>>())
-    }
-
-    /// Starts the bridge and waits until it is online and subscribed.
-    fn start_bot(&self) -> Bot {
-        let bot = self.spawn_bot();
-        bot.wait_log(SUBSCRIBED, 1, STARTUP);
-        bot.wait_log(ONLINE, 1, STARTUP);
-        bot
-    }
-
-    async fn alice(&self) -> ChatClient {
-        ChatClient::login(ALICE, "alice-secret", self.xmpp.port(), self.xmpp.ca_file()).await
-    }
-}
 
 /// How often `needle` appears in the bot's log so far.
 fn occurrences(bot: &Bot, needle: &str) -> usize {
@@ -387,7 +132,7 @@ async fn every_broker_restart_brings_fresh_readings_within_two_seconds(kind: Kin
     let Some(mut world) = World::start(kind).await else {
         return;
     };
-    let bot = world.start_bot();
+    let bot = world.start_bot(&[]);
     let mut alice = world.alice().await;
     let mut recoveries = Vec::new();
     for round in 1..=RESTARTS {
@@ -425,7 +170,7 @@ async fn every_xmpp_server_restart_brings_fresh_readings_within_two_seconds(kind
     let Some(mut world) = World::start(kind).await else {
         return;
     };
-    let bot = Arc::new(world.start_bot());
+    let bot = Arc::new(world.start_bot(&[]));
     let mut online_times = Vec::new();
     let mut answer_times = Vec::new();
     for round in 1..=RESTARTS {
@@ -488,7 +233,7 @@ async fn a_slow_broker_restart_still_brings_fresh_readings_within_two_seconds(ki
     let Some(mut world) = World::start(kind).await else {
         return;
     };
-    let bot = world.start_bot();
+    let bot = world.start_bot(&[]);
     let mut alice = world.alice().await;
     let failures = occurrences(&bot, MQTT_FAILED);
     let stopped = Instant::now();
@@ -523,7 +268,7 @@ async fn a_slow_xmpp_server_restart_still_brings_fresh_readings_within_two_secon
     let Some(mut world) = World::start(kind).await else {
         return;
     };
-    let bot = Arc::new(world.start_bot());
+    let bot = Arc::new(world.start_bot(&[]));
     let lost = occurrences(&bot, XMPP_LOST);
     let refused = occurrences(&bot, XMPP_FAILED);
     let sessions = occurrences(&bot, ONLINE);
@@ -808,7 +553,7 @@ async fn a_broker_missing_at_start_is_retried_while_chat_works(kind: Kind) {
     let Some(mut world) = World::with_broker(kind, broker) else {
         return;
     };
-    let bot = world.spawn_bot();
+    let bot = world.spawn_bot(&[]);
     bot.wait_log(MQTT_FAILED, 2, STARTUP);
     let log = bot.log();
     let broker = format!("127.0.0.1:{}", world.mqtt.port());
@@ -850,7 +595,7 @@ async fn an_xmpp_server_missing_at_start_is_retried_until_it_comes(kind: Kind) {
     };
     world.xmpp.stop();
     publish(world.mqtt.port(), TOPIC, b"23.5", true).await;
-    let bot = world.spawn_bot();
+    let bot = world.spawn_bot(&[]);
     // The MQTT side does not wait for the XMPP side.
     bot.wait_log(SUBSCRIBED, 1, STARTUP);
     bot.wait_log(XMPP_FAILED, 2, STARTUP);
@@ -1040,7 +785,7 @@ async fn an_untrusted_xmpp_certificate_is_a_clear_error_and_exit_1(kind: Kind) {
         return;
     };
     // The servers' certificates are self-signed: without --xmpp-ca, in no trust store.
-    let args = world.bridge_args_without_ca();
+    let args = world.bridge_args_without_ca("bot-secret");
     let started = Instant::now();
     let mut bot = Bot::spawn(&args.iter().map(String::as_str).collect::<Vec<_>>());
     let status = bot.wait_exit(Duration::from_secs(10));

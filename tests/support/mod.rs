@@ -8,3 +8,4 @@ pub mod ports;
 pub mod profanity;
 pub mod raw;
 pub mod server;
+pub mod world;
