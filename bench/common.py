@@ -655,6 +655,26 @@ class Workdir:
 # Bots
 
 
+def each_bot(workdir, server, broker, topics, run, notes, **bot_options):
+    """Runs `run(bot)` for our bridge (as `bot`) and then for the reference Python bot (as
+    `pybot`), one after the other on the same server and broker, and returns their results by
+    kind ('bridge', 'python'). A bot that fails is reported in `notes`; the other still runs."""
+    results = {}
+    for kind, user in (('bridge', 'bot'), ('python', 'pybot')):
+        bot = BotProcess(kind, workdir, server, broker, user, topics, **bot_options)
+        log(f'--- {bot.name}')
+        try:
+            results[kind] = run(bot)
+            log(f'  {results[kind]}')
+        except Exception as e:  # noqa: BLE001 - report and go on
+            notes.append(f'{bot.name}: failed: {e}')
+            log(f'  {bot.name} failed: {e}\n{bot.log()[-3000:]}')
+        finally:
+            if bot.process and bot.process.alive():
+                bot.stop()
+    return results
+
+
 class BotProcess:
     """Our bridge (`mqtt2xmpp bridge`) or the reference Python bot (bench/reference_bot.py),
     logged in as `user` on `server`, reading `topics` (the first one answers) from `broker`."""

@@ -117,18 +117,9 @@ def main():
         server.add_accounts(['bot', 'pybot', 'f0', 'g0'])
         server.start()
         try:
-            for kind, user in (('bridge', 'bot'), ('python', 'pybot')):
-                bot = common.BotProcess(kind, work, server, broker, user, TOPICS)
-                log(f'--- {bot.name}')
-                try:
-                    results[kind] = bench(bot, server, broker, args)
-                    log(f'  {results[kind]}')
-                except Exception as e:  # noqa: BLE001 - report and go on
-                    notes.append(f'{bot.name}: failed: {e}')
-                    log(f'  {bot.name} failed: {e}\n{bot.log()[-3000:]}')
-                finally:
-                    if bot.process and bot.process.alive():
-                        bot.stop()
+            results.update(common.each_bot(
+                work, server, broker, TOPICS, lambda bot: bench(bot, server, broker, args),
+                notes))
         finally:
             server.stop()
             broker.stop()
