@@ -118,20 +118,20 @@ async fn run(
     // covers the header and the TLS handshake, where no stream error can be sent.
     meter.set_login_deadline(Some(tokio::time::Instant::now() + limits.auth_timeout));
     let negotiation = negotiate(tcp, peer, shared, meter.clone());
-    let (stream, username) = tokio::select! {
+    let (mut secure, username) = tokio::select! {
         result = tokio::time::timeout(limits.auth_timeout + LOGIN_GRACE, negotiation) => match result {
             Ok(result) => result?,
             Err(_) => return Err(ConnectionEnd::AuthTimeout),
         },
         _ = shutdown.wait() => return Err(ConnectionEnd::Shutdown),
     };
-    serve_authenticated(stream, &username, peer, shared, &meter, shutdown).await
+    serve_authenticated(&mut secure, &username, peer, shared, &meter, shutdown).await
 }
 
 /// After `<success/>`: the restarted stream, bind within the time limit, then the session until
 /// it ends.
 async fn serve_authenticated<Io>(
-    stream: AcceptedStream<Io>,
+    io: &mut Io,
     username: &str,
     peer: SocketAddr,
     shared: &Arc<Shared>,
@@ -144,7 +144,16 @@ where
     let limits = &shared.limits;
     meter.set_limit(limits.max_stanza_bytes);
     meter.set_login_deadline(Some(tokio::time::Instant::now() + limits.auth_timeout));
-    let session = bind(stream, username, shared, meter);
+    // The restarted stream's header; reading it stops at the login deadline.
+    let accepted = tokio::select! {
+        result = accept_header(&mut *io, shared, meter) => result?,
+        _ = shutdown.wait() => return Err(ConnectionEnd::Shutdown),
+    };
+    let accepted = match accepted {
+        Ok(accepted) => accepted,
+        Err(failure) => return Err(refuse_header(io, shared, failure).await),
+    };
+    let session = bind(accepted, username, shared, meter);
     let (stream, jid, id, outbox) = tokio::select! {
         result = tokio::time::timeout(limits.auth_timeout + LOGIN_GRACE, session) => match result {
             Ok(result) => result?,
@@ -177,20 +186,6 @@ fn timeouts(shared: &Shared) -> Timeouts {
         read_timeout: shared.limits.idle_ping_after,
         response_timeout: shared.limits.idle_ping_after,
     }
-}
-
-/// Reads the client's stream header and answers with ours; a header for another domain gets
-/// `host-unknown`.
-async fn open<Io>(
-    io: Io,
-    shared: &Shared,
-    features: &StreamFeatures,
-) -> Result<Xml<Io>, ConnectionEnd>
-where
-    Io: tokio::io::AsyncBufRead + tokio::io::AsyncWrite + Unpin,
-{
-    let accepted = accept_stream(io, ns::JABBER_CLIENT, timeouts(shared)).await?;
-    respond(accepted, shared, features).await
 }
 
 async fn respond<Io, T: FromXml>(
@@ -396,14 +391,14 @@ where
     }
 }
 
-/// Plain stream, STARTTLS, TLS, SASL. Returns the stream right after `<success/>` and the
+/// Plain stream, STARTTLS, TLS, SASL. Returns the transport right after `<success/>` and the
 /// authenticated (lowercase) username.
 async fn negotiate(
     tcp: TcpStream,
     peer: SocketAddr,
     shared: &Arc<Shared>,
     meter: Arc<Meter>,
-) -> Result<(AcceptedStream<Secure>, String), ConnectionEnd> {
+) -> Result<(Secure, String), ConnectionEnd> {
     let limits = &shared.limits;
     let mut plain: Plain = BufStream::new(LimitedReader::new(
         tcp,
@@ -418,7 +413,7 @@ async fn negotiate(
         .await?;
     let exporter = crate::tls::tls_exporter(tls.get_ref().1);
 
-    let secure: Secure = BufStream::new(LimitedReader::new(
+    let mut secure: Secure = BufStream::new(LimitedReader::new(
         tls,
         meter.clone(),
         limits.bytes_per_second,
@@ -429,7 +424,8 @@ async fn negotiate(
         tls_active: true,
         tls_exporter: exporter.as_deref(),
     };
-    sasl(secure, peer, &info, shared, &meter).await
+    let username = sasl(&mut secure, peer, &info, shared, &meter).await?;
+    Ok((secure, username))
 }
 
 /// The plain-text stream: header, features (STARTTLS required), `<starttls/>` and our
@@ -446,34 +442,9 @@ where
         starttls: Some(StartTls { required: true }),
         ..Default::default()
     };
-    let header = accept_stream(&mut *io, ns::JABBER_CLIENT, timeouts(shared));
-    let accepted = match meter.login_deadline() {
-        Some(deadline) => tokio::time::timeout_at(deadline, header).await,
-        None => Ok(header.await),
-    };
-    let accepted = match accepted {
-        Ok(Ok(accepted)) => accepted,
-        Ok(Err(error)) => {
-            let (condition, text) = match error.kind() {
-                _ if meter.tripped() => (
-                    StreamCondition::PolicyViolation,
-                    meter
-                        .exceeded()
-                        .map_or_else(|| "limit exceeded".into(), |limit| limit.to_string()),
-                ),
-                io::ErrorKind::InvalidData if error.to_string().contains("restricted xml") => {
-                    (StreamCondition::RestrictedXml, error.to_string())
-                }
-                io::ErrorKind::InvalidData => (StreamCondition::NotWellFormed, error.to_string()),
-                _ => return Err(ConnectionEnd::Io(error)),
-            };
-            return Err(fail_before_header(io, shared, condition, &text).await);
-        }
-        Err(_) => {
-            let text = "the time to log in and bind a resource is over";
-            fail_before_header(io, shared, StreamCondition::ConnectionTimeout, text).await;
-            return Err(ConnectionEnd::AuthTimeout);
-        }
+    let accepted = match accept_header(&mut *io, shared, meter).await? {
+        Ok(accepted) => accepted,
+        Err(failure) => return Err(refuse_header(io, shared, failure).await),
     };
     let mut stream: Xml<&mut Io> = respond(accepted, shared, &features).await?;
     match next(&mut stream, meter).await? {
@@ -493,6 +464,90 @@ where
         )))
         .await?;
     Ok(())
+}
+
+/// Why a client's stream header could not be read: what to answer, then the connection ends.
+struct HeaderFailure(StreamCondition, String);
+
+/// Reads the client's stream header from `io`, which the stream only borrows, so that when the
+/// header cannot be read (a DOCTYPE in front of it, bytes that are not XML, a stanza where a
+/// restarted stream should begin, a header that never ends) the caller can still answer as RFC
+/// 6120 §4.9.1.2 asks, with [`refuse_header`]. Errors of the transport itself are returned as
+/// they are.
+async fn accept_header<'io, Io>(
+    io: &'io mut Io,
+    shared: &Shared,
+    meter: &Meter,
+) -> Result<Result<AcceptedStream<&'io mut Io>, HeaderFailure>, ConnectionEnd>
+where
+    Io: tokio::io::AsyncBufRead + tokio::io::AsyncWrite + Unpin,
+{
+    let header = accept_stream(io, ns::JABBER_CLIENT, timeouts(shared));
+    let accepted = match meter.login_deadline() {
+        Some(deadline) => tokio::time::timeout_at(deadline, header).await,
+        None => Ok(header.await),
+    };
+    let error = match accepted {
+        Ok(Ok(accepted)) => return Ok(Ok(accepted)),
+        Ok(Err(error)) => error,
+        Err(_) => {
+            let text = "the time to log in and bind a resource is over";
+            return Ok(Err(HeaderFailure(
+                StreamCondition::ConnectionTimeout,
+                text.into(),
+            )));
+        }
+    };
+    let (condition, text) = match error.kind() {
+        _ if meter.tripped() => (
+            StreamCondition::PolicyViolation,
+            meter
+                .exceeded()
+                .map_or_else(|| "limit exceeded".into(), |limit| limit.to_string()),
+        ),
+        io::ErrorKind::InvalidData => header_condition(error.to_string()),
+        // tokio-xmpp's kind for text or an end tag where the header should be; a real end of
+        // file has the same kind, and then nobody is left to answer.
+        io::ErrorKind::UnexpectedEof if error.to_string().contains("before stream header") => {
+            (StreamCondition::NotWellFormed, error.to_string())
+        }
+        _ => return Err(ConnectionEnd::Io(error)),
+    };
+    Ok(Err(HeaderFailure(condition, text)))
+}
+
+/// The stream error for what tokio-xmpp says of a header it could not read, with the text to
+/// send. Its errors are plain `io::Error`s, so their text is all there is to go by.
+fn header_condition(error: String) -> (StreamCondition, String) {
+    if error.contains("restricted xml") {
+        // A DOCTYPE, a comment or a processing instruction.
+        (StreamCondition::RestrictedXml, error)
+    } else if error.contains("unknown stream header") {
+        // Another root element, such as a stanza where a (restarted) stream should begin
+        // (RFC 6120 §4.8.1).
+        let text = format!("expected a stream header in the namespace {}", ns::STREAM);
+        (StreamCondition::InvalidNamespace, text)
+    } else if error.contains("stream version") || error.contains("`version`") {
+        let text = "this server speaks version 1.0 of XMPP streams".to_string();
+        (StreamCondition::UnsupportedVersion, text)
+    } else {
+        (StreamCondition::NotWellFormed, error)
+    }
+}
+
+/// Answers a [`HeaderFailure`] on the transport whose header could not be read.
+async fn refuse_header<Io>(io: &mut Io, shared: &Shared, failure: HeaderFailure) -> ConnectionEnd
+where
+    Io: tokio::io::AsyncWrite + Unpin,
+{
+    let HeaderFailure(condition, text) = failure;
+    let timed_out = condition == StreamCondition::ConnectionTimeout;
+    let end = fail_before_header(io, shared, condition, &text).await;
+    if timed_out {
+        ConnectionEnd::AuthTimeout
+    } else {
+        end
+    }
 }
 
 /// Answers a client whose stream header could not be read: our own header, the error, and the
@@ -530,12 +585,12 @@ where
 /// failed. Returns the stream right after `<success/>` and the authenticated (lowercase)
 /// username.
 async fn sasl<Io>(
-    io: Io,
+    io: &mut Io,
     peer: SocketAddr,
     info: &ConnectionInfo<'_>,
     shared: &Shared,
     meter: &Meter,
-) -> Result<(AcceptedStream<Io>, String), ConnectionEnd>
+) -> Result<String, ConnectionEnd>
 where
     Io: tokio::io::AsyncBufRead + tokio::io::AsyncWrite + Unpin,
 {
@@ -547,7 +602,11 @@ where
             .collect(),
         ..Default::default()
     };
-    let mut stream = open(io, shared, &features).await?;
+    let accepted = match accept_header(&mut *io, shared, meter).await? {
+        Ok(accepted) => accepted,
+        Err(failure) => return Err(refuse_header(io, shared, failure).await),
+    };
+    let mut stream: Xml<&mut Io> = respond(accepted, shared, &features).await?;
     let mut failures = 0;
     let mut attempts = 0;
     loop {
@@ -558,9 +617,12 @@ where
                     XmppStreamElement::Sasl(wire_sasl::Nonza::Success(wire_sasl::Success {
                         data: additional_data,
                     }));
-                let accepted = stream.accept_reset(&success).await?;
+                // The client restarts the stream now; its new header is read from `io` by
+                // `serve_authenticated`, so that a client that sends something else can still
+                // be answered with a stream error.
+                stream.send(&success).await?;
                 tracing::info!(%peer, user = username, %mechanism, "authenticated");
-                return Ok((accepted, username));
+                return Ok(username);
             }
             Err((condition, guessed)) => {
                 attempts += 1;
@@ -989,7 +1051,6 @@ pub mod fuzzing {
     use tokio_xmpp::parsers::iq::Iq;
     use tokio_xmpp::parsers::ns;
     use tokio_xmpp::parsers::presence::{Presence, Type as PresenceType};
-    use tokio_xmpp::xmlstream::accept_stream;
     use tokio_xmpp::Stanza;
 
     use super::super::hub::Hub;
@@ -997,7 +1058,7 @@ pub mod fuzzing {
     use super::super::sasl::{derive_keys, ConnectionInfo, Hash};
     use super::super::store::{RosterItem, Store, StoredScram, Subscription};
     use super::super::{apply, HubCommand, Outbound, Outboxes, Shared};
-    use super::{sasl, serve_authenticated, starttls, timeouts, OUTBOX_CAPACITY};
+    use super::{sasl, serve_authenticated, starttls, OUTBOX_CAPACITY};
 
     /// The served domain.
     pub const DOMAIN: &str = "localhost";
@@ -1118,26 +1179,23 @@ pub mod fuzzing {
                     let _ = starttls(&mut io, &shared, &meter).await;
                 }
                 Stage::Sasl => {
+                    let mut io = io;
                     let info = ConnectionInfo {
                         domain: DOMAIN,
                         tls_active: true,
                         tls_exporter: Some(&TLS_EXPORTER),
                     };
-                    if let Ok((accepted, username)) = sasl(io, peer, &info, &shared, &meter).await {
+                    if let Ok(username) = sasl(&mut io, peer, &info, &shared, &meter).await {
                         let _ = serve_authenticated(
-                            accepted, &username, peer, &shared, &meter, shutdown,
+                            &mut io, &username, peer, &shared, &meter, shutdown,
                         )
                         .await;
                     }
                 }
                 Stage::Session => {
-                    if let Ok(accepted) =
-                        accept_stream(io, ns::JABBER_CLIENT, timeouts(&shared)).await
-                    {
-                        let _ =
-                            serve_authenticated(accepted, "alice", peer, &shared, &meter, shutdown)
-                                .await;
-                    }
+                    let mut io = io;
+                    let _ = serve_authenticated(&mut io, "alice", peer, &shared, &meter, shutdown)
+                        .await;
                 }
             }
             // Dropping `shared` closes the hub's inbox, which ends the hub loop.
