@@ -365,6 +365,22 @@ impl Store {
         Ok(Self::with(conn, path, options))
     }
 
+    /// The whole database as bytes, for [`Store::from_image`]. Fuzzing only: the fuzz target
+    /// builds its accounts once and starts every input from a copy of them.
+    #[cfg(feature = "fuzzing")]
+    pub fn image(&mut self) -> Result<Vec<u8>, StoreError> {
+        Ok(self.conn.serialize(rusqlite::MAIN_DB)?.to_vec())
+    }
+
+    /// A private in-memory store holding a copy of [`Store::image`]'s bytes. Fuzzing only.
+    #[cfg(feature = "fuzzing")]
+    pub fn from_image(image: &[u8]) -> Result<Self, StoreError> {
+        let options = StoreOptions::default();
+        let (mut conn, path) = crate::sqlite::open(None, options.busy_timeout, &[])?;
+        conn.deserialize_read_exact(rusqlite::MAIN_DB, image, image.len(), false)?;
+        Ok(Self::with(conn, path, &options))
+    }
+
     /// The database file (`:memory:` for an in-memory store).
     pub fn path(&self) -> &Path {
         &self.path

@@ -1257,8 +1257,15 @@ pub mod fuzzing {
         assert!(ok, "{to} received a stanza from {from}: {stanza:?}");
     }
 
-    /// A fresh in-memory store with the accounts, alice and bob subscribed to each other.
+    /// A fresh in-memory store with the accounts, alice and bob subscribed to each other: a copy
+    /// of one built once per process (building it takes most of an input's time otherwise).
     fn store() -> Store {
+        static IMAGE: OnceLock<Vec<u8>> = OnceLock::new();
+        let image = IMAGE.get_or_init(|| template().image().expect("a database image"));
+        Store::from_image(image).expect("a copy of the accounts")
+    }
+
+    fn template() -> Store {
         let store = Store::open_in_memory().expect("an in-memory store");
         for user in ACCOUNTS {
             let (sha1, sha256) = keys(user);
