@@ -24,7 +24,7 @@ use std::time::Duration;
 
 use futures::{SinkExt, StreamExt};
 use thiserror::Error;
-use tokio::io::BufStream;
+use tokio::io::BufReader;
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, oneshot};
 use tokio_rustls::server::TlsStream;
@@ -66,11 +66,18 @@ pub const OUTBOX_CAPACITY: usize = 256;
 /// shorter) while stanzas wait for it is disconnected.
 pub const MAX_WRITE_STALL: Duration = Duration::from_secs(30);
 
+/// Read buffer of a connection. Stanzas larger than this are read in several pieces, so it
+/// bounds nothing; it is the memory an idle connection holds for reading.
+const READ_BUFFER: usize = 4096;
+
 /// Time a client gets beyond the login deadline to receive its `connection-timeout` error.
 const LOGIN_GRACE: Duration = Duration::from_secs(2);
 
-type Plain = BufStream<LimitedReader<TcpStream>>;
-type Secure = BufStream<LimitedReader<TlsStream<TcpStream>>>;
+/// Reads are buffered here; writes are not, because tokio-xmpp's stream collects what it
+/// sends in its own buffer and TLS then makes records of it, so a write buffer would only hold
+/// a third copy (and 8 KiB per idle connection).
+type Plain = BufReader<LimitedReader<TcpStream>>;
+type Secure = BufReader<LimitedReader<TlsStream<TcpStream>>>;
 type Xml<Io> = XmlStream<Io, XmppStreamElement>;
 /// After authentication: stanzas that fail to parse are answered, not fatal.
 type Session<Io> = XmlStream<Io, FallibleStreamElement>;
@@ -400,12 +407,15 @@ async fn negotiate(
     meter: Arc<Meter>,
 ) -> Result<(Secure, String), ConnectionEnd> {
     let limits = &shared.limits;
-    let mut plain: Plain = BufStream::new(LimitedReader::new(
-        tcp,
-        meter.clone(),
-        limits.bytes_per_second,
-        limits.burst_bytes,
-    ));
+    let mut plain: Plain = BufReader::with_capacity(
+        READ_BUFFER,
+        LimitedReader::new(
+            tcp,
+            meter.clone(),
+            limits.bytes_per_second,
+            limits.burst_bytes,
+        ),
+    );
     starttls(&mut plain, shared, &meter).await?;
     let tcp = plain.into_inner().into_inner();
     let tls = tokio_rustls::TlsAcceptor::from(shared.tls.clone())
@@ -413,12 +423,15 @@ async fn negotiate(
         .await?;
     let exporter = crate::tls::tls_exporter(tls.get_ref().1);
 
-    let mut secure: Secure = BufStream::new(LimitedReader::new(
-        tls,
-        meter.clone(),
-        limits.bytes_per_second,
-        limits.burst_bytes,
-    ));
+    let mut secure: Secure = BufReader::with_capacity(
+        READ_BUFFER,
+        LimitedReader::new(
+            tls,
+            meter.clone(),
+            limits.bytes_per_second,
+            limits.burst_bytes,
+        ),
+    );
     let info = ConnectionInfo {
         domain: &shared.domain,
         tls_active: true,
@@ -1044,7 +1057,7 @@ pub mod fuzzing {
     use std::sync::{Arc, Mutex, OnceLock};
     use std::time::Duration;
 
-    use tokio::io::BufStream;
+    use tokio::io::BufReader;
     use tokio::sync::{mpsc, oneshot};
     use tokio_xmpp::jid::{BareJid, FullJid};
     use tokio_xmpp::minidom::Element;
@@ -1167,12 +1180,15 @@ pub mod fuzzing {
             let peer = SocketAddr::from((Ipv4Addr::LOCALHOST, 5222));
             let (_trigger, shutdown) = crate::shutdown::channel();
             let meter = Meter::new(limits.max_preauth_bytes, limits.max_depth);
-            let io = BufStream::new(LimitedReader::new(
-                tokio::io::join(input, tokio::io::sink()),
-                meter.clone(),
-                limits.bytes_per_second,
-                limits.burst_bytes,
-            ));
+            let io = BufReader::with_capacity(
+                super::READ_BUFFER,
+                LimitedReader::new(
+                    tokio::io::join(input, tokio::io::sink()),
+                    meter.clone(),
+                    limits.bytes_per_second,
+                    limits.burst_bytes,
+                ),
+            );
             match stage {
                 Stage::Plain => {
                     let mut io = io;
