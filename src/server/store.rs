@@ -375,10 +375,12 @@ impl Store {
     /// A private in-memory store holding a copy of [`Store::image`]'s bytes. Fuzzing only.
     #[cfg(feature = "fuzzing")]
     pub fn from_image(image: &[u8]) -> Result<Self, StoreError> {
-        let options = StoreOptions::default();
-        let (mut conn, path) = crate::sqlite::open(None, options.busy_timeout, &[])?;
+        // Only the setting that changes what queries do; the journal and sync settings of
+        // `sqlite::open` mean nothing in memory.
+        let mut conn = Connection::open_in_memory()?;
+        conn.pragma_update(None, "foreign_keys", true)?;
         conn.deserialize_read_exact(rusqlite::MAIN_DB, image, image.len(), false)?;
-        Ok(Self::with(conn, path, &options))
+        Ok(Self::with(conn, ":memory:".into(), &StoreOptions::default()))
     }
 
     /// The database file (`:memory:` for an in-memory store).
