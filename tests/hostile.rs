@@ -534,13 +534,10 @@ async fn oversize_element_before_login() {
     gauge.check("5 MB element before login", SMALL);
 }
 
-/// After login the limit is --max-stanza-bytes (default 256 KiB): a 280 KB message made of
-/// 70 000 tiny elements (no single large token) is cut off just the same.
-///
-/// Memory: the stanza is built as a tree while it is read, and a tree of tiny elements costs far
-/// more than its bytes: about 14 MiB for the 256 KiB read before the cut (some 55 bytes of
-/// memory per byte of input). The bound, 32 MiB, holds that cost with room to spare; what it
-/// rules out is the tree outliving the cut or growing past the limit.
+/// After login the limit is --max-stanza-bytes (default 256 KiB): a 280 KB message body is cut
+/// off at the limit, with memory to match (a stanza of many tiny elements, which costs far more
+/// once parsed, is stopped sooner by the element count: see
+/// `sixty_thousand_tiny_elements_in_one_stanza`).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn oversize_stanza_after_login() {
     let (server, mut honest) = scene(&[]).await;
@@ -550,8 +547,8 @@ async fn oversize_stanza_after_login() {
         .during(async {
             attacker
                 .send(format!(
-                    "<message to='{BOB}' type='chat'><body>padded</body>{}</message>",
-                    "<p/>".repeat(70_000)
+                    "<message to='{BOB}' type='chat'><body>{}</body></message>",
+                    "padding ".repeat(35_000)
                 ))
                 .await;
             attacker.read_to_close(WAIT).await
@@ -563,7 +560,7 @@ async fn oversize_stanza_after_login() {
         "stanza larger than 262144 bytes",
     );
     honest.assert_unaffected().await;
-    gauge.check("280 KB stanza", 32);
+    gauge.check("280 KB stanza", SMALL);
 }
 
 /// A 5 MB attribute value after login: refused long before it is read whole (the XML parser
@@ -624,6 +621,33 @@ async fn ten_thousand_deep_nesting_after_login() {
     );
     honest.assert_unaffected().await;
     gauge.check("10 000-deep nesting", SMALL);
+}
+
+/// 60 000 empty elements in one message (240 KiB, under the 256 KiB stanza limit): parsed, they
+/// would take about 13 MiB, so the server stops at 4 096 elements, before building the tree.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sixty_thousand_tiny_elements_in_one_stanza() {
+    let (server, mut honest) = scene(&[]).await;
+    let mut attacker = mallory(&server, "attack").await;
+    let gauge = Gauge::start(server.pid());
+    let answer = honest
+        .during(async {
+            attacker
+                .send(format!(
+                    "<message to='{BOB}' type='chat'>{}</message>",
+                    "<a/>".repeat(60_000)
+                ))
+                .await;
+            attacker.read_to_close(WAIT).await
+        })
+        .await;
+    assert_stream_error(
+        &answer,
+        "policy-violation",
+        "more than 4096 elements in one stanza",
+    );
+    honest.assert_unaffected().await;
+    gauge.check("60 000 tiny elements", SMALL);
 }
 
 // ----- time -------------------------------------------------------------------------------------

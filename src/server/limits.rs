@@ -33,6 +33,10 @@ pub struct Limits {
     pub max_preauth_bytes: usize,
     /// Deepest element nesting inside a stanza.
     pub max_depth: usize,
+    /// Most elements in one stanza, the stanza included. Parsed elements cost far more memory
+    /// than their bytes (about 200 bytes for `<a/>`), so this, not the byte limit, bounds what
+    /// a stanza of tiny elements costs.
+    pub max_elements: usize,
     /// Sustained bytes per second one connection may send.
     pub bytes_per_second: u32,
     /// Bytes a connection may send in a burst above the sustained rate.
@@ -56,6 +60,7 @@ impl Default for Limits {
             max_stanza_bytes: 256 * 1024,
             max_preauth_bytes: 10_000,
             max_depth: 64,
+            max_elements: 4096,
             bytes_per_second: 64 * 1024,
             burst_bytes: 512 * 1024,
             max_connections: 1024,
@@ -76,6 +81,9 @@ pub enum LimitExceeded {
     /// Elements nested deeper than allowed.
     #[error("elements nested deeper than {0} levels")]
     TooDeep(usize),
+    /// More elements in one stanza than allowed.
+    #[error("more than {0} elements in one stanza")]
+    TooManyElements(usize),
 }
 
 /// Tracks element depth on raw XML bytes, without parsing: `<name` opens, `</` closes, `/>`
@@ -87,6 +95,8 @@ pub enum LimitExceeded {
 #[derive(Debug, Clone, Default)]
 pub struct DepthScanner {
     depth: usize,
+    /// Elements opened since the current stanza began, the stanza included.
+    elements: usize,
     max_seen_in_stanza: usize,
     state: ScanState,
 }
@@ -125,16 +135,28 @@ impl DepthScanner {
         self.depth
     }
 
+    /// Elements opened in the current stanza so far, the stanza included (0 between stanzas).
+    pub fn elements(&self) -> usize {
+        self.elements
+    }
+
     /// Feeds bytes; returns the greatest depth reached while scanning them.
     pub fn feed(&mut self, bytes: &[u8]) -> usize {
         let mut deepest = self.depth;
-        self.feed_until(bytes, usize::MAX, &mut deepest);
+        self.feed_until(bytes, usize::MAX, usize::MAX, &mut deepest);
         deepest
     }
 
-    /// Feeds bytes until the depth would exceed `max`; returns how many bytes were consumed
-    /// (all of them if the limit was never exceeded). `deepest` tracks the greatest depth.
-    fn feed_until(&mut self, bytes: &[u8], max: usize, deepest: &mut usize) -> usize {
+    /// Feeds bytes until the depth would exceed `max` or a stanza would hold more than
+    /// `max_elements` elements; returns how many bytes were consumed (all of them if no limit
+    /// was exceeded) and the limit that stopped it. `deepest` tracks the greatest depth.
+    fn feed_until(
+        &mut self,
+        bytes: &[u8],
+        max: usize,
+        max_elements: usize,
+        deepest: &mut usize,
+    ) -> (usize, Option<LimitExceeded>) {
         let mut iter = bytes.iter().copied().enumerate().peekable();
         while let Some((offset, b)) = iter.next() {
             self.state = match self.state {
@@ -159,9 +181,17 @@ impl DepthScanner {
                         },
                     },
                     _ => {
+                        // Stop before the `<` that opens the element too many.
                         if self.depth + 1 > max {
-                            // Stop before the `<` that opens the element too many.
-                            return offset.saturating_sub(1);
+                            let exceeded = LimitExceeded::TooDeep(max.saturating_sub(1));
+                            return (offset.saturating_sub(1), Some(exceeded));
+                        }
+                        if self.depth >= 1 {
+                            if self.elements >= max_elements {
+                                let exceeded = LimitExceeded::TooManyElements(max_elements);
+                                return (offset.saturating_sub(1), Some(exceeded));
+                            }
+                            self.elements += 1;
                         }
                         self.depth += 1;
                         *deepest = (*deepest).max(self.depth);
@@ -176,7 +206,7 @@ impl DepthScanner {
                 },
                 ScanState::OpenTagSlash => match b {
                     b'>' => {
-                        self.depth = self.depth.saturating_sub(1);
+                        self.close();
                         ScanState::Text
                     }
                     b'"' | b'\'' => ScanState::Quoted(b),
@@ -191,7 +221,7 @@ impl DepthScanner {
                 }
                 ScanState::CloseTag => match b {
                     b'>' => {
-                        self.depth = self.depth.saturating_sub(1);
+                        self.close();
                         ScanState::Text
                     }
                     _ => ScanState::CloseTag,
@@ -210,7 +240,15 @@ impl DepthScanner {
             };
         }
         self.max_seen_in_stanza = self.max_seen_in_stanza.max(*deepest);
-        bytes.len()
+        (bytes.len(), None)
+    }
+
+    fn close(&mut self) {
+        self.depth = self.depth.saturating_sub(1);
+        if self.depth <= 1 {
+            // A stanza ended (or the stream did).
+            self.elements = 0;
+        }
     }
 }
 
@@ -220,18 +258,23 @@ pub struct Meter {
     since_element: AtomicUsize,
     limit: AtomicUsize,
     max_depth: usize,
+    max_elements: usize,
+    restarted: AtomicBool,
     tripped: AtomicBool,
     exceeded: std::sync::Mutex<Option<LimitExceeded>>,
     login_deadline: std::sync::Mutex<Option<tokio::time::Instant>>,
 }
 
 impl Meter {
-    /// A meter allowing `limit` bytes per element and `max_depth` levels of nesting.
-    pub fn new(limit: usize, max_depth: usize) -> Arc<Self> {
+    /// A meter allowing `limit` bytes per element, and the nesting and element count of
+    /// `limits`.
+    pub fn new(limit: usize, limits: &Limits) -> Arc<Self> {
         Arc::new(Self {
             since_element: AtomicUsize::new(0),
             limit: AtomicUsize::new(limit),
-            max_depth,
+            max_depth: limits.max_depth,
+            max_elements: limits.max_elements,
+            restarted: AtomicBool::new(false),
             tripped: AtomicBool::new(false),
             exceeded: std::sync::Mutex::new(None),
             login_deadline: std::sync::Mutex::new(None),
@@ -260,6 +303,12 @@ impl Meter {
     /// count restarts from zero here, which errs on the side of allowing slightly more.
     pub fn element_done(&self) {
         self.since_element.store(0, Ordering::Relaxed);
+    }
+
+    /// Call when the client is to restart its stream in place (after SASL success): the depth
+    /// count starts again from the new stream header.
+    pub fn stream_restarted(&self) {
+        self.restarted.store(true, Ordering::Relaxed);
     }
 
     /// Changes the per-element limit (e.g. after authentication).
@@ -355,9 +404,8 @@ impl<S> LimitedReader<S> {
         &mut self.inner
     }
 
-    /// Unwraps, e.g. to start TLS on the raw socket. The depth scanner keeps its state across a
-    /// stream restart only if the caller builds the new reader with [`LimitedReader::new`] at a
-    /// stream boundary, which is the only place a restart happens.
+    /// Unwraps, e.g. to start TLS on the raw socket (a new reader then starts at depth 0; a
+    /// restart on the same reader is announced with [`Meter::stream_restarted`]).
     pub fn into_inner(self) -> S {
         self.inner
     }
@@ -376,6 +424,9 @@ impl<S: AsyncRead + Unpin> AsyncRead for LimitedReader<S> {
         let this = &mut *self;
         if let Some(exceeded) = this.meter.exceeded() {
             return Poll::Ready(Err(limit_error(exceeded)));
+        }
+        if this.meter.restarted.swap(false, Ordering::Relaxed) {
+            this.scanner = DepthScanner::default();
         }
         // Rate: wait for tokens before reading anything.
         if let Some(sleep) = this.sleep.as_mut() {
@@ -411,15 +462,18 @@ impl<S: AsyncRead + Unpin> AsyncRead for LimitedReader<S> {
                 let mut deepest = 0;
                 // Depth 1 is the stream element; stanza content starts at 2.
                 let max_depth = this.meter.max_depth + 1;
-                let safe =
-                    this.scanner
-                        .feed_until(&limited.filled()[..allowed], max_depth, &mut deepest);
+                let (safe, stopped) = this.scanner.feed_until(
+                    &limited.filled()[..allowed],
+                    max_depth,
+                    this.meter.max_elements,
+                    &mut deepest,
+                );
                 this.bucket.tokens -= filled as f64;
                 this.meter
                     .since_element
                     .store(used + safe, Ordering::Relaxed);
-                let exceeded = if safe < allowed {
-                    Some(LimitExceeded::TooDeep(this.meter.max_depth))
+                let exceeded = if stopped.is_some() {
+                    stopped
                 } else if allowed < filled {
                     Some(LimitExceeded::StanzaTooLarge(limit))
                 } else {
@@ -462,6 +516,21 @@ mod tests {
     use super::*;
     use tokio::io::AsyncReadExt;
 
+    fn limits(max_depth: usize, max_elements: usize) -> Limits {
+        Limits {
+            max_depth,
+            max_elements,
+            ..Limits::default()
+        }
+    }
+
+    /// Everything `reader` yields: the bytes and how it ended.
+    async fn read_all(mut reader: impl AsyncRead + Unpin) -> (Vec<u8>, std::io::Result<usize>) {
+        let mut out = Vec::new();
+        let result = reader.read_to_end(&mut out).await;
+        (out, result)
+    }
+
     fn depth_after(xml: &str) -> (usize, usize) {
         let mut s = DepthScanner::default();
         let deepest = s.feed(xml.as_bytes());
@@ -499,7 +568,7 @@ mod tests {
 
     #[tokio::test]
     async fn oversize_element_stops_reading() {
-        let meter = Meter::new(100, 64);
+        let meter = Meter::new(100, &limits(64, 4096));
         let data = format!("<s><message>{}</message>", "x".repeat(500));
         let mut r = LimitedReader::new(data.as_bytes(), meter.clone(), 1 << 20, 1 << 20);
         let mut out = Vec::new();
@@ -515,7 +584,7 @@ mod tests {
 
     #[tokio::test]
     async fn completed_elements_reset_the_count() {
-        let meter = Meter::new(100, 64);
+        let meter = Meter::new(100, &limits(64, 4096));
         let data = "<s>".to_string() + &"<a/>".repeat(10);
         let mut r = LimitedReader::new(data.as_bytes(), meter.clone(), 1 << 20, 1 << 20);
         let mut buf = [0u8; 43];
@@ -528,7 +597,7 @@ mod tests {
 
     #[tokio::test]
     async fn deep_nesting_stops_reading() {
-        let meter = Meter::new(1 << 20, 10);
+        let meter = Meter::new(1 << 20, &limits(10, 4096));
         let data = "<s>".to_string() + &"<a>".repeat(20);
         let mut r = LimitedReader::new(data.as_bytes(), meter.clone(), 1 << 20, 1 << 20);
         let mut out = Vec::new();
@@ -536,9 +605,81 @@ mod tests {
         assert!(err.to_string().contains("nested deeper than 10"), "{err}");
     }
 
+    #[tokio::test]
+    async fn a_stanza_of_too_many_elements_stops_reading_before_the_one_too_many() {
+        let meter = Meter::new(1 << 20, &limits(64, 100));
+        // The stanza and 99 children: exactly the limit.
+        let fits = format!("<s><m>{}</m>", "<a/>".repeat(99));
+        let (out, result) = read_all(LimitedReader::new(
+            fits.as_bytes(),
+            meter.clone(),
+            1 << 20,
+            1 << 20,
+        ))
+        .await;
+        assert_eq!(result.unwrap(), fits.len());
+        assert_eq!(out, fits.as_bytes());
+        assert!(!meter.tripped());
+
+        let meter = Meter::new(1 << 20, &limits(64, 100));
+        let over = format!("<s><m>{}</m>", "<a/>".repeat(100));
+        let (out, result) = read_all(LimitedReader::new(
+            over.as_bytes(),
+            meter.clone(),
+            1 << 20,
+            1 << 20,
+        ))
+        .await;
+        let err = result.unwrap_err();
+        assert_eq!(err.to_string(), "more than 100 elements in one stanza");
+        // Handed over: everything before the `<` of the 101st element.
+        assert_eq!(out.len(), "<s><m>".len() + 99 * "<a/>".len());
+        assert_eq!(meter.exceeded(), Some(LimitExceeded::TooManyElements(100)));
+    }
+
+    #[tokio::test]
+    async fn the_element_count_is_per_stanza() {
+        // 50 stanzas of 60 elements each: 3 000 in all, under a limit of 100 per stanza.
+        let meter = Meter::new(1 << 20, &limits(64, 100));
+        let stanza = format!("<m>{}</m>", "<a/>".repeat(59));
+        let data = format!("<s>{}", stanza.repeat(50));
+        let (out, result) = read_all(LimitedReader::new(
+            data.as_bytes(),
+            meter.clone(),
+            1 << 20,
+            1 << 20,
+        ))
+        .await;
+        assert_eq!(result.unwrap(), data.len());
+        assert_eq!(out.len(), data.len());
+        assert!(!meter.tripped());
+    }
+
+    #[tokio::test]
+    async fn a_stream_restart_starts_the_depth_count_again() {
+        // Without the restart, the second header would sit at depth 2, its stanzas at 3, and
+        // the second stream's stanzas would count as elements of one endless stanza.
+        let meter = Meter::new(1 << 20, &limits(3, 3));
+        let first = "<s><auth>x</auth>";
+        let second = format!("<s>{}", "<m><b><c/></b></m>".repeat(5));
+        let mut reader = LimitedReader::new(
+            tokio::io::AsyncReadExt::chain(first.as_bytes(), second.as_bytes()),
+            meter.clone(),
+            1 << 20,
+            1 << 20,
+        );
+        let mut head = vec![0; first.len()];
+        reader.read_exact(&mut head).await.unwrap();
+        meter.stream_restarted();
+        let (out, result) = read_all(reader).await;
+        assert_eq!(result.unwrap(), second.len());
+        assert_eq!(out, second.as_bytes());
+        assert!(!meter.tripped(), "{:?}", meter.exceeded());
+    }
+
     #[tokio::test(start_paused = true)]
     async fn rate_limit_pauses_instead_of_buffering() {
-        let meter = Meter::new(1 << 20, 64);
+        let meter = Meter::new(1 << 20, &limits(64, 4096));
         let data = vec![b' '; 3000];
         let mut r = LimitedReader::new(&data[..], meter, 1000, 1000);
         let started = Instant::now();

@@ -380,7 +380,11 @@ impl Store {
         let mut conn = Connection::open_in_memory()?;
         conn.pragma_update(None, "foreign_keys", true)?;
         conn.deserialize_read_exact(rusqlite::MAIN_DB, image, image.len(), false)?;
-        Ok(Self::with(conn, ":memory:".into(), &StoreOptions::default()))
+        Ok(Self::with(
+            conn,
+            ":memory:".into(),
+            &StoreOptions::default(),
+        ))
     }
 
     /// The database file (`:memory:` for an in-memory store).

@@ -120,7 +120,7 @@ async fn run(
     mut shutdown: Shutdown,
 ) -> Result<(), ConnectionEnd> {
     let limits = &shared.limits;
-    let meter = Meter::new(limits.max_preauth_bytes, limits.max_depth);
+    let meter = Meter::new(limits.max_preauth_bytes, limits);
     // Reads stop at the deadline with a stream error; the outer timeout, a little later, also
     // covers the header and the TLS handshake, where no stream error can be sent.
     meter.set_login_deadline(Some(tokio::time::Instant::now() + limits.auth_timeout));
@@ -633,6 +633,7 @@ where
                 // The client restarts the stream now; its new header is read from `io` by
                 // `serve_authenticated`, so that a client that sends something else can still
                 // be answered with a stream error.
+                meter.stream_restarted();
                 stream.send(&success).await?;
                 tracing::info!(%peer, user = username, %mechanism, "authenticated");
                 return Ok(username);
@@ -1179,7 +1180,7 @@ pub mod fuzzing {
         let connection = async move {
             let peer = SocketAddr::from((Ipv4Addr::LOCALHOST, 5222));
             let (_trigger, shutdown) = crate::shutdown::channel();
-            let meter = Meter::new(limits.max_preauth_bytes, limits.max_depth);
+            let meter = Meter::new(limits.max_preauth_bytes, &limits);
             let io = BufReader::with_capacity(
                 super::READ_BUFFER,
                 LimitedReader::new(
