@@ -138,6 +138,16 @@ pub struct ServerArgs {
     #[arg(long, env = "MQTT2XMPP_MAX_CONNECTIONS", default_value_t = 1024)]
     pub max_connections: usize,
 
+    /// Most connections from one IP address that have not logged in yet; more are refused at
+    /// once. Raise it for many clients behind one NAT address logging in at the same moment.
+    #[arg(
+        long,
+        env = "MQTT2XMPP_MAX_UNAUTHENTICATED_PER_ADDRESS",
+        default_value_t = 128,
+        value_parser = clap::value_parser!(u32).range(1..)
+    )]
+    pub max_unauthenticated_per_address: u32,
+
     /// Sustained bytes per second one connection may send (reading pauses above it).
     #[arg(long, env = "MQTT2XMPP_BYTES_PER_SECOND", default_value_t = 64 * 1024)]
     pub bytes_per_second: u32,

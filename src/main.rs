@@ -87,6 +87,7 @@ async fn run_server(args: ServerArgs) -> anyhow::Result<()> {
             max_stanza_bytes: args.max_stanza_bytes,
             max_preauth_bytes: args.max_preauth_bytes,
             max_connections: args.max_connections,
+            max_unauthenticated_per_address: args.max_unauthenticated_per_address as usize,
             bytes_per_second: args.bytes_per_second,
             burst_bytes: args.burst_bytes,
             auth_timeout: args.auth_timeout,

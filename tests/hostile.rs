@@ -777,6 +777,80 @@ async fn slowloris_before_login() {
 
 // ----- volume -----------------------------------------------------------------------------------
 
+/// One address opening connections without logging in: with
+/// --max-unauthenticated-per-address 20, its first 20 are served and the 21st is refused at
+/// once with a stream header and `policy-violation`, so it cannot take every connection slot.
+/// Its logged-in sessions do not count; other addresses are not affected; and once its idle
+/// connections are gone, it is served again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unauthenticated_connections_from_one_address() {
+    const CAP: usize = 20;
+    let attacker_address = Ipv4Addr::new(127, 0, 0, 2);
+    let (server, mut honest) = scene(&["--max-unauthenticated-per-address", "20"]).await;
+    let gauge = Gauge::start(server.pid());
+    let login_from = |source: Ipv4Addr, resource: &'static str| {
+        let (port, ca_file) = (server.port, server.ca_file.clone());
+        async move {
+            let mut raw = Raw::connect_from(source, port).await;
+            raw.starttls(&ca_file).await;
+            raw.open_stream().await;
+            let success = raw.auth_plain(MALLORY, MALLORY_PASSWORD).await;
+            assert!(success.contains("<success"), "{success}");
+            raw.open_stream().await;
+            let bound = raw.bind(resource).await;
+            assert!(bound.contains(resource), "{bound}");
+            raw
+        }
+    };
+    let (refusal, mut idle, _logged_in) = honest
+        .during(async {
+            // A logged-in session from the same address does not use up the allowance.
+            let logged_in = login_from(attacker_address, "logged-in").await;
+            let mut idle = Vec::new();
+            for n in 0..CAP {
+                let mut raw = Raw::connect_from(attacker_address, server.port).await;
+                let features = raw.open_stream().await;
+                assert!(features.contains("<starttls"), "connection {n}: {features}");
+                idle.push(raw);
+            }
+            let mut refused = Raw::connect_from(attacker_address, server.port).await;
+            // Refused before it says anything.
+            let refusal = refused.read_to_close(WAIT).await;
+            // Another address logs in meanwhile.
+            let mut other = mallory(&server, "other-address").await;
+            assert!(other.ping("other").await.contains("result"));
+            (refusal, idle, logged_in)
+        })
+        .await;
+    assert!(refusal.has_header(), "{}", refusal.text);
+    assert_stream_error(
+        &refusal,
+        "policy-violation",
+        "too many connections from 127.0.0.2 that have not logged in",
+    );
+    honest.assert_unaffected().await;
+
+    // One idle connection goes: the address gets that slot back.
+    drop(idle.pop());
+    let mut served = None;
+    for _ in 0..50 {
+        let mut raw = Raw::connect_from(attacker_address, server.port).await;
+        raw.send(HEADER).await;
+        let answer = raw
+            .read_until_any(&["</stream:features>", "</stream:stream>"], WAIT)
+            .await;
+        if answer.contains("<starttls") {
+            served = Some(raw);
+            break;
+        }
+        // The server may not have seen the close yet: its refusal is the answer meanwhile,
+        // and each refusal is a round trip that gives it time to.
+        assert!(answer.contains("policy-violation"), "{answer}");
+    }
+    assert!(served.is_some(), "the freed slot was never given back");
+    gauge.check("unauthenticated connections from one address", SMALL);
+}
+
 /// 300 unauthenticated connections against --max-connections 100, with alice and bob holding
 /// two: the server serves exactly 98 of them; the rest are neither served nor refused but wait
 /// in the kernel's accept queue, and are served as slots free up. alice and bob chat on

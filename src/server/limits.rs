@@ -43,6 +43,9 @@ pub struct Limits {
     pub burst_bytes: u32,
     /// Most simultaneous connections; further ones wait in the kernel's accept queue.
     pub max_connections: usize,
+    /// Most connections from one IP address that have not logged in yet; further ones are
+    /// refused at once with `policy-violation`, so that one address cannot hold every slot.
+    pub max_unauthenticated_per_address: usize,
     /// Time a connection has to authenticate and bind before it is closed.
     pub auth_timeout: Duration,
     /// Delay before answering a failed login, per failure (grows with failures from the same
@@ -64,6 +67,7 @@ impl Default for Limits {
             bytes_per_second: 64 * 1024,
             burst_bytes: 512 * 1024,
             max_connections: 1024,
+            max_unauthenticated_per_address: 128,
             auth_timeout: Duration::from_secs(30),
             login_failure_delay: Duration::from_secs(1),
             max_login_delay: Duration::from_secs(8),

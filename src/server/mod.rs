@@ -55,6 +55,7 @@ use self::hub::{CloseReason, Delivery, Hub};
 use self::limits::Limits;
 use self::sasl::{CredentialStore, Hash, ScramKeys};
 use self::store::{ScramHash, Store, StoreError};
+use crate::log_limit::LogLimit;
 use crate::shutdown::Shutdown;
 
 /// How the server runs.
@@ -158,6 +159,29 @@ pub struct Shared {
     auth: Mutex<Store>,
     /// Failed logins per address, for the growing delay.
     failures: Mutex<HashMap<IpAddr, (u32, Instant)>>,
+    /// Connections per address that have not logged in yet.
+    unauthenticated: Mutex<HashMap<IpAddr, usize>>,
+    /// Log lines about refused connections.
+    refusals_logged: Mutex<LogLimit>,
+}
+
+/// A connection counted among the unauthenticated ones of its address until it is dropped.
+#[must_use]
+pub struct Unauthenticated<'a> {
+    shared: &'a Shared,
+    ip: IpAddr,
+}
+
+impl Drop for Unauthenticated<'_> {
+    fn drop(&mut self) {
+        let mut counts = self.shared.unauthenticated_counts();
+        if let Some(count) = counts.get_mut(&self.ip) {
+            *count -= 1;
+            if *count == 0 {
+                counts.remove(&self.ip);
+            }
+        }
+    }
 }
 
 impl Shared {
@@ -193,6 +217,39 @@ impl Shared {
             .login_failure_delay
             .saturating_mul(factor)
             .min(self.limits.max_login_delay)
+    }
+
+    /// Counts a new connection from `peer` until it logs in (drop the guard then), or refuses
+    /// it when its address already has `max_unauthenticated_per_address` such connections.
+    pub fn admit(&self, peer: SocketAddr) -> Option<Unauthenticated<'_>> {
+        let ip = peer.ip();
+        let mut counts = self.unauthenticated_counts();
+        let count = counts.entry(ip).or_insert(0);
+        if *count >= self.limits.max_unauthenticated_per_address {
+            drop(counts);
+            let mut logged = self
+                .refusals_logged
+                .lock()
+                .unwrap_or_else(|e| e.into_inner());
+            if let Some(suppressed) = logged.admit(Instant::now()) {
+                tracing::warn!(
+                    %ip,
+                    "refused a connection: {} from this address have not logged in \
+                     (--max-unauthenticated-per-address); {suppressed} more refusals since \
+                     the last line",
+                    self.limits.max_unauthenticated_per_address
+                );
+            }
+            return None;
+        }
+        *count += 1;
+        Some(Unauthenticated { shared: self, ip })
+    }
+
+    fn unauthenticated_counts(&self) -> std::sync::MutexGuard<'_, HashMap<IpAddr, usize>> {
+        self.unauthenticated
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
     }
 
     /// Forgets earlier failures of `peer` after a successful login.
@@ -257,6 +314,8 @@ pub async fn run(
         hub: hub_tx,
         auth: Mutex::new(auth),
         failures: Mutex::new(HashMap::new()),
+        unauthenticated: Mutex::new(HashMap::new()),
+        refusals_logged: Mutex::new(LogLimit::new(Duration::from_secs(60))),
     });
     let address = listener.local_addr().ok();
     tracing::info!(domain = shared.domain, address = ?address, "XMPP server listening");

@@ -114,12 +114,22 @@ pub async fn serve(tcp: TcpStream, peer: SocketAddr, shared: Arc<Shared>, shutdo
 }
 
 async fn run(
-    tcp: TcpStream,
+    mut tcp: TcpStream,
     peer: SocketAddr,
     shared: &Arc<Shared>,
     mut shutdown: Shutdown,
 ) -> Result<(), ConnectionEnd> {
     let limits = &shared.limits;
+    // Refused at once, without waiting for the client's header or doing TLS: cheap.
+    let Some(unauthenticated) = shared.admit(peer) else {
+        let text = format!(
+            "too many connections from {} that have not logged in",
+            peer.ip()
+        );
+        return Err(
+            fail_before_header(&mut tcp, shared, StreamCondition::PolicyViolation, &text).await,
+        );
+    };
     let meter = Meter::new(limits.max_preauth_bytes, limits);
     // Reads stop at the deadline with a stream error; the outer timeout, a little later, also
     // covers the header and the TLS handshake, where no stream error can be sent.
@@ -132,6 +142,7 @@ async fn run(
         },
         _ = shutdown.wait() => return Err(ConnectionEnd::Shutdown),
     };
+    drop(unauthenticated);
     serve_authenticated(&mut secure, &username, peer, shared, &meter, shutdown).await
 }
 
@@ -1073,6 +1084,7 @@ pub mod fuzzing {
     use super::super::store::{RosterItem, Store, StoredScram, Subscription};
     use super::super::{apply, HubCommand, Outbound, Outboxes, Shared};
     use super::{sasl, serve_authenticated, starttls, OUTBOX_CAPACITY};
+    use crate::log_limit::LogLimit;
 
     /// The served domain.
     pub const DOMAIN: &str = "localhost";
@@ -1176,6 +1188,8 @@ pub mod fuzzing {
             hub: hub_tx,
             auth: Mutex::new(store()),
             failures: Mutex::new(HashMap::new()),
+            unauthenticated: Mutex::new(HashMap::new()),
+            refusals_logged: Mutex::new(LogLimit::new(Duration::from_secs(60))),
         });
         let connection = async move {
             let peer = SocketAddr::from((Ipv4Addr::LOCALHOST, 5222));
