@@ -156,6 +156,16 @@ pub struct ServerArgs {
     #[arg(long, env = "MQTT2XMPP_BURST_BYTES", default_value_t = 512 * 1024)]
     pub burst_bytes: u32,
 
+    /// An account whose sessions have no byte rate once logged in, such as the bridge's bot,
+    /// which answers many users (repeatable; comma-separated in the environment variable).
+    #[arg(
+        long,
+        env = "MQTT2XMPP_UNTHROTTLED",
+        value_name = "USER",
+        value_delimiter = ','
+    )]
+    pub unthrottled: Vec<String>,
+
     /// Time a connection has to log in and bind a resource.
     #[arg(long, env = "MQTT2XMPP_AUTH_TIMEOUT", default_value = "30s", value_parser = parse_duration)]
     pub auth_timeout: Duration,

@@ -90,6 +90,11 @@ async fn run_server(args: ServerArgs) -> anyhow::Result<()> {
             max_unauthenticated_per_address: args.max_unauthenticated_per_address as usize,
             bytes_per_second: args.bytes_per_second,
             burst_bytes: args.burst_bytes,
+            unthrottled: args
+                .unthrottled
+                .iter()
+                .map(|user| user.to_lowercase())
+                .collect(),
             auth_timeout: args.auth_timeout,
             idle_ping_after: args.idle_ping,
             ..Default::default()

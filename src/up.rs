@@ -222,7 +222,11 @@ pub async fn run(config: UpConfig, mut shutdown: Shutdown) -> Result<(), UpError
         data_dir: config.data_dir.clone(),
         cert: None,
         key: None,
-        limits: Limits::default(),
+        // The bot answers everyone: no per-connection byte rate for it.
+        limits: Limits {
+            unthrottled: vec![BOT.into()],
+            ..Limits::default()
+        },
     };
     let server_stop = stopped.clone();
     tasks.spawn(async move {

@@ -1169,6 +1169,44 @@ async fn stanza_flood_is_read_at_the_byte_rate() {
     gauge.check("stanza flood", SMALL);
 }
 
+/// The same flood from an account named with --unthrottled (a bot answering many users) is
+/// read at full speed: with --bytes-per-second 20 and a 100 KB burst, anyone else's 1.6 MB
+/// would take some 20 hours; the unthrottled session's ping comes back at once. The others,
+/// chatting meanwhile, stay within their burst.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unthrottled_account_is_read_at_full_speed() {
+    let (server, mut honest) = scene(&[
+        "--bytes-per-second",
+        "20",
+        "--burst-bytes",
+        "100000",
+        "--unthrottled",
+        "Mallory",
+    ])
+    .await;
+    let mut bot = mallory(&server, "bot").await;
+    let mut flood = String::new();
+    for n in 0..20_000 {
+        flood.push_str(&format!(
+            "<message to='nobody@localhost' type='headline'><body>flood {n}</body></message>"
+        ));
+    }
+    flood.push_str(
+        "<iq type='get' id='after-flood' to='localhost'><ping xmlns='urn:xmpp:ping'/></iq>",
+    );
+    let answer = honest
+        .during(async {
+            bot.send(&flood).await;
+            bot.read_until("</iq>", WAIT).await
+        })
+        .await;
+    assert!(
+        answer.contains("id='after-flood'") && answer.contains("type='result'"),
+        "the ping after the flood was not answered: {answer}"
+    );
+    honest.assert_unaffected().await;
+}
+
 /// A client that stops reading while its other resource sends it 800 messages of 20 KB (16 MB,
 /// far more than the socket buffers and its outgoing queue of 256 stanzas hold). A client that
 /// lets its queue fill up "is too slow and is closed" (the server's own rule), and the idle

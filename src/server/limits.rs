@@ -41,6 +41,9 @@ pub struct Limits {
     pub bytes_per_second: u32,
     /// Bytes a connection may send in a burst above the sustained rate.
     pub burst_bytes: u32,
+    /// Accounts (lowercase usernames) whose sessions have no byte rate once logged in: a bot
+    /// that answers many users sends far more than one person typing.
+    pub unthrottled: Vec<String>,
     /// Most simultaneous connections; further ones wait in the kernel's accept queue.
     pub max_connections: usize,
     /// Most connections from one IP address that have not logged in yet; further ones are
@@ -66,6 +69,7 @@ impl Default for Limits {
             max_elements: 4096,
             bytes_per_second: 64 * 1024,
             burst_bytes: 512 * 1024,
+            unthrottled: Vec::new(),
             max_connections: 1024,
             max_unauthenticated_per_address: 128,
             auth_timeout: Duration::from_secs(30),
@@ -264,6 +268,7 @@ pub struct Meter {
     max_depth: usize,
     max_elements: usize,
     restarted: AtomicBool,
+    unthrottle: AtomicBool,
     tripped: AtomicBool,
     exceeded: std::sync::Mutex<Option<LimitExceeded>>,
     login_deadline: std::sync::Mutex<Option<tokio::time::Instant>>,
@@ -279,6 +284,7 @@ impl Meter {
             max_depth: limits.max_depth,
             max_elements: limits.max_elements,
             restarted: AtomicBool::new(false),
+            unthrottle: AtomicBool::new(false),
             tripped: AtomicBool::new(false),
             exceeded: std::sync::Mutex::new(None),
             login_deadline: std::sync::Mutex::new(None),
@@ -313,6 +319,12 @@ impl Meter {
     /// count starts again from the new stream header.
     pub fn stream_restarted(&self) {
         self.restarted.store(true, Ordering::Relaxed);
+    }
+
+    /// Lifts the byte rate for the rest of the connection (an account in
+    /// [`Limits::unthrottled`] logged in).
+    pub fn unthrottle(&self) {
+        self.unthrottle.store(true, Ordering::Relaxed);
     }
 
     /// Changes the per-element limit (e.g. after authentication).
@@ -431,6 +443,10 @@ impl<S: AsyncRead + Unpin> AsyncRead for LimitedReader<S> {
         }
         if this.meter.restarted.swap(false, Ordering::Relaxed) {
             this.scanner = DepthScanner::default();
+        }
+        if this.meter.unthrottle.swap(false, Ordering::Relaxed) {
+            this.bucket = Bucket::new(u32::MAX, u32::MAX);
+            this.sleep = None;
         }
         // Rate: wait for tokens before reading anything.
         if let Some(sleep) = this.sleep.as_mut() {
@@ -679,6 +695,22 @@ mod tests {
         assert_eq!(result.unwrap(), second.len());
         assert_eq!(out, second.as_bytes());
         assert!(!meter.tripped(), "{:?}", meter.exceeded());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_unthrottled_meter_lifts_the_rate() {
+        let meter = Meter::new(1 << 20, &limits(64, 4096));
+        let data = vec![b' '; 3000];
+        let mut r = LimitedReader::new(&data[..], meter.clone(), 1000, 1000);
+        let mut head = vec![0; 1000];
+        r.read_exact(&mut head).await.unwrap();
+        meter.unthrottle();
+        let started = Instant::now();
+        let (rest, result) = read_all(r).await;
+        assert_eq!(result.unwrap(), 2000);
+        assert_eq!(rest.len(), 2000);
+        // Without the lift, 2000 more bytes at 1000 B/s would take 2 s.
+        assert_eq!(started.elapsed(), Duration::ZERO);
     }
 
     #[tokio::test(start_paused = true)]

@@ -161,6 +161,9 @@ where
 {
     let limits = &shared.limits;
     meter.set_limit(limits.max_stanza_bytes);
+    if limits.unthrottled.iter().any(|name| name == username) {
+        meter.unthrottle();
+    }
     meter.set_login_deadline(Some(tokio::time::Instant::now() + limits.auth_timeout));
     // The restarted stream's header; reading it stops at the login deadline.
     let accepted = tokio::select! {
