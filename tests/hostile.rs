@@ -373,6 +373,13 @@ async fn plain_attack(server: &BundledServer, input: &[u8]) -> Answer {
     raw.read_to_close(WAIT).await
 }
 
+/// Runs one attack after login: `input` from the attacker's session, everything until the
+/// server closes.
+async fn session_attack(attacker: &mut Raw, input: impl AsRef<[u8]>) -> Answer {
+    attacker.send(input).await;
+    attacker.read_to_close(WAIT).await
+}
+
 // ----- restricted XML ---------------------------------------------------------------------------
 
 /// Billion laughs: a DOCTYPE before the stream header defines an entity that expands to 10⁹
@@ -463,14 +470,10 @@ async fn xml_comment_in_a_stanza() {
     let mut attacker = mallory(&server, "attack").await;
     let gauge = Gauge::start(server.pid());
     let answer = honest
-        .during(async {
-            attacker
-                .send(format!(
-                    "<message to='{BOB}' type='chat'><body>hi<!-- hidden --></body></message>"
-                ))
-                .await;
-            attacker.read_to_close(WAIT).await
-        })
+        .during(session_attack(
+            &mut attacker,
+            format!("<message to='{BOB}' type='chat'><body>hi<!-- hidden --></body></message>"),
+        ))
         .await;
     assert_stream_error(&answer, "restricted-xml", "restricted xml: comments");
     honest.assert_unaffected().await;
@@ -544,15 +547,13 @@ async fn oversize_stanza_after_login() {
     let mut attacker = mallory(&server, "attack").await;
     let gauge = Gauge::start(server.pid());
     let answer = honest
-        .during(async {
-            attacker
-                .send(format!(
-                    "<message to='{BOB}' type='chat'><body>{}</body></message>",
-                    "padding ".repeat(35_000)
-                ))
-                .await;
-            attacker.read_to_close(WAIT).await
-        })
+        .during(session_attack(
+            &mut attacker,
+            format!(
+                "<message to='{BOB}' type='chat'><body>{}</body></message>",
+                "padding ".repeat(35_000)
+            ),
+        ))
         .await;
     assert_stream_error(
         &answer,
@@ -573,15 +574,13 @@ async fn huge_attribute_after_login() {
     let mut attacker = mallory(&server, "attack").await;
     let gauge = Gauge::start(server.pid());
     let answer = honest
-        .during(async {
-            attacker
-                .send(format!(
-                    "<message to='{BOB}' type='chat' x='{}'><body>big</body></message>",
-                    "a".repeat(5_000_000)
-                ))
-                .await;
-            attacker.read_to_close(WAIT).await
-        })
+        .during(session_attack(
+            &mut attacker,
+            format!(
+                "<message to='{BOB}' type='chat' x='{}'><body>big</body></message>",
+                "a".repeat(5_000_000)
+            ),
+        ))
         .await;
     assert!(answer.closed && answer.has_footer(), "{}", answer.text);
     honest.assert_unaffected().await;
@@ -604,15 +603,10 @@ async fn ten_thousand_deep_nesting_after_login() {
     let mut attacker = mallory(&server, "attack").await;
     let gauge = Gauge::start(server.pid());
     let answer = honest
-        .during(async {
-            attacker
-                .send(format!(
-                    "<message to='{BOB}' type='chat'>{}",
-                    "<a>".repeat(10_000)
-                ))
-                .await;
-            attacker.read_to_close(WAIT).await
-        })
+        .during(session_attack(
+            &mut attacker,
+            format!("<message to='{BOB}' type='chat'>{}", "<a>".repeat(10_000)),
+        ))
         .await;
     assert_stream_error(
         &answer,
@@ -631,15 +625,13 @@ async fn sixty_thousand_tiny_elements_in_one_stanza() {
     let mut attacker = mallory(&server, "attack").await;
     let gauge = Gauge::start(server.pid());
     let answer = honest
-        .during(async {
-            attacker
-                .send(format!(
-                    "<message to='{BOB}' type='chat'>{}</message>",
-                    "<a/>".repeat(60_000)
-                ))
-                .await;
-            attacker.read_to_close(WAIT).await
-        })
+        .during(session_attack(
+            &mut attacker,
+            format!(
+                "<message to='{BOB}' type='chat'>{}</message>",
+                "<a/>".repeat(60_000)
+            ),
+        ))
         .await;
     assert_stream_error(
         &answer,
@@ -1282,14 +1274,12 @@ async fn forged_from() {
     let mut attacker = mallory(&server, "attack").await;
     let gauge = Gauge::start(server.pid());
     let answer = honest
-        .during(async {
-            attacker
-                .send(format!(
-                    "<message from='{ALICE}' to='{BOB}' type='chat'><body>I am alice</body></message>"
-                ))
-                .await;
-            attacker.read_to_close(WAIT).await
-        })
+        .during(session_attack(
+            &mut attacker,
+            format!(
+                "<message from='{ALICE}' to='{BOB}' type='chat'><body>I am alice</body></message>"
+            ),
+        ))
         .await;
     assert_stream_error(&answer, "invalid-from", "from must be your own JID");
     honest.assert_unaffected().await;
@@ -1404,12 +1394,10 @@ async fn iq_without_id() {
     let mut attacker = mallory(&server, "attack").await;
     let gauge = Gauge::start(server.pid());
     let answer = honest
-        .during(async {
-            attacker
-                .send("<iq type='get' to='localhost'><ping xmlns='urn:xmpp:ping'/></iq>")
-                .await;
-            attacker.read_to_close(WAIT).await
-        })
+        .during(session_attack(
+            &mut attacker,
+            "<iq type='get' to='localhost'><ping xmlns='urn:xmpp:ping'/></iq>",
+        ))
         .await;
     assert_stream_error(
         &answer,
@@ -1427,12 +1415,10 @@ async fn unknown_top_level_element() {
     let mut attacker = mallory(&server, "attack").await;
     let gauge = Gauge::start(server.pid());
     let answer = honest
-        .during(async {
-            attacker
-                .send("<banana xmlns='urn:example:fruit'><peel/></banana>")
-                .await;
-            attacker.read_to_close(WAIT).await
-        })
+        .during(session_attack(
+            &mut attacker,
+            "<banana xmlns='urn:example:fruit'><peel/></banana>",
+        ))
         .await;
     assert_stream_error(
         &answer,
