@@ -181,3 +181,108 @@ fn create_private_file(path: &Path) -> std::io::Result<()> {
 fn create_private_file(_path: &Path) -> std::io::Result<()> {
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MIGRATIONS: &[&str] = &[
+        "CREATE TABLE a (x INTEGER NOT NULL);",
+        "ALTER TABLE a ADD COLUMN y TEXT; INSERT INTO a (x, y) VALUES (1, 'migrated');",
+    ];
+    const BUSY: Duration = Duration::from_secs(5);
+
+    fn pragma(conn: &Connection, name: &str) -> String {
+        conn.pragma_query_value(None, name, |row| row.get::<_, rusqlite::types::Value>(0))
+            .map(|v| match v {
+                rusqlite::types::Value::Integer(i) => i.to_string(),
+                rusqlite::types::Value::Text(s) => s,
+                other => format!("{other:?}"),
+            })
+            .unwrap()
+    }
+
+    #[test]
+    fn on_disk_settings_are_durable() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("db.sqlite");
+        let (conn, name) = open(Some(&path), BUSY, MIGRATIONS).unwrap();
+        assert_eq!(pragma(&conn, "journal_mode"), "wal");
+        assert_eq!(pragma(&conn, "synchronous"), "2"); // FULL
+        assert_eq!(pragma(&conn, "foreign_keys"), "1");
+        assert_eq!(pragma(&conn, "busy_timeout"), "5000");
+        assert_eq!(pragma(&conn, "fullfsync"), "1");
+        assert_eq!(pragma(&conn, "checkpoint_fullfsync"), "1");
+        assert_eq!(name, path);
+    }
+
+    #[test]
+    fn migrations_run_once_in_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("db.sqlite");
+        let (conn, _) = open(Some(&path), BUSY, &MIGRATIONS[..1]).unwrap();
+        assert_eq!(user_version(&conn).unwrap(), 1);
+        drop(conn);
+        // An upgrade applies only the new batch; opening again applies nothing.
+        for _ in 0..2 {
+            let (conn, _) = open(Some(&path), BUSY, MIGRATIONS).unwrap();
+            assert_eq!(user_version(&conn).unwrap(), 2);
+            let rows: Vec<(i64, String)> = conn
+                .prepare("SELECT x, y FROM a")
+                .unwrap()
+                .query_map([], |row| Ok((row.get(0)?, row.get(1)?)))
+                .unwrap()
+                .collect::<Result<_, _>>()
+                .unwrap();
+            assert_eq!(rows, [(1, "migrated".to_string())]);
+        }
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn a_new_file_is_private() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("db.sqlite");
+        let (conn, _) = open(Some(&path), BUSY, MIGRATIONS).unwrap();
+        conn.execute("INSERT INTO a (x) VALUES (2)", []).unwrap();
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
+        let wal = std::fs::metadata(dir.path().join("db.sqlite-wal")).unwrap();
+        assert_eq!(wal.permissions().mode() & 0o077, 0);
+    }
+
+    #[test]
+    fn a_newer_schema_is_refused_untouched() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("db.sqlite");
+        drop(open(Some(&path), BUSY, MIGRATIONS).unwrap());
+        {
+            let raw = Connection::open(&path).unwrap();
+            raw.pragma_update(None, "journal_mode", "DELETE").unwrap();
+            raw.pragma_update(None, "user_version", 7).unwrap();
+        }
+        let err = open(Some(&path), BUSY, MIGRATIONS).unwrap_err();
+        assert!(
+            matches!(
+                &err,
+                OpenError::TooNew {
+                    found: 7,
+                    supported: 2,
+                    ..
+                }
+            ),
+            "{err}"
+        );
+        let message = err.to_string();
+        assert!(
+            message.contains("db.sqlite")
+                && message.contains("version 7")
+                && message.contains("newer mqtt2xmpp"),
+            "{message}"
+        );
+        // Nothing was changed: not even the journal mode.
+        let raw = Connection::open(&path).unwrap();
+        assert_eq!(pragma(&raw, "journal_mode"), "delete");
+    }
+}
