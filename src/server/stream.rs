@@ -134,7 +134,9 @@ async fn run(
     // Reads stop at the deadline with a stream error; the outer timeout, a little later, also
     // covers the header and the TLS handshake, where no stream error can be sent.
     meter.set_login_deadline(Some(tokio::time::Instant::now() + limits.auth_timeout));
-    let negotiation = negotiate(tcp, peer, shared, meter.clone());
+    // Each phase's future is boxed, and so freed when the phase ends: inline, the connection's
+    // task would hold room for the largest phase (login) for as long as the session lasts.
+    let negotiation = Box::pin(negotiate(tcp, peer, shared, meter.clone()));
     let (mut secure, username) = tokio::select! {
         result = tokio::time::timeout(limits.auth_timeout + LOGIN_GRACE, negotiation) => match result {
             Ok(result) => result?,
@@ -167,14 +169,14 @@ where
     meter.set_login_deadline(Some(tokio::time::Instant::now() + limits.auth_timeout));
     // The restarted stream's header; reading it stops at the login deadline.
     let accepted = tokio::select! {
-        result = accept_header(&mut *io, shared, meter) => result?,
+        result = Box::pin(accept_header(&mut *io, shared, meter)) => result?,
         _ = shutdown.wait() => return Err(ConnectionEnd::Shutdown),
     };
     let accepted = match accepted {
         Ok(accepted) => accepted,
         Err(failure) => return Err(refuse_header(io, shared, failure).await),
     };
-    let session = bind(accepted, username, shared, meter);
+    let session = Box::pin(bind(accepted, username, shared, meter));
     let (stream, jid, id, outbox) = tokio::select! {
         result = tokio::time::timeout(limits.auth_timeout + LOGIN_GRACE, session) => match result {
             Ok(result) => result?,
@@ -184,7 +186,7 @@ where
     };
     meter.set_login_deadline(None);
     tracing::info!(%peer, %jid, "session started");
-    let result = session_loop(stream, &jid, id, outbox, shared, meter, shutdown).await;
+    let result = Box::pin(session_loop(stream, &jid, id, outbox, shared, meter, shutdown)).await;
     let _ = shared
         .hub
         .send(HubCommand::Unbind {
