@@ -374,7 +374,7 @@ class Ejabberd:
         self.ca = cert
         certfile = shutil.copy(both, self.dir / 'localhost.pem')
         self.port = free_port()
-        lines = []
+        lines, used = [], set()
         for line in EJABBERD_CONFIG.splitlines():
             indent = line[:len(line) - len(line.lstrip())]
             if line.strip().startswith('port:'):
@@ -384,7 +384,11 @@ class Ejabberd:
             for old, new in replace:
                 if line.strip() == old:
                     line = '\n'.join(indent + part for part in new.split('\n'))
+                    used.add(old)
             lines.append(line)
+        unused = [old for old, _ in replace if old not in used]
+        if unused:
+            raise RuntimeError(f'ejabberd snippet has no line {unused}: update the replacements')
         self.config = write(self.dir / 'ejabberd.yml', '\n'.join(lines) + '\n', 0o644)
         self.node = f'mqtt2xmpp_bench_{os.getpid()}_{int(time.time())}@localhost'
         self.ctl_config = write(self.dir / 'ejabberdctl.cfg', (

@@ -164,9 +164,7 @@ def main():
                 servers.append(common.Ejabberd(work, cert, both, replace=[
                     # No per-connection byte rate (as the bundled server's is lifted).
                     ('c2s_shaper: normal', 'c2s_shaper: none'),
-                    # The listen queue the other two get (ejabberd's default is 5: with 16
-                    # logins at a time, dropped SYNs then add 1 s retries to some logins).
-                    ('starttls_required: true', 'starttls_required: true\nbacklog: 128'),
+                    # The snippet's `backlog: 128` is the listen queue the other two get.
                 ]))
             else:
                 notes.append('ejabberd: not installed, or not running as root')
