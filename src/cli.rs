@@ -156,8 +156,9 @@ pub struct ServerArgs {
     #[arg(long, env = "MQTT2XMPP_BURST_BYTES", default_value_t = 512 * 1024)]
     pub burst_bytes: u32,
 
-    /// An account whose sessions have no byte rate once logged in, such as the bridge's bot,
-    /// which answers many users (repeatable; comma-separated in the environment variable).
+    /// An account (`bot` or `bot@DOMAIN`) whose sessions have no byte rate once logged in, such
+    /// as the bridge's bot, which answers many users (repeatable; comma-separated in the
+    /// environment variable).
     #[arg(
         long,
         env = "MQTT2XMPP_UNTHROTTLED",

@@ -93,7 +93,8 @@ async fn run_server(args: ServerArgs) -> anyhow::Result<()> {
             unthrottled: args
                 .unthrottled
                 .iter()
-                .map(|user| user.to_lowercase())
+                // `bot` or `bot@DOMAIN`: the server serves one domain.
+                .map(|user| user.split('@').next().unwrap_or_default().to_lowercase())
                 .collect(),
             auth_timeout: args.auth_timeout,
             idle_ping_after: args.idle_ping,

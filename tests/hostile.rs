@@ -1173,7 +1173,7 @@ async fn an_unthrottled_account_is_read_at_full_speed() {
         "--burst-bytes",
         "100000",
         "--unthrottled",
-        "Mallory",
+        "Mallory@localhost",
     ])
     .await;
     let mut bot = mallory(&server, "bot").await;

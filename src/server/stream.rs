@@ -186,7 +186,10 @@ where
     };
     meter.set_login_deadline(None);
     tracing::info!(%peer, %jid, "session started");
-    let result = Box::pin(session_loop(stream, &jid, id, outbox, shared, meter, shutdown)).await;
+    let result = Box::pin(session_loop(
+        stream, &jid, id, outbox, shared, meter, shutdown,
+    ))
+    .await;
     let _ = shared
         .hub
         .send(HubCommand::Unbind {
