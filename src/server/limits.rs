@@ -105,7 +105,6 @@ pub struct DepthScanner {
     depth: usize,
     /// Elements opened since the current stanza began, the stanza included.
     elements: usize,
-    max_seen_in_stanza: usize,
     state: ScanState,
 }
 
@@ -141,11 +140,6 @@ impl DepthScanner {
     /// The current depth.
     pub fn depth(&self) -> usize {
         self.depth
-    }
-
-    /// Elements opened in the current stanza so far, the stanza included (0 between stanzas).
-    pub fn elements(&self) -> usize {
-        self.elements
     }
 
     /// Feeds bytes; returns the greatest depth reached while scanning them.
@@ -247,7 +241,6 @@ impl DepthScanner {
                 },
             };
         }
-        self.max_seen_in_stanza = self.max_seen_in_stanza.max(*deepest);
         (bytes.len(), None)
     }
 
