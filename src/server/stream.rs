@@ -352,14 +352,17 @@ where
     }
 }
 
-/// `stream.next()`, or `None` when the login deadline passes first.
-async fn before_login_deadline<S: futures::Stream + Unpin>(
-    stream: &mut S,
+/// What a client is told when it has not logged in and bound a resource in time.
+const LOGIN_TIME_OVER: &str = "the time to log in and bind a resource is over";
+
+/// `read`'s outcome, or `None` when the login deadline (if one is set) passes first.
+async fn before_login_deadline<F: std::future::Future>(
+    read: F,
     meter: &Meter,
-) -> Option<Option<S::Item>> {
+) -> Option<F::Output> {
     match meter.login_deadline() {
-        Some(deadline) => tokio::time::timeout_at(deadline, stream.next()).await.ok(),
-        None => Some(stream.next().await),
+        Some(deadline) => tokio::time::timeout_at(deadline, read).await.ok(),
+        None => Some(read.await),
     }
 }
 
@@ -368,12 +371,7 @@ async fn login_timed_out<Io, T: FromXml>(stream: &mut XmlStream<Io, T>) -> Conne
 where
     Io: tokio::io::AsyncBufRead + tokio::io::AsyncWrite + Unpin,
 {
-    fail(
-        stream,
-        StreamCondition::ConnectionTimeout,
-        "the time to log in and bind a resource is over",
-    )
-    .await;
+    fail(stream, StreamCondition::ConnectionTimeout, LOGIN_TIME_OVER).await;
     ConnectionEnd::AuthTimeout
 }
 
@@ -398,7 +396,7 @@ where
     Io: tokio::io::AsyncBufRead + tokio::io::AsyncWrite + Unpin,
 {
     loop {
-        let Some(item) = before_login_deadline(stream, meter).await else {
+        let Some(item) = before_login_deadline(stream.next(), meter).await else {
             return Err(login_timed_out(stream).await);
         };
         match item {
@@ -515,19 +513,12 @@ where
     Io: tokio::io::AsyncBufRead + tokio::io::AsyncWrite + Unpin,
 {
     let header = accept_stream(io, ns::JABBER_CLIENT, timeouts(shared));
-    let accepted = match meter.login_deadline() {
-        Some(deadline) => tokio::time::timeout_at(deadline, header).await,
-        None => Ok(header.await),
-    };
-    let error = match accepted {
-        Ok(Ok(accepted)) => return Ok(Ok(accepted)),
-        Ok(Err(error)) => error,
-        Err(_) => {
-            let text = "the time to log in and bind a resource is over";
-            return Ok(Err(HeaderFailure(
-                StreamCondition::ConnectionTimeout,
-                text.into(),
-            )));
+    let error = match before_login_deadline(header, meter).await {
+        Some(Ok(accepted)) => return Ok(Ok(accepted)),
+        Some(Err(error)) => error,
+        None => {
+            let failure = HeaderFailure(StreamCondition::ConnectionTimeout, LOGIN_TIME_OVER.into());
+            return Ok(Err(failure));
         }
     };
     let (condition, text) = match error.kind() {
@@ -808,7 +799,7 @@ where
     );
     let mut stream: Session<Io> = respond(accepted, shared, &features).await?;
     loop {
-        let Some(item) = before_login_deadline(&mut stream, meter).await else {
+        let Some(item) = before_login_deadline(stream.next(), meter).await else {
             return Err(login_timed_out(&mut stream).await);
         };
         let element = match item {
