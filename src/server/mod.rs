@@ -185,6 +185,27 @@ impl Drop for Unauthenticated<'_> {
 }
 
 impl Shared {
+    /// The state shared by the connections of a server for `domain`, with no login failures
+    /// or pending connections counted yet. `auth` is a database connection for SASL.
+    pub fn new(
+        domain: String,
+        tls: Arc<rustls::ServerConfig>,
+        limits: Limits,
+        hub: mpsc::Sender<HubCommand>,
+        auth: Store,
+    ) -> Self {
+        Self {
+            domain,
+            tls,
+            limits,
+            hub,
+            auth: Mutex::new(auth),
+            failures: Mutex::new(HashMap::new()),
+            unauthenticated: Mutex::new(HashMap::new()),
+            refusals_logged: Mutex::new(LogLimit::new(Duration::from_secs(60))),
+        }
+    }
+
     /// The credential lookup for one SASL exchange.
     pub fn credentials(&self) -> impl CredentialStore + '_ {
         move |username: &str, hash: Hash| -> Option<ScramKeys> {
@@ -307,16 +328,13 @@ pub async fn run(
             path: config.data_dir.clone(),
             source,
         })?;
-    let shared = Arc::new(Shared {
-        domain: hub_domain(&config.domain),
+    let shared = Arc::new(Shared::new(
+        hub_domain(&config.domain),
         tls,
-        limits: config.limits.clone(),
-        hub: hub_tx,
-        auth: Mutex::new(auth),
-        failures: Mutex::new(HashMap::new()),
-        unauthenticated: Mutex::new(HashMap::new()),
-        refusals_logged: Mutex::new(LogLimit::new(Duration::from_secs(60))),
-    });
+        config.limits.clone(),
+        hub_tx,
+        auth,
+    ));
     let address = listener.local_addr().ok();
     tracing::info!(domain = shared.domain, address = ?address, "XMPP server listening");
     if let Some(ready) = ready {

@@ -1063,9 +1063,8 @@ where
 #[cfg(feature = "fuzzing")]
 #[doc(hidden)]
 pub mod fuzzing {
-    use std::collections::HashMap;
     use std::net::{Ipv4Addr, SocketAddr};
-    use std::sync::{Arc, Mutex, OnceLock};
+    use std::sync::{Arc, OnceLock};
     use std::time::Duration;
 
     use tokio::io::BufReader;
@@ -1083,7 +1082,6 @@ pub mod fuzzing {
     use super::super::store::{RosterItem, Store, StoredScram, Subscription};
     use super::super::{apply, HubCommand, Outbound, Outboxes, Shared};
     use super::{sasl, serve_authenticated, starttls, OUTBOX_CAPACITY};
-    use crate::log_limit::LogLimit;
 
     /// The served domain.
     pub const DOMAIN: &str = "localhost";
@@ -1180,16 +1178,13 @@ pub mod fuzzing {
         }
 
         let (hub_tx, mut hub_rx) = mpsc::channel(1024);
-        let shared = Arc::new(Shared {
-            domain: DOMAIN.into(),
-            tls: tls_config(),
-            limits: limits.clone(),
-            hub: hub_tx,
-            auth: Mutex::new(store()),
-            failures: Mutex::new(HashMap::new()),
-            unauthenticated: Mutex::new(HashMap::new()),
-            refusals_logged: Mutex::new(LogLimit::new(Duration::from_secs(60))),
-        });
+        let shared = Arc::new(Shared::new(
+            DOMAIN.into(),
+            tls_config(),
+            limits.clone(),
+            hub_tx,
+            store(),
+        ));
         let connection = async move {
             let peer = SocketAddr::from((Ipv4Addr::LOCALHOST, 5222));
             let (_trigger, shutdown) = crate::shutdown::channel();
