@@ -12,14 +12,14 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 
-use crate::shutdown::Shutdown;
+use tokio_util::sync::CancellationToken;
 
 /// Accepts on `listener` until `shutdown`, with at most `max_connections` served at once, and
 /// runs `serve` for each connection in `connections`. `what` names the service in log lines.
 pub async fn bounded<F, Fut>(
     listener: &TcpListener,
     max_connections: usize,
-    mut shutdown: Shutdown,
+    shutdown: CancellationToken,
     connections: &mut JoinSet<()>,
     what: &str,
     mut serve: F,
@@ -32,14 +32,14 @@ pub async fn bounded<F, Fut>(
     loop {
         // A permit first: at the connection cap, new clients wait in the kernel's queue.
         let permit = tokio::select! {
-            _ = shutdown.wait() => break,
+            _ = shutdown.cancelled() => break,
             permit = permits.clone().acquire_owned() => match permit {
                 Ok(permit) => permit,
                 Err(_) => break,
             },
         };
         let accepted = tokio::select! {
-            _ = shutdown.wait() => break,
+            _ = shutdown.cancelled() => break,
             accepted = listener.accept() => accepted,
         };
         match accepted {

@@ -63,7 +63,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::{JoinHandle, JoinSet};
 
-use crate::shutdown::{self, Shutdown, Trigger};
+use tokio_util::sync::{CancellationToken, DropGuard};
 
 /// How long [`EmbeddedBroker::shutdown`] may take in all.
 const SHUTDOWN_LIMIT: Duration = Duration::from_secs(2);
@@ -80,7 +80,8 @@ const WRITE_BATCH: usize = 64 * 1024;
 #[derive(Debug)]
 pub struct EmbeddedBroker {
     addr: SocketAddr,
-    trigger: Trigger,
+    /// Cancels the accept loop when the broker is shut down or dropped.
+    stop: DropGuard,
     task: JoinHandle<()>,
 }
 
@@ -135,12 +136,12 @@ impl EmbeddedBroker {
         let bound = listener
             .local_addr()
             .map_err(|source| EmbeddedError::Bind { addr, source })?;
-        let (trigger, shutdown) = shutdown::channel();
-        let task = tokio::spawn(accept_loop(listener, limits, shutdown));
+        let shutdown = CancellationToken::new();
+        let task = tokio::spawn(accept_loop(listener, limits, shutdown.clone()));
         tracing::info!(address = %bound, "embedded MQTT broker listening");
         Ok(EmbeddedBroker {
             addr: bound,
-            trigger,
+            stop: shutdown.drop_guard(),
             task,
         })
     }
@@ -153,7 +154,7 @@ impl EmbeddedBroker {
     /// Stops accepting, disconnects clients, and returns when everything is down (bounded:
     /// ≤ 2 s).
     pub async fn shutdown(self) {
-        self.trigger.fire();
+        drop(self.stop);
         let abort = self.task.abort_handle();
         if tokio::time::timeout(SHUTDOWN_LIMIT, self.task)
             .await
@@ -225,7 +226,7 @@ impl Default for RouterLimits {
 type ConnId = u64;
 
 /// Accepts connections until shutdown, then closes them all.
-async fn accept_loop(listener: TcpListener, limits: Limits, shutdown: Shutdown) {
+async fn accept_loop(listener: TcpListener, limits: Limits, shutdown: CancellationToken) {
     let shared = Arc::new(Shared {
         hub: Mutex::new(Hub::new(limits.router.clone())),
         limits,
@@ -370,14 +371,14 @@ async fn serve(
     peer: SocketAddr,
     id: ConnId,
     shared: Arc<Shared>,
-    mut shutdown: Shutdown,
+    shutdown: CancellationToken,
 ) {
     let _ = tcp.set_nodelay(true);
     let (mut reader, mut writer) = tcp.into_split();
     let limits = &shared.limits;
     let mut buf = BytesMut::with_capacity(4096);
     let first = tokio::select! {
-        _ = shutdown.wait() => return,
+        _ = shutdown.cancelled() => return,
         first = tokio::time::timeout(
             limits.connect_timeout,
             read_frame(&mut reader, &mut buf, limits.max_packet),
@@ -444,7 +445,7 @@ async fn serve(
         qos2_pending: HashSet::new(),
     };
     let end = tokio::select! {
-        _ = shutdown.wait() => End::Shutdown,
+        _ = shutdown.cancelled() => End::Shutdown,
         _ = kicked => End::Removed,
         end = session.read_loop(&mut reader, &mut buf) => end,
         end = write_loop(&mut writer, queued, bytes) => end,

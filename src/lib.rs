@@ -16,7 +16,6 @@
 //! | [`sqlite`] | opening the SQLite files of the server and the bot, migrations |
 //! | [`log_limit`] | one log line per interval for problems that repeat |
 //! | [`backoff`] | reconnect delays with jitter |
-//! | [`shutdown`] | one stop signal shared by every task |
 //! | `embedded` | in-process MQTT broker on loopback for `up` and tests (feature `embedded-broker`) |
 
 #![deny(missing_docs)]
@@ -32,7 +31,6 @@ pub mod embedded;
 pub mod log_limit;
 pub mod secret;
 pub mod server;
-pub mod shutdown;
 pub mod simulate;
 pub mod sqlite;
 pub mod tls;

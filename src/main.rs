@@ -8,8 +8,8 @@ use anyhow::Context;
 use clap::Parser;
 use mqtt2xmpp::cli::{AskArgs, Cli, Command, ServerArgs, UserAction, UserArgs};
 use mqtt2xmpp::secret::{self, Secret};
-use mqtt2xmpp::shutdown::{self, Trigger};
 use mqtt2xmpp::{ask, bridge, config, server};
+use tokio_util::sync::CancellationToken;
 use tracing_subscriber::EnvFilter;
 
 fn main() -> ExitCode {
@@ -38,8 +38,7 @@ async fn run(command: Command) -> anyhow::Result<()> {
     match command {
         Command::Bridge(args) => {
             let config = config::bridge(&args)?;
-            let (trigger, shutdown) = shutdown::channel();
-            tokio::spawn(stop_on_signal(trigger));
+            let shutdown = stop_on_signal();
             bridge::run(config, shutdown).await?;
             Ok(())
         }
@@ -47,8 +46,7 @@ async fn run(command: Command) -> anyhow::Result<()> {
         Command::Server(args) => run_server(args).await,
         Command::User(args) => run_user(args),
         Command::Up(args) => {
-            let (trigger, shutdown) = shutdown::channel();
-            tokio::spawn(stop_on_signal(trigger));
+            let shutdown = stop_on_signal();
             mqtt2xmpp::up::run(
                 mqtt2xmpp::up::UpConfig {
                     data_dir: args.data.data_dir,
@@ -69,8 +67,7 @@ async fn run(command: Command) -> anyhow::Result<()> {
         }
         Command::Simulate(args) => {
             let config = mqtt2xmpp::simulate::config(&args)?;
-            let (trigger, shutdown) = shutdown::channel();
-            tokio::spawn(stop_on_signal(trigger));
+            let shutdown = stop_on_signal();
             mqtt2xmpp::simulate::run(config, shutdown).await?;
             Ok(())
         }
@@ -104,8 +101,7 @@ async fn run_server(args: ServerArgs) -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
         .with_context(|| format!("cannot listen on {} (change it with --listen)", args.listen))?;
-    let (trigger, shutdown) = shutdown::channel();
-    tokio::spawn(stop_on_signal(trigger));
+    let shutdown = stop_on_signal();
     server::run(config, listener, shutdown, None).await?;
     Ok(())
 }
@@ -187,7 +183,13 @@ async fn run_ask(args: AskArgs) -> anyhow::Result<()> {
 }
 
 /// First SIGINT or SIGTERM: graceful shutdown. A second one: exit at once.
-async fn stop_on_signal(trigger: Trigger) {
+fn stop_on_signal() -> CancellationToken {
+    let shutdown = CancellationToken::new();
+    tokio::spawn(watch_signals(shutdown.clone()));
+    shutdown
+}
+
+async fn watch_signals(shutdown: CancellationToken) {
     let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
         Ok(term) => term,
         Err(e) => {
@@ -197,7 +199,7 @@ async fn stop_on_signal(trigger: Trigger) {
     };
     let name = next_signal(&mut term).await;
     tracing::info!("{name} received: shutting down (send it again to stop at once)");
-    trigger.fire();
+    shutdown.cancel();
     let name = next_signal(&mut term).await;
     tracing::warn!("{name} received again: exiting now");
     std::process::exit(130);

@@ -56,8 +56,8 @@ use crate::backoff::Backoff;
 use crate::bridge::mqtt::MqttError;
 use crate::cli::SimulateArgs;
 use crate::secret::{Secret, SecretError};
-use crate::shutdown::Shutdown;
 use crate::tls::{self, TlsConfigError};
+use tokio_util::sync::CancellationToken;
 
 /// Most messages handed to rumqttc and not yet delivered (acknowledged with QoS 1, written with
 /// QoS 0). It is also the request queue's capacity, so queueing never fails for lack of room,
@@ -822,7 +822,10 @@ enum Stop {
 /// cleanly and logs a summary. Unreachable brokers are retried with backoff, forever; a refused
 /// login or an untrusted certificate is an error at once. Stopped by `shutdown` before
 /// `config.count`, it returns [`SimulateError::Incomplete`].
-pub async fn run(config: SimulateConfig, mut shutdown: Shutdown) -> Result<Summary, SimulateError> {
+pub async fn run(
+    config: SimulateConfig,
+    shutdown: CancellationToken,
+) -> Result<Summary, SimulateError> {
     let SimulateConfig {
         broker: broker_config,
         scenario,
@@ -874,7 +877,7 @@ pub async fn run(config: SimulateConfig, mut shutdown: Shutdown) -> Result<Summa
         }
         let may_publish = connected && tally.may_queue();
         tokio::select! {
-            _ = shutdown.wait() => break Stop::Signal,
+            _ = shutdown.cancelled() => break Stop::Signal,
             polled = events.recv() => {
                 let Some(polled) = polled else {
                     return Err(SimulateError::EventLoopGone);

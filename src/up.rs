@@ -21,9 +21,9 @@ use crate::bridge::{self, mqtt::MqttConfig, reading::PayloadFormat};
 use crate::cli::{BotArgs, RateArgs};
 use crate::secret::{self, Secret};
 use crate::server::{self, admin, limits::Limits, ServerConfig};
-use crate::shutdown::{self, Shutdown};
 use crate::simulate;
 use crate::xmpp_connect::{dns_config, Connector};
+use tokio_util::sync::CancellationToken;
 
 /// The domain `up` serves.
 pub const DOMAIN: &str = "localhost";
@@ -174,7 +174,7 @@ async fn listen(port: u16, what: &'static str, flag: &'static str) -> Result<Tcp
 }
 
 /// Runs everything until `shutdown` (or until a part fails for good), then stops it all.
-pub async fn run(config: UpConfig, mut shutdown: Shutdown) -> Result<(), UpError> {
+pub async fn run(config: UpConfig, shutdown: CancellationToken) -> Result<(), UpError> {
     std::fs::create_dir_all(&config.data_dir).map_err(|source| UpError::Io {
         what: format!("creating {}", config.data_dir.display()),
         source,
@@ -212,7 +212,9 @@ pub async fn run(config: UpConfig, mut shutdown: Shutdown) -> Result<(), UpError
         .clone()
         .unwrap_or_else(|| "127.0.0.1".into());
 
-    let (stop, stopped) = shutdown::channel();
+    // The parts stop when `up` is asked to stop, or when one of them fails.
+    let stop = shutdown.child_token();
+    let stopped = stop.clone();
     let mut tasks = tokio::task::JoinSet::new();
 
     // The XMPP server; wait until it serves before starting its clients.
@@ -353,7 +355,7 @@ pub async fn run(config: UpConfig, mut shutdown: Shutdown) -> Result<(), UpError
     print_banner(&config, &started, &you, xmpp_port, &mqtt_host, mqtt_port);
 
     let outcome = tokio::select! {
-        _ = shutdown.wait() => Ok(()),
+        _ = shutdown.cancelled() => Ok(()),
         finished = tasks.join_next() => match finished {
             Some(Ok(Err(error))) => Err(Some(error)),
             _ => Err(None),
@@ -370,10 +372,10 @@ pub async fn run(config: UpConfig, mut shutdown: Shutdown) -> Result<(), UpError
 /// Stops every task and returns the first error (`Err(None)`: a task ended without one).
 async fn finish(
     mut tasks: tokio::task::JoinSet<Result<(), UpError>>,
-    stop: shutdown::Trigger,
+    stop: CancellationToken,
     outcome: Result<(), Option<UpError>>,
 ) -> Result<(), UpError> {
-    stop.fire();
+    stop.cancel();
     let mut first_error = match outcome {
         Ok(()) => None,
         Err(error) => error,

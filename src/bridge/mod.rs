@@ -42,7 +42,7 @@ use std::time::{Duration, Instant};
 use thiserror::Error;
 use tokio::task::JoinSet;
 
-use crate::shutdown::{self, Shutdown};
+use tokio_util::sync::CancellationToken;
 
 /// Everything the bridge needs, already validated.
 #[derive(Debug, Clone)]
@@ -82,7 +82,7 @@ pub enum BridgeError {
 const TICK: Duration = Duration::from_secs(1);
 
 /// Runs the bridge until `shutdown` fires (then returns `Ok`) or one side fails for good.
-pub async fn run(config: BridgeConfig, mut shutdown: Shutdown) -> Result<(), BridgeError> {
+pub async fn run(config: BridgeConfig, shutdown: CancellationToken) -> Result<(), BridgeError> {
     let cache = cache::Cache::new(config.limits);
     let (sensors, settings, state_db) = (config.sensors, config.bot, config.state_db);
     // Opening and reading the database blocks: keep it off the async workers.
@@ -94,20 +94,21 @@ pub async fn run(config: BridgeConfig, mut shutdown: Shutdown) -> Result<(), Bri
         bot::Bot::new(sensors, cache, settings, db)
     })
     .await??;
-    let (stop, stopped) = shutdown::channel();
+    let stop = shutdown.child_token();
+    let stopped = stop.clone();
     let mut tasks = JoinSet::new();
     let mqtt = mqtt::run(config.mqtt, bot.clone(), stopped.clone());
     tasks.spawn(async move { mqtt.await.map_err(BridgeError::from) });
     let xmpp = xmpp::run(config.xmpp, bot.clone(), outlets, stopped.clone());
     tasks.spawn(async move { xmpp.await.map_err(BridgeError::from) });
     let ticker = bot.clone();
-    let mut tick_stop = stopped;
+    let tick_stop = stopped;
     tasks.spawn(async move {
         let mut interval = tokio::time::interval(TICK);
         interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
-                _ = tick_stop.wait() => return Ok(()),
+                _ = tick_stop.cancelled() => return Ok(()),
                 _ = interval.tick() => ticker.tick(Instant::now()),
             }
         }
@@ -117,9 +118,9 @@ pub async fn run(config: BridgeConfig, mut shutdown: Shutdown) -> Result<(), Bri
     let mut stopping = false;
     loop {
         tokio::select! {
-            _ = shutdown.wait(), if !stopping => {
+            _ = shutdown.cancelled(), if !stopping => {
                 stopping = true;
-                stop.fire();
+                stop.cancel();
             }
             finished = tasks.join_next() => match finished {
                 None => break,
@@ -131,7 +132,7 @@ pub async fn run(config: BridgeConfig, mut shutdown: Shutdown) -> Result<(), Bri
                     }
                     // One side is done: the other follows.
                     stopping = true;
-                    stop.fire();
+                    stop.cancel();
                 }
             },
         }

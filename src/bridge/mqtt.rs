@@ -21,7 +21,7 @@ use super::reading;
 use crate::backoff::Backoff;
 use crate::log_limit::LogLimit;
 use crate::secret::Secret;
-use crate::shutdown::Shutdown;
+use tokio_util::sync::CancellationToken;
 
 /// The largest MQTT packet the bridge accepts from the broker. Bigger ones make rumqttc drop the
 /// connection, so this is generous; payloads are then limited by [`reading::MAX_PAYLOAD_BYTES`].
@@ -88,7 +88,7 @@ pub enum MqttError {
 pub async fn run(
     config: MqttConfig,
     bot: Arc<Bot>,
-    mut shutdown: Shutdown,
+    shutdown: CancellationToken,
 ) -> Result<(), MqttError> {
     let broker = format!("{}:{}", config.host, config.port);
     let mut options = MqttOptions::new(config.client_id.clone(), config.host.clone(), config.port);
@@ -114,7 +114,7 @@ pub async fn run(
 
     loop {
         let event = tokio::select! {
-            _ = shutdown.wait() => break,
+            _ = shutdown.cancelled() => break,
             event = eventloop.poll() => event,
         };
         match event {
@@ -200,7 +200,7 @@ pub async fn run(
                     "MQTT connection failed: {error}; retrying in {delay:.1?}"
                 );
                 tokio::select! {
-                    _ = shutdown.wait() => break,
+                    _ = shutdown.cancelled() => break,
                     _ = tokio::time::sleep(delay) => {}
                 }
             }

@@ -39,8 +39,8 @@ use tokio_xmpp::stanzastream::{
 use tokio_xmpp::Stanza;
 
 use super::bot::{Bot, Notice, Outlets};
-use crate::shutdown::Shutdown;
 use crate::xmpp_connect::{Connector, Fatal};
+use tokio_util::sync::CancellationToken;
 
 /// What the bot says to contacts; [`Bot`] in the bridge, something simpler in tests.
 pub trait Handler {
@@ -285,7 +285,7 @@ pub async fn run(
     config: XmppConfig,
     bot: Arc<Bot>,
     outlets: Outlets,
-    mut shutdown: Shutdown,
+    shutdown: CancellationToken,
 ) -> Result<(), Fatal> {
     let Outlets {
         mut notices,
@@ -302,7 +302,7 @@ pub async fn run(
     let outcome = loop {
         let presence_due = throttle.due().filter(|_| online);
         let event = tokio::select! {
-            _ = shutdown.wait() => break Ok(()),
+            _ = shutdown.cancelled() => break Ok(()),
             Ok(()) = fatal.changed() => match fatal.borrow().clone() {
                 Some(problem) => break Err(problem),
                 None => continue,

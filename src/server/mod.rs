@@ -56,7 +56,7 @@ use self::limits::Limits;
 use self::sasl::{CredentialStore, Hash, ScramKeys};
 use self::store::{ScramHash, Store, StoreError};
 use crate::log_limit::LogLimit;
-use crate::shutdown::Shutdown;
+use tokio_util::sync::CancellationToken;
 
 /// How the server runs.
 #[derive(Debug, Clone)]
@@ -294,7 +294,7 @@ pub struct Started {
 pub async fn run(
     config: ServerConfig,
     listener: TcpListener,
-    shutdown: Shutdown,
+    shutdown: CancellationToken,
     ready: Option<oneshot::Sender<Started>>,
 ) -> Result<(), ServerError> {
     std::fs::create_dir_all(&config.data_dir).map_err(|source| ServerError::DataDir {

@@ -53,7 +53,7 @@ use super::hub::{bounce, CloseReason};
 use super::limits::{LimitedReader, Meter};
 use super::sasl::{ConnectionInfo, Mechanism, ServerExchange, Step};
 use super::{HubCommand, Outbound, Shared};
-use crate::shutdown::Shutdown;
+use tokio_util::sync::CancellationToken;
 
 /// Most failed password or proof checks on one connection before it is closed.
 const MAX_AUTH_ATTEMPTS: u32 = 3;
@@ -103,7 +103,12 @@ pub enum ConnectionEnd {
 }
 
 /// Serves one accepted TCP connection until it ends.
-pub async fn serve(tcp: TcpStream, peer: SocketAddr, shared: Arc<Shared>, shutdown: Shutdown) {
+pub async fn serve(
+    tcp: TcpStream,
+    peer: SocketAddr,
+    shared: Arc<Shared>,
+    shutdown: CancellationToken,
+) {
     let outcome = run(tcp, peer, &shared, shutdown).await;
     match outcome {
         Ok(()) | Err(ConnectionEnd::ClientClosed) | Err(ConnectionEnd::Shutdown) => {
@@ -117,7 +122,7 @@ async fn run(
     mut tcp: TcpStream,
     peer: SocketAddr,
     shared: &Arc<Shared>,
-    mut shutdown: Shutdown,
+    shutdown: CancellationToken,
 ) -> Result<(), ConnectionEnd> {
     let limits = &shared.limits;
     // Refused at once, without waiting for the client's header or doing TLS: cheap.
@@ -142,7 +147,7 @@ async fn run(
             Ok(result) => result?,
             Err(_) => return Err(ConnectionEnd::AuthTimeout),
         },
-        _ = shutdown.wait() => return Err(ConnectionEnd::Shutdown),
+        _ = shutdown.cancelled() => return Err(ConnectionEnd::Shutdown),
     };
     drop(unauthenticated);
     serve_authenticated(&mut secure, &username, peer, shared, &meter, shutdown).await
@@ -156,7 +161,7 @@ async fn serve_authenticated<Io>(
     peer: SocketAddr,
     shared: &Arc<Shared>,
     meter: &Meter,
-    mut shutdown: Shutdown,
+    shutdown: CancellationToken,
 ) -> Result<(), ConnectionEnd>
 where
     Io: tokio::io::AsyncBufRead + tokio::io::AsyncWrite + Unpin,
@@ -170,7 +175,7 @@ where
     // The restarted stream's header; reading it stops at the login deadline.
     let accepted = tokio::select! {
         result = Box::pin(accept_header(&mut *io, shared, meter)) => result?,
-        _ = shutdown.wait() => return Err(ConnectionEnd::Shutdown),
+        _ = shutdown.cancelled() => return Err(ConnectionEnd::Shutdown),
     };
     let accepted = match accepted {
         Ok(accepted) => accepted,
@@ -182,7 +187,7 @@ where
             Ok(result) => result?,
             Err(_) => return Err(ConnectionEnd::AuthTimeout),
         },
-        _ = shutdown.wait() => return Err(ConnectionEnd::Shutdown),
+        _ = shutdown.cancelled() => return Err(ConnectionEnd::Shutdown),
     };
     meter.set_login_deadline(None);
     tracing::info!(%peer, %jid, "session started");
@@ -986,7 +991,7 @@ async fn session_loop<Io>(
     mut inbox: mpsc::Receiver<Outbound>,
     shared: &Shared,
     meter: &Meter,
-    mut shutdown: Shutdown,
+    shutdown: CancellationToken,
 ) -> Result<(), ConnectionEnd>
 where
     Io: tokio::io::AsyncBufRead + tokio::io::AsyncWrite + Unpin,
@@ -994,7 +999,7 @@ where
     let mut pinged = false;
     loop {
         tokio::select! {
-            _ = shutdown.wait() => {
+            _ = shutdown.cancelled() => {
                 fail(&mut stream, StreamCondition::SystemShutdown, "the server is shutting down").await;
                 return Err(ConnectionEnd::Shutdown);
             }
@@ -1187,7 +1192,7 @@ pub mod fuzzing {
         ));
         let connection = async move {
             let peer = SocketAddr::from((Ipv4Addr::LOCALHOST, 5222));
-            let (_trigger, shutdown) = crate::shutdown::channel();
+            let shutdown = CancellationToken::new();
             let meter = Meter::new(limits.max_preauth_bytes, &limits);
             let io = BufReader::with_capacity(
                 super::READ_BUFFER,
