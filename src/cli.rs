@@ -2,6 +2,9 @@
 //! the flag name in upper snake case (`--mqtt-host` → `MQTT2XMPP_MQTT_HOST`), which is how the
 //! systemd units configure the bot. Passwords are never flags: they come from files or from
 //! `MQTT2XMPP_PASSWORD` / `MQTT2XMPP_MQTT_PASSWORD`.
+//!
+//! This module is a leaf: clap types and their value parsers, nothing else of the crate. What
+//! the flags mean is decided in `config`, which turns them into each component's settings.
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -180,7 +183,13 @@ pub struct ServerArgs {
 #[derive(Debug, Args)]
 pub struct DataDirArg {
     /// Directory for the account database and the self-signed certificate.
-    #[arg(long, env = "MQTT2XMPP_DATA_DIR", default_value = "mqtt2xmpp-data")]
+    // Global: accepted after the verb too (`user add alice@localhost --data-dir data`).
+    #[arg(
+        long,
+        env = "MQTT2XMPP_DATA_DIR",
+        default_value = "mqtt2xmpp-data",
+        global = true
+    )]
     pub data_dir: PathBuf,
 }
 
@@ -354,7 +363,7 @@ pub struct MqttArgs {
 ///
 /// Sensors are kept in this order: `--sensor` flags, then the sensors of `--sensors-file`, then
 /// `--topic` flags; the first one is the default, which answers any message that is not a
-/// command. See [`crate::bridge::sensors`].
+/// command. `config::sensors` turns them into the bot's sensors.
 #[derive(Debug, Args)]
 #[command(next_help_heading = "Sensor")]
 pub struct SensorArgs {
@@ -484,6 +493,27 @@ pub struct UpArgs {
     #[arg(long)]
     pub no_simulator: bool,
 
+    /// Every account of up's server (NAME@localhost, including those added with `mqtt2xmpp
+    /// user add`) may use the bot, alerts and stats included; also allow this contact (a bare
+    /// JID). Repeatable, or comma-separated.
+    #[arg(
+        long,
+        env = "MQTT2XMPP_ALLOW",
+        value_name = "JID",
+        value_delimiter = ','
+    )]
+    pub allow: Vec<String>,
+
+    /// Also allow every account of this domain, as --allow does for one contact. Repeatable, or
+    /// comma-separated.
+    #[arg(
+        long,
+        env = "MQTT2XMPP_ALLOW_DOMAIN",
+        value_name = "DOMAIN",
+        value_delimiter = ','
+    )]
+    pub allow_domain: Vec<String>,
+
     #[command(flatten)]
     #[allow(missing_docs)]
     pub rate: RateArgs,
@@ -502,7 +532,7 @@ pub struct SimulateArgs {
         long,
         env = "MQTT2XMPP_TOPIC",
         default_value = "sensors/temperature",
-        value_parser = crate::simulate::parse_topic,
+        value_parser = parse_publish_topic,
         conflicts_with = "building",
         help_heading = "Simple mode (default)"
     )]
@@ -513,7 +543,7 @@ pub struct SimulateArgs {
         long,
         env = "MQTT2XMPP_INTERVAL",
         default_value = "2s",
-        value_parser = crate::simulate::parse_interval,
+        value_parser = parse_interval,
         conflicts_with = "building",
         help_heading = "Simple mode (default)"
     )]
@@ -524,7 +554,7 @@ pub struct SimulateArgs {
         long,
         env = "MQTT2XMPP_BUILDING",
         value_name = "ID",
-        value_parser = crate::simulate::parse_building,
+        value_parser = parse_building,
         help_heading = "Building mode"
     )]
     pub building: Option<String>,
@@ -557,7 +587,7 @@ pub struct SimulateArgs {
         long,
         env = "MQTT2XMPP_RATE",
         default_value = "1",
-        value_parser = crate::simulate::parse_rate,
+        value_parser = parse_rate,
         requires = "building",
         help_heading = "Building mode"
     )]
@@ -599,6 +629,62 @@ pub struct SimulateArgs {
 /// `10m`, `90s`, `1h 30m`, `500ms`.
 fn parse_duration(text: &str) -> Result<Duration, String> {
     humantime::parse_duration(text).map_err(|e| format!("{e} (examples: 90s, 10m, 2h)"))
+}
+
+/// Lowest `simulate --rate`: one message every 1000 s (the simulator clamps to the same range).
+pub const MIN_RATE: f64 = 0.001;
+
+/// Highest `simulate --rate`: far above what one connection carries.
+pub const MAX_RATE: f64 = 100_000.0;
+
+/// `simulate --topic`: a topic a client may publish to (non-empty, no wildcards, no NUL, at most
+/// 65 535 bytes).
+pub fn parse_publish_topic(text: &str) -> Result<String, String> {
+    if text.is_empty() {
+        return Err("a topic cannot be empty (e.g. sensors/temperature)".into());
+    }
+    if text.contains(['+', '#']) {
+        return Err("wildcards (+, #) are for subscribing; publish to one exact topic".into());
+    }
+    if text.contains('\0') || text.len() > 65_535 {
+        return Err("not a valid MQTT topic".into());
+    }
+    Ok(text.to_string())
+}
+
+/// `--building`: one topic level (no `/`, no wildcards), at most 100 bytes.
+pub fn parse_building(text: &str) -> Result<String, String> {
+    if text.is_empty() || text.len() > 100 {
+        return Err("give a building name of 1 to 100 characters, e.g. EDIFICIO_1".into());
+    }
+    if text.contains(['/', '+', '#', '\0']) {
+        return Err("the building name is one topic level: no '/', '+' or '#'".into());
+    }
+    Ok(text.to_string())
+}
+
+/// `--rate`: messages per second, from [`MIN_RATE`] to [`MAX_RATE`], fractions allowed.
+pub fn parse_rate(text: &str) -> Result<f64, String> {
+    let rate: f64 = text
+        .trim()
+        .parse()
+        .map_err(|_| format!("{text:?} is not a number (e.g. 5, 0.5, 2000)"))?;
+    if !(MIN_RATE..=MAX_RATE).contains(&rate) {
+        return Err(format!(
+            "messages per second must be between {MIN_RATE} and {MAX_RATE}"
+        ));
+    }
+    Ok(rate)
+}
+
+/// `--interval`: a positive duration such as `2s` or `500ms`.
+pub fn parse_interval(text: &str) -> Result<Duration, String> {
+    let interval =
+        humantime::parse_duration(text).map_err(|e| format!("{e} (examples: 500ms, 2s, 1m)"))?;
+    if interval.is_zero() {
+        return Err("the interval must be longer than zero (examples: 500ms, 2s, 1m)".into());
+    }
+    Ok(interval)
 }
 
 #[cfg(test)]
@@ -682,5 +768,131 @@ mod tests {
         ])
         .unwrap_err();
         assert_eq!(err.kind(), clap::error::ErrorKind::UnknownArgument);
+    }
+
+    #[test]
+    fn flag_values_are_checked_with_helpful_messages() {
+        assert_eq!(parse_rate("2.5"), Ok(2.5));
+        assert!(parse_rate("0").unwrap_err().contains("between"));
+        assert!(parse_rate("fast").unwrap_err().contains("not a number"));
+        assert!(parse_rate("NaN").is_err());
+        assert!(parse_rate("1e9").is_err());
+        assert_eq!(parse_interval("500ms"), Ok(Duration::from_millis(500)));
+        assert!(parse_interval("0s")
+            .unwrap_err()
+            .contains("longer than zero"));
+        assert!(parse_interval("soon").unwrap_err().contains("examples"));
+        assert_eq!(parse_building("EDIFICIO_1"), Ok("EDIFICIO_1".into()));
+        assert!(parse_building("a/b").is_err());
+        assert!(parse_building("").is_err());
+        assert!(parse_building("b+").is_err());
+        assert_eq!(parse_publish_topic("a/b"), Ok("a/b".into()));
+        assert!(parse_publish_topic("a/#")
+            .unwrap_err()
+            .contains("wildcards"));
+        assert!(parse_publish_topic("").is_err());
+    }
+
+    #[test]
+    fn flags_of_the_other_mode_and_out_of_range_values_are_refused() {
+        use clap::error::ErrorKind;
+        let kind = |args: &[&str]| parse_simulate(args).unwrap_err().kind();
+        assert_eq!(
+            kind(&["--building", "B", "--topic", "x"]),
+            ErrorKind::ArgumentConflict
+        );
+        assert_eq!(
+            kind(&["--building", "B", "--interval", "1s"]),
+            ErrorKind::ArgumentConflict
+        );
+        assert_eq!(kind(&["--floors", "2"]), ErrorKind::MissingRequiredArgument);
+        assert_eq!(kind(&["--rate", "2"]), ErrorKind::MissingRequiredArgument);
+        assert_eq!(kind(&["--count", "0"]), ErrorKind::ValueValidation);
+        assert_eq!(kind(&["--qos", "2"]), ErrorKind::ValueValidation);
+        assert_eq!(
+            kind(&["--building", "B", "--floors", "0"]),
+            ErrorKind::ValueValidation
+        );
+        assert_eq!(kind(&["--topic", "a/+/b"]), ErrorKind::ValueValidation);
+    }
+
+    fn parse_simulate(args: &[&str]) -> Result<SimulateArgs, clap::Error> {
+        let cli = Cli::try_parse_from(["mqtt2xmpp", "simulate"].iter().chain(args).copied())?;
+        match cli.command {
+            Command::Simulate(args) => Ok(args),
+            other => panic!("parsed as {other:?}"),
+        }
+    }
+
+    /// Parses `argv` (without the program name) or fails the test with clap's message.
+    fn parse(argv: &[&str]) -> Cli {
+        match Cli::try_parse_from(std::iter::once("mqtt2xmpp").chain(argv.iter().copied())) {
+            Ok(cli) => cli,
+            Err(error) => panic!("{argv:?} refused: {error}"),
+        }
+    }
+
+    /// The data directory and verbosity `argv` sets, whatever the subcommand.
+    fn shared_flags(argv: &[&str]) -> (PathBuf, u8) {
+        let cli = parse(argv);
+        let data_dir = match cli.command {
+            Command::Server(args) => args.data.data_dir,
+            Command::Up(args) => args.data.data_dir,
+            Command::User(args) => args.data.data_dir,
+            other => panic!("{other:?} has no data directory"),
+        };
+        (data_dir, cli.verbose)
+    }
+
+    #[test]
+    fn data_dir_and_verbose_work_after_every_verb() {
+        let verbs: [&[&str]; 7] = [
+            &["server"],
+            &["up"],
+            &["user", "add", "alice@localhost", "--password-file", "pw"],
+            &["user", "del", "alice@localhost"],
+            &["user", "list"],
+            &["user", "passwd", "alice@localhost"],
+            &["user", "add", "alice@localhost"],
+        ];
+        for verb in verbs {
+            let after: Vec<&str> = verb
+                .iter()
+                .copied()
+                .chain(["--data-dir", "d", "-v"])
+                .collect();
+            assert_eq!(shared_flags(&after), (PathBuf::from("d"), 1), "{after:?}");
+            // Before the verb's arguments, as before.
+            let mut before = vec![verb[0], "--data-dir", "d", "-vv"];
+            before.extend(&verb[1..]);
+            assert_eq!(shared_flags(&before), (PathBuf::from("d"), 2), "{before:?}");
+        }
+    }
+
+    #[test]
+    fn the_data_dir_defaults_to_the_documented_directory() {
+        let (data_dir, verbose) = shared_flags(&["user", "list"]);
+        assert_eq!((data_dir, verbose), (PathBuf::from("mqtt2xmpp-data"), 0));
+    }
+
+    #[test]
+    fn up_accepts_allow_lists_like_the_bridge() {
+        let cli = parse(&[
+            "up",
+            "--allow",
+            "alice@example.org,bob@example.org",
+            "--allow-domain",
+            "example.net",
+            "--allow",
+            "carol@example.org",
+        ]);
+        let Command::Up(args) = cli.command else {
+            panic!("not up")
+        };
+        assert_eq!(
+            args.allow,
+            ["alice@example.org", "bob@example.org", "carol@example.org"]
+        );
+        assert_eq!(args.allow_domain, ["example.net"]);
     }
 }

@@ -1,50 +1,75 @@
-//! From command-line arguments to validated runtime configuration: every mistake a user can make
-//! in flags becomes a [`ConfigError`] with a sentence that says how to fix it, before anything
-//! connects anywhere.
+//! From command-line arguments to validated runtime configuration, for every subcommand: this is
+//! the one module that knows both the flags ([`crate::cli`]) and the settings each component
+//! takes (`BridgeConfig`, `ServerConfig`, `SimulateConfig`, `UpConfig`). Every mistake a user can
+//! make in flags becomes a [`ConfigError`] with a sentence that says how to fix it, before
+//! anything connects anywhere; and the components' own errors, which describe problems without
+//! knowing the command line, get the flag that fixes them here ([`bridge_error`],
+//! [`simulate_error`]).
 
 use std::str::FromStr;
 use std::time::Duration;
 
+use rumqttc::QoS;
 use thiserror::Error;
-use tokio_xmpp::jid::{BareJid, Jid};
+use tokio_xmpp::jid::{self, BareJid, Jid};
 
 use crate::bridge::sensors::{SensorDefaults, SensorError, Sensors};
-use crate::bridge::{alerts, bot, cache::Limits, mqtt::MqttConfig, BridgeConfig};
-use crate::cli::{BotArgs, BridgeArgs, MqttArgs, SensorArgs, XmppArgs};
+use crate::bridge::{alerts, bot, cache, BridgeConfig, BridgeError};
+use crate::cli::{
+    BotArgs, BridgeArgs, MqttArgs, SensorArgs, ServerArgs, SimulateArgs, UpArgs, XmppArgs,
+};
+use crate::mqtt_client::{self, Broker, MqttError};
 use crate::secret::{self, SecretError};
+use crate::server::{self, ServerConfig};
+use crate::simulate::{self, Building, Scenario, SimulateConfig, SimulateError};
 use crate::tls::{self, TlsConfigError};
-use crate::xmpp_connect::{self, Connector};
+use crate::up::UpConfig;
+use crate::xmpp_connect::{self, AddressError, Connector};
 
 /// A flag combination that cannot work.
 #[derive(Debug, Error)]
 pub enum ConfigError {
-    /// `--jid` is not a usable account address.
-    #[error("--jid {jid:?}: {reason}")]
+    /// `--jid` is not a JID.
+    #[error("--jid {jid:?}: {source}")]
     Jid {
         /// What was given.
         jid: String,
-        /// Why it is not usable.
-        reason: String,
+        /// Why it is not a JID.
+        #[source]
+        source: jid::Error,
     },
+    /// `--jid` is a domain, not an account.
+    #[error("--jid {0:?}: an account address needs a user part, e.g. bot@example.org")]
+    JidWithoutUser(String),
     /// `--xmpp-server` is malformed.
     #[error("--xmpp-server: {0}")]
-    XmppServer(String),
+    XmppServer(#[source] AddressError),
     /// `--json-pointer` is not an RFC 6901 pointer.
     #[error("--json-pointer {0:?}: a JSON pointer starts with '/', e.g. /temperature")]
     JsonPointer(String),
     /// A sensor from `--sensor`, `--sensors-file` or `--topic` cannot be used.
     #[error(transparent)]
     Sensor(#[from] SensorError),
-    /// An `--allow` or `--allow-domain` value is not a contact or domain.
-    #[error("{flag} {value:?}: {reason}")]
+    /// An `--allow` or `--allow-domain` value is not a JID.
+    #[error("{flag} {value:?}: {source}")]
     Allow {
         /// Which flag.
         flag: &'static str,
         /// What was given.
         value: String,
-        /// Why it is not usable.
-        reason: String,
+        /// Why it is not a JID.
+        #[source]
+        source: jid::Error,
     },
+    /// An `--allow` value is a domain.
+    #[error(
+        "--allow {0:?}: a contact needs a user part, e.g. alice@example.org; for a whole domain \
+         use --allow-domain"
+    )]
+    AllowWithoutUser(String),
+    /// An `--allow-domain` value is not a bare domain.
+    #[error("--allow-domain {0:?}: a domain, e.g. example.org, without user or resource")]
+    AllowDomain(String),
     /// A password could not be read.
     #[error(transparent)]
     Secret(#[from] SecretError),
@@ -55,15 +80,12 @@ pub enum ConfigError {
 
 /// The XMPP login of the bridge or of `ask`.
 pub fn xmpp_login(args: &XmppArgs) -> Result<(Jid, Connector), ConfigError> {
-    let jid_error = |reason: String| ConfigError::Jid {
+    let jid = Jid::from_str(&args.jid).map_err(|source| ConfigError::Jid {
         jid: args.jid.clone(),
-        reason,
-    };
-    let jid = Jid::from_str(&args.jid).map_err(|e| jid_error(e.to_string()))?;
+        source,
+    })?;
     if jid.node().is_none() {
-        return Err(jid_error(
-            "an account address needs a user part, e.g. bot@example.org".into(),
-        ));
+        return Err(ConfigError::JidWithoutUser(args.jid.clone()));
     }
     let password = secret::from_file_or_env(
         args.password_file.as_deref(),
@@ -77,27 +99,10 @@ pub fn xmpp_login(args: &XmppArgs) -> Result<(Jid, Connector), ConfigError> {
     Ok((jid, connector))
 }
 
-/// Where and how to log in to the MQTT broker, from the MQTT flags; shared by `bridge` and
-/// `simulate`, so both read passwords and CA files the same way.
-#[derive(Debug, Clone)]
-pub struct BrokerLogin {
-    /// Host name or address.
-    pub host: String,
-    /// Port: as given, else 1883, or 8883 with TLS.
-    pub port: u16,
-    /// Login, if the broker wants one.
-    pub username: Option<String>,
-    /// From `--mqtt-password-file`, or `MQTT2XMPP_MQTT_PASSWORD` with a user name.
-    pub password: Option<secret::Secret>,
-    /// As given, else unique per process.
-    pub client_id: String,
-    /// With `--mqtt-tls` or `--mqtt-ca`.
-    pub tls: Option<std::sync::Arc<rustls::ClientConfig>>,
-}
-
-/// Resolves the MQTT flags: reads the password file and the CA file now, so mistakes show up
-/// before anything connects.
-pub fn broker_login(args: &MqttArgs) -> Result<BrokerLogin, ConfigError> {
+/// The broker from the MQTT flags, shared by `bridge` and `simulate` so both read passwords and
+/// CA files the same way, now, so mistakes show up before anything connects. The client
+/// identifier is `--mqtt-client-id`, else `prefix` plus random digits.
+pub fn broker(args: &MqttArgs, prefix: &str) -> Result<Broker, ConfigError> {
     let use_tls = args.mqtt_tls || args.mqtt_ca.is_some();
     let password = match (&args.mqtt_username, &args.mqtt_password_file) {
         (_, Some(file)) => Some(secret::read_file(file)?),
@@ -111,35 +116,21 @@ pub fn broker_login(args: &MqttArgs) -> Result<BrokerLogin, ConfigError> {
     } else {
         None
     };
-    Ok(BrokerLogin {
+    Ok(Broker {
         host: args.mqtt_host.clone(),
         port: args.mqtt_port.unwrap_or(if use_tls { 8883 } else { 1883 }),
         username: args.mqtt_username.clone(),
         password,
-        client_id: args.mqtt_client_id.clone().unwrap_or_else(unique_client_id),
+        client_id: args
+            .mqtt_client_id
+            .clone()
+            .unwrap_or_else(|| mqtt_client::client_id(prefix)),
         tls,
     })
 }
 
-fn mqtt(args: &MqttArgs, filters: Vec<String>) -> Result<MqttConfig, ConfigError> {
-    let login = broker_login(args)?;
-    Ok(MqttConfig {
-        host: login.host,
-        port: login.port,
-        username: login.username,
-        password: login.password,
-        client_id: login.client_id,
-        tls: login.tls,
-        filters,
-        keep_alive: Duration::from_secs(30),
-    })
-}
-
-/// `mqtt2xmpp` plus 12 random hex digits: unique, and within the 23 alphanumeric characters every
-/// MQTT 3.1.1 broker must accept.
-pub(crate) fn unique_client_id() -> String {
-    format!("mqtt2xmpp{:012x}", rand::random::<u64>() & 0xffff_ffff_ffff)
-}
+/// The prefix of the bot's MQTT client identifiers.
+const BOT_CLIENT_ID_PREFIX: &str = "mqtt2xmpp";
 
 /// The sensors from the sensor flags: `--sensor`, then `--sensors-file`, then `--topic` (the
 /// first is the default sensor), each falling back to `--json-pointer`, `--unit` and
@@ -172,7 +163,7 @@ const ALERTS_TOTAL: usize = 1000;
 /// The bridge's configuration from its flags.
 pub fn bridge(args: &BridgeArgs) -> Result<BridgeConfig, ConfigError> {
     let sensors = sensors(&args.sensor)?;
-    let mqtt = mqtt(&args.mqtt, sensors.filters())?;
+    let mqtt = broker(&args.mqtt, BOT_CLIENT_ID_PREFIX)?;
     let (jid, connector) = xmpp_login(&args.xmpp)?;
     let bot = bot_settings(&args.bot, args.sensor.stale_after)?;
     Ok(BridgeConfig {
@@ -184,7 +175,7 @@ pub fn bridge(args: &BridgeArgs) -> Result<BridgeConfig, ConfigError> {
         },
         sensors,
         bot,
-        limits: Limits {
+        limits: cache::Limits {
             max_topics: usize::try_from(args.bot.max_topics).unwrap_or(usize::MAX),
             history: usize::try_from(args.bot.history).unwrap_or(usize::MAX),
         },
@@ -192,69 +183,198 @@ pub fn bridge(args: &BridgeArgs) -> Result<BridgeConfig, ConfigError> {
     })
 }
 
-/// The bot's behaviour from its flags; the allow list is checked here.
-pub fn bot_settings(args: &BotArgs, stale_after: Duration) -> Result<bot::Settings, ConfigError> {
+/// The bot's behaviour from the bridge's flags.
+fn bot_settings(args: &BotArgs, stale_after: Duration) -> Result<bot::Settings, ConfigError> {
+    bot_policy(BotPolicy {
+        allow: &args.allow,
+        allow_domain: &args.allow_domain,
+        replies_per_minute: args.rate.replies_per_minute,
+        reply_burst: args.rate.reply_burst,
+        alert_interval: args.alert_interval,
+        stale_after,
+    })
+}
+
+/// Who may use the bot and how it paces itself, as plain values: what `bridge` and `up` give
+/// through different flags.
+struct BotPolicy<'a> {
+    /// `--allow` values, unchecked.
+    allow: &'a [String],
+    /// `--allow-domain` values, unchecked.
+    allow_domain: &'a [String],
+    /// Replies per minute per contact.
+    replies_per_minute: u32,
+    /// Replies per contact in a quick row.
+    reply_burst: u32,
+    /// Least time between two messages of one alert.
+    alert_interval: Duration,
+    /// When a reading is stale.
+    stale_after: Duration,
+}
+
+/// The bot's settings; the allow lists are checked and normalised here.
+fn bot_policy(policy: BotPolicy<'_>) -> Result<bot::Settings, ConfigError> {
     let mut allow = Vec::new();
-    for jid in &args.allow {
-        let bare = BareJid::from_str(jid.trim()).map_err(|e| ConfigError::Allow {
+    for jid in policy.allow {
+        let bare = BareJid::from_str(jid.trim()).map_err(|source| ConfigError::Allow {
             flag: "--allow",
             value: jid.clone(),
-            reason: e.to_string(),
+            source,
         })?;
         if bare.node().is_none() {
-            return Err(ConfigError::Allow {
-                flag: "--allow",
-                value: jid.clone(),
-                reason: "a contact needs a user part, e.g. alice@example.org; for a whole \
-                         domain use --allow-domain"
-                    .into(),
-            });
+            return Err(ConfigError::AllowWithoutUser(jid.clone()));
         }
         allow.push(bare.to_string());
     }
     let mut allow_domains = Vec::new();
-    for domain in &args.allow_domain {
+    for domain in policy.allow_domain {
         let parsed = BareJid::from_str(domain.trim())
             .ok()
             .filter(|j| j.node().is_none());
         let Some(parsed) = parsed else {
-            return Err(ConfigError::Allow {
-                flag: "--allow-domain",
-                value: domain.clone(),
-                reason: "a domain, e.g. example.org, without user or resource".into(),
-            });
+            return Err(ConfigError::AllowDomain(domain.clone()));
         };
         allow_domains.push(parsed.to_string());
     }
+    let stale_after = policy.stale_after;
     Ok(bot::Settings {
         stale_after,
         alerts: alerts::Settings {
-            min_interval: args.alert_interval,
+            min_interval: policy.alert_interval,
             stale_after,
             per_contact: ALERTS_PER_CONTACT,
             total: ALERTS_TOTAL,
         },
-        replies_per_minute: args.rate.replies_per_minute,
-        reply_burst: args.rate.reply_burst,
+        replies_per_minute: policy.replies_per_minute,
+        reply_burst: policy.reply_burst,
         allow,
         allow_domains,
     })
 }
 
+/// The bundled server's configuration from its flags (the listening address stays with the
+/// caller, which binds it).
+pub fn server(args: &ServerArgs) -> ServerConfig {
+    ServerConfig {
+        domain: args.domain.clone(),
+        data_dir: args.data.data_dir.clone(),
+        cert: args.cert.clone(),
+        key: args.key.clone(),
+        limits: server::limits::Limits {
+            max_stanza_bytes: args.max_stanza_bytes,
+            max_preauth_bytes: args.max_preauth_bytes,
+            max_connections: args.max_connections,
+            max_unauthenticated_per_address: args.max_unauthenticated_per_address as usize,
+            bytes_per_second: args.bytes_per_second,
+            burst_bytes: args.burst_bytes,
+            unthrottled: args
+                .unthrottled
+                .iter()
+                // `bot` or `bot@DOMAIN`: the server serves one domain.
+                .map(|user| user.split('@').next().unwrap_or_default().to_lowercase())
+                .collect(),
+            auth_timeout: args.auth_timeout,
+            idle_ping_after: args.idle_ping,
+            ..Default::default()
+        },
+    }
+}
+
+/// The simulator's configuration from its flags: reads the password file and the CA file, so
+/// mistakes show up before anything connects.
+pub fn simulate(args: &SimulateArgs) -> Result<SimulateConfig, ConfigError> {
+    let scenario = match &args.building {
+        Some(id) => Scenario::Building(Building {
+            id: id.clone(),
+            floors: args.floors,
+            rooms_per_wing: args.rooms_per_wing,
+            rate: args.rate,
+        }),
+        None => Scenario::Simple {
+            topic: args.topic.clone(),
+            interval: args.interval,
+        },
+    };
+    Ok(SimulateConfig {
+        // The simulator's own client-id prefix, to tell it from the bridge in broker logs.
+        broker: broker(&args.mqtt, simulate::CLIENT_ID_PREFIX)?,
+        scenario,
+        retain: args.retain,
+        qos: if args.qos == 0 {
+            QoS::AtMostOnce
+        } else {
+            QoS::AtLeastOnce
+        },
+        count: args.count,
+        seed: args.seed,
+    })
+}
+
+/// `up`'s configuration from its flags. Its bot answers every account of its own server (see
+/// [`crate::up`]); `--allow` and `--allow-domain` add contacts beyond those.
+pub fn up(args: &UpArgs) -> Result<UpConfig, ConfigError> {
+    let bot = bot_policy(BotPolicy {
+        allow: &args.allow,
+        allow_domain: &args.allow_domain,
+        replies_per_minute: args.rate.replies_per_minute,
+        reply_burst: args.rate.reply_burst,
+        alert_interval: Duration::from_secs(60),
+        stale_after: Duration::from_secs(600),
+    })?;
+    Ok(UpConfig {
+        data_dir: args.data.data_dir.clone(),
+        xmpp_port: args.xmpp_port,
+        mqtt_port: args.mqtt_port,
+        mqtt_host: args.mqtt_host.clone(),
+        topic: args.topic.clone(),
+        user: args.user.clone(),
+        simulate: !args.no_simulator,
+        sensors_file: args.sensors_file.clone(),
+        bot,
+    })
+}
+
+/// A component's error with what to change on the command line, for the commands whose flags
+/// are known here. Displays as the error followed by the hint; the error stays its source.
+#[derive(Debug, Error)]
+#[error("{error}{hint}")]
+pub struct WithFlagHint<E: std::error::Error + 'static> {
+    /// The component's error.
+    #[source]
+    pub error: E,
+    /// Text appended to the error: empty, or the flags that fix it.
+    pub hint: &'static str,
+}
+
+/// The MQTT flags that fix a fatal MQTT problem of `bridge` or `simulate`.
+fn mqtt_hint(error: &MqttError) -> &'static str {
+    match error {
+        MqttError::LoginRefused { .. } => ": check --mqtt-username and --mqtt-password-file",
+        MqttError::UntrustedCertificate { .. } => "; give its CA with --mqtt-ca FILE",
+    }
+}
+
+/// `bridge`'s error with the flag that fixes it.
+pub fn bridge_error(error: BridgeError) -> WithFlagHint<BridgeError> {
+    let hint = match &error {
+        BridgeError::Mqtt(mqtt) => mqtt_hint(mqtt),
+        _ => "",
+    };
+    WithFlagHint { error, hint }
+}
+
+/// `simulate`'s error with the flag that fixes it.
+pub fn simulate_error(error: SimulateError) -> WithFlagHint<SimulateError> {
+    let hint = match &error {
+        SimulateError::Mqtt(mqtt) => mqtt_hint(mqtt),
+        _ => "",
+    };
+    WithFlagHint { error, hint }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn client_ids_are_unique_and_portable() {
-        let a = unique_client_id();
-        let b = unique_client_id();
-        assert_ne!(a, b);
-        assert!(
-            a.len() <= 23 && a.chars().all(|c| c.is_ascii_alphanumeric()),
-            "{a}"
-        );
-    }
 
     fn sensor_args(extra: &[&str]) -> SensorArgs {
         use clap::Parser;
@@ -319,5 +439,219 @@ mod tests {
         };
         let err = xmpp_login(&args).unwrap_err();
         assert!(err.to_string().contains("needs a user part"), "{err}");
+    }
+
+    fn parse_simulate(args: &[&str]) -> Result<SimulateArgs, clap::Error> {
+        use clap::Parser;
+        let cli =
+            crate::cli::Cli::try_parse_from(["mqtt2xmpp", "simulate"].iter().chain(args).copied())?;
+        match cli.command {
+            crate::cli::Command::Simulate(args) => Ok(args),
+            other => panic!("parsed as {other:?}"),
+        }
+    }
+
+    #[test]
+    fn without_flags_it_feeds_the_bridge_s_default_topic_every_two_seconds() {
+        let config = simulate(&parse_simulate(&[]).unwrap()).unwrap();
+        assert_eq!(
+            config.scenario,
+            Scenario::Simple {
+                topic: "sensors/temperature".into(),
+                interval: Duration::from_secs(2),
+            }
+        );
+        assert_eq!(config.qos, QoS::AtLeastOnce);
+        assert_eq!(
+            (config.retain, config.count, config.seed),
+            (false, None, None)
+        );
+        assert_eq!(
+            (config.broker.host.as_str(), config.broker.port),
+            ("127.0.0.1", 1883)
+        );
+        assert!(config.broker.tls.is_none() && config.broker.password.is_none());
+        assert!(config.broker.client_id.len() <= 23);
+        assert!(config
+            .broker
+            .client_id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric()));
+    }
+
+    #[test]
+    fn building_flags_select_building_mode() {
+        let args = parse_simulate(&[
+            "--building",
+            "EDIFICIO_1",
+            "--floors",
+            "5",
+            "--rooms-per-wing",
+            "2",
+            "--rate",
+            "0.5",
+            "--count",
+            "10",
+            "--retain",
+            "--qos",
+            "0",
+            "--seed",
+            "9",
+        ])
+        .unwrap();
+        let config = simulate(&args).unwrap();
+        assert_eq!(
+            config.scenario,
+            Scenario::Building(Building {
+                id: "EDIFICIO_1".into(),
+                floors: 5,
+                rooms_per_wing: 2,
+                rate: 0.5,
+            })
+        );
+        assert_eq!(config.qos, QoS::AtMostOnce);
+        assert_eq!(
+            (config.retain, config.count, config.seed),
+            (true, Some(10), Some(9))
+        );
+        let Scenario::Building(b) = config.scenario else {
+            unreachable!()
+        };
+        assert_eq!(b.sensors(), 5 * 4 * 2 * 4);
+    }
+
+    #[test]
+    fn tls_and_password_flags_are_honoured() {
+        let dir = tempfile::tempdir().unwrap();
+        let pw = dir.path().join("pw");
+        std::fs::write(&pw, "s3cret\n").unwrap();
+        let pw = pw.to_string_lossy().into_owned();
+        let args = parse_simulate(&[
+            "--mqtt-tls",
+            "--mqtt-username",
+            "u",
+            "--mqtt-password-file",
+            &pw,
+        ]);
+        let config = simulate(&args.unwrap()).unwrap();
+        assert_eq!(config.broker.port, 8883);
+        assert!(config.broker.tls.is_some());
+        assert_eq!(
+            config.broker.password.as_ref().map(secret::Secret::expose),
+            Some("s3cret")
+        );
+        let missing = parse_simulate(&["--mqtt-password-file", "/nonexistent/pw"]).unwrap();
+        let error = config_error(&missing);
+        assert!(matches!(error, ConfigError::Secret(_)), "{error:?}");
+        assert!(error.to_string().contains("/nonexistent/pw"), "{error}");
+    }
+
+    fn config_error(args: &SimulateArgs) -> ConfigError {
+        match simulate(args) {
+            Ok(_) => panic!("accepted"),
+            Err(e) => e,
+        }
+    }
+
+    #[test]
+    fn the_simulator_s_client_ids_keep_their_own_prefix() {
+        let config = simulate(&parse_simulate(&[]).unwrap()).unwrap();
+        assert!(
+            config
+                .broker
+                .client_id
+                .starts_with(simulate::CLIENT_ID_PREFIX),
+            "{}",
+            config.broker.client_id
+        );
+        let named = simulate(&parse_simulate(&["--mqtt-client-id", "lab7"]).unwrap()).unwrap();
+        assert_eq!(named.broker.client_id, "lab7");
+    }
+
+    #[test]
+    fn the_rate_flag_and_the_generator_agree_on_the_range() {
+        assert_eq!(crate::cli::MIN_RATE, simulate::MIN_RATE);
+        assert_eq!(crate::cli::MAX_RATE, simulate::MAX_RATE);
+    }
+
+    fn parse_up(args: &[&str]) -> UpArgs {
+        use clap::Parser;
+        let cli = crate::cli::Cli::try_parse_from(["mqtt2xmpp", "up"].iter().chain(args).copied())
+            .unwrap_or_else(|e| panic!("{args:?}: {e}"));
+        match cli.command {
+            crate::cli::Command::Up(args) => args,
+            other => panic!("parsed as {other:?}"),
+        }
+    }
+
+    #[test]
+    fn up_checks_and_normalises_its_allow_lists() {
+        let config = up(&parse_up(&[
+            "--allow",
+            " Alice@Example.org ",
+            "--allow-domain",
+            "example.net",
+        ]))
+        .unwrap();
+        assert_eq!(config.bot.allow, ["alice@example.org"]);
+        assert_eq!(config.bot.allow_domains, ["example.net"]);
+        let err = up(&parse_up(&["--allow", "example.org"])).unwrap_err();
+        assert!(err.to_string().contains("--allow-domain"), "{err}");
+        let err = up(&parse_up(&["--allow-domain", "a@example.org"])).unwrap_err();
+        assert!(matches!(err, ConfigError::AllowDomain(_)), "{err}");
+    }
+
+    #[test]
+    fn an_unusable_jid_keeps_its_cause() {
+        let err = up(&parse_up(&["--allow", "@example.org"])).unwrap_err();
+        let cause = std::error::Error::source(&err).expect("the JID error is the source");
+        assert!(err.to_string().ends_with(&cause.to_string()), "{err}");
+    }
+
+    #[test]
+    fn server_flags_become_limits_with_unthrottled_users_by_name() {
+        use clap::Parser;
+        let cli = crate::cli::Cli::try_parse_from([
+            "mqtt2xmpp",
+            "server",
+            "--unthrottled",
+            "Bot@localhost,relay",
+            "--max-unauthenticated-per-address",
+            "7",
+        ])
+        .unwrap();
+        let crate::cli::Command::Server(args) = cli.command else {
+            panic!("not server")
+        };
+        let config = server(&args);
+        assert_eq!(config.limits.unthrottled, ["bot", "relay"]);
+        assert_eq!(config.limits.max_unauthenticated_per_address, 7);
+        assert_eq!(config.domain, "localhost");
+    }
+
+    #[test]
+    fn flag_hints_are_added_where_the_flags_exist() {
+        let refused = MqttError::LoginRefused {
+            broker: "h:1".into(),
+            user: Some("u".into()),
+            code: rumqttc::ConnectReturnCode::NotAuthorized,
+        };
+        assert_eq!(
+            simulate_error(SimulateError::Mqtt(refused)).to_string(),
+            "the MQTT broker at h:1 refused the login as u (NotAuthorized): check --mqtt-username \
+             and --mqtt-password-file"
+        );
+        let untrusted = MqttError::UntrustedCertificate {
+            broker: "h:1".into(),
+            reason: "UnknownIssuer".into(),
+        };
+        assert!(bridge_error(BridgeError::Mqtt(untrusted))
+            .to_string()
+            .ends_with("(UnknownIssuer); give its CA with --mqtt-ca FILE"));
+        let other = SimulateError::EventLoopGone;
+        assert_eq!(
+            simulate_error(other).to_string(),
+            "the MQTT event loop stopped unexpectedly"
+        );
     }
 }

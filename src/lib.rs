@@ -2,13 +2,14 @@
 //!
 //! | module | what it does |
 //! |---|---|
-//! | [`cli`] | flags and subcommands (clap), each flag also read from `MQTT2XMPP_*` |
-//! | [`config`] | flags → validated configuration, with errors that say how to fix them |
+//! | [`cli`] | flags and subcommands (clap), each flag also read from `MQTT2XMPP_*`; imports nothing else of the crate |
+//! | [`config`] | flags → validated settings of every subcommand (the only place), with errors that say how to fix them |
 //! | [`bridge`] | the bot: MQTT task + XMPP task around one cache of readings |
 //! | [`accept`] | the bounded accept loop shared by the XMPP server and the embedded broker |
 //! | [`ask`] | one-shot chat client for scripts and measurements |
 //! | [`up`] | `mqtt2xmpp up`: broker, server, simulated sensor and bot in one process |
 //! | [`simulate`] | simulated sensors (one temperature, or a whole building) publishing to any broker |
+//! | [`mqtt_client`] | the broker to log in to, rumqttc options, client ids, fatal connection errors |
 //! | [`xmpp_connect`] | STARTTLS with our trust settings; turns refused logins into errors |
 //! | [`topic`] | MQTT topic filters: matching and validation |
 //! | [`tls`] | rustls client configuration (system roots + `--*-ca` files) |
@@ -29,6 +30,7 @@ pub mod config;
 #[cfg(feature = "embedded-broker")]
 pub mod embedded;
 pub mod log_limit;
+pub mod mqtt_client;
 pub mod secret;
 pub mod server;
 pub mod simulate;

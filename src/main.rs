@@ -8,7 +8,7 @@ use anyhow::Context;
 use clap::Parser;
 use mqtt2xmpp::cli::{AskArgs, Cli, Command, ServerArgs, UserAction, UserArgs};
 use mqtt2xmpp::secret::{self, Secret};
-use mqtt2xmpp::{ask, bridge, config, server};
+use mqtt2xmpp::{ask, bridge, config, server, simulate, up};
 use tokio_util::sync::CancellationToken;
 use tracing_subscriber::EnvFilter;
 
@@ -28,10 +28,28 @@ fn main() -> ExitCode {
     match runtime.block_on(run(cli.command)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
-            tracing::error!("{error:#}");
+            tracing::error!("{}", report(&error));
             ExitCode::FAILURE
         }
     }
+}
+
+/// The error and its causes, `: `-separated, leaving out a cause whose text the message before
+/// it already contains (many errors show their source's text themselves, and keep it as their
+/// source too).
+fn report(error: &anyhow::Error) -> String {
+    let mut text = String::new();
+    for cause in error.chain() {
+        let cause = cause.to_string();
+        if text.contains(&cause) {
+            continue;
+        }
+        if !text.is_empty() {
+            text.push_str(": ");
+        }
+        text.push_str(&cause);
+    }
+    text
 }
 
 async fn run(command: Command) -> anyhow::Result<()> {
@@ -39,65 +57,33 @@ async fn run(command: Command) -> anyhow::Result<()> {
         Command::Bridge(args) => {
             let config = config::bridge(&args)?;
             let shutdown = stop_on_signal();
-            bridge::run(config, shutdown).await?;
+            bridge::run(config, shutdown)
+                .await
+                .map_err(config::bridge_error)?;
             Ok(())
         }
         Command::Ask(args) => run_ask(args).await,
         Command::Server(args) => run_server(args).await,
         Command::User(args) => run_user(args),
         Command::Up(args) => {
+            let config = config::up(&args)?;
             let shutdown = stop_on_signal();
-            mqtt2xmpp::up::run(
-                mqtt2xmpp::up::UpConfig {
-                    data_dir: args.data.data_dir,
-                    xmpp_port: args.xmpp_port,
-                    mqtt_port: args.mqtt_port,
-                    mqtt_host: args.mqtt_host,
-                    topic: args.topic,
-                    user: args.user,
-                    simulate: !args.no_simulator,
-                    sensors_file: args.sensors_file,
-                    replies_per_minute: args.rate.replies_per_minute,
-                    reply_burst: args.rate.reply_burst,
-                },
-                shutdown,
-            )
-            .await?;
+            up::run(config, shutdown).await?;
             Ok(())
         }
         Command::Simulate(args) => {
-            let config = mqtt2xmpp::simulate::config(&args)?;
+            let config = config::simulate(&args)?;
             let shutdown = stop_on_signal();
-            mqtt2xmpp::simulate::run(config, shutdown).await?;
+            simulate::run(config, shutdown)
+                .await
+                .map_err(config::simulate_error)?;
             Ok(())
         }
     }
 }
 
 async fn run_server(args: ServerArgs) -> anyhow::Result<()> {
-    let config = server::ServerConfig {
-        domain: args.domain,
-        data_dir: args.data.data_dir,
-        cert: args.cert,
-        key: args.key,
-        limits: server::limits::Limits {
-            max_stanza_bytes: args.max_stanza_bytes,
-            max_preauth_bytes: args.max_preauth_bytes,
-            max_connections: args.max_connections,
-            max_unauthenticated_per_address: args.max_unauthenticated_per_address as usize,
-            bytes_per_second: args.bytes_per_second,
-            burst_bytes: args.burst_bytes,
-            unthrottled: args
-                .unthrottled
-                .iter()
-                // `bot` or `bot@DOMAIN`: the server serves one domain.
-                .map(|user| user.split('@').next().unwrap_or_default().to_lowercase())
-                .collect(),
-            auth_timeout: args.auth_timeout,
-            idle_ping_after: args.idle_ping,
-            ..Default::default()
-        },
-    };
+    let config = config::server(&args);
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
         .with_context(|| format!("cannot listen on {} (change it with --listen)", args.listen))?;

@@ -5,6 +5,10 @@
 //! the accounts `bot@localhost` and `you@localhost` with random passwords kept in the data
 //! directory (printed once, when created), and prints how to ask. Run again, it reuses the data
 //! directory: same accounts, same certificate.
+//!
+//! Who may use the bot: every account of up's own server, since its operator created each one
+//! (`you@localhost`, and any added with `mqtt2xmpp user add NAME@localhost` while `up` runs);
+//! `--allow` and `--allow-domain` add contacts beyond those, as in `bridge`.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -14,21 +18,24 @@ use rand::distr::{Alphanumeric, SampleString};
 use thiserror::Error;
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
-use tokio_xmpp::jid::Jid;
+use tokio_util::sync::CancellationToken;
+use tokio_xmpp::jid::{self, Jid};
 
-use crate::bridge::sensors::{Sensor, SensorDefaults, Sensors};
-use crate::bridge::{self, mqtt::MqttConfig, reading::PayloadFormat};
-use crate::cli::{BotArgs, RateArgs};
+use crate::bridge::sensors::{Sensor, SensorDefaults, SensorError, Sensors};
+use crate::bridge::{self, bot, reading::PayloadFormat};
+use crate::mqtt_client::{self, Broker};
 use crate::secret::{self, Secret};
 use crate::server::{self, admin, limits::Limits, ServerConfig};
 use crate::simulate;
-use crate::xmpp_connect::{dns_config, Connector};
-use tokio_util::sync::CancellationToken;
+use crate::xmpp_connect::{dns_config, AddressError, Connector};
 
 /// The domain `up` serves.
 pub const DOMAIN: &str = "localhost";
 /// The bot's account.
 pub const BOT: &str = "bot";
+
+/// The prefix of the MQTT client identifier of `up`'s bot.
+const BOT_CLIENT_ID_PREFIX: &str = "mqtt2xmppbot";
 
 /// What `up` runs.
 #[derive(Debug, Clone)]
@@ -49,10 +56,9 @@ pub struct UpConfig {
     pub simulate: bool,
     /// Sensors to answer about instead of `topic` alone.
     pub sensors_file: Option<PathBuf>,
-    /// Replies per minute per contact.
-    pub replies_per_minute: u32,
-    /// Replies per contact in a quick row.
-    pub reply_burst: u32,
+    /// How the bot behaves and whom it answers besides the accounts of [`DOMAIN`], which
+    /// [`run`] adds to `allow_domains`.
+    pub bot: bot::Settings,
 }
 
 /// Why `up` could not start or stopped.
@@ -76,6 +82,21 @@ pub enum UpError {
         /// Why.
         source: std::io::Error,
     },
+    /// The sensors file cannot be used.
+    #[error(transparent)]
+    Sensors(#[from] SensorError),
+    /// An account of `up` is not a usable JID (a `--user` name that is not a JID's user part).
+    #[error("account {jid}: {source}")]
+    Jid {
+        /// The account.
+        jid: String,
+        /// Why it is not a JID.
+        #[source]
+        source: jid::Error,
+    },
+    /// The XMPP server's own address could not be used by the bot.
+    #[error("XMPP address: {0}")]
+    XmppAddress(#[from] AddressError),
     /// Account setup failed.
     #[error("setting up the accounts: {0}")]
     Accounts(#[from] admin::AdminError),
@@ -244,15 +265,11 @@ pub async fn run(config: UpConfig, shutdown: CancellationToken) -> Result<(), Up
 
     if config.simulate {
         let simulator = simulate::SimulateConfig {
-            broker: simulate::BrokerConfig {
-                host: mqtt_host.clone(),
-                port: mqtt_port,
-                username: None,
-                password: None,
-                client_id: format!("mqtt2xmppsim{:08x}", rand::random::<u32>()),
-                tls: None,
-                keep_alive: Duration::from_secs(30),
-            },
+            broker: Broker::anonymous(
+                mqtt_host.clone(),
+                mqtt_port,
+                mqtt_client::client_id(simulate::CLIENT_ID_PREFIX),
+            ),
             scenario: simulate::Scenario::Simple {
                 topic: config.topic.clone(),
                 interval: Duration::from_secs(2),
@@ -280,67 +297,31 @@ pub async fn run(config: UpConfig, shutdown: CancellationToken) -> Result<(), Up
             unit: "°C".into(),
             precision: Some(1),
         }]),
-    }
-    .map_err(|e| UpError::Io {
-        what: "sensors".into(),
-        source: std::io::Error::other(e),
-    })?;
-    let bot_settings = crate::config::bot_settings(
-        &BotArgs {
-            allow: vec![you.jid.clone()],
-            allow_domain: Vec::new(),
-            rate: RateArgs {
-                replies_per_minute: config.replies_per_minute,
-                reply_burst: config.reply_burst,
-            },
-            max_topics: 1000,
-            history: 1000,
-            state_db: None,
-            alert_interval: Duration::from_secs(60),
-            presence_interval: Duration::from_secs(60),
-        },
-        Duration::from_secs(600),
-    )
-    .map_err(|e| UpError::Io {
-        what: format!("account {}", you.jid),
-        source: std::io::Error::other(e),
-    })?;
+    }?;
+    let bot_jid = |jid: &str| {
+        Jid::new(jid).map_err(|source| UpError::Jid {
+            jid: jid.to_string(),
+            source,
+        })
+    };
     let bridge_config = bridge::BridgeConfig {
-        mqtt: MqttConfig {
-            host: mqtt_host.clone(),
-            port: mqtt_port,
-            username: None,
-            password: None,
-            client_id: format!("mqtt2xmppbot{:08x}", rand::random::<u32>()),
-            tls: None,
-            filters: sensors.filters(),
-            keep_alive: Duration::from_secs(30),
-        },
+        mqtt: Broker::anonymous(
+            mqtt_host.clone(),
+            mqtt_port,
+            mqtt_client::client_id(BOT_CLIENT_ID_PREFIX),
+        ),
         xmpp: bridge::xmpp::XmppConfig {
-            jid: Jid::new(&bot.jid).map_err(|e| UpError::Io {
-                what: format!("account {}", bot.jid),
-                source: std::io::Error::other(e),
-            })?,
+            jid: bot_jid(&bot.jid)?,
             connector: Connector::new(
-                dns_config(DOMAIN, Some(&format!("127.0.0.1:{xmpp_port}"))).map_err(|e| {
-                    UpError::Io {
-                        what: "XMPP address".into(),
-                        source: std::io::Error::other(e),
-                    }
-                })?,
+                dns_config(DOMAIN, Some(&format!("127.0.0.1:{xmpp_port}")))?,
                 crate::tls::client_config(Some(&started.cert_path))?,
-                Jid::new(&bot.jid)
-                    .map(|j| j.to_bare())
-                    .map_err(|e| UpError::Io {
-                        what: format!("account {}", bot.jid),
-                        source: std::io::Error::other(e),
-                    })?,
+                bot_jid(&bot.jid)?.to_bare(),
                 bot.password.clone(),
             ),
             presence_interval: Duration::from_secs(60),
         },
         sensors,
-        bot: bot_settings,
+        bot: bot_settings(&config.bot),
         limits: bridge::cache::Limits::default(),
         // History and alerts survive a restart, like the accounts in the same directory.
         state_db: Some(config.data_dir.join("bot-state.sqlite")),
@@ -367,6 +348,16 @@ pub async fn run(config: UpConfig, shutdown: CancellationToken) -> Result<(), Up
         broker.shutdown().await;
     }
     result
+}
+
+/// The bot's settings under `up`: every account of [`DOMAIN`] was created by the operator (`up`
+/// itself or `mqtt2xmpp user add`), so the bot answers all of them, alerts and stats included.
+fn bot_settings(settings: &bot::Settings) -> bot::Settings {
+    let mut settings = settings.clone();
+    if !settings.allow_domains.iter().any(|domain| domain == DOMAIN) {
+        settings.allow_domains.push(DOMAIN.into());
+    }
+    settings
 }
 
 /// Stops every task and returns the first error (`Err(None)`: a task ended without one).
@@ -439,7 +430,8 @@ fn print_banner(
          \n  XMPP server  {DOMAIN} on 127.0.0.1:{xmpp_port}, certificate {cert}\
          \n               SHA-256 {fingerprint}\
          \n  MQTT broker  {broker}; {sensor}\
-         \n  Bot          {BOT}@{DOMAIN}\
+         \n  Bot          {BOT}@{DOMAIN}, answers every account of {DOMAIN}; add one with\
+         \n               mqtt2xmpp user add NAME@{DOMAIN} --data-dir {data}\
          \n  You          {jid}, {password_line}\
          \n  Data         {data}\
          \n\nAsk from a shell:\

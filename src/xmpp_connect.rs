@@ -115,8 +115,13 @@ impl LoginGuard {
     }
 }
 
+/// A server address that is not `HOST:PORT`.
+#[derive(Debug, Clone, Error, PartialEq, Eq)]
+#[error("expected HOST:PORT (e.g. 127.0.0.1:5222), got {0:?}")]
+pub struct AddressError(pub String);
+
 /// Where to connect: the server's SRV records for the JID's domain, or a fixed `host:port`.
-pub fn dns_config(domain: &str, server: Option<&str>) -> Result<DnsConfig, String> {
+pub fn dns_config(domain: &str, server: Option<&str>) -> Result<DnsConfig, AddressError> {
     match server {
         None => Ok(DnsConfig::srv_default_client(domain)),
         Some(hostport) => {
@@ -127,8 +132,8 @@ pub fn dns_config(domain: &str, server: Option<&str>) -> Result<DnsConfig, Strin
 }
 
 /// Splits `host:port`, `[v6]:port` or `v4:port`.
-fn split_host_port(hostport: &str) -> Result<(&str, u16), String> {
-    let bad = || format!("expected HOST:PORT (e.g. 127.0.0.1:5222), got {hostport:?}");
+fn split_host_port(hostport: &str) -> Result<(&str, u16), AddressError> {
+    let bad = || AddressError(hostport.to_string());
     let (host, port) = hostport.rsplit_once(':').ok_or_else(bad)?;
     let host = host
         .strip_prefix('[')

@@ -47,8 +47,8 @@ use tokio_util::sync::CancellationToken;
 /// Everything the bridge needs, already validated.
 #[derive(Debug, Clone)]
 pub struct BridgeConfig {
-    /// The MQTT side.
-    pub mqtt: mqtt::MqttConfig,
+    /// The broker the MQTT side logs in to; it subscribes to the filters of `sensors`.
+    pub mqtt: crate::mqtt_client::Broker,
     /// The XMPP side.
     pub xmpp: xmpp::XmppConfig,
     /// What the bot reads and how it shows it.

@@ -9,18 +9,14 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use rumqttc::{
-    AsyncClient, ConnectReturnCode, ConnectionError, Event, MqttOptions, Outgoing, Packet, QoS,
-    SubscribeFilter, SubscribeReasonCode, TlsConfiguration, Transport,
-};
-use thiserror::Error;
+use rumqttc::{AsyncClient, Event, Outgoing, Packet, QoS, SubscribeFilter, SubscribeReasonCode};
 
 use super::bot::{Bot, Ingest};
 use super::cache::Stored;
 use super::reading;
 use crate::backoff::Backoff;
 use crate::log_limit::LogLimit;
-use crate::secret::Secret;
+use crate::mqtt_client::{self, Broker};
 use tokio_util::sync::CancellationToken;
 
 /// The largest MQTT packet the bridge accepts from the broker. Bigger ones make rumqttc drop the
@@ -33,83 +29,26 @@ const DISCONNECT_TIMEOUT: Duration = Duration::from_secs(1);
 /// At most one log line per this interval about unreadable payloads.
 const REJECT_LOG_INTERVAL: Duration = Duration::from_secs(60);
 
-/// Everything the MQTT task needs.
-#[derive(Debug, Clone)]
-pub struct MqttConfig {
-    /// Broker host name or address.
-    pub host: String,
-    /// Broker port.
-    pub port: u16,
-    /// Login, if the broker wants one.
-    pub username: Option<String>,
-    /// Password for `username`.
-    pub password: Option<Secret>,
-    /// Client identifier; must be unique on the broker.
-    pub client_id: String,
-    /// TLS configuration, or `None` for plain TCP.
-    pub tls: Option<Arc<rustls::ClientConfig>>,
-    /// The topics and filters to subscribe to (the sensors' filters).
-    pub filters: Vec<String>,
-    /// MQTT keep-alive interval.
-    pub keep_alive: Duration,
-}
+pub use crate::mqtt_client::MqttError;
 
-/// Problems that retrying cannot fix.
-#[derive(Debug, Error)]
-pub enum MqttError {
-    /// The broker refused our credentials.
-    #[error(
-        "the MQTT broker at {broker} refused the login{who} ({code:?}): check --mqtt-username \
-         and --mqtt-password-file"
-    )]
-    LoginRefused {
-        /// `host:port`.
-        broker: String,
-        /// ` as USER`, or empty when anonymous.
-        who: String,
-        /// The CONNACK return code.
-        code: ConnectReturnCode,
-    },
-    /// The broker's TLS certificate failed verification.
-    #[error(
-        "the MQTT broker's certificate at {broker} is not trusted ({reason}); give its CA with \
-         --mqtt-ca FILE"
-    )]
-    UntrustedCertificate {
-        /// `host:port`.
-        broker: String,
-        /// What rustls said.
-        reason: String,
-    },
-}
-
-/// Runs until `shutdown`, then disconnects cleanly. Returns an error only for problems that
-/// reconnecting cannot fix.
+/// Subscribes to the filters of the bot's sensors on `config`'s broker and runs until
+/// `shutdown`, then disconnects cleanly. Returns an error only for problems that reconnecting
+/// cannot fix.
 pub async fn run(
-    config: MqttConfig,
+    config: Broker,
     bot: Arc<Bot>,
     shutdown: CancellationToken,
 ) -> Result<(), MqttError> {
-    let broker = format!("{}:{}", config.host, config.port);
-    let mut options = MqttOptions::new(config.client_id.clone(), config.host.clone(), config.port);
-    options
-        .set_keep_alive(config.keep_alive)
-        .set_clean_session(true)
-        .set_max_packet_size(MAX_INCOMING_PACKET, 64 * 1024);
-    if let Some(user) = &config.username {
-        let password = config.password.as_ref().map(Secret::expose).unwrap_or("");
-        options.set_credentials(user.clone(), password);
-    }
-    if let Some(tls) = &config.tls {
-        options.set_transport(Transport::tls_with_config(TlsConfiguration::Rustls(
-            tls.clone(),
-        )));
-    }
+    let broker = config.address();
+    // The sensors' filters: what the bot reads is what it subscribes to.
+    let filters = bot.sensors().filters();
+    let mut options = config.options();
+    options.set_max_packet_size(MAX_INCOMING_PACKET, 64 * 1024);
     let (client, mut eventloop) = AsyncClient::new(options, 16);
     let mut backoff = Backoff::reconnect();
     let mut rejects = LogLimit::new(REJECT_LOG_INTERVAL);
     let mut refusals = LogLimit::new(REJECT_LOG_INTERVAL);
-    let topics = config.filters.join(" ");
+    let topics = filters.join(" ");
     tracing::info!(broker, topics, "connecting to the MQTT broker");
 
     loop {
@@ -122,8 +61,7 @@ pub async fn run(
                 tracing::info!(broker, "connected to the MQTT broker");
                 backoff.reset();
                 // try_subscribe_many only queues the request: the loop stays free to poll.
-                let filters = config
-                    .filters
+                let filters = filters
                     .iter()
                     .map(|f| SubscribeFilter::new(f.clone(), QoS::AtLeastOnce));
                 if let Err(e) = client.try_subscribe_many(filters) {
@@ -131,7 +69,7 @@ pub async fn run(
                 }
             }
             Ok(Event::Incoming(Packet::SubAck(ack))) => {
-                for (filter, code) in config.filters.iter().zip(&ack.return_codes) {
+                for (filter, code) in filters.iter().zip(&ack.return_codes) {
                     if matches!(code, SubscribeReasonCode::Failure) {
                         tracing::error!(
                             topic = filter,
@@ -180,20 +118,8 @@ pub async fn run(
                 }
             }
             Ok(_) => {}
-            Err(ConnectionError::ConnectionRefused(
-                code @ (ConnectReturnCode::BadUserNamePassword | ConnectReturnCode::NotAuthorized),
-            )) => {
-                let who = config
-                    .username
-                    .as_ref()
-                    .map(|u| format!(" as {u}"))
-                    .unwrap_or_default();
-                return Err(MqttError::LoginRefused { broker, who, code });
-            }
             Err(error) => {
-                if let Some(reason) = crate::tls::untrusted_certificate(&error) {
-                    return Err(MqttError::UntrustedCertificate { broker, reason });
-                }
+                mqtt_client::fatal(&error, &config)?;
                 let delay = backoff.next_delay();
                 tracing::warn!(
                     broker,
