@@ -109,6 +109,81 @@ async fn a_first_chat_then_a_second_run_with_the_same_accounts() {
     assert!(status.success());
 }
 
+/// Runs the binary with `args` and returns its output.
+fn mqtt2xmpp(args: &[&str]) -> std::process::Output {
+    std::process::Command::new(env!("CARGO_BIN_EXE_mqtt2xmpp"))
+        .args(args)
+        .output()
+        .expect("run mqtt2xmpp")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_account_added_while_up_runs_gets_answers_not_a_refusal() {
+    let dir = tempfile::tempdir().unwrap();
+    let (xmpp_port, mqtt_port) = (free_port(), free_port());
+    let mut running = up(dir.path(), xmpp_port, mqtt_port);
+    running.wait_log("answering chat messages", 1, READY);
+    let banner = running.log();
+    assert!(
+        banner.contains("answers every account of localhost"),
+        "{banner}"
+    );
+    // A reading has arrived before the new account asks.
+    ask_you(dir.path(), xmpp_port).await;
+
+    // As a new user would type it: the data directory after the verb.
+    let data = dir.path().to_string_lossy().into_owned();
+    let password_file = dir.path().join("carol.pw");
+    std::fs::write(&password_file, "carol's secret\n").unwrap();
+    let password_file = password_file.to_string_lossy().into_owned();
+    let added = mqtt2xmpp(&[
+        "user",
+        "add",
+        "carol@localhost",
+        "--data-dir",
+        &data,
+        "--password-file",
+        &password_file,
+    ]);
+    assert!(added.status.success(), "{added:?}");
+
+    let ca = dir
+        .path()
+        .join("localhost.crt")
+        .to_string_lossy()
+        .into_owned();
+    let server = format!("127.0.0.1:{xmpp_port}");
+    let carol_asks = |message: &str| {
+        let asked = mqtt2xmpp(&[
+            "ask",
+            "--jid",
+            "carol@localhost",
+            "--password-file",
+            &password_file,
+            "--xmpp-server",
+            &server,
+            "--xmpp-ca",
+            &ca,
+            "--to",
+            "bot@localhost",
+            "--timeout",
+            "10s",
+            message,
+        ]);
+        assert!(asked.status.success(), "{asked:?}");
+        String::from_utf8_lossy(&asked.stdout).into_owned()
+    };
+    let reply = carol_asks("temperature?");
+    assert!(reply.contains(" °C (sensors/temperature, "), "{reply}");
+    // Stats are only for allowed contacts: carol is one, as every account of up's server.
+    let stats = carol_asks("stats sensors/temperature");
+    assert!(stats.contains("sensors/temperature"), "{stats}");
+    assert!(!stats.contains("--allow"), "refused: {stats}");
+
+    let (status, _) = running.terminate(Duration::from_secs(10));
+    assert!(status.success(), "{}", running.log());
+}
+
 #[test]
 fn a_taken_port_is_a_clear_error_naming_the_flag() {
     let dir = tempfile::tempdir().unwrap();
