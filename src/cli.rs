@@ -66,6 +66,9 @@ pub enum Command {
     /// passwords in the data directory (the password is printed once), then prints how to ask
     /// from a shell and from profanity. Run it again to reuse the same accounts and data.
     ///
+    /// The bot answers every account of this server, alerts and stats included: you@localhost
+    /// and any account added while it runs (mqtt2xmpp user add alice@localhost --data-dir DIR).
+    ///
     ///   mqtt2xmpp up
     ///   mqtt2xmpp up --data-dir ~/.local/share/mqtt2xmpp --xmpp-port 5223
     ///   mqtt2xmpp up --mqtt-host 127.0.0.1 --no-simulator    # use your mosquitto and sensors
