@@ -15,16 +15,31 @@ use thiserror::Error;
 #[derive(Debug, Error)]
 pub enum TlsConfigError {
     /// The CA file could not be read or parsed.
-    #[error("cannot read certificates from {path}: {reason}")]
+    #[error("cannot read certificates from {path}: {source}")]
     CaFile {
         /// The file named on the command line.
         path: PathBuf,
         /// What went wrong.
-        reason: String,
+        #[source]
+        source: CaFileError,
     },
     /// rustls refused the configuration.
     #[error("TLS configuration: {0}")]
     Rustls(#[from] rustls::Error),
+}
+
+/// What is wrong with a CA file.
+#[derive(Debug, Error)]
+pub enum CaFileError {
+    /// The file cannot be read, or is not PEM.
+    #[error(transparent)]
+    Pem(#[from] rustls::pki_types::pem::Error),
+    /// The file holds no certificate.
+    #[error("no PEM certificate found")]
+    Empty,
+    /// A certificate cannot be used as a trust anchor.
+    #[error("unusable certificate: {0}")]
+    Unusable(#[source] rustls::Error),
 }
 
 /// A client configuration trusting the system's roots and every certificate in `extra_ca`.
@@ -45,21 +60,21 @@ pub fn client_config(extra_ca: Option<&Path>) -> Result<Arc<ClientConfig>, TlsCo
 
     let mut pinned = Vec::new();
     if let Some(path) = extra_ca {
-        let ca_error = |reason: String| TlsConfigError::CaFile {
+        let ca_error = |source: CaFileError| TlsConfigError::CaFile {
             path: path.to_path_buf(),
-            reason,
+            source,
         };
         let certs = CertificateDer::pem_file_iter(path)
-            .map_err(|e| ca_error(e.to_string()))?
+            .map_err(|e| ca_error(e.into()))?
             .collect::<Result<Vec<_>, _>>()
-            .map_err(|e| ca_error(e.to_string()))?;
+            .map_err(|e| ca_error(e.into()))?;
         if certs.is_empty() {
-            return Err(ca_error("no PEM certificate found".into()));
+            return Err(ca_error(CaFileError::Empty));
         }
         for cert in &certs {
             roots
                 .add(cert.clone())
-                .map_err(|e| ca_error(format!("unusable certificate: {e}")))?;
+                .map_err(|e| ca_error(CaFileError::Unusable(e)))?;
         }
         pinned = certs;
     }
