@@ -94,7 +94,7 @@ pub enum UpError {
     /// The embedded broker could not start.
     #[cfg(feature = "embedded-broker")]
     #[error("{0}; choose another port with --mqtt-port")]
-    Broker(#[from] crate::embedded::EmbeddedError),
+    Broker(#[from] crate::broker::EmbeddedError),
     /// Built without the embedded broker and no `--mqtt-host` given.
     #[error("this build has no embedded MQTT broker: give a broker with --mqtt-host")]
     NoBroker,
@@ -193,7 +193,7 @@ pub async fn run(config: UpConfig, shutdown: CancellationToken) -> Result<(), Up
         Some(_) => None,
         None => {
             let addr = SocketAddr::from(([127, 0, 0, 1], config.mqtt_port));
-            Some(crate::embedded::EmbeddedBroker::start(addr).await?)
+            Some(crate::broker::EmbeddedBroker::start(addr).await?)
         }
     };
     #[cfg(not(feature = "embedded-broker"))]
