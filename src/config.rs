@@ -9,7 +9,7 @@ use thiserror::Error;
 use tokio_xmpp::jid::{BareJid, Jid};
 
 use crate::bridge::sensors::{SensorDefaults, SensorError, Sensors};
-use crate::bridge::{alerts, bot, cache::Limits, mqtt::MqttConfig, BridgeConfig};
+use crate::bridge::{alerts, bot, cache::CacheLimits, mqtt::MqttConfig, BridgeConfig};
 use crate::cli::{BotArgs, BridgeArgs, MqttArgs, SensorArgs, XmppArgs};
 use crate::secret::{self, SecretError};
 use crate::tls::{self, TlsConfigError};
@@ -184,7 +184,7 @@ pub fn bridge(args: &BridgeArgs) -> Result<BridgeConfig, ConfigError> {
         },
         sensors,
         bot,
-        limits: Limits {
+        limits: CacheLimits {
             max_topics: usize::try_from(args.bot.max_topics).unwrap_or(usize::MAX),
             history: usize::try_from(args.bot.history).unwrap_or(usize::MAX),
         },

@@ -341,7 +341,7 @@ pub async fn run(config: UpConfig, shutdown: CancellationToken) -> Result<(), Up
         },
         sensors,
         bot: bot_settings,
-        limits: bridge::cache::Limits::default(),
+        limits: bridge::cache::CacheLimits::default(),
         // History and alerts survive a restart, like the accounts in the same directory.
         state_db: Some(config.data_dir.join("bot-state.sqlite")),
     };

@@ -58,7 +58,7 @@ pub struct BridgeConfig {
     /// How the bot behaves.
     pub bot: bot::Settings,
     /// How much it remembers.
-    pub limits: cache::Limits,
+    pub limits: cache::CacheLimits,
     /// Where history and alerts are kept across restarts, if anywhere.
     pub state_db: Option<std::path::PathBuf>,
 }

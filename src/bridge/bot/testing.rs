@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use super::{Bot, Notice, Outlets, Settings};
 use crate::bridge::alerts;
-use crate::bridge::cache::{Cache, Limits};
+use crate::bridge::cache::{Cache, CacheLimits};
 use crate::bridge::reading::PayloadFormat;
 use crate::bridge::sensors::{Sensor, Sensors};
 
@@ -41,7 +41,7 @@ pub(crate) fn settings(allow: &[&str]) -> Settings {
     }
 }
 
-pub(crate) fn building_bot(allow: &[&str], limits: Limits) -> (Arc<Bot>, Outlets) {
+pub(crate) fn building_bot(allow: &[&str], limits: CacheLimits) -> (Arc<Bot>, Outlets) {
     let sensors = Sensors::new(vec![
         sensor("temp", "sensors/temperature", false, "°C"),
         sensor("vib", "B/+/+/+/VIBR", true, "mm/s"),

@@ -5,11 +5,11 @@ use std::time::{Duration, Instant};
 
 use super::testing::{building_bot, fill, notices, sensor, settings, ALICE};
 use super::*;
-use crate::bridge::cache::Limits;
+use crate::bridge::cache::CacheLimits;
 
 #[test]
 fn an_alert_fires_once_per_crossing_through_ingest() {
-    let (bot, mut outlets) = building_bot(&[ALICE], Limits::default());
+    let (bot, mut outlets) = building_bot(&[ALICE], CacheLimits::default());
     let t0 = Instant::now();
     fill(&bot, t0);
     let reply = bot.chat(ALICE, "alert B/+/O/+/VIBR above 4", t0).unwrap();
@@ -57,7 +57,7 @@ fn an_alert_fires_once_per_crossing_through_ingest() {
 
 #[test]
 fn a_silent_sensor_is_reported_once_and_its_return_too() {
-    let (bot, mut outlets) = building_bot(&[ALICE], Limits::default());
+    let (bot, mut outlets) = building_bot(&[ALICE], CacheLimits::default());
     let t0 = Instant::now();
     bot.ingest("sensors/temperature", b"21", false, t0);
     bot.chat(ALICE, "alert temp above 30", t0).unwrap();
@@ -89,7 +89,7 @@ fn a_silent_sensor_is_reported_once_and_its_return_too() {
 fn new_topics_beyond_the_bound_are_refused_and_presence_follows_the_default() {
     let (bot, outlets) = building_bot(
         &[],
-        Limits {
+        CacheLimits {
             max_topics: 2,
             history: 10,
         },

@@ -5,12 +5,12 @@ use std::time::{Duration, Instant};
 
 use crate::bridge::bot::testing::{building_bot, fill, sensor, settings, ALICE, BOB};
 use crate::bridge::bot::{Bot, REFUSAL_WINDOW};
-use crate::bridge::cache::{Cache, Limits};
+use crate::bridge::cache::{Cache, CacheLimits};
 use crate::bridge::sensors::Sensors;
 
 #[test]
 fn any_other_message_gets_the_default_reading_and_a_name_gets_its_sensor() {
-    let (bot, _) = building_bot(&[], Limits::default());
+    let (bot, _) = building_bot(&[], CacheLimits::default());
     let t0 = Instant::now();
     fill(&bot, t0);
     let later = t0 + Duration::from_secs(3);
@@ -24,7 +24,7 @@ fn any_other_message_gets_the_default_reading_and_a_name_gets_its_sensor() {
 
 #[test]
 fn a_pattern_gets_every_matching_topic_and_nothing_else() {
-    let (bot, _) = building_bot(&[], Limits::default());
+    let (bot, _) = building_bot(&[], CacheLimits::default());
     let t0 = Instant::now();
     fill(&bot, t0);
     let reply = bot.chat(ALICE, "get B/+/O/+/VIBR", t0).unwrap();
@@ -58,7 +58,7 @@ fn a_pattern_gets_every_matching_topic_and_nothing_else() {
 
 #[test]
 fn list_shows_every_sensor_and_topic() {
-    let (bot, _) = building_bot(&[], Limits::default());
+    let (bot, _) = building_bot(&[], CacheLimits::default());
     let t0 = Instant::now();
     fill(&bot, t0);
     let reply = bot.chat(ALICE, "LISTA", t0).unwrap();
@@ -76,7 +76,7 @@ fn list_shows_every_sensor_and_topic() {
 
 #[test]
 fn stale_lists_silent_topics_and_sensors_never_heard_from() {
-    let (bot, _) = building_bot(&[], Limits::default());
+    let (bot, _) = building_bot(&[], CacheLimits::default());
     let t0 = Instant::now();
     bot.ingest("B/P_1/N/1/VIBR", br#"{"value": 1}"#, false, t0);
     let later = t0 + Duration::from_secs(700);
@@ -104,7 +104,7 @@ fn stale_lists_silent_topics_and_sensors_never_heard_from() {
 fn stats_summarise_the_history_and_say_when_it_falls_short() {
     let (bot, _) = building_bot(
         &[ALICE],
-        Limits {
+        CacheLimits {
             max_topics: 100,
             history: 5,
         },
@@ -153,7 +153,7 @@ fn stats_summarise_the_history_and_say_when_it_falls_short() {
 
 #[test]
 fn strangers_get_one_refusal_then_silence() {
-    let (bot, _) = building_bot(&[ALICE], Limits::default());
+    let (bot, _) = building_bot(&[ALICE], CacheLimits::default());
     let t0 = Instant::now();
     let first = bot.chat(BOB, "temp?", t0).unwrap();
     assert!(first.contains("--allow"), "{first}");
@@ -167,7 +167,7 @@ fn strangers_get_one_refusal_then_silence() {
 
 #[test]
 fn an_open_bot_answers_anyone_but_keeps_alerts_and_stats_for_allowed_contacts() {
-    let (bot, _) = building_bot(&[], Limits::default());
+    let (bot, _) = building_bot(&[], CacheLimits::default());
     let t0 = Instant::now();
     fill(&bot, t0);
     assert!(bot
