@@ -175,7 +175,7 @@ pub fn bridge(args: &BridgeArgs) -> Result<BridgeConfig, ConfigError> {
         },
         sensors,
         bot,
-        limits: cache::Limits {
+        limits: cache::CacheLimits {
             max_topics: usize::try_from(args.bot.max_topics).unwrap_or(usize::MAX),
             history: usize::try_from(args.bot.history).unwrap_or(usize::MAX),
         },

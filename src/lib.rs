@@ -17,7 +17,7 @@
 //! | [`sqlite`] | opening the SQLite files of the server and the bot, migrations |
 //! | [`log_limit`] | one log line per interval for problems that repeat |
 //! | [`backoff`] | reconnect delays with jitter |
-//! | `embedded` | in-process MQTT broker on loopback for `up` and tests (feature `embedded-broker`) |
+//! | `broker` | the embedded MQTT broker: in-process, on loopback, for `up` and tests (feature `embedded-broker`) |
 
 #![deny(missing_docs)]
 
@@ -25,10 +25,14 @@ pub mod accept;
 pub mod ask;
 pub mod backoff;
 pub mod bridge;
+#[cfg(feature = "embedded-broker")]
+pub mod broker;
 pub mod cli;
 pub mod config;
+/// The embedded broker's former path, kept so that code naming `embedded::EmbeddedBroker` builds.
 #[cfg(feature = "embedded-broker")]
-pub mod embedded;
+#[doc(hidden)]
+pub use broker as embedded;
 pub mod log_limit;
 pub mod mqtt_client;
 pub mod secret;

@@ -115,7 +115,7 @@ pub enum UpError {
     /// The embedded broker could not start.
     #[cfg(feature = "embedded-broker")]
     #[error("{0}; choose another port with --mqtt-port")]
-    Broker(#[from] crate::embedded::EmbeddedError),
+    Broker(#[from] crate::broker::EmbeddedError),
     /// Built without the embedded broker and no `--mqtt-host` given.
     #[error("this build has no embedded MQTT broker: give a broker with --mqtt-host")]
     NoBroker,
@@ -214,7 +214,7 @@ pub async fn run(config: UpConfig, shutdown: CancellationToken) -> Result<(), Up
         Some(_) => None,
         None => {
             let addr = SocketAddr::from(([127, 0, 0, 1], config.mqtt_port));
-            Some(crate::embedded::EmbeddedBroker::start(addr).await?)
+            Some(crate::broker::EmbeddedBroker::start(addr).await?)
         }
     };
     #[cfg(not(feature = "embedded-broker"))]
@@ -322,7 +322,7 @@ pub async fn run(config: UpConfig, shutdown: CancellationToken) -> Result<(), Up
         },
         sensors,
         bot: bot_settings(&config.bot),
-        limits: bridge::cache::Limits::default(),
+        limits: bridge::cache::CacheLimits::default(),
         // History and alerts survive a restart, like the accounts in the same directory.
         state_db: Some(config.data_dir.join("bot-state.sqlite")),
     };

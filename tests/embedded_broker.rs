@@ -1,4 +1,4 @@
-//! The embedded MQTT broker (`mqtt2xmpp::embedded`) against real clients: rumqttc clients in
+//! The embedded MQTT broker (`mqtt2xmpp::broker`) against real clients: rumqttc clients in
 //! this process, raw sockets that send garbage, and the real `mqtt2xmpp bridge` with the bundled
 //! XMPP server. The broker runs on the test's own tokio runtime, on a free loopback port.
 
@@ -9,7 +9,7 @@ mod support;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use mqtt2xmpp::embedded::{EmbeddedBroker, EmbeddedError};
+use mqtt2xmpp::broker::{EmbeddedBroker, EmbeddedError};
 use rumqttc::{AsyncClient, Event, EventLoop, MqttOptions, Outgoing, Packet, Publish, QoS};
 use support::bot::{password_file, publish, Bot, ChatClient};
 use support::server::BundledServer;

@@ -115,8 +115,9 @@ pub enum Verdict {
     Drop,
 }
 
+/// One contact's token bucket: replies left, when last counted, and whether it was warned.
 #[derive(Debug, Clone, Copy)]
-struct Bucket {
+struct ReplyBucket {
     tokens: f64,
     at: Instant,
     warned: bool,
@@ -127,7 +128,7 @@ struct Bucket {
 pub struct RateLimit {
     per_second: f64,
     burst: f64,
-    buckets: HashMap<String, Bucket>,
+    buckets: HashMap<String, ReplyBucket>,
 }
 
 impl RateLimit {
@@ -149,11 +150,14 @@ impl RateLimit {
             }
         }
         let (per_second, burst) = (self.per_second, self.burst);
-        let bucket = self.buckets.entry(contact.to_string()).or_insert(Bucket {
-            tokens: burst,
-            at: now,
-            warned: false,
-        });
+        let bucket = self
+            .buckets
+            .entry(contact.to_string())
+            .or_insert(ReplyBucket {
+                tokens: burst,
+                at: now,
+                warned: false,
+            });
         let elapsed = now.saturating_duration_since(bucket.at).as_secs_f64();
         bucket.tokens = (bucket.tokens + elapsed * per_second).min(burst);
         bucket.at = now;

@@ -68,14 +68,14 @@ struct Inner {
 
 /// Bounds of a [`Cache`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Limits {
+pub struct CacheLimits {
     /// Most concrete topics tracked.
     pub max_topics: usize,
     /// Most readings kept per topic (at least 1: the latest).
     pub history: usize,
 }
 
-impl Default for Limits {
+impl Default for CacheLimits {
     fn default() -> Self {
         Self {
             max_topics: 1000,
@@ -93,13 +93,13 @@ pub struct Cache {
 
 impl Default for Cache {
     fn default() -> Self {
-        Self::new(Limits::default())
+        Self::new(CacheLimits::default())
     }
 }
 
 impl Cache {
     /// An empty cache with these bounds.
-    pub fn new(limits: Limits) -> Self {
+    pub fn new(limits: CacheLimits) -> Self {
         Self {
             inner: Arc::new(RwLock::new(Inner {
                 topics: HashMap::new(),
@@ -232,9 +232,9 @@ impl Cache {
     }
 
     /// The bounds this cache was made with.
-    pub fn limits(&self) -> Limits {
+    pub fn limits(&self) -> CacheLimits {
         let inner = self.read();
-        Limits {
+        CacheLimits {
             max_topics: inner.max_topics,
             history: inner.history,
         }
@@ -313,7 +313,7 @@ mod tests {
 
     #[test]
     fn new_topics_beyond_the_bound_are_refused_and_known_ones_still_update() {
-        let cache = Cache::new(Limits {
+        let cache = Cache::new(CacheLimits {
             max_topics: 2,
             history: 10,
         });
@@ -332,7 +332,7 @@ mod tests {
 
     #[test]
     fn history_is_a_bounded_ring_that_knows_what_it_covers() {
-        let cache = Cache::new(Limits {
+        let cache = Cache::new(CacheLimits {
             max_topics: 10,
             history: 3,
         });
@@ -384,7 +384,7 @@ mod tests {
 
     #[test]
     fn restored_history_becomes_the_latest_reading() {
-        let cache = Cache::new(Limits {
+        let cache = Cache::new(CacheLimits {
             max_topics: 10,
             history: 2,
         });

@@ -17,7 +17,8 @@
 //! | [`reply`] | formatting of readings, listings and statistics |
 //! | [`alerts`] | per-contact alerts with hysteresis, minimum interval and silence detection |
 //! | [`access`] | allow list, refusals, per-contact rate limit |
-//! | [`bot`] | the above tied together |
+//! | [`bot`] | the above tied together: ingest, alert messages, presence |
+//! | [`chat`] | the chat commands, one file per command group, behind access control |
 //! | [`persist`] | optional SQLite state: history and alerts across restarts |
 //! | [`mqtt`], [`xmpp`] | the two network tasks |
 //!
@@ -29,6 +30,7 @@ pub mod access;
 pub mod alerts;
 pub mod bot;
 pub mod cache;
+pub mod chat;
 pub mod commands;
 pub mod mqtt;
 pub mod persist;
@@ -56,7 +58,7 @@ pub struct BridgeConfig {
     /// How the bot behaves.
     pub bot: bot::Settings,
     /// How much it remembers.
-    pub limits: cache::Limits,
+    pub limits: cache::CacheLimits,
     /// Where history and alerts are kept across restarts, if anywhere.
     pub state_db: Option<std::path::PathBuf>,
 }

@@ -1,0 +1,107 @@
+//! The chat front end of the bot: a contact's text → access control and the rate limit → a
+//! [`Command`] → the reply. Each command group has its own file; they are all methods of
+//! [`Bot`], so that other front ends (a room mention, a XEP-0050 ad-hoc command form) go through
+//! [`Bot::admit`] and [`Bot::answer`] and get the same access rules and the same replies.
+//!
+//! | module | commands |
+//! |---|---|
+//! | [`read`] | any text (the default sensor or a named one), `get`, `list` |
+//! | [`stats`] | `stats` |
+//! | [`alerts`] | `alert … above/below`, `alerts`, `alert off` |
+//! | [`stale`] | `stale` |
+//! | [`help`] | `help` |
+//!
+//! The chat side never blocks on I/O: alerts set or removed here are saved through the bot's
+//! state-database queue.
+
+pub mod alerts;
+pub mod help;
+pub mod read;
+pub mod stale;
+pub mod stats;
+
+#[cfg(test)]
+mod tests;
+
+use std::time::Instant;
+
+use super::access::{Permission, Verdict};
+use super::bot::{lock, Bot};
+use super::commands::{self, Command};
+
+impl Bot {
+    /// The reply to `body` from `contact` (a bare JID) at `now`, or `None` for silence (a
+    /// refused contact already told, or one over the rate limit).
+    pub fn chat(&self, contact: &str, body: &str, now: Instant) -> Option<String> {
+        let permission = match self.admit(contact, now) {
+            Ok(permission) => permission,
+            Err(instead) => return instead,
+        };
+        Some(self.answer(contact, permission, commands::parse(body), now))
+    }
+
+    /// Access control and the per-contact rate limit, for every front end: what `contact` may
+    /// do, or `Err` with the reply to send instead of an answer (`None` for silence: a refused
+    /// contact already told, or one over the rate limit).
+    pub fn admit(&self, contact: &str, now: Instant) -> Result<Permission, Option<String>> {
+        let permission = self.access.permission(contact);
+        let mut guard = lock(&self.guard);
+        if permission == Permission::None {
+            return Err(guard.refusals.admit(contact, now).then(|| {
+                tracing::info!(contact, "refused a contact not on the allow list");
+                "Sorry, I only answer the contacts my operator allowed. \
+                 Ask them to add you with --allow."
+                    .to_string()
+            }));
+        }
+        match guard.rate.admit(contact, now) {
+            Verdict::Reply => Ok(permission),
+            Verdict::Warn => {
+                tracing::info!(contact, "contact over the reply rate limit");
+                Err(Some(format!(
+                    "You are sending messages faster than I answer ({} a minute). I will \
+                     ignore your messages for a little while.",
+                    self.settings.replies_per_minute
+                )))
+            }
+            Verdict::Drop => Err(None),
+        }
+    }
+
+    /// The answer to `command` from `contact`, who was admitted with `permission` by
+    /// [`Bot::admit`].
+    pub fn answer(
+        &self,
+        contact: &str,
+        permission: Permission,
+        command: Command,
+        now: Instant,
+    ) -> String {
+        let everything = permission == Permission::All;
+        match command {
+            Command::Help => self.help(),
+            Command::List => self.list(now),
+            Command::Get(target) => self.get(&target, now),
+            Command::Stale => self.stale(now),
+            Command::Invalid(text) => text,
+            Command::Alerts => self.alerts_of(contact),
+            Command::AlertOff(target) => self.alert_off(contact, target.as_deref()),
+            Command::Stats { .. } | Command::AlertSet { .. } if !everything => {
+                "Alerts and stats are only for the contacts on my allow list; my operator can \
+                 add you with --allow. You can still ask for readings: send help."
+                    .to_string()
+            }
+            Command::Stats { target, window } => self.stats(&target, window, now),
+            Command::AlertSet {
+                target,
+                above,
+                threshold,
+                margin,
+            } => self.alert_set(contact, &target, above, threshold, margin, now),
+            Command::Text(text) => match self.sensors.by_name(&text) {
+                Some(sensor) => self.sensor_reply(sensor, now),
+                None => self.sensor_reply(self.sensors.default_sensor(), now),
+            },
+        }
+    }
+}
