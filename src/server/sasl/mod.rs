@@ -4,8 +4,8 @@
 //! (tokio-xmpp via the `sasl` crate, Conversations, Gajim, Dino, …), and the `sasl` crate's own
 //! server half cannot be used: it rejects the standard `n,,` GS2 header. This module is that
 //! server half, written as a pure state machine — bytes in, [`Step`] out, no sockets, no async, no
-//! clock — so that every message shape a client might send can be unit-tested below, including
-//! the RFC example exchanges byte for byte.
+//! clock — so that every message shape a client might send can be unit-tested (`tests.rs`),
+//! including the RFC example exchanges byte for byte.
 //!
 //! # Flow
 //!
@@ -54,7 +54,7 @@
 //! * this file — the mechanisms and what is offered on a connection, the caller's interface
 //!   ([`CredentialStore`], [`ConnectionInfo`], [`Step`], [`Failure`]) and [`ServerExchange`], the
 //!   state machine that dispatches to the mechanisms;
-//! * `keys` — [`Hash`], [`ScramKeys`] and their derivation from a password. These are also
+//! * `keys` — [`Hash`](enum@Hash), [`ScramKeys`] and their derivation from a password. These are also
 //!   the types the server's store persists (`crate::server::store` imports them from here), so
 //!   a login reads keys from the database without any conversion;
 //! * `scram` — the SCRAM exchange proper (server-first, proof and channel-binding checks);

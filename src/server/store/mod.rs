@@ -86,10 +86,10 @@
 //! and subscription requests), `offline.rs` (XEP-0160 offline messages) and `private.rs`
 //! (XEP-0049 private XML). Their tests sit beside them in `tests.rs` files.
 //!
-//! The SCRAM types are not the store's own: [`Hash`] and [`ScramKeys`] belong to the SASL code
-//! (`crate::server::sasl`), which derives and checks them; the store keeps them as they are
-//! (the `scram.hash` column holds [`Hash::name`]), so a login hands the keys read here straight
-//! to the exchange.
+//! The SCRAM types are not the store's own: [`Hash`](enum@Hash) and [`ScramKeys`] belong to
+//! the SASL code (`crate::server::sasl`), which derives and checks them. The store keeps them
+//! as they are (the `scram.hash` column holds `Hash::name`, `SHA-1` or `SHA-256`), so a login
+//! hands the keys read here straight to the exchange.
 //!
 //! # Adding a service's tables
 //!

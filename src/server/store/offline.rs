@@ -1,6 +1,6 @@
 //! Offline messages (XEP-0160): stanzas kept for a user who is not online, delivered at least
 //! once (see the store's module documentation on durability), up to
-//! [`StoreOptions::max_offline_per_user`](super::StoreOptions::max_offline_per_user) per user.
+//! [`StoreOptions::max_offline_per_user`](super::StoreOptions::max_offline_per_user)(super::StoreOptions::max_offline_per_user) per user.
 
 use rusqlite::params;
 
@@ -11,7 +11,7 @@ impl Store {
     ///
     /// When this returns `Ok`, the message is on stable storage (see the module documentation)
     /// and the router may consider it accepted. Fails with [`StoreError::OfflineFull`] when the
-    /// user already has [`StoreOptions::max_offline_per_user`] messages, and
+    /// user already has [`StoreOptions::max_offline_per_user`](super::StoreOptions::max_offline_per_user) messages, and
     /// [`StoreError::NoSuchAccount`] for an unknown user. The router should add the XEP-0203
     /// `<delay/>` to the stanza before storing it.
     pub fn store_offline(&self, owner: &str, stanza_xml: &str) -> Result<i64, StoreError> {
