@@ -7,8 +7,8 @@ use std::path::Path;
 use thiserror::Error;
 use tokio_xmpp::jid::BareJid;
 
-use super::sasl::{self, Hash, SaslError};
-use super::store::{Store, StoreError, StoredScram};
+use super::sasl::{self, Hash, SaslError, ScramKeys};
+use super::store::{Store, StoreError};
 use crate::secret::Secret;
 
 /// Why an administration command failed.
@@ -34,16 +34,11 @@ pub fn username(jid: &str) -> Result<String, AdminError> {
     Ok(node.as_str().to_lowercase())
 }
 
-fn keys(password: &Secret) -> Result<(StoredScram, StoredScram), AdminError> {
-    let convert = |k: sasl::ScramKeys| StoredScram {
-        salt: k.salt,
-        iterations: k.iterations,
-        stored_key: k.stored_key,
-        server_key: k.server_key,
-    };
+/// Fresh SCRAM-SHA-1 and SCRAM-SHA-256 keys for `password`, each with its own random salt.
+fn keys(password: &Secret) -> Result<(ScramKeys, ScramKeys), AdminError> {
     Ok((
-        convert(sasl::new_keys(password.expose(), Hash::Sha1)?),
-        convert(sasl::new_keys(password.expose(), Hash::Sha256)?),
+        sasl::new_keys(password.expose(), Hash::Sha1)?,
+        sasl::new_keys(password.expose(), Hash::Sha256)?,
     ))
 }
 

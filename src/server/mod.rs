@@ -54,7 +54,7 @@ use tokio_xmpp::Stanza;
 use self::hub::{CloseReason, Delivery, Hub};
 use self::limits::Limits;
 use self::sasl::{CredentialStore, Hash, ScramKeys};
-use self::store::{ScramHash, Store, StoreError};
+use self::store::{Store, StoreError};
 use crate::log_limit::LogLimit;
 use tokio_util::sync::CancellationToken;
 
@@ -210,17 +210,7 @@ impl Shared {
     pub fn credentials(&self) -> impl CredentialStore + '_ {
         move |username: &str, hash: Hash| -> Option<ScramKeys> {
             let store = self.auth.lock().unwrap_or_else(|e| e.into_inner());
-            let hash = match hash {
-                Hash::Sha1 => ScramHash::Sha1,
-                Hash::Sha256 => ScramHash::Sha256,
-            };
-            let keys = store.scram(username, hash).ok().flatten()?;
-            Some(ScramKeys {
-                salt: keys.salt,
-                iterations: keys.iterations,
-                stored_key: keys.stored_key,
-                server_key: keys.server_key,
-            })
+            store.scram(username, hash).ok().flatten()
         }
     }
 

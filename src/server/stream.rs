@@ -1074,6 +1074,7 @@ pub mod fuzzing {
 
     use tokio::io::BufReader;
     use tokio::sync::{mpsc, oneshot};
+    use tokio_util::sync::CancellationToken;
     use tokio_xmpp::jid::{BareJid, FullJid};
     use tokio_xmpp::minidom::Element;
     use tokio_xmpp::parsers::iq::Iq;
