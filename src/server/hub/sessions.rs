@@ -27,10 +27,11 @@ pub struct BoundSession {
 }
 
 /// Why binding a resource failed.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, PartialEq, Eq, thiserror::Error)]
 pub enum BindError {
     /// The requested resource is not a valid resourcepart.
-    BadResource,
+    #[error("the resource cannot be part of a JID")]
+    BadResource(#[source] tokio_xmpp::jid::Error),
 }
 
 impl Hub {
@@ -47,7 +48,7 @@ impl Hub {
             None => format!("{:016x}", rand::random::<u64>()),
         };
         let jid = FullJid::new(&format!("{username}@{}/{resource}", self.domain))
-            .map_err(|_| BindError::BadResource)?;
+            .map_err(BindError::BadResource)?;
         let mut out = Vec::new();
         if self.sessions.contains_key(&jid) {
             // The old session goes first, as if it had disconnected (unavailable broadcast).
@@ -153,5 +154,15 @@ mod tests {
         assert!(hub.resources_of(&bare("alice@localhost")).is_empty());
         assert!(!hub.resources.contains_key(&bare("alice@localhost")));
         assert_eq!(hub.resources_of(&bare("bob@localhost")), [bob]);
+    }
+
+    #[test]
+    fn a_resource_that_cannot_be_a_resourcepart_is_refused_with_the_reason() {
+        let mut hub = hub();
+        let error = hub.bind("alice", Some("a\u{0}b")).unwrap_err();
+        assert!(matches!(error, BindError::BadResource(_)));
+        assert!(std::error::Error::source(&error).is_some());
+        assert!(hub.resources_of(&bare("alice@localhost")).is_empty());
+        assert!(hub.sessions.is_empty());
     }
 }
