@@ -14,28 +14,17 @@
 //! |---|---|
 //! | `stream.rs` | connection: negotiation, session loop, stream errors |
 //! | `sasl.rs` | SCRAM-SHA-1/256(-PLUS) and PLAIN, sans-IO |
-//! | `hub.rs` | session registry; the single owner of all routing state |
-//! | `router.rs` | message and IQ delivery rules (written down there) |
-//! | `presence.rs` | presence broadcast, probes, subscriptions |
-//! | `roster.rs` | roster get/set/remove and pushes |
-//! | `services.rs` | ping, version, session, private storage, carbons switches |
-//! | `disco.rs`, `carbons.rs` | service discovery; message carbons |
+//! | `hub/` | the single owner of all routing state, and its services, one file each (roster, presence, carbons, disco, private storage, offline, ping, version); how to add a service is written there |
 //! | `store.rs` | SQLite: accounts, rosters, offline messages, private XML |
 //! | `limits.rs` | stanza size, depth, byte rate, connection and login limits |
 //! | `cert.rs` | certificate from files or self-signed |
 //! | `admin.rs` | `mqtt2xmpp user add/del/list/passwd` |
 
 pub mod admin;
-pub mod carbons;
 pub mod cert;
-pub mod disco;
-pub mod hub;
+pub(crate) mod hub;
 pub mod limits;
-pub mod presence;
-pub mod roster;
-pub mod router;
 pub mod sasl;
-pub mod services;
 pub mod store;
 pub mod stream;
 

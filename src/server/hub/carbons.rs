@@ -1,12 +1,46 @@
 //! XEP-0280 message carbons: copies of a user's `chat` messages for the user's other
 //! carbons-enabled resources, so every device shows the whole conversation.
+//!
+//! Two parts: the switch (`<enable/>`/`<disable/>`, XEP-0280 §4, kept per session in
+//! [`BoundSession::carbons`](super::BoundSession::carbons)), and the copies, which the router
+//! asks for when it delivers a `chat` message (the rules are in `router.rs`).
 
 use tokio_xmpp::jid::{BareJid, FullJid};
 use tokio_xmpp::minidom::Element;
 use tokio_xmpp::parsers::message::{Message, MessageType};
 use tokio_xmpp::parsers::ns;
 
-use super::hub::{Delivery, Hub};
+use super::service::{Entity, IqRequest, Service, Target};
+use super::{Delivery, Hub};
+
+/// The carbons switch of a session (XEP-0280 §4), advertised by the server (§3).
+pub(super) struct Carbons;
+
+impl Service for Carbons {
+    fn features(&self, entity: Entity) -> &'static [&'static str] {
+        match entity {
+            Entity::Server => &[ns::CARBONS],
+            Entity::Account => &[],
+        }
+    }
+
+    fn handles(&self, request: &IqRequest) -> bool {
+        request.at == Target::OwnAccount
+            && (request.is_set("enable", ns::CARBONS) || request.is_set("disable", ns::CARBONS))
+    }
+
+    fn is_account_data(&self, payload: &Element) -> bool {
+        payload.ns() == ns::CARBONS
+    }
+
+    fn handle(&self, hub: &mut Hub, request: IqRequest, out: &mut Vec<Delivery>) {
+        let enabled = request.payload.is("enable", ns::CARBONS);
+        if let Some(session) = hub.sessions.get_mut(&request.from) {
+            session.carbons = enabled;
+        }
+        request.answer(Ok(None), out);
+    }
+}
 
 impl Hub {
     /// `<sent/>` copies of an outgoing message for the sender's other resources.
@@ -68,6 +102,8 @@ fn carbon_eligible(message: &Message) -> bool {
             .any(|p| p.ns() == ns::CARBONS || p.is("no-copy", "urn:xmpp:hints"))
 }
 
+/// The copy for `to`: `message` forwarded (XEP-0297) inside `<sent/>` or `<received/>`, from the
+/// account's bare JID (XEP-0280 §6, §7).
 fn wrap(kind: &str, user: &BareJid, to: &FullJid, message: &Message) -> tokio_xmpp::Stanza {
     let forwarded = Element::builder("forwarded", ns::FORWARD)
         .append(Element::from(message.clone()))
@@ -80,3 +116,6 @@ fn wrap(kind: &str, user: &BareJid, to: &FullJid, message: &Message) -> tokio_xm
     copy.payloads.push(carbon);
     copy.into()
 }
+
+#[cfg(test)]
+mod tests;

@@ -18,14 +18,11 @@
 //!   once; a request to a non-existent local account is answered `unsubscribed`.
 
 use tokio_xmpp::jid::{BareJid, FullJid, Jid};
-use tokio_xmpp::minidom::Element;
-use tokio_xmpp::parsers::message::Message;
 use tokio_xmpp::parsers::presence::{Presence, Type as PresenceType};
 use tokio_xmpp::parsers::stanza_error::DefinedCondition;
 
-use super::hub::{bounce, Delivery, Hub};
-use super::services::node;
-use super::store::Subscription;
+use super::{bounce, node, Delivery, Hub};
+use crate::server::store::Subscription;
 
 impl Hub {
     /// A presence stanza from the bound session `from`.
@@ -159,43 +156,6 @@ impl Hub {
             request.from = Some(contact);
             request.to = Some(session.to_bare().into());
             out.push(Delivery::stanza(session.clone(), request));
-        }
-    }
-
-    /// XEP-0160: stored messages go to the session that just became available, then are
-    /// deleted (a crash in between delivers them again rather than losing them).
-    fn deliver_offline(&mut self, session: &FullJid, out: &mut Vec<Delivery>) {
-        let user = node(session);
-        let stored = match self.store.offline_messages(&user) {
-            Ok(stored) => stored,
-            Err(error) => {
-                tracing::error!(%session, "could not read offline messages: {error}");
-                return;
-            }
-        };
-        let mut delivered = Vec::with_capacity(stored.len());
-        let mut messages = Vec::with_capacity(stored.len());
-        for (id, xml) in stored {
-            match xml
-                .parse::<Element>()
-                .ok()
-                .and_then(|e| Message::try_from(e).ok())
-            {
-                Some(mut message) => {
-                    message.to = Some(session.clone().into());
-                    messages.push(message.into());
-                }
-                None => tracing::warn!(%session, id, "dropping an unreadable offline message"),
-            }
-            delivered.push(id);
-        }
-        if !messages.is_empty() {
-            out.push(Delivery::Batch(session.clone(), messages));
-        }
-        if !delivered.is_empty() {
-            if let Err(error) = self.store.delete_offline(&user, &delivered) {
-                tracing::error!(%session, "could not delete delivered offline messages: {error}");
-            }
         }
     }
 
@@ -336,3 +296,6 @@ impl Hub {
         }
     }
 }
+
+#[cfg(test)]
+mod tests;

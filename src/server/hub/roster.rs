@@ -4,30 +4,57 @@
 use tokio_xmpp::jid::{BareJid, FullJid};
 use tokio_xmpp::minidom::Element;
 use tokio_xmpp::parsers::iq::Iq;
+use tokio_xmpp::parsers::ns;
 use tokio_xmpp::parsers::presence::{Presence, Type as PresenceType};
 use tokio_xmpp::parsers::roster::{Ask, Group, Item, Roster, Subscription as WireSubscription};
 use tokio_xmpp::parsers::stanza_error::DefinedCondition;
 
-use super::hub::{Delivery, Hub};
-use super::services::node;
-use super::store::{RosterItem, Subscription};
+use super::service::{Entity, IqRequest, Kind, Service, Target};
+use super::{node, Delivery, Hub};
+use crate::server::store::{RosterItem, Subscription};
 
-impl Hub {
-    /// A roster get or set from `from` about its own roster.
-    pub(super) fn handle_roster_iq(&mut self, from: &FullJid, iq: Iq, out: &mut Vec<Delivery>) {
-        let answer = match &iq {
-            Iq::Get { .. } => {
-                if let Some(session) = self.sessions.get_mut(from) {
-                    session.interested = true;
-                }
-                self.roster_result(from).map(Some)
-            }
-            Iq::Set { payload, .. } => self.roster_set(from, payload, out).map(|()| None),
-            Iq::Result { .. } | Iq::Error { .. } => return,
-        };
-        self.answer(from, iq, None, answer, out);
+/// Roster get and set for the sender's own roster (RFC 6121 §2.1.3, §2.3, §2.5), advertised by
+/// the server.
+pub(super) struct RosterService;
+
+impl Service for RosterService {
+    fn features(&self, entity: Entity) -> &'static [&'static str] {
+        match entity {
+            Entity::Server => &[ns::ROSTER],
+            Entity::Account => &[],
+        }
     }
 
+    fn handles(&self, request: &IqRequest) -> bool {
+        request.at == Target::OwnAccount && request.payload.is("query", ns::ROSTER)
+    }
+
+    fn is_account_data(&self, payload: &Element) -> bool {
+        payload.is("query", ns::ROSTER)
+    }
+
+    fn handle(&self, hub: &mut Hub, request: IqRequest, out: &mut Vec<Delivery>) {
+        let from = request.from.clone();
+        let answer = match request.kind {
+            Kind::Get => {
+                if let Some(session) = hub.sessions.get_mut(&from) {
+                    session.interested = true;
+                }
+                hub.roster_result(&from).map(Some)
+            }
+            Kind::Set => hub.roster_set(&from, &request.payload, out).map(|()| None),
+        };
+        // Roster results carry no `from`, whether the request was sent with no `to`, to the
+        // account or to the server.
+        IqRequest {
+            reply_from: None,
+            ..request
+        }
+        .answer(answer, out);
+    }
+}
+
+impl Hub {
     fn roster_result(&self, from: &FullJid) -> Result<Element, DefinedCondition> {
         let items = self
             .store
@@ -221,33 +248,4 @@ fn wire_item(item: &RosterItem) -> Option<Item> {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn item(jid: &str, subscription: WireSubscription) -> Item {
-        Item {
-            jid: BareJid::new(jid).unwrap(),
-            name: None,
-            subscription,
-            ask: Ask::None,
-            groups: Vec::new(),
-            approved: None,
-        }
-    }
-
-    #[test]
-    fn roster_query_writes_out_subscription_none() {
-        let query = roster_query(vec![
-            item("a@d", WireSubscription::None),
-            item("b@d", WireSubscription::Both),
-            item("c@d", WireSubscription::Remove),
-        ]);
-        let subscriptions: Vec<_> = query
-            .children()
-            .map(|item| item.attr("subscription"))
-            .collect();
-        assert_eq!(subscriptions, [Some("none"), Some("both"), Some("remove")]);
-        // Still a valid roster.
-        assert_eq!(Roster::try_from(query).unwrap().items.len(), 3);
-    }
-}
+mod tests;

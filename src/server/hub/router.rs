@@ -5,17 +5,25 @@
 //! 1. **Every stanza is stamped** with the sender's full JID (the connection has already refused a
 //!    `from` that is not the sender's own).
 //! 2. **Another domain**: there is no server-to-server, so `remote-server-not-found`.
-//! 3. **No `to`, or the server's domain**: the server handles it. IQs go to the service handlers
-//!    (ping, disco, version, roster, private storage, carbons, session); an unhandled IQ get/set
-//!    gets `service-unavailable`. Messages to the server get `service-unavailable` (errors and
-//!    headlines are dropped). A stanza with no `to` is handled as if sent to the sender's own
-//!    bare JID for IQs (RFC 6120 §10.3.3), and as to the server otherwise.
+//! 3. **No `to`, or the server's domain**: the server handles it.
+//!    - An IQ get/set to the server's domain goes to the service that handles it at
+//!      [`Target::Server`] (ping, disco, version, session), answered from the server's JID. One
+//!      about the sender's own account data (roster, private storage, carbons: clients send
+//!      those to the server too) is handled as if sent to the sender's own bare JID (rule 4),
+//!      and answered from that JID. Any other get/set gets `service-unavailable`.
+//!    - An IQ with no `to` is handled as if sent to the sender's own bare JID (RFC 6120
+//!      §10.3.3), and answered with no `from`.
+//!    - Messages to the server get `service-unavailable` (errors and headlines are dropped);
+//!      a message with no `to` is handled as sent to the server.
+//!    - IQ results and errors to the server are dropped.
 //! 4. **A bare JID `user@domain`**:
 //!    - no such account: messages and IQ get/set get `service-unavailable`; anything else is
 //!      dropped;
-//!    - IQs are handled by the server on the account's behalf: to the sender's own bare JID the
-//!      service handlers apply; to another account, disco#info and ping are answered and other
-//!      get/set get `service-unavailable`;
+//!    - IQs are handled by the server on the account's behalf (RFC 6121 §8.5.2): to the
+//!      sender's own bare JID, by the services at [`Target::OwnAccount`] (roster, private
+//!      storage, carbons, session, ping, disco); to another account, by the services at
+//!      [`Target::OtherAccount`] (ping, disco#info); other get/set get `service-unavailable`,
+//!      results and errors are dropped;
 //!    - `chat` and `normal` messages go to the available resources with the highest
 //!      non-negative priority (every one of them, if several tie); `headline` to every
 //!      available resource with non-negative priority; with no such resource, `chat` and
@@ -28,25 +36,30 @@
 //!      (`service-unavailable`) and `error` (dropped); IQ get/set get `service-unavailable`;
 //!      IQ results and errors are dropped.
 //! 6. **Never answer an error or a result** (RFC 6120 §8.3.1): every bounce goes through
-//!    [`super::hub::bounce`], which refuses to.
+//!    [`super::bounce`], which refuses to.
 //!
-//! Message carbons (XEP-0280): a `chat` message delivered to an account (to its bare JID or to
-//! one of its full JIDs) is copied (wrapped in `<received/>`) to that account's other
-//! carbons-enabled available resources, and a `chat`
-//! message sent by a resource is copied (wrapped in `<sent/>`) to the sender's other
-//! carbons-enabled resources. Messages with `<private xmlns='urn:xmpp:carbons:2'/>` are not
+//! Message carbons (XEP-0280 §6, §7): a `chat` message delivered to an account (to its bare JID
+//! or to one of its full JIDs) is copied (wrapped in `<received/>`) to that account's other
+//! carbons-enabled available resources, and a `chat` message sent by a resource to an account
+//! of this domain is copied (wrapped in `<sent/>`) to the sender's other carbons-enabled
+//! resources. Messages without a body, with `<private xmlns='urn:xmpp:carbons:2'/>` (or any
+//! other element of the carbons namespace) or with the `<no-copy/>` hint (XEP-0334) are not
 //! copied.
+//!
+//! Presence and subscriptions have rules of their own, written down in `presence.rs`.
+//!
+//! A new service that changes where a stanza goes (blocking, rooms at `conference.DOMAIN`,
+//! archiving) adds its rule to this list, at the point where it applies, and the call to it at
+//! the same point in the code below.
 
-use tokio_xmpp::jid::{BareJid, FullJid, Jid};
-use tokio_xmpp::minidom::Element;
+use tokio_xmpp::jid::{BareJid, FullJid};
 use tokio_xmpp::parsers::iq::Iq;
 use tokio_xmpp::parsers::message::{Message, MessageType};
-use tokio_xmpp::parsers::ns;
 use tokio_xmpp::parsers::stanza_error::DefinedCondition;
 use tokio_xmpp::Stanza;
 
-use super::hub::{bounce, Delivery, Hub};
-use super::store::StoreError;
+use super::service::Target;
+use super::{bounce, Delivery, Hub};
 
 impl Hub {
     /// Routes a message from the bound session `from` (rules 2–6 of the module docs).
@@ -154,34 +167,6 @@ impl Hub {
         }
     }
 
-    fn store_offline(
-        &mut self,
-        from: &FullJid,
-        bare: &BareJid,
-        message: Message,
-        out: &mut Vec<Delivery>,
-    ) {
-        let Some(node) = bare.node() else { return };
-        let mut stamped = message.clone();
-        stamped.payloads.push(delay_stamp(&self.domain));
-        let xml = String::from(&Element::from(stamped));
-        match self.store.store_offline(node.as_str(), &xml) {
-            Ok(_) => {}
-            Err(StoreError::OfflineFull { .. }) => {
-                if let Some(error) = bounce(&message.into(), DefinedCondition::ResourceConstraint) {
-                    out.push(Delivery::stanza(from.clone(), error));
-                }
-            }
-            Err(error) => {
-                tracing::error!(%bare, "could not store an offline message: {error}");
-                if let Some(error) = bounce(&message.into(), DefinedCondition::InternalServerError)
-                {
-                    out.push(Delivery::stanza(from.clone(), error));
-                }
-            }
-        }
-    }
-
     /// Routes an IQ from the bound session `from`.
     pub(super) fn route_iq(&mut self, from: &FullJid, iq: Iq, out: &mut Vec<Delivery>) {
         let is_request = matches!(iq, Iq::Get { .. } | Iq::Set { .. });
@@ -192,13 +177,13 @@ impl Hub {
         };
         let to = iq.to().cloned();
         match to {
-            None => self.handle_own_iq(from, iq, out),
+            None => self.serve_iq(from, iq, Target::OwnAccount, out),
             Some(to) if !self.is_local_domain(&to) => {
                 if is_request {
                     fail(&iq, DefinedCondition::RemoteServerNotFound, out);
                 }
             }
-            Some(to) if to.node().is_none() => self.handle_server_iq(from, iq, out),
+            Some(to) if to.node().is_none() => self.serve_iq(from, iq, Target::Server, out),
             Some(to) => match to.clone().try_into_full() {
                 Ok(full) => {
                     if self.sessions.contains_key(&full) {
@@ -209,49 +194,16 @@ impl Hub {
                 }
                 Err(bare) => {
                     if bare == from.to_bare() {
-                        self.handle_own_iq(from, iq, out);
+                        self.serve_iq(from, iq, Target::OwnAccount, out);
                     } else if !self.is_local_account(&bare) {
                         if is_request {
                             fail(&iq, DefinedCondition::ServiceUnavailable, out);
                         }
                     } else {
-                        self.handle_account_iq(from, &bare, iq, out);
+                        self.serve_iq(from, iq, Target::OtherAccount, out);
                     }
                 }
             },
-        }
-    }
-
-    /// An IQ to another account's bare JID, answered by the server on its behalf.
-    fn handle_account_iq(
-        &mut self,
-        from: &FullJid,
-        account: &BareJid,
-        iq: Iq,
-        out: &mut Vec<Delivery>,
-    ) {
-        let answer = match &iq {
-            Iq::Get { payload, .. } if payload.is("ping", ns::PING) => Some(None),
-            Iq::Get { payload, .. } if payload.is("query", ns::DISCO_INFO) => {
-                Some(Some(super::disco::account_info(payload)))
-            }
-            _ => None,
-        };
-        match answer {
-            Some(payload) => out.push(Delivery::stanza(
-                from.clone(),
-                Iq::Result {
-                    from: Some(Jid::from(account.clone())),
-                    to: Some(from.clone().into()),
-                    id: iq.id().to_string(),
-                    payload,
-                },
-            )),
-            None => {
-                if let Some(error) = bounce(&iq.into(), DefinedCondition::ServiceUnavailable) {
-                    out.push(Delivery::stanza(from.clone(), error));
-                }
-            }
         }
     }
 }
@@ -268,40 +220,5 @@ fn highest(available: &[(FullJid, i8)]) -> Vec<FullJid> {
         .collect()
 }
 
-/// XEP-0203 delay stamp for stored messages, so clients show when they were sent.
-fn delay_stamp(domain: &str) -> Element {
-    let now = std::time::SystemTime::now();
-    let stamp = humantime::format_rfc3339_seconds(now).to_string();
-    Element::builder("delay", ns::DELAY)
-        .attr(
-            tokio_xmpp::minidom::rxml::xml_ncname!("from").into(),
-            domain,
-        )
-        .attr(
-            tokio_xmpp::minidom::rxml::xml_ncname!("stamp").into(),
-            stamp,
-        )
-        .build()
-}
-
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn jid(s: &str) -> FullJid {
-        FullJid::new(s).unwrap()
-    }
-
-    #[test]
-    fn highest_priority_wins_and_ties_all_get_it() {
-        let a = jid("u@d/a");
-        let b = jid("u@d/b");
-        let c = jid("u@d/c");
-        assert_eq!(
-            highest(&[(a.clone(), 1), (b.clone(), 5), (c.clone(), 5)]),
-            vec![b, c]
-        );
-        assert_eq!(highest(&[(a.clone(), 0)]), vec![a]);
-        assert!(highest(&[]).is_empty());
-    }
-}
+mod tests;

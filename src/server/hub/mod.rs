@@ -1,0 +1,259 @@
+//! The server's hub: the one owner of the routing state, and the services plugged into it.
+//!
+//! The hub owns the [`Store`] and the registry of bound sessions. Connections hand it events
+//! (a session bound, a stanza arrived, a session closed); it answers with [`Delivery`] values
+//! saying which session gets which stanza, and does no network I/O itself. That makes every
+//! routing rule testable without sockets, and gives one total order for all state changes, so
+//! roster, presence and offline storage never race each other.
+//!
+//! The driver runs the hub on a thread of its own (the store is synchronous SQLite) and forwards
+//! the deliveries to the sessions' outgoing queues.
+//!
+//! | file | what it does |
+//! |---|---|
+//! | `mod.rs` | [`Hub`], [`Delivery`], [`CloseReason`]; stamps and dispatches every stanza |
+//! | `sessions.rs` | the bound sessions: bind, replace (`conflict`), unbind, resources by account |
+//! | `router.rs` | delivery rules for messages and IQs, written down there in prose |
+//! | `service.rs` | the plug-in shape of a service, and the list of plugged-in services |
+//! | `presence.rs` | presence broadcast, probes answered locally, subscriptions (RFC 6121 §3, §4) |
+//! | `roster.rs` | roster get/set/remove and pushes (RFC 6121 §2) |
+//! | `carbons.rs` | message carbons (XEP-0280): the switch and the copies |
+//! | `offline.rs` | offline messages (XEP-0160): stored, then delivered on available presence |
+//! | `private.rs` | private XML storage (XEP-0049) |
+//! | `disco.rs` | service discovery (XEP-0030), its features collected from the services |
+//! | `ping.rs`, `version.rs`, `legacy_session.rs` | XEP-0199, XEP-0092, the RFC 3921 session IQ |
+//! | `testing.rs` | (tests only) transcripts: "alice sends …, bob gets …" |
+//!
+//! # Adding a service
+//!
+//! A service (vCard, blocking, PEP, MAM, rooms …) is one new file, `src/server/hub/NAME.rs`,
+//! plugged in the same way as the ones above:
+//!
+//! 1. **Its file.** A unit struct implementing [`service::Service`]: the IQs it
+//!    [`handles`](service::Service::handles) (by element name and namespace, and by whom the IQ is
+//!    addressed to: the server, the sender's own account, another account), and how it
+//!    [`handle`](service::Service::handle)s them, answering through
+//!    [`service::IqRequest::answer`]. Its state lives in the [`Store`] (per account) or in a field
+//!    of [`BoundSession`] (per session, like the carbons switch). Declare the file in the `mod`
+//!    list below and add the struct to [`service::SERVICES`]. A service that must also see
+//!    messages or presence (as carbons and offline storage do) is called from the place in
+//!    `router.rs` or `presence.rs` where its rule applies; write that rule down in the prose of
+//!    `router.rs` (RFC 6120 §10, RFC 6121 §8) and cite the XEP section it comes from.
+//! 2. **Its disco features**, returned by [`service::Service::features`]: disco#info (`disco.rs`)
+//!    collects them from every service, so what is advertised is what is plugged in.
+//! 3. **Its store tables**: a new migration in the store (`src/server/store`), and `Store` methods
+//!    for what the service reads and writes. The hub calls them; it never writes SQL.
+//! 4. **Its limits** (items per account, bytes per item …) in `src/server/limits.rs`, enforced
+//!    in the store or the service, with the error the XEP names when one is hit
+//!    (`resource-constraint`, `not-acceptable`, `policy-violation`).
+//! 5. **Its unit tests as deliveries**, in `NAME/tests.rs` (`#[cfg(test)] mod tests;` in
+//!    `NAME.rs`), written with `testing.rs` as transcripts: who sends which stanza, who gets
+//!    which stanza. No sockets, no sleeps.
+//! 6. **Its hostile cases**: requests for another account's data, oversized and malformed
+//!    payloads, IQ results and errors (never answered, RFC 6120 §8.3.1), in the unit tests and
+//!    in `tests/hostile.rs`.
+
+mod carbons;
+mod disco;
+mod legacy_session;
+mod offline;
+mod ping;
+mod presence;
+mod private;
+mod roster;
+mod router;
+mod service;
+mod sessions;
+mod version;
+
+#[cfg(test)]
+mod testing;
+
+use std::collections::{BTreeMap, HashMap};
+
+use tokio_xmpp::jid::{BareJid, FullJid, Jid};
+use tokio_xmpp::minidom::Element;
+use tokio_xmpp::parsers::iq::Iq;
+use tokio_xmpp::parsers::message::{Message, MessageType};
+use tokio_xmpp::parsers::presence::{Presence, Type as PresenceType};
+use tokio_xmpp::parsers::stanza_error::{DefinedCondition, ErrorType, StanzaError};
+use tokio_xmpp::Stanza;
+
+use super::store::Store;
+
+pub use self::sessions::BoundSession;
+
+/// Something the driver must do for a session.
+#[derive(Debug)]
+pub enum Delivery {
+    /// Send this stanza to this session.
+    Stanza(FullJid, Box<Stanza>),
+    /// Send these stanzas to this session, in order, as one entry of its queue: the stored
+    /// offline messages, up to the per-user cap, which would not fit a queue of single stanzas.
+    Batch(FullJid, Vec<Stanza>),
+    /// Close this session with a stream error (`conflict` when replaced by a new login).
+    Close(FullJid, CloseReason),
+}
+
+impl Delivery {
+    /// A stanza for a session.
+    pub fn stanza(to: FullJid, stanza: impl Into<Stanza>) -> Self {
+        Delivery::Stanza(to, Box::new(stanza.into()))
+    }
+}
+
+/// Why the hub closes a session.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CloseReason {
+    /// Another login bound the same full JID (RFC 6120 §7.7.2.2): `conflict`.
+    Conflict,
+    /// The account was deleted: `not-authorized`.
+    AccountDeleted,
+}
+
+/// The routing core. See the module documentation.
+pub struct Hub {
+    domain: String,
+    domain_jid: BareJid,
+    store: Store,
+    pub(super) sessions: BTreeMap<FullJid, BoundSession>,
+    /// The bound resources of each account: the sessions to look at for a bare JID, without
+    /// scanning every session (which made routing cost grow with the number online).
+    resources: HashMap<BareJid, Vec<FullJid>>,
+}
+
+impl std::fmt::Debug for Hub {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Hub")
+            .field("domain", &self.domain)
+            .field("sessions", &self.sessions.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Hub {
+    /// A hub for `domain` on `store`; `None` if `domain` is not a valid XMPP domain.
+    pub fn new(domain: &str, store: Store) -> Option<Self> {
+        let domain_jid = BareJid::new(domain).ok().filter(|j| j.node().is_none())?;
+        Some(Self {
+            domain: domain_jid.domain().as_str().to_string(),
+            domain_jid,
+            store,
+            sessions: BTreeMap::new(),
+            resources: HashMap::new(),
+        })
+    }
+
+    /// The store, for tests that look at what the hub stored.
+    #[cfg(test)]
+    pub(crate) fn store(&self) -> &Store {
+        &self.store
+    }
+
+    /// Handles one stanza from the bound session `from`. The caller has already checked that
+    /// any `from` attribute the client put on it is its own JID; the hub stamps the full JID.
+    pub fn inbound(&mut self, from: &FullJid, stanza: Stanza) -> Vec<Delivery> {
+        let mut out = Vec::new();
+        if !self.sessions.contains_key(from) {
+            return out;
+        }
+        match stanza {
+            Stanza::Message(mut message) => {
+                message.from = Some(from.clone().into());
+                self.route_message(from, message, &mut out);
+            }
+            Stanza::Presence(mut presence) => {
+                presence.from = Some(from.clone().into());
+                self.handle_presence(from, presence, &mut out);
+            }
+            Stanza::Iq(mut iq) => {
+                *iq.from_mut() = Some(from.clone().into());
+                self.route_iq(from, iq, &mut out);
+            }
+        }
+        out
+    }
+
+    /// Whether `jid` is an account of this server (`user@domain`, existing in the store).
+    fn is_local_account(&self, jid: &BareJid) -> bool {
+        jid.domain().as_str() == self.domain
+            && jid
+                .node()
+                .is_some_and(|node| self.store.account_exists(node.as_str()).unwrap_or(false))
+    }
+
+    /// Whether `jid` is (on) this server's domain.
+    fn is_local_domain(&self, jid: &Jid) -> bool {
+        jid.domain().as_str() == self.domain
+    }
+
+    /// The server's own JID.
+    fn server_jid(&self) -> Jid {
+        Jid::from(self.domain_jid.clone())
+    }
+}
+
+/// The (lowercase) localpart of a bound JID.
+fn node(jid: &FullJid) -> String {
+    jid.node()
+        .map(|n| n.as_str().to_string())
+        .unwrap_or_default()
+}
+
+/// The `<error/>` of a bounce with `condition`, typed as RFC 6120 §8.3.3 suggests.
+fn stanza_error(condition: DefinedCondition) -> StanzaError {
+    let error_type = match condition {
+        DefinedCondition::ResourceConstraint | DefinedCondition::ServiceUnavailable => {
+            ErrorType::Cancel
+        }
+        DefinedCondition::BadRequest | DefinedCondition::NotAcceptable => ErrorType::Modify,
+        DefinedCondition::Forbidden | DefinedCondition::NotAuthorized => ErrorType::Auth,
+        _ => ErrorType::Cancel,
+    };
+    let error = StanzaError::new(error_type, condition, "en", "");
+    StanzaError {
+        texts: Default::default(),
+        ..error
+    }
+}
+
+/// An error reply to `stanza` (sent by `from`, addressed to `to`), or `None` when RFC 6120
+/// §8.3.1 forbids answering (the stanza is itself an error, or an IQ result).
+pub(crate) fn bounce(stanza: &Stanza, condition: DefinedCondition) -> Option<Stanza> {
+    let error = stanza_error(condition);
+    match stanza {
+        Stanza::Message(m) => {
+            if m.type_ == MessageType::Error {
+                return None;
+            }
+            let mut reply = Message::new_with_type(MessageType::Error, m.from.clone());
+            reply.from = m.to.clone();
+            reply.id = m.id.clone();
+            Some(reply.with_payload(error).into())
+        }
+        Stanza::Presence(p) => {
+            if p.type_ == PresenceType::Error {
+                return None;
+            }
+            let mut reply = Presence::new(PresenceType::Error);
+            reply.from = p.to.clone();
+            reply.to = p.from.clone();
+            reply.id = p.id.clone();
+            reply.payloads.push(Element::from(error));
+            Some(reply.into())
+        }
+        Stanza::Iq(iq) => match iq {
+            Iq::Get { from, to, id, .. } | Iq::Set { from, to, id, .. } => Some(
+                Iq::Error {
+                    from: to.clone(),
+                    to: from.clone(),
+                    id: id.clone(),
+                    error,
+                    payload: None,
+                }
+                .into(),
+            ),
+            Iq::Result { .. } | Iq::Error { .. } => None,
+        },
+    }
+}
