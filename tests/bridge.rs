@@ -3,6 +3,10 @@
 //! the real peers users run, mosquitto and Prosody (Debian packages), each started on free
 //! loopback ports with private configuration for every test.
 //!
+//! The bridge runs in the test's process (see `support::bridge`), except in the scenarios about
+//! what the binary itself does: its exit status and the error a user reads on a refused login,
+//! and its answer to SIGTERM.
+//!
 //! Without the Debian packages the `prosody` half skips, unless CI=true, where a missing peer
 //! fails it. (The refused-MQTT-login scenario needs a broker with accounts, so it uses
 //! mosquitto in both halves.)
@@ -11,8 +15,12 @@ mod support;
 
 use std::time::Duration;
 
-use support::bot::{body, password_file, publish, Bot, ChatClient};
+use support::bridge::InProcessBridge;
+use support::chat::{body, ChatClient};
+use support::files::password_file;
+use support::mqtt::publish;
 use support::peers::Mosquitto;
+use support::process::BinaryProcess;
 use support::world::{Kind, World, Xmpp, ALICE, BOT, STARTUP};
 use tokio_xmpp::jid::{BareJid, Jid};
 use tokio_xmpp::parsers::message::{Message, MessageType, Thread};
@@ -52,7 +60,7 @@ async fn answers_a_published_value_to_another_account(kind: Kind) {
     let Some(world) = World::start(kind).await else {
         return;
     };
-    let bot = world.start_bot(&[]);
+    let bot = world.start_bot(&[]).await;
     let mut alice = world.alice().await;
 
     // Before any reading, the bot says so plainly.
@@ -78,7 +86,7 @@ async fn answers_a_retained_value_right_after_start(kind: Kind) {
         return;
     };
     publish(world.mqtt.port(), "sensors/temperature", b"19.25", true).await;
-    let _bot = world.start_bot(&["--precision", "1"]);
+    let _bot = world.start_bot(&["--precision", "1"]).await;
     let mut alice = world.alice().await;
     let reply = alice
         .ask_until(
@@ -98,7 +106,7 @@ async fn answers_new_values_after_a_broker_restart(kind: Kind) {
     let Some(mut world) = World::start(kind).await else {
         return;
     };
-    let bot = world.start_bot(&[]);
+    let bot = world.start_bot(&[]).await;
     let mut alice = world.alice().await;
     publish(world.mqtt.port(), "sensors/temperature", b"20", false).await;
     alice
@@ -109,7 +117,8 @@ async fn answers_new_values_after_a_broker_restart(kind: Kind) {
         world.mqtt.stop().await;
         world.mqtt.restart().await;
         // The bridge reconnects with backoff and subscribes again on the new session.
-        bot.wait_log("subscribed", 1 + round, Duration::from_secs(30));
+        bot.wait_log("subscribed", 1 + round, Duration::from_secs(30))
+            .await;
         let value = format!("2{round}.5");
         publish(
             world.mqtt.port(),
@@ -134,7 +143,7 @@ async fn reads_json_payloads_and_keeps_the_last_value_on_garbage(kind: Kind) {
     let Some(world) = World::start(kind).await else {
         return;
     };
-    let bot = world.start_bot(&["--json-pointer", "/temperature"]);
+    let bot = world.start_bot(&["--json-pointer", "/temperature"]).await;
     let mut alice = world.alice().await;
     publish(
         world.mqtt.port(),
@@ -182,8 +191,9 @@ async fn a_wrong_password_is_a_clear_error_not_an_endless_retry(kind: Kind) {
     let Some(world) = World::start(kind).await else {
         return;
     };
+    // Through the binary: the exit status and the line a user reads are what is tested.
     let args = world.bridge_args("not-the-password", &[]);
-    let mut bot = Bot::spawn(&args.iter().map(String::as_str).collect::<Vec<_>>());
+    let mut bot = BinaryProcess::spawn(&args.iter().map(String::as_str).collect::<Vec<_>>());
     let status = bot.wait_exit(Duration::from_secs(30));
     assert!(!status.success(), "{status:?}");
     let log = bot.log();
@@ -204,12 +214,16 @@ async fn an_unknown_account_is_a_clear_error(kind: Kind) {
     let mut args = world.bridge_args("whatever", &[]);
     let jid = args.iter().position(|a| a == BOT).expect("jid arg");
     args[jid] = "nobody@localhost".into();
-    let mut bot = Bot::spawn(&args.iter().map(String::as_str).collect::<Vec<_>>());
-    assert!(!bot.wait_exit(Duration::from_secs(30)).success());
+    let mut bot = InProcessBridge::spawn(&args);
+    let error = bot
+        .wait_exit(Duration::from_secs(30))
+        .await
+        .expect_err("the bridge gives up on a refused login");
     assert!(
-        bot.log().contains("refused the login for nobody@localhost"),
-        "{}",
-        bot.log()
+        error
+            .to_string()
+            .contains("refused the login for nobody@localhost"),
+        "{error}"
     );
 }
 
@@ -217,7 +231,7 @@ async fn never_answers_error_groupchat_headline_or_bodyless_messages(kind: Kind)
     let Some(world) = World::start(kind).await else {
         return;
     };
-    let _bot = world.start_bot(&[]);
+    let _bot = world.start_bot(&[]).await;
     let mut alice = world.alice().await;
     let bot_jid: Jid = BOT.parse().unwrap();
     let bot_bare: BareJid = bot_jid.to_bare();
@@ -266,7 +280,11 @@ async fn sigterm_stops_cleanly_within_two_seconds(kind: Kind) {
     let Some(world) = World::start(kind).await else {
         return;
     };
-    let mut bot = world.start_bot(&[]);
+    // Through the binary: SIGTERM is the binary's own business.
+    let args = world.bridge_args("bot-secret", &[]);
+    let mut bot = BinaryProcess::spawn(&args.iter().map(String::as_str).collect::<Vec<_>>());
+    bot.wait_log(support::world::SUBSCRIBED, 1, STARTUP);
+    bot.wait_log(support::world::ONLINE, 1, STARTUP);
     let (status, took) = bot.terminate(Duration::from_secs(5));
     assert!(status.success(), "{status:?}\n{}", bot.log());
     assert!(took < Duration::from_secs(2), "took {took:?}");
@@ -280,7 +298,7 @@ async fn a_refused_mqtt_login_is_a_clear_error(kind: Kind) {
         return;
     };
     // The XMPP server comes with the accounts `bot` and `alice`.
-    let Some(xmpp) = Xmpp::start(kind) else {
+    let Some(xmpp) = Xmpp::start(kind).await else {
         return;
     };
     let dir = tempfile::tempdir().unwrap();
@@ -290,7 +308,7 @@ async fn a_refused_mqtt_login_is_a_clear_error(kind: Kind) {
     let mqtt_port = mqtt.port.to_string();
     let run = |mqtt_password: &str| {
         let mqtt_pw = password_file(dir.path(), "mqtt.pw", mqtt_password);
-        Bot::spawn(&[
+        InProcessBridge::spawn(&[
             "bridge",
             "--mqtt-port",
             &mqtt_port,
@@ -309,28 +327,34 @@ async fn a_refused_mqtt_login_is_a_clear_error(kind: Kind) {
         ])
     };
     let mut refused = run("wrong-mqtt-pw-1234");
-    assert!(!refused.wait_exit(Duration::from_secs(30)).success());
+    let error = refused
+        .wait_exit(Duration::from_secs(30))
+        .await
+        .expect_err("the bridge gives up on a refused MQTT login")
+        .to_string();
+    assert!(
+        error.contains("the MQTT broker at 127.0.0.1:")
+            && error.contains("refused the login as sensor-reader"),
+        "{error}"
+    );
     let log = refused.log();
-    assert!(
-        log.contains("the MQTT broker at 127.0.0.1:")
-            && log.contains("refused the login as sensor-reader"),
-        "{log}"
-    );
-    assert!(
-        !log.contains("wrong-mqtt-pw-1234"),
-        "password leaked:\n{log}"
-    );
+    for text in [&error, &log] {
+        assert!(
+            !text.contains("wrong-mqtt-pw-1234"),
+            "password leaked:\n{text}"
+        );
+    }
 
     // The right password subscribes.
     let accepted = run("mqtt-secret");
-    accepted.wait_log("subscribed", 1, STARTUP);
+    accepted.wait_log("subscribed", 1, STARTUP).await;
 }
 
 async fn answers_again_after_an_xmpp_server_restart(kind: Kind) {
     let Some(mut world) = World::start(kind).await else {
         return;
     };
-    let bot = world.start_bot(&[]);
+    let bot = world.start_bot(&[]).await;
     publish(world.mqtt.port(), "sensors/temperature", b"18.5", true).await;
     {
         let mut alice = world.alice().await;
@@ -338,16 +362,18 @@ async fn answers_again_after_an_xmpp_server_restart(kind: Kind) {
             .ask_until(BOT, |r| r.starts_with("18.5 °C"), Duration::from_secs(10))
             .await;
     }
-    world.xmpp.stop();
+    world.xmpp.stop().await;
     bot.wait_log(
         "lost the connection to the XMPP server",
         1,
         Duration::from_secs(10),
-    );
-    world.xmpp.restart();
+    )
+    .await;
+    world.xmpp.restart().await;
     // The bot retries every 1.5 s at most: it is back well within 30 s, and announces
     // itself again with available presence.
-    bot.wait_log("answering chat messages", 2, Duration::from_secs(30));
+    bot.wait_log("answering chat messages", 2, Duration::from_secs(30))
+        .await;
     let mut alice = world.alice().await;
     let reply = alice.ask(BOT, "still there?").await;
     assert!(reply.starts_with("18.5 °C"), "{reply}");
@@ -357,14 +383,16 @@ async fn a_pattern_alert_reaches_its_contact_once_per_crossing(kind: Kind) {
     let Some(world) = World::start(kind).await else {
         return;
     };
-    let _bot = world.start_bot(&[
-        "--sensor",
-        "name=vib,topic=building/+/VIBR,unit=mm/s",
-        "--allow",
-        ALICE,
-        "--alert-interval",
-        "0s",
-    ]);
+    let _bot = world
+        .start_bot(&[
+            "--sensor",
+            "name=vib,topic=building/+/VIBR,unit=mm/s",
+            "--allow",
+            ALICE,
+            "--alert-interval",
+            "0s",
+        ])
+        .await;
     let mut alice = world.alice().await;
     let set = alice.ask(BOT, "alert building/+/VIBR above 5").await;
     assert!(set.starts_with("Alert set: "), "{set}");

@@ -1,7 +1,8 @@
-//! The bot's chat commands end to end: the real `mqtt2xmpp bridge` reads from the embedded MQTT
-//! broker (in this process) and answers over the bundled XMPP server, and a test user chats
-//! with it. Needs nothing but the crate; every test has its own broker, server and bot on free
-//! loopback ports.
+//! The bot's chat commands end to end: the bridge, configured from the flags of
+//! `mqtt2xmpp bridge`, reads from the embedded MQTT broker and answers over the bundled XMPP
+//! server, all three in this process, and a test user chats with it. Needs nothing but the
+//! crate; every test has its own broker, server and bot on ports the kernel picks. (The
+//! simulated building comes from the `mqtt2xmpp simulate` binary, whose exit status is checked.)
 //!
 //! Proving that the bot says *nothing* is done without waiting for a timeout:
 //!
@@ -24,17 +25,19 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use mqtt2xmpp::embedded::EmbeddedBroker;
-use support::bot::{password_file, publish, Bot, ChatClient};
+use support::bridge::{InProcessBridge, STARTUP};
+use support::chat::ChatClient;
 use support::conversation::{Conversation, REPLY_TIMEOUT};
-use support::mqtt;
-use support::server::BundledServer;
+use support::files::password_file;
+use support::mqtt::{self, publish};
+use support::process::BinaryProcess;
+use support::server::InProcessServer;
 use tokio_xmpp::jid::BareJid;
 use tokio_xmpp::parsers::presence::{Presence, Type as PresenceType};
 
 const BOT: &str = "bot@localhost";
 const BOT2: &str = "bot2@localhost";
 const ALICE: &str = "alice@localhost";
-const STARTUP: Duration = Duration::from_secs(20);
 /// How long a condition that should hold soon may take to hold.
 const DEADLINE: Duration = Duration::from_secs(15);
 
@@ -53,7 +56,7 @@ const REFUSAL: &str = "Sorry, I only answer the contacts my operator allowed. As
 /// An embedded MQTT broker, a bundled XMPP server with accounts, and a directory for files.
 struct World {
     mqtt_port: u16,
-    xmpp: BundledServer,
+    xmpp: InProcessServer,
     dir: tempfile::TempDir,
     _broker: EmbeddedBroker,
 }
@@ -70,15 +73,10 @@ impl World {
             .await
             .expect("embedded broker");
         let mqtt_port = broker.local_addr().port();
-        // The fixtures block (they wait for processes); the broker runs on this runtime, so
-        // keep its other worker free meanwhile.
-        let xmpp = tokio::task::block_in_place(|| {
-            let xmpp = BundledServer::start();
-            for user in users {
-                xmpp.add_user(user, &password(user));
-            }
-            xmpp
-        });
+        let xmpp = InProcessServer::start().await;
+        for user in users {
+            xmpp.add_user(user, &password(user));
+        }
         World {
             mqtt_port,
             xmpp,
@@ -102,7 +100,7 @@ impl World {
     /// Starts the bridge as `account` (a user name) with `extra` flags, and waits until it is
     /// subscribed and online. Unless `extra` sets a rate limit, the limit is high enough for
     /// tests that poll.
-    fn start_bot(&self, account: &str, extra: &[&str]) -> Bot {
+    async fn start_bot(&self, account: &str, extra: &[&str]) -> InProcessBridge {
         let mut args: Vec<String> = vec![
             "bridge".into(),
             "--mqtt-port".into(),
@@ -126,18 +124,16 @@ impl World {
             );
         }
         args.extend(extra.iter().map(|s| s.to_string()));
-        tokio::task::block_in_place(|| {
-            let bot = Bot::spawn(&args.iter().map(String::as_str).collect::<Vec<_>>());
-            bot.wait_log("subscribed", 1, STARTUP);
-            bot.wait_log("answering chat messages", 1, STARTUP);
-            bot
-        })
+        let bot = InProcessBridge::spawn(&args);
+        bot.wait_log("subscribed", 1, STARTUP).await;
+        bot.wait_log("answering chat messages", 1, STARTUP).await;
+        bot
     }
 
-    /// Stops a bot with SIGTERM and checks it exits cleanly.
-    fn stop_bot(&self, bot: &mut Bot) {
-        let (status, _) = tokio::task::block_in_place(|| bot.terminate(Duration::from_secs(10)));
-        assert!(status.success(), "{status:?}\n{}", bot.log());
+    /// Stops a bot and checks it stops cleanly.
+    async fn stop_bot(&self, bot: &mut InProcessBridge) {
+        let (outcome, _) = bot.stop(Duration::from_secs(10)).await;
+        assert!(outcome.is_ok(), "{outcome:?}\n{}", bot.log());
     }
 
     /// `user` logs in and opens a chat with the bot account `bot`.
@@ -250,7 +246,7 @@ fn without_ages(reply: &str) -> Vec<&str> {
 async fn a_simulated_building_is_listed_read_by_pattern_in_two_languages_and_watched_by_an_alert() {
     let world = World::start(&["bot", "alice"]).await;
     let port = world.mqtt_port.to_string();
-    let mut simulator = Bot::spawn(&[
+    let mut simulator = BinaryProcess::spawn(&[
         "simulate",
         "--mqtt-port",
         &port,
@@ -280,17 +276,19 @@ async fn a_simulated_building_is_listed_read_by_pattern_in_two_languages_and_wat
     };
 
     let sensors = world.file("sensors.toml", BUILDING_SENSORS);
-    let _bot = world.start_bot(
-        "bot",
-        &[
-            "--sensors-file",
-            &sensors,
-            "--allow",
-            ALICE,
-            "--alert-interval",
-            "0s",
-        ],
-    );
+    let _bot = world
+        .start_bot(
+            "bot",
+            &[
+                "--sensors-file",
+                &sensors,
+                "--allow",
+                ALICE,
+                "--alert-interval",
+                "0s",
+            ],
+        )
+        .await;
     let mut alice = world.chat("alice", BOT).await;
 
     // `list`: every sensor, and under each pattern every topic with its value.
@@ -395,7 +393,7 @@ async fn a_simulated_building_is_listed_read_by_pattern_in_two_languages_and_wat
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn help_lists_every_command_in_english_and_spanish_and_commands_ignore_case() {
     let world = World::start(&["bot", "alice"]).await;
-    let _bot = world.start_bot("bot", &TEMP);
+    let _bot = world.start_bot("bot", &TEMP).await;
     let mut alice = world.chat("alice", BOT).await;
 
     let help = alice.ask("help").await;
@@ -437,7 +435,9 @@ async fn help_lists_every_command_in_english_and_spanish_and_commands_ignore_cas
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stats_summarise_a_known_series_for_allowed_contacts_only() {
     let world = World::start(&["bot", "alice", "bob"]).await;
-    let _bot = world.start_bot("bot", &[TEMP[0], TEMP[1], "--allow", ALICE]);
+    let _bot = world
+        .start_bot("bot", &[TEMP[0], TEMP[1], "--allow", ALICE])
+        .await;
     let mut alice = world.chat("alice", BOT).await;
     let series: Vec<(&str, String)> = (1..=10)
         .map(|v| ("sensors/temperature", v.to_string()))
@@ -473,8 +473,10 @@ async fn stats_summarise_a_known_series_for_allowed_contacts_only() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn strangers_get_one_refusal_then_silence_and_an_open_bot_lets_anyone_read_but_not_alert() {
     let world = World::start(&["bot", "bot2", "alice", "bob"]).await;
-    let _closed = world.start_bot("bot", &[TEMP[0], TEMP[1], "--allow", ALICE]);
-    let _open = world.start_bot("bot2", &TEMP);
+    let _closed = world
+        .start_bot("bot", &[TEMP[0], TEMP[1], "--allow", ALICE])
+        .await;
+    let _open = world.start_bot("bot2", &TEMP).await;
     world.publish("sensors/temperature", "21.5").await;
 
     // With an allow list: bob is told why, once, and then ignored.
@@ -532,19 +534,21 @@ async fn strangers_get_one_refusal_then_silence_and_an_open_bot_lets_anyone_read
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_contact_over_the_rate_limit_gets_the_burst_then_one_notice_then_silence() {
     let world = World::start(&["bot", "alice", "carol"]).await;
-    let _bot = world.start_bot(
-        "bot",
-        &[
-            TEMP[0],
-            TEMP[1],
-            "--allow",
-            "alice@localhost,carol@localhost",
-            "--replies-per-minute",
-            "1",
-            "--reply-burst",
-            "3",
-        ],
-    );
+    let _bot = world
+        .start_bot(
+            "bot",
+            &[
+                TEMP[0],
+                TEMP[1],
+                "--allow",
+                "alice@localhost,carol@localhost",
+                "--replies-per-minute",
+                "1",
+                "--reply-burst",
+                "3",
+            ],
+        )
+        .await;
     let mut alice = world.chat("alice", BOT).await;
     let mut threads = Vec::new();
     for _ in 0..6 {
@@ -591,10 +595,12 @@ async fn a_contact_over_the_rate_limit_gets_the_burst_then_one_notice_then_silen
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_silent_sensor_is_reported_once_listed_as_stale_and_reported_back() {
     let world = World::start(&["bot", "alice"]).await;
-    let _bot = world.start_bot(
-        "bot",
-        &[TEMP[0], TEMP[1], "--allow", ALICE, "--stale-after", "2s"],
-    );
+    let _bot = world
+        .start_bot(
+            "bot",
+            &[TEMP[0], TEMP[1], "--allow", ALICE, "--stale-after", "2s"],
+        )
+        .await;
     let mut alice = world.chat("alice", BOT).await;
     world.publish("sensors/temperature", "20").await;
     alice
@@ -641,19 +647,21 @@ async fn a_silent_sensor_is_reported_once_listed_as_stale_and_reported_back() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn topics_beyond_max_topics_are_dropped_with_one_warning_and_history_is_bounded() {
     let world = World::start(&["bot", "alice"]).await;
-    let mut bot = world.start_bot(
-        "bot",
-        &[
-            "--topic",
-            "lab/+/temp",
-            "--max-topics",
-            "3",
-            "--history",
-            "3",
-            "--allow",
-            ALICE,
-        ],
-    );
+    let mut bot = world
+        .start_bot(
+            "bot",
+            &[
+                "--topic",
+                "lab/+/temp",
+                "--max-topics",
+                "3",
+                "--history",
+                "3",
+                "--allow",
+                ALICE,
+            ],
+        )
+        .await;
     let mut alice = world.chat("alice", BOT).await;
     // Five topics, each with its number as reading: the last two are one too many. Then three
     // more readings of the first, for four in all.
@@ -721,7 +729,7 @@ async fn topics_beyond_max_topics_are_dropped_with_one_warning_and_history_is_bo
 
     // Once stopped, the whole log is there: one warning for the two dropped topics, and the
     // count in the summary.
-    world.stop_bot(&mut bot);
+    world.stop_bot(&mut bot).await;
     let log = bot.log();
     let warnings: Vec<&str> = log
         .lines()
@@ -755,7 +763,7 @@ async fn history_and_alerts_survive_a_restart_with_the_state_db() {
         "--state-db",
         &db,
     ];
-    let mut bot = world.start_bot("bot", &args);
+    let mut bot = world.start_bot("bot", &args).await;
     let mut alice = world.chat("alice", BOT).await;
     let set = alice.ask("alert temp above 25").await;
     assert!(
@@ -789,8 +797,8 @@ async fn history_and_alerts_survive_a_restart_with_the_state_db() {
         "{alerts}"
     );
 
-    world.stop_bot(&mut bot);
-    let bot = world.start_bot("bot", &args);
+    world.stop_bot(&mut bot).await;
+    let bot = world.start_bot("bot", &args).await;
     assert!(
         bot.log()
             .contains("restored history and alerts from the state database"),
@@ -847,7 +855,7 @@ async fn an_alert_on_a_sensor_that_never_reported_still_watches_for_silence_afte
         "--state-db",
         &db,
     ];
-    let mut bot = world.start_bot("bot", &args);
+    let mut bot = world.start_bot("bot", &args).await;
     let mut alice = world.chat("alice", BOT).await;
     let set = alice.ask("alert temp above 25").await;
     assert!(set.ends_with(" and if it sends nothing for 3 s."), "{set}");
@@ -858,8 +866,8 @@ async fn an_alert_on_a_sensor_that_never_reported_still_watches_for_silence_afte
          re-arm"
     );
 
-    world.stop_bot(&mut bot);
-    let _bot = world.start_bot("bot", &args);
+    world.stop_bot(&mut bot).await;
+    let _bot = world.start_bot("bot", &args).await;
     assert_eq!(alice.ask("alerts").await, alerts);
     let silent = alice
         .next_notice(DEADLINE)
@@ -874,17 +882,19 @@ async fn an_alert_on_a_sensor_that_never_reported_still_watches_for_silence_afte
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn presence_shows_the_default_reading_at_most_once_per_presence_interval() {
     let world = World::start(&["bot", "alice"]).await;
-    let _bot = world.start_bot(
-        "bot",
-        &[
-            TEMP[0],
-            TEMP[1],
-            "--allow",
-            ALICE,
-            "--presence-interval",
-            "1s",
-        ],
-    );
+    let _bot = world
+        .start_bot(
+            "bot",
+            &[
+                TEMP[0],
+                TEMP[1],
+                "--allow",
+                ALICE,
+                "--presence-interval",
+                "1s",
+            ],
+        )
+        .await;
     let status = |value: &str| format!("temp: {value} °C · send \"help\" for commands");
     let mut alice = world.chat("alice", BOT).await;
     world.publish("sensors/temperature", "20.5").await;

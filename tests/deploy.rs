@@ -23,9 +23,12 @@ use std::time::{Duration, Instant, SystemTime};
 
 use rumqttc::{AsyncClient, Event, EventLoop, MqttOptions, Outgoing, Packet, QoS};
 use rumqttc::{Publish, SubscribeReasonCode};
-use support::bot::{password_file, publish, Bot, ChatClient};
+use support::chat::ChatClient;
+use support::files::password_file;
+use support::mqtt::publish;
 use support::peers::{find_peer, free_port, peers_required, Mosquitto};
-use support::server::BundledServer;
+use support::process::BinaryProcess;
+use support::server::ServerProcess;
 
 const MOSQUITTO_SNIPPET_PATH: &str = "deploy/mosquitto-mqtt2xmpp.conf";
 const MOSQUITTO_SNIPPET: &str = include_str!("../deploy/mosquitto-mqtt2xmpp.conf");
@@ -265,7 +268,7 @@ async fn the_bridge_reads_sensors_through_mosquitto_set_up_from_the_snippet() {
     else {
         return;
     };
-    let server = BundledServer::start();
+    let server = ServerProcess::start();
     server.add_user("bot", "bot-secret");
     server.add_user("alice", "alice-secret");
     let dir = tempfile::tempdir().expect("temp dir");
@@ -274,7 +277,7 @@ async fn the_bridge_reads_sensors_through_mosquitto_set_up_from_the_snippet() {
     let xmpp_password_file = password_file(dir.path(), "bot.pw", "bot-secret");
     let xmpp_server = server.address();
     let xmpp_ca = server.ca_file.to_string_lossy().into_owned();
-    let bot = Bot::spawn(&[
+    let bot = BinaryProcess::spawn(&[
         "bridge",
         "--mqtt-port",
         &mqtt_port,
@@ -470,7 +473,7 @@ async fn the_bridge_answers_through_ejabberd_configured_from_the_example() {
     let xmpp_password_file = password_file(dir.path(), "bot.pw", "bot-secret");
     let xmpp_server = format!("127.0.0.1:{}", ejabberd.port);
     let xmpp_ca = ejabberd.ca_file.to_string_lossy().into_owned();
-    let bot = Bot::spawn(&[
+    let bot = BinaryProcess::spawn(&[
         "bridge",
         "--mqtt-port",
         &mqtt_port,
@@ -958,10 +961,10 @@ fn port_open(port: u16) -> bool {
 
 /// Waits until the bridge is subscribed and online, or panics with its log.
 ///
-/// Polls `Bot::log` rather than calling `Bot::wait_log`: that one panics while holding the log's
-/// lock, which poisons it, so `Bot`'s drop then panics again and aborts the whole test binary,
+/// Polls `BinaryProcess::log` rather than calling `BinaryProcess::wait_log`: that one panics while holding the log's
+/// lock, which poisons it, so `BinaryProcess`'s drop then panics again and aborts the whole test binary,
 /// skipping every other drop (and leaving an ejabberd node running).
-fn wait_online(bot: &Bot) {
+fn wait_online(bot: &BinaryProcess) {
     let started = Instant::now();
     loop {
         let log = bot.log();

@@ -21,6 +21,10 @@
 //! server does not do yet; they check the honest users and memory first, so a failure there is
 //! about the answer alone.
 //!
+//! The server (and, for garbage MQTT, the bridge) runs as the binary, a process of its own,
+//! unlike in the other suites: the memory bounds read that process's own peak memory, which in
+//! the test's process would include every other test running at the same time.
+//!
 //! Timeouts are short (flags such as `--auth-timeout 2s`) so the whole file runs in well under a
 //! minute. All traffic is on loopback; the brute-force case uses 127.0.0.2 and 127.0.0.3 as
 //! other client addresses.
@@ -34,9 +38,9 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use support::bot::{body, ChatClient};
+use support::chat::{body, ChatClient};
 use support::raw::{self, Answer, Raw, HEADER, NS_SASL, NS_STANZA_ERRORS, NS_STREAMS, RESTART};
-use support::server::BundledServer;
+use support::server::ServerProcess;
 use tokio::sync::{watch, Notify};
 use tokio_xmpp::jid::Jid;
 use tokio_xmpp::minidom::Element;
@@ -71,8 +75,8 @@ const MALLORY_PASSWORD: &str = "mallory-secret";
 
 /// A server started with `flags`, the accounts alice, bob and mallory (the attacker's own
 /// account), and alice and bob online and chatting.
-async fn scene(flags: &[&str]) -> (BundledServer, Honest) {
-    let server = BundledServer::start_with(flags);
+async fn scene(flags: &[&str]) -> (ServerProcess, Honest) {
+    let server = ServerProcess::start_with(flags);
     for user in ["alice", "bob", MALLORY] {
         server.add_user(user, &format!("{user}-secret"));
     }
@@ -81,7 +85,7 @@ async fn scene(flags: &[&str]) -> (BundledServer, Honest) {
 }
 
 /// The attacker, logged in on its own account with resource `resource`.
-async fn mallory(server: &BundledServer, resource: &str) -> Raw {
+async fn mallory(server: &ServerProcess, resource: &str) -> Raw {
     Raw::login(
         server.port,
         &server.ca_file,
@@ -108,7 +112,7 @@ struct Honest {
 }
 
 impl Honest {
-    async fn login(server: &BundledServer) -> Honest {
+    async fn login(server: &ServerProcess) -> Honest {
         let alice = ChatClient::login(ALICE, "alice-secret", server.port, &server.ca_file).await;
         let bob = ChatClient::login(BOB, "bob-secret", server.port, &server.ca_file).await;
         let mut honest = Honest {
@@ -367,7 +371,7 @@ async fn assert_session_continues(raw: &mut Raw, id: &str) {
 
 /// Runs one pre-authentication attack: `input` on a plain connection, everything until the
 /// server closes.
-async fn plain_attack(server: &BundledServer, input: &[u8]) -> Answer {
+async fn plain_attack(server: &ServerProcess, input: &[u8]) -> Answer {
     let mut raw = Raw::connect(server.port).await;
     raw.send(input).await;
     raw.read_to_close(WAIT).await
@@ -1631,7 +1635,8 @@ async fn bind_twice() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn garbage_mqtt_payloads_at_full_speed() {
     use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
-    use support::bot::{password_file, Bot};
+    use support::files::password_file;
+    use support::process::BinaryProcess;
 
     const TOTAL: usize = 20_000;
     const VALID: [(usize, &str); 4] = [
@@ -1644,7 +1649,7 @@ async fn garbage_mqtt_payloads_at_full_speed() {
         .await
         .expect("embedded broker");
     let mqtt_port = broker.local_addr().port();
-    let server = BundledServer::start();
+    let server = ServerProcess::start();
     server.add_user("bot", "bot-secret");
     server.add_user("alice", "alice-secret");
     let dir = tempfile::tempdir().expect("temp dir");
@@ -1652,7 +1657,7 @@ async fn garbage_mqtt_payloads_at_full_speed() {
     let password = password_file(dir.path(), "bot.pw", "bot-secret");
     let address = server.address();
     let ca = server.ca_file.to_string_lossy().into_owned();
-    let mut bot = Bot::spawn(&[
+    let mut bot = BinaryProcess::spawn(&[
         "bridge",
         "--mqtt-port",
         &mqtt_port_text,

@@ -14,12 +14,15 @@ mod support;
 use std::path::Path;
 use std::time::Duration;
 
-use support::bot::{password_file, publish, Bot, ChatClient};
+use support::chat::ChatClient;
+use support::files::password_file;
+use support::mqtt::publish;
 use support::peers::{Mosquitto, Prosody};
+use support::process::BinaryProcess;
 use support::profanity::{
     attribute, disco_features, find_programs, iq_exchanges, IqExchange, Profanity, AWAITING_RECEIPT,
 };
-use support::server::BundledServer;
+use support::server::ServerProcess;
 
 const BOT: &str = "bot@localhost";
 const BOT_PASSWORD: &str = "bot-secret";
@@ -76,7 +79,7 @@ fn profanity_asks_the_bot_on_the_bundled_server() {
     let Some(mqtt) = Mosquitto::start() else {
         return;
     };
-    let xmpp = BundledServer::start();
+    let xmpp = ServerProcess::start();
     xmpp.add_user("bot", BOT_PASSWORD);
     xmpp.add_user("alice", ALICE_PASSWORD);
     xmpp.add_user("probe", PROBE_PASSWORD);
@@ -233,8 +236,8 @@ fn profanity_asks_the_bot_on_the_bundled_server() {
 
 /// Starts the bridge as `bot@localhost` on the XMPP server at 127.0.0.1:`xmpp_port` and waits
 /// until it is subscribed to MQTT and answers chat messages.
-fn start_bridge(mqtt: &Mosquitto, xmpp_port: u16, ca_file: &Path, dir: &Path) -> Bot {
-    let bot = Bot::spawn(&[
+fn start_bridge(mqtt: &Mosquitto, xmpp_port: u16, ca_file: &Path, dir: &Path) -> BinaryProcess {
+    let bot = BinaryProcess::spawn(&[
         "bridge",
         "--mqtt-port",
         &mqtt.port.to_string(),
@@ -350,7 +353,7 @@ fn profanity_chats_with_the_bot_started_by_up() {
     let dir = tempfile::tempdir().expect("temp dir");
     let data = dir.path().join("data");
     let (xmpp_port, mqtt_port) = (support::peers::free_port(), support::peers::free_port());
-    let up = Bot::spawn(&[
+    let up = BinaryProcess::spawn(&[
         "up",
         "--data-dir",
         &data.to_string_lossy(),

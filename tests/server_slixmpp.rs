@@ -22,7 +22,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use serde_json::{json, Value};
 use support::peers::peers_required;
-use support::server::BundledServer;
+use support::server::ServerProcess;
 
 /// Debian's interpreter, which sees `python3-slixmpp`.
 const PYTHON: &str = "/usr/bin/python3";
@@ -60,8 +60,8 @@ fn slixmpp_installed() -> bool {
 }
 
 /// A server for `localhost` with the accounts alice and bob.
-fn server_with_accounts() -> BundledServer {
-    let server = BundledServer::start();
+fn server_with_accounts() -> ServerProcess {
+    let server = ServerProcess::start();
     server.add_user("alice", ALICE_PASSWORD);
     server.add_user("bob", BOB_PASSWORD);
     server
@@ -103,7 +103,7 @@ impl Run {
 /// Runs `client.py COMMAND…` against `server` and returns its events; panics (with the
 /// client's and the server's output) if it fails, does not finish within CLIENT_DEADLINE, or
 /// prints anything but JSON lines.
-fn run_client(server: &BundledServer, command: &[&str]) -> Run {
+fn run_client(server: &ServerProcess, command: &[&str]) -> Run {
     let port = server.port.to_string();
     let ca = server.ca_file.to_string_lossy().into_owned();
     let mut child = Command::new(PYTHON)

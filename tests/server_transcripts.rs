@@ -1,14 +1,16 @@
 //! The bundled server over real sockets, written as transcripts: "alice sends …, bob receives …".
-//! Needs nothing but the crate: the server is the real binary on a free loopback port.
+//! Needs nothing but the crate: the server runs in the test's process on a port the kernel picks
+//! (`support::server::InProcessServer`), except in the two transcripts about the binary itself:
+//! the log line a user reads after a login, and offline messages surviving a SIGKILL.
 
 mod support;
 
-use std::io::{Read, Write};
-use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
-use support::bot::ChatClient;
-use support::server::BundledServer;
+use support::chat::ChatClient;
+use support::server::{limits, InProcessServer, ServerProcess, XmppEndpoint};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
 use tokio_xmpp::jid::{BareJid, Jid};
 use tokio_xmpp::minidom::Element;
 use tokio_xmpp::parsers::iq::Iq;
@@ -21,17 +23,23 @@ const WAIT: Duration = Duration::from_secs(10);
 /// Long enough to be sure nothing is coming, short enough for the suite.
 const QUIET: Duration = Duration::from_millis(300);
 
-fn server_with(users: &[&str]) -> BundledServer {
-    let server = BundledServer::start();
+async fn server_with(users: &[&str]) -> InProcessServer {
+    let server = InProcessServer::start().await;
     for user in users {
         server.add_user(user, &format!("{user}-secret"));
     }
     server
 }
 
-async fn login(server: &BundledServer, jid: &str) -> ChatClient {
+async fn login(server: &impl XmppEndpoint, jid: &str) -> ChatClient {
     let user = jid.split('@').next().unwrap_or_default();
-    ChatClient::login(jid, &format!("{user}-secret"), server.port, &server.ca_file).await
+    ChatClient::login(
+        jid,
+        &format!("{user}-secret"),
+        server.port(),
+        server.ca_file(),
+    )
+    .await
 }
 
 fn chat(to: &str, body: &str) -> Message {
@@ -77,27 +85,29 @@ async fn request(client: &mut ChatClient, iq: Iq) -> Iq {
     panic!("no answer to IQ {id}");
 }
 
-/// Raw bytes to the plain-text port; everything the server answers until it closes.
-fn raw_exchange(port: u16, bytes: &[u8]) -> String {
-    let mut tcp = TcpStream::connect(("127.0.0.1", port)).expect("connect");
-    tcp.set_read_timeout(Some(WAIT)).unwrap();
+/// Raw bytes to the plain-text port; everything the server answers until it closes (or
+/// [`WAIT`] passes).
+async fn raw_exchange(port: u16, bytes: &[u8]) -> String {
+    let mut tcp = TcpStream::connect(("127.0.0.1", port))
+        .await
+        .expect("connect");
     // The server may close before reading everything; that is part of what is tested.
-    let _ = tcp.write_all(bytes);
+    let _ = tcp.write_all(bytes).await;
     let mut answer = Vec::new();
-    let _ = tcp.read_to_end(&mut answer);
+    let _ = tokio::time::timeout(WAIT, tcp.read_to_end(&mut answer)).await;
     String::from_utf8_lossy(&answer).into_owned()
 }
 
 const HEADER: &str = "<?xml version='1.0'?><stream:stream xmlns='jabber:client' \
     xmlns:stream='http://etherx.jabber.org/streams' to='localhost' version='1.0'>";
 
-#[test]
-fn requires_starttls_before_anything_else() {
-    let server = server_with(&[]);
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requires_starttls_before_anything_else() {
+    let server = server_with(&[]).await;
     let answer = raw_exchange(
         server.port,
         format!("{HEADER}<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' mechanism='PLAIN'>AGEAYg==</auth>").as_bytes(),
-    );
+    ).await;
     assert!(
         answer.contains("<starttls xmlns='urn:ietf:params:xml:ns:xmpp-tls'><required/>"),
         "{answer}"
@@ -109,21 +119,22 @@ fn requires_starttls_before_anything_else() {
     );
 }
 
-#[test]
-fn unknown_host_is_refused() {
-    let server = server_with(&[]);
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unknown_host_is_refused() {
+    let server = server_with(&[]).await;
     let answer = raw_exchange(
         server.port,
         HEADER
             .replace("to='localhost'", "to='example.org'")
             .as_bytes(),
-    );
+    )
+    .await;
     assert!(answer.contains("<host-unknown"), "{answer}");
 }
 
-#[test]
-fn restricted_xml_is_refused() {
-    let server = server_with(&[]);
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn restricted_xml_is_refused() {
+    let server = server_with(&[]).await;
     for (input, condition) in [
         (
             format!("<?xml version='1.0'?><!DOCTYPE x [<!ENTITY a 'b'>]>{HEADER}"),
@@ -137,7 +148,7 @@ fn restricted_xml_is_refused() {
         ),
         (format!("{HEADER}<banana/>"), "<unsupported-stanza-type"),
     ] {
-        let answer = raw_exchange(server.port, input.as_bytes());
+        let answer = raw_exchange(server.port, input.as_bytes()).await;
         // A DOCTYPE before the stream header ends the connection before any header is sent.
         if condition.is_empty() {
             assert!(!answer.contains("<stream:features"), "{answer}");
@@ -147,35 +158,37 @@ fn restricted_xml_is_refused() {
     }
 }
 
-#[test]
-fn oversize_element_before_authentication_is_a_policy_violation() {
-    let server = server_with(&[]);
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn oversize_element_before_authentication_is_a_policy_violation() {
+    let server = server_with(&[]).await;
     let huge = format!(
         "{HEADER}<starttls xmlns='urn:ietf:params:xml:ns:xmpp-tls' junk='{}'/>",
         "x".repeat(20_000)
     );
-    let answer = raw_exchange(server.port, huge.as_bytes());
+    let answer = raw_exchange(server.port, huge.as_bytes()).await;
     assert!(answer.contains("<policy-violation"), "{answer}");
     assert!(answer.contains("larger than 10000 bytes"), "{answer}");
 }
 
-#[test]
-fn deep_nesting_is_a_policy_violation() {
-    let server = server_with(&[]);
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deep_nesting_is_a_policy_violation() {
+    let server = server_with(&[]).await;
     let deep = format!("{HEADER}{}", "<a>".repeat(10_000));
-    let answer = raw_exchange(server.port, deep.as_bytes());
+    let answer = raw_exchange(server.port, deep.as_bytes()).await;
     assert!(answer.contains("<policy-violation"), "{answer}");
     assert!(answer.contains("nested deeper"), "{answer}");
 }
 
-#[test]
-fn unauthenticated_connections_are_closed_after_the_timeout() {
-    let server = BundledServer::start_with(&["--auth-timeout", "1s"]);
-    let mut tcp = TcpStream::connect(("127.0.0.1", server.port)).unwrap();
-    tcp.set_read_timeout(Some(WAIT)).unwrap();
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unauthenticated_connections_are_closed_after_the_timeout() {
+    let server =
+        InProcessServer::start_with(limits(|l| l.auth_timeout = Duration::from_secs(1))).await;
+    let mut tcp = TcpStream::connect(("127.0.0.1", server.port))
+        .await
+        .unwrap();
     let started = Instant::now();
     let mut buf = Vec::new();
-    let _ = tcp.read_to_end(&mut buf);
+    let _ = tokio::time::timeout(WAIT, tcp.read_to_end(&mut buf)).await;
     let took = started.elapsed();
     assert!(
         took >= Duration::from_millis(900) && took < Duration::from_secs(5),
@@ -185,10 +198,15 @@ fn unauthenticated_connections_are_closed_after_the_timeout() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn logs_in_with_scram_plus_and_binds_a_resource() {
-    let server = server_with(&["alice"]);
+    // Through the binary: the log line is what a user reads.
+    let server = tokio::task::block_in_place(|| {
+        let server = ServerProcess::start();
+        server.add_user("alice", "alice-secret");
+        server
+    });
     let _alice = login(&server, "alice@localhost/laptop").await;
     let process = server.process.as_ref().expect("running");
-    process.wait_log("session started", 1, WAIT);
+    tokio::task::block_in_place(|| process.wait_log("session started", 1, WAIT));
     let log = server.log();
     // tokio-xmpp on TLS 1.3 uses channel binding when the server offers it.
     assert!(log.contains("mechanism=SCRAM-SHA-256-PLUS"), "{log}");
@@ -197,7 +215,7 @@ async fn logs_in_with_scram_plus_and_binds_a_resource() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn messages_reach_full_and_bare_jids_and_unknown_accounts_bounce() {
-    let server = server_with(&["alice", "bob"]);
+    let server = server_with(&["alice", "bob"]).await;
     let mut alice = login(&server, "alice@localhost/laptop").await;
     let mut bob = login(&server, "bob@localhost/phone").await;
 
@@ -230,7 +248,7 @@ async fn messages_reach_full_and_bare_jids_and_unknown_accounts_bounce() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bare_jid_messages_go_to_the_highest_priority_resource() {
-    let server = server_with(&["alice", "bob"]);
+    let server = server_with(&["alice", "bob"]).await;
     let mut alice = login(&server, "alice@localhost/laptop").await;
     let mut low = login(&server, "bob@localhost/low").await;
     let mut high = login(&server, "bob@localhost/high").await;
@@ -266,7 +284,14 @@ async fn bare_jid_messages_go_to_the_highest_priority_resource() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn offline_messages_survive_a_restart_and_a_kill_and_arrive_once() {
-    let mut server = server_with(&["alice", "bob"]);
+    // Through the binary: a process is what SIGKILL ends.
+    let mut server = tokio::task::block_in_place(|| {
+        let server = ServerProcess::start();
+        for user in ["alice", "bob"] {
+            server.add_user(user, &format!("{user}-secret"));
+        }
+        server
+    });
     for (round, stop) in ["restart", "kill -9"].iter().enumerate() {
         {
             let mut alice = login(&server, "alice@localhost/laptop").await;
@@ -279,12 +304,12 @@ async fn offline_messages_survive_a_restart_and_a_kill_and_arrive_once() {
             let ping = Iq::from_get("sync", tokio_xmpp::parsers::ping::Ping);
             let _ = request(&mut alice, ping).await;
         }
-        if *stop == "restart" {
+        tokio::task::block_in_place(|| {
+            if *stop == "kill -9" {
+                server.kill9();
+            }
             server.restart();
-        } else {
-            server.kill9();
-            server.restart();
-        }
+        });
         let mut bob = login(&server, "bob@localhost/phone").await;
         for n in 1..=3 {
             let got = next_message(&mut bob)
@@ -314,7 +339,7 @@ async fn offline_messages_survive_a_restart_and_a_kill_and_arrive_once() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn roster_and_subscriptions_reach_both_and_back() {
-    let server = server_with(&["alice", "bob"]);
+    let server = server_with(&["alice", "bob"]).await;
     let mut alice = login(&server, "alice@localhost/laptop").await;
     let mut bob = login(&server, "bob@localhost/phone").await;
     for client in [&mut alice, &mut bob] {
@@ -425,7 +450,7 @@ async fn roster_and_subscriptions_reach_both_and_back() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unhandled_requests_get_service_unavailable_and_ping_is_answered() {
-    let server = server_with(&["alice"]);
+    let server = server_with(&["alice"]).await;
     let mut alice = login(&server, "alice@localhost/laptop").await;
     let server_jid = Jid::new("localhost").unwrap();
     let ping = Iq::from_get("p1", tokio_xmpp::parsers::ping::Ping).with_to(server_jid.clone());
@@ -448,25 +473,32 @@ async fn unhandled_requests_get_service_unavailable_and_ping_is_answered() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_second_login_with_the_same_resource_replaces_the_first() {
-    let server = server_with(&["alice"]);
+    let server = server_with(&["alice"]).await;
     let mut first = login(&server, "alice@localhost/same").await;
     let _second = login(&server, "alice@localhost/same").await;
     assert!(
         first.wait_disconnected(WAIT).await,
         "first session was not closed"
     );
-    let process = server.process.as_ref().expect("running");
-    process.wait_log("closed with stream error conflict", 1, WAIT);
+    // What the replaced session is told (RFC 6120 §4.9.3.3): a raw session binds `raw`.
+    let mut raw_first = RawSession::login(&server, "alice", "SCRAM-SHA-256")
+        .await
+        .unwrap();
+    let _raw_second = RawSession::login(&server, "alice", "SCRAM-SHA-256")
+        .await
+        .unwrap();
+    let goodbye = raw_first.read_until("</stream:stream>").await;
+    assert!(goodbye.contains("<conflict"), "{goodbye}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn shutdown_tells_sessions_and_exits_cleanly() {
-    let mut server = server_with(&["alice"]);
+    let mut server = server_with(&["alice"]).await;
     let mut alice = login(&server, "alice@localhost/laptop").await;
     let mut raw = RawSession::login(&server, "alice", "SCRAM-SHA-256")
         .await
         .unwrap();
-    server.stop(); // asserts exit status 0
+    server.stop().await; // asserts that `server::run` returned Ok
     assert!(alice.wait_disconnected(WAIT).await);
     let goodbye = raw.read_until("</stream:stream>").await;
     assert!(goodbye.contains("<system-shutdown"), "{goodbye}");
@@ -482,7 +514,7 @@ impl RawSession {
     /// Logs in as `user` with `mechanism` and binds resource `raw`. `Err` carries the SASL
     /// failure condition.
     async fn login(
-        server: &BundledServer,
+        server: &InProcessServer,
         user: &str,
         mechanism: &str,
     ) -> Result<RawSession, String> {
@@ -611,7 +643,7 @@ impl RawSession {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_sasl_mechanism_logs_in_and_wrong_passwords_fail() {
-    let server = server_with(&["alice", "bob"]);
+    let server = server_with(&["alice", "bob"]).await;
     for mechanism in [
         "SCRAM-SHA-256-PLUS",
         "SCRAM-SHA-1-PLUS",
@@ -642,7 +674,7 @@ async fn a_channel_binding_downgrade_is_refused() {
     use sasl::client::Mechanism as _;
     use sasl::common::scram::Sha256;
     use sasl::common::{ChannelBinding, Credentials};
-    let server = server_with(&["alice"]);
+    let server = server_with(&["alice"]).await;
     let creds = Credentials::default()
         .with_username("alice")
         .with_password("alice-secret")
@@ -655,7 +687,7 @@ async fn a_channel_binding_downgrade_is_refused() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn malformed_stanzas_get_the_error_the_rfc_names() {
-    let server = server_with(&["alice"]);
+    let server = server_with(&["alice"]).await;
     let mut raw = RawSession::login(&server, "alice", "SCRAM-SHA-256")
         .await
         .unwrap();
@@ -683,7 +715,7 @@ async fn malformed_stanzas_get_the_error_the_rfc_names() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_iq_without_id_or_an_unknown_element_ends_the_stream() {
-    let server = server_with(&["alice"]);
+    let server = server_with(&["alice"]).await;
     let mut raw = RawSession::login(&server, "alice", "SCRAM-SHA-256")
         .await
         .unwrap();
@@ -702,7 +734,7 @@ async fn an_iq_without_id_or_an_unknown_element_ends_the_stream() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn oversize_stanza_after_login_is_a_policy_violation() {
-    let server = BundledServer::start_with(&["--max-stanza-bytes", "20000"]);
+    let server = InProcessServer::start_with(limits(|l| l.max_stanza_bytes = 20_000)).await;
     server.add_user("alice", "alice-secret");
     let mut raw = RawSession::login(&server, "alice", "SCRAM-SHA-256")
         .await
@@ -719,39 +751,47 @@ async fn oversize_stanza_after_login_is_a_policy_violation() {
     );
 }
 
-#[test]
-fn connections_over_the_cap_wait_until_one_closes() {
-    let server = BundledServer::start_with(&["--max-connections", "2"]);
-    let open = || {
-        let mut tcp = TcpStream::connect(("127.0.0.1", server.port)).expect("connect");
-        tcp.write_all(HEADER.as_bytes()).unwrap();
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_over_the_cap_wait_until_one_closes() {
+    let server = InProcessServer::start_with(limits(|l| l.max_connections = 2)).await;
+    let port = server.port;
+    let open = || async move {
+        let mut tcp = TcpStream::connect(("127.0.0.1", port))
+            .await
+            .expect("connect");
+        tcp.write_all(HEADER.as_bytes()).await.unwrap();
         tcp
     };
-    let read_some = |tcp: &mut TcpStream, timeout: Duration| -> String {
-        tcp.set_read_timeout(Some(timeout)).unwrap();
+    async fn read_some(tcp: &mut TcpStream, timeout: Duration) -> String {
         let mut buf = [0u8; 4096];
-        match tcp.read(&mut buf) {
-            Ok(n) => String::from_utf8_lossy(&buf[..n]).into_owned(),
-            Err(_) => String::new(),
+        match tokio::time::timeout(timeout, tcp.read(&mut buf)).await {
+            Ok(Ok(n)) => String::from_utf8_lossy(&buf[..n]).into_owned(),
+            _ => String::new(),
         }
-    };
-    let mut first = open();
-    let mut second = open();
-    assert!(read_some(&mut first, WAIT).contains("<stream:stream"));
-    assert!(read_some(&mut second, WAIT).contains("<stream:stream"));
+    }
+    let mut first = open().await;
+    let mut second = open().await;
+    assert!(read_some(&mut first, WAIT).await.contains("<stream:stream"));
+    assert!(read_some(&mut second, WAIT)
+        .await
+        .contains("<stream:stream"));
     // The kernel accepts the third TCP connection, but the server does not serve it yet.
-    let mut third = open();
-    assert_eq!(read_some(&mut third, QUIET), "", "served over the cap");
+    let mut third = open().await;
+    assert_eq!(
+        read_some(&mut third, QUIET).await,
+        "",
+        "served over the cap"
+    );
     drop(first);
     assert!(
-        read_some(&mut third, WAIT).contains("<stream:stream"),
+        read_some(&mut third, WAIT).await.contains("<stream:stream"),
         "not served after a slot freed"
     );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn failed_logins_from_one_address_are_answered_ever_more_slowly() {
-    let server = server_with(&["alice"]);
+    let server = server_with(&["alice"]).await;
     server.add_user("mallory", "right-password");
     let mut took = Vec::new();
     for _ in 0..2 {
@@ -778,7 +818,8 @@ async fn failed_logins_from_one_address_are_answered_ever_more_slowly() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn quiet_clients_are_pinged_then_disconnected() {
-    let server = BundledServer::start_with(&["--idle-ping", "1s"]);
+    let server =
+        InProcessServer::start_with(limits(|l| l.idle_ping_after = Duration::from_secs(1))).await;
     server.add_user("alice", "alice-secret");
     let mut raw = RawSession::login(&server, "alice", "SCRAM-SHA-256")
         .await
@@ -799,7 +840,7 @@ async fn quiet_clients_are_pinged_then_disconnected() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn carbons_copy_chats_to_the_other_resources() {
     use tokio_xmpp::parsers::carbons::Enable;
-    let server = server_with(&["alice", "bob"]);
+    let server = server_with(&["alice", "bob"]).await;
     let mut laptop = login(&server, "alice@localhost/laptop").await;
     let mut phone = login(&server, "alice@localhost/phone").await;
     let mut bob = login(&server, "bob@localhost/desk").await;
@@ -827,7 +868,7 @@ async fn carbons_copy_chats_to_the_other_resources() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn private_storage_session_and_version_are_served() {
-    let server = server_with(&["alice"]);
+    let server = server_with(&["alice"]).await;
     let mut raw = RawSession::login(&server, "alice", "SCRAM-SHA-256")
         .await
         .unwrap();
@@ -875,8 +916,11 @@ async fn private_storage_session_and_version_are_served() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_fast_sender_is_slowed_to_the_byte_rate() {
-    let server =
-        BundledServer::start_with(&["--bytes-per-second", "4000", "--burst-bytes", "4000"]);
+    let server = InProcessServer::start_with(limits(|l| {
+        l.bytes_per_second = 4000;
+        l.burst_bytes = 4000;
+    }))
+    .await;
     server.add_user("alice", "alice-secret");
     let mut raw = RawSession::login(&server, "alice", "SCRAM-SHA-256")
         .await

@@ -26,7 +26,7 @@ use tokio_xmpp::parsers::ping::Ping;
 use tokio_xmpp::parsers::presence::{Presence, Type as PresenceType};
 use tokio_xmpp::Stanza;
 
-use super::bot::{body, ChatClient};
+use super::chat::{body, ChatClient};
 
 /// How long one reply may take.
 pub const REPLY_TIMEOUT: Duration = Duration::from_secs(10);

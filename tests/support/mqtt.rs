@@ -1,6 +1,6 @@
 #![allow(dead_code)]
-//! MQTT helpers beyond [`super::bot::publish`]: many messages over one connection, and reading
-//! the messages a broker retains.
+//! MQTT publishers and subscribers for the tests: one message, many messages over one connection,
+//! and reading the messages a broker retains.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -98,4 +98,37 @@ pub async fn retained(port: u16, filter: &str, expected: usize) -> BTreeMap<Stri
     );
     disconnect(client, &mut eventloop).await;
     found
+}
+
+/// Publishes one message with QoS 1 and waits for the broker's acknowledgement.
+pub async fn publish(port: u16, topic: &str, payload: &[u8], retain: bool) {
+    let id = format!("test{:x}", rand::random::<u32>());
+    let mut options = MqttOptions::new(id, "127.0.0.1", port);
+    options.set_max_packet_size(2 * 1024 * 1024, 2 * 1024 * 1024);
+    let (client, mut eventloop) = AsyncClient::new(options, 10);
+    client
+        .publish(topic, QoS::AtLeastOnce, retain, payload.to_vec())
+        .await
+        .expect("queue publish");
+    let acked = tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            match eventloop.poll().await {
+                Ok(Event::Incoming(Packet::PubAck(_))) => break,
+                Ok(_) => {}
+                Err(e) => panic!("publishing to 127.0.0.1:{port}: {e}"),
+            }
+        }
+    })
+    .await;
+    assert!(acked.is_ok(), "no PUBACK from the broker");
+    client.disconnect().await.expect("queue disconnect");
+    let _ = tokio::time::timeout(Duration::from_secs(2), async {
+        loop {
+            match eventloop.poll().await {
+                Ok(Event::Outgoing(Outgoing::Disconnect)) | Err(_) => break,
+                Ok(_) => {}
+            }
+        }
+    })
+    .await;
 }

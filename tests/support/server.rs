@@ -1,17 +1,177 @@
 #![allow(dead_code)]
-//! The bundled server (`mqtt2xmpp server`) as a child process on a free loopback port, with a
-//! temporary data directory: what the bridge tests and the server tests talk to. Needs nothing
-//! but the crate itself.
+//! The bundled XMPP server for `localhost` with a temporary data directory, in two forms:
+//!
+//! - [`InProcessServer`]: `mqtt2xmpp::server::run` on the test's runtime, on a port the kernel
+//!   picks, ready when `run` says so, stopped by cancelling its token. What most tests use.
+//! - [`ServerProcess`]: `mqtt2xmpp server` as a child process, for what only the binary shows:
+//!   its log, SIGTERM and SIGKILL, its memory as a process of its own, and for the peers (a
+//!   chat client or a deploy script) that talk to a server the way a user starts it.
+//!
+//! Both keep their port, certificate and accounts across a stop and a restart, and both offer
+//! the [`XmppEndpoint`] a client needs to log in.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use super::bot::Bot;
-use super::peers::free_port;
+use mqtt2xmpp::secret::Secret;
+use mqtt2xmpp::server::limits::Limits as ServerLimits;
+use mqtt2xmpp::server::{self, ServerConfig};
+use tokio::net::TcpListener;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
 
-/// A running bundled server.
-pub struct BundledServer {
+use super::peers::free_port;
+use super::process::BinaryProcess;
+
+/// The one domain the test servers serve.
+pub const DOMAIN: &str = "localhost";
+/// How long the server may take to start, and to stop after it is told to.
+const DEADLINE: Duration = Duration::from_secs(20);
+
+/// Where a client reaches a server and which certificate it must trust.
+pub trait XmppEndpoint {
+    /// Client port on 127.0.0.1.
+    fn port(&self) -> u16;
+    /// The server's self-signed certificate (for `--xmpp-ca`).
+    fn ca_file(&self) -> &Path;
+    /// `--xmpp-server` value for clients.
+    fn address(&self) -> String {
+        format!("127.0.0.1:{}", self.port())
+    }
+}
+
+/// The server's default limits, changed by `change`: the one place that names the type.
+pub fn limits(change: impl FnOnce(&mut ServerLimits)) -> ServerLimits {
+    let mut limits = ServerLimits::default();
+    change(&mut limits);
+    limits
+}
+
+/// Creates the account `user@localhost` in the database of the server in `data_dir`, as
+/// `mqtt2xmpp user add` does (works while the server runs).
+pub fn add_account(data_dir: &Path, user: &str, password: &str) {
+    std::fs::create_dir_all(data_dir).expect("create the data directory");
+    server::admin::add(
+        &server::database_path(data_dir),
+        &format!("{user}@{DOMAIN}"),
+        &Secret::new(password),
+    )
+    .unwrap_or_else(|e| panic!("cannot add {user}: {e}"));
+}
+
+/// The bundled server running in the test's process.
+pub struct InProcessServer {
+    /// Client port on 127.0.0.1; the same after a restart.
+    pub port: u16,
+    /// The server's self-signed certificate (for `--xmpp-ca`).
+    pub ca_file: PathBuf,
+    /// The data directory.
+    pub data_dir: PathBuf,
+    limits: ServerLimits,
+    running: Option<Running>,
+    _dir: tempfile::TempDir,
+}
+
+/// A started `server::run`: its stop token and its task.
+struct Running {
+    stop: CancellationToken,
+    task: JoinHandle<Result<(), server::ServerError>>,
+}
+
+impl InProcessServer {
+    /// Starts a server with the default limits.
+    pub async fn start() -> InProcessServer {
+        Self::start_with(ServerLimits::default()).await
+    }
+
+    /// Starts a server with `limits` (see [`limits`]).
+    pub async fn start_with(limits: ServerLimits) -> InProcessServer {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let data_dir = dir.path().join("data");
+        let mut server = InProcessServer {
+            port: 0,
+            ca_file: PathBuf::new(),
+            data_dir,
+            limits,
+            running: None,
+            _dir: dir,
+        };
+        server.restart().await;
+        server
+    }
+
+    /// Starts the server (again) on its port and data directory; it accepts connections when
+    /// this returns.
+    pub async fn restart(&mut self) {
+        self.stop().await;
+        let listener = TcpListener::bind(("127.0.0.1", self.port))
+            .await
+            .unwrap_or_else(|e| panic!("cannot listen on 127.0.0.1:{}: {e}", self.port));
+        self.port = listener.local_addr().expect("listener address").port();
+        let config = ServerConfig {
+            domain: DOMAIN.into(),
+            data_dir: self.data_dir.clone(),
+            cert: None,
+            key: None,
+            limits: self.limits.clone(),
+        };
+        let stop = CancellationToken::new();
+        let (ready, started) = oneshot::channel();
+        let task = tokio::spawn(server::run(config, listener, stop.clone(), Some(ready)));
+        match tokio::time::timeout(DEADLINE, started).await {
+            Ok(Ok(started)) => self.ca_file = started.cert_path,
+            Ok(Err(_)) => panic!("the server stopped before it was ready: {:?}", task.await),
+            Err(_) => panic!("the server was not ready within {DEADLINE:?}"),
+        }
+        self.running = Some(Running { stop, task });
+    }
+
+    /// Stops the server gracefully (sessions get `system-shutdown`) and checks that `run`
+    /// returned `Ok`; connections to its port are refused when this returns.
+    pub async fn stop(&mut self) {
+        if let Some(Running { stop, task }) = self.running.take() {
+            stop.cancel();
+            let outcome = tokio::time::timeout(DEADLINE, task)
+                .await
+                .unwrap_or_else(|_| panic!("the server did not stop within {DEADLINE:?}"))
+                .expect("the server task panicked");
+            assert!(outcome.is_ok(), "the server stopped with {outcome:?}");
+        }
+    }
+
+    /// Creates an account (works while the server runs).
+    pub fn add_user(&self, user: &str, password: &str) {
+        add_account(&self.data_dir, user, password);
+    }
+
+    /// `--xmpp-server` value for clients.
+    pub fn address(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+}
+
+impl XmppEndpoint for InProcessServer {
+    fn port(&self) -> u16 {
+        self.port
+    }
+    fn ca_file(&self) -> &Path {
+        &self.ca_file
+    }
+}
+
+impl Drop for InProcessServer {
+    fn drop(&mut self) {
+        // Not awaited: the test is over, and the runtime ends the task with it.
+        if let Some(running) = self.running.take() {
+            running.stop.cancel();
+        }
+    }
+}
+
+/// `mqtt2xmpp server` running as a child process.
+pub struct ServerProcess {
     /// Client port on 127.0.0.1.
     pub port: u16,
     /// The server's self-signed certificate (for `--xmpp-ca`).
@@ -19,22 +179,25 @@ pub struct BundledServer {
     /// The data directory.
     pub data_dir: PathBuf,
     /// The server process and its log.
-    pub process: Option<Bot>,
+    pub process: Option<BinaryProcess>,
     extra: Vec<String>,
     _dir: tempfile::TempDir,
 }
 
-impl BundledServer {
+/// The name [`ServerProcess`] had, kept for the suites that still use it.
+pub type BundledServer = ServerProcess;
+
+impl ServerProcess {
     /// Starts a server for `localhost`.
-    pub fn start() -> BundledServer {
+    pub fn start() -> ServerProcess {
         Self::start_with(&[])
     }
 
     /// Starts a server with extra flags (limits, say).
-    pub fn start_with(extra: &[&str]) -> BundledServer {
+    pub fn start_with(extra: &[&str]) -> ServerProcess {
         let dir = tempfile::tempdir().expect("temp dir");
         let data_dir = dir.path().join("data");
-        let mut server = BundledServer {
+        let mut server = ServerProcess {
             port: free_port(),
             ca_file: data_dir.join("localhost.crt"),
             data_dir,
@@ -54,8 +217,8 @@ impl BundledServer {
         let data_dir = self.data_dir.to_string_lossy().into_owned();
         let mut args = vec!["server", "--listen", &listen, "--data-dir", &data_dir];
         args.extend(self.extra.iter().map(String::as_str));
-        let process = Bot::spawn(&args);
-        process.wait_log("XMPP server listening", 1, Duration::from_secs(20));
+        let process = BinaryProcess::spawn(&args);
+        process.wait_log("XMPP server listening", 1, DEADLINE);
         self.process = Some(process);
     }
 
@@ -74,7 +237,7 @@ impl BundledServer {
     /// Kills the server with SIGKILL: no goodbye, no flush.
     pub fn kill9(&mut self) {
         if let Some(process) = self.process.take() {
-            drop(process); // Bot's Drop sends SIGKILL and waits.
+            drop(process); // BinaryProcess's Drop sends SIGKILL and waits.
         }
     }
 
@@ -85,7 +248,10 @@ impl BundledServer {
 
     /// The server's log so far.
     pub fn log(&self) -> String {
-        self.process.as_ref().map(Bot::log).unwrap_or_default()
+        self.process
+            .as_ref()
+            .map(BinaryProcess::log)
+            .unwrap_or_default()
     }
 
     /// Creates an account with `mqtt2xmpp user add` (works while the server runs).
@@ -93,7 +259,7 @@ impl BundledServer {
         let status = Command::new(env!("CARGO_BIN_EXE_mqtt2xmpp"))
             .args(["user", "--data-dir"])
             .arg(&self.data_dir)
-            .args(["add", &format!("{user}@localhost")])
+            .args(["add", &format!("{user}@{DOMAIN}")])
             .stdin(Stdio::piped())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -112,5 +278,14 @@ impl BundledServer {
     /// `--xmpp-server` value for clients.
     pub fn address(&self) -> String {
         format!("127.0.0.1:{}", self.port)
+    }
+}
+
+impl XmppEndpoint for ServerProcess {
+    fn port(&self) -> u16 {
+        self.port
+    }
+    fn ca_file(&self) -> &Path {
+        &self.ca_file
     }
 }

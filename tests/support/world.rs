@@ -1,28 +1,26 @@
 #![allow(dead_code)]
 //! The servers an end-to-end bridge scenario runs against, in two kinds: the embedded MQTT
-//! broker with the bundled XMPP server (nothing but the crate), or mosquitto with Prosody (Debian
-//! packages; `None` when they are missing, which a test turns into a skip, or a failure with
-//! CI=true). Each keeps its port across stops and restarts, so the bridge reconnects to the same
-//! address; while a server is stopped a [`PortHold`] keeps its port from other tests.
+//! broker with the bundled XMPP server, both in the test's process (nothing but the crate), or
+//! mosquitto with Prosody (Debian packages; `None` when they are missing, which a test turns into
+//! a skip, or a failure with CI=true). Each keeps its port across stops and restarts, so the
+//! bridge reconnects to the same address; while a server is stopped a [`PortHold`] keeps its port
+//! from other tests. The bridge itself runs in the test's process too ([`InProcessBridge`]);
+//! [`World::bridge_args`] gives the flags for running it as the binary instead.
 
-use std::path::Path;
-use std::time::Duration;
-
-use super::bot::{password_file, Bot, ChatClient};
+use super::bridge::InProcessBridge;
+#[allow(unused_imports)]
+pub use super::bridge::{ONLINE, STARTUP, SUBSCRIBED};
+use super::chat::ChatClient;
+use super::files::password_file;
 use super::peers::{Mosquitto, Prosody};
 use super::ports::PortHold;
-use super::server::BundledServer;
+use super::server::InProcessServer;
+use std::path::Path;
 
 /// The bot's account in every world.
 pub const BOT: &str = "bot@localhost";
 /// The user's account in every world.
 pub const ALICE: &str = "alice@localhost";
-/// How long the bridge may take to log in and subscribe.
-pub const STARTUP: Duration = Duration::from_secs(20);
-/// The bridge's log line once it is subscribed to MQTT.
-pub const SUBSCRIBED: &str = "subscribed";
-/// The bridge's log line once it answers chat messages.
-pub const ONLINE: &str = "answering chat messages";
 
 /// Which servers a scenario runs against.
 #[derive(Debug, Clone, Copy)]
@@ -152,15 +150,15 @@ pub struct Xmpp {
 }
 
 enum XmppServer {
-    Bundled(BundledServer),
+    Bundled(InProcessServer),
     Prosody(Prosody),
 }
 
 impl Xmpp {
     /// A running server. None = skipped (Prosody is missing).
-    pub fn start(kind: Kind) -> Option<Xmpp> {
+    pub async fn start(kind: Kind) -> Option<Xmpp> {
         let server = match kind {
-            Kind::Bundled => XmppServer::Bundled(BundledServer::start()),
+            Kind::Bundled => XmppServer::Bundled(InProcessServer::start().await),
             Kind::Peers => XmppServer::Prosody(Prosody::start()?),
         };
         for user in ["bot", "alice"] {
@@ -195,18 +193,18 @@ impl Xmpp {
     }
 
     /// Stops the server gracefully; connections to its port are refused when this returns.
-    pub fn stop(&mut self) {
+    pub async fn stop(&mut self) {
         match &mut self.server {
-            XmppServer::Bundled(s) => s.stop(),
+            XmppServer::Bundled(s) => s.stop().await,
             XmppServer::Prosody(s) => s.stop(),
         }
         self.hold = Some(PortHold::new(self.port()));
     }
 
     /// Starts the server (again) on its port; it accepts connections when this returns.
-    pub fn restart(&mut self) {
+    pub async fn restart(&mut self) {
         match &mut self.server {
-            XmppServer::Bundled(s) => s.restart(),
+            XmppServer::Bundled(s) => s.restart().await,
             XmppServer::Prosody(s) => s.restart(),
         }
         self.hold = None;
@@ -227,12 +225,12 @@ impl World {
     /// Both servers running. None = skipped.
     pub async fn start(kind: Kind) -> Option<World> {
         let mqtt = Broker::start(kind).await?;
-        World::with_broker(kind, mqtt)
+        World::with_broker(kind, mqtt).await
     }
 
     /// The XMPP server running, `mqtt` as given.
-    pub fn with_broker(kind: Kind, mqtt: Broker) -> Option<World> {
-        let xmpp = Xmpp::start(kind)?;
+    pub async fn with_broker(kind: Kind, mqtt: Broker) -> Option<World> {
+        let xmpp = Xmpp::start(kind).await?;
         Some(World {
             mqtt,
             xmpp,
@@ -268,17 +266,13 @@ impl World {
     }
 
     /// Starts the bridge with `extra` flags without waiting for anything.
-    pub fn spawn_bot(&self, extra: &[&str]) -> Bot {
-        let args = self.bridge_args("bot-secret", extra);
-        Bot::spawn(&args.iter().map(String::as_str).collect::<Vec<_>>())
+    pub fn spawn_bot(&self, extra: &[&str]) -> InProcessBridge {
+        InProcessBridge::spawn(&self.bridge_args("bot-secret", extra))
     }
 
     /// Starts the bridge with `extra` flags and waits until it is online and subscribed.
-    pub fn start_bot(&self, extra: &[&str]) -> Bot {
-        let bot = self.spawn_bot(extra);
-        bot.wait_log(SUBSCRIBED, 1, STARTUP);
-        bot.wait_log(ONLINE, 1, STARTUP);
-        bot
+    pub async fn start_bot(&self, extra: &[&str]) -> InProcessBridge {
+        InProcessBridge::start(&self.bridge_args("bot-secret", extra)).await
     }
 
     pub async fn alice(&self) -> ChatClient {
