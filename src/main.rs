@@ -80,7 +80,7 @@ async fn run_server(args: ServerArgs) -> anyhow::Result<()> {
         data_dir: args.data.data_dir,
         cert: args.cert,
         key: args.key,
-        limits: server::limits::Limits {
+        limits: server::limits::ServerLimits {
             max_stanza_bytes: args.max_stanza_bytes,
             max_preauth_bytes: args.max_preauth_bytes,
             max_connections: args.max_connections,

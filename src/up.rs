@@ -20,7 +20,7 @@ use crate::bridge::sensors::{Sensor, SensorDefaults, Sensors};
 use crate::bridge::{self, mqtt::MqttConfig, reading::PayloadFormat};
 use crate::cli::{BotArgs, RateArgs};
 use crate::secret::{self, Secret};
-use crate::server::{self, admin, limits::Limits, ServerConfig};
+use crate::server::{self, admin, limits::ServerLimits, ServerConfig};
 use crate::simulate;
 use crate::xmpp_connect::{dns_config, Connector};
 use tokio_util::sync::CancellationToken;
@@ -225,9 +225,9 @@ pub async fn run(config: UpConfig, shutdown: CancellationToken) -> Result<(), Up
         cert: None,
         key: None,
         // The bot answers everyone: no per-connection byte rate for it.
-        limits: Limits {
+        limits: ServerLimits {
             unthrottled: vec![BOT.into()],
-            ..Limits::default()
+            ..ServerLimits::default()
         },
     };
     let server_stop = stopped.clone();

@@ -10,7 +10,7 @@
 //! `send_features`, `accept_reset`); rxml underneath parses restricted XML only, so DOCTYPEs,
 //! comments and processing instructions end the stream with `restricted-xml`. Byte-level limits
 //! (stanza size, depth, rate) are enforced below the parser by [`LimitedReader`]. Everything
-//! before binding must finish within `Limits::auth_timeout`.
+//! before binding must finish within `ServerLimits::auth_timeout`.
 //!
 //! After binding, the session loop forwards the client's stanzas to the hub (after checking
 //! their `from`), writes what the hub sends to it, pings the client when it goes quiet, and on
@@ -52,7 +52,7 @@ use xso::FromXml;
 use super::hub::{bounce, CloseReason};
 use super::limits::{LimitedReader, Meter};
 use super::sasl::{ConnectionInfo, Mechanism, ServerExchange, Step};
-use super::{HubCommand, Outbound, Shared};
+use super::shared::{HubCommand, Outbound, ServerShared};
 use tokio_util::sync::CancellationToken;
 
 /// Most failed password or proof checks on one connection before it is closed.
@@ -80,7 +80,7 @@ type Plain = BufReader<LimitedReader<TcpStream>>;
 type Secure = BufReader<LimitedReader<TlsStream<TcpStream>>>;
 type Xml<Io> = XmlStream<Io, XmppStreamElement>;
 /// After authentication: stanzas that fail to parse are answered, not fatal.
-type Session<Io> = XmlStream<Io, FallibleStreamElement>;
+type SessionStream<Io> = XmlStream<Io, FallibleStreamElement>;
 
 /// How a connection ended, for the log.
 #[derive(Debug, Error)]
@@ -106,7 +106,7 @@ pub enum ConnectionEnd {
 pub async fn serve(
     tcp: TcpStream,
     peer: SocketAddr,
-    shared: Arc<Shared>,
+    shared: Arc<ServerShared>,
     shutdown: CancellationToken,
 ) {
     let outcome = run(tcp, peer, &shared, shutdown).await;
@@ -121,7 +121,7 @@ pub async fn serve(
 async fn run(
     mut tcp: TcpStream,
     peer: SocketAddr,
-    shared: &Arc<Shared>,
+    shared: &Arc<ServerShared>,
     shutdown: CancellationToken,
 ) -> Result<(), ConnectionEnd> {
     let limits = &shared.limits;
@@ -159,7 +159,7 @@ async fn serve_authenticated<Io>(
     io: &mut Io,
     username: &str,
     peer: SocketAddr,
-    shared: &Arc<Shared>,
+    shared: &Arc<ServerShared>,
     meter: &Meter,
     shutdown: CancellationToken,
 ) -> Result<(), ConnectionEnd>
@@ -208,11 +208,11 @@ where
 
 /// Longest a write to a client may stall: the idle limit, but never more than
 /// [`MAX_WRITE_STALL`].
-fn write_stall_limit(shared: &Shared) -> Duration {
+fn write_stall_limit(shared: &ServerShared) -> Duration {
     shared.limits.idle_ping_after.min(MAX_WRITE_STALL)
 }
 
-fn timeouts(shared: &Shared) -> Timeouts {
+fn timeouts(shared: &ServerShared) -> Timeouts {
     Timeouts {
         read_timeout: shared.limits.idle_ping_after,
         response_timeout: shared.limits.idle_ping_after,
@@ -221,7 +221,7 @@ fn timeouts(shared: &Shared) -> Timeouts {
 
 async fn respond<Io, T: FromXml>(
     mut accepted: AcceptedStream<Io>,
-    shared: &Shared,
+    shared: &ServerShared,
     features: &StreamFeatures,
 ) -> Result<XmlStream<Io, T>, ConnectionEnd>
 where
@@ -425,7 +425,7 @@ where
 async fn negotiate(
     tcp: TcpStream,
     peer: SocketAddr,
-    shared: &Arc<Shared>,
+    shared: &Arc<ServerShared>,
     meter: Arc<Meter>,
 ) -> Result<(Secure, String), ConnectionEnd> {
     let limits = &shared.limits;
@@ -469,7 +469,11 @@ async fn negotiate(
 /// The stream borrows `io`, so that a failure while the client's header is read (a DOCTYPE in
 /// front of it, bytes that are not XML, a header that never ends) can still be answered as RFC
 /// 6120 §4.9.1.2 asks: our header, the stream error, the end of the stream.
-async fn starttls<Io>(io: &mut Io, shared: &Shared, meter: &Meter) -> Result<(), ConnectionEnd>
+async fn starttls<Io>(
+    io: &mut Io,
+    shared: &ServerShared,
+    meter: &Meter,
+) -> Result<(), ConnectionEnd>
 where
     Io: tokio::io::AsyncBufRead + tokio::io::AsyncWrite + Unpin,
 {
@@ -511,7 +515,7 @@ struct HeaderFailure(StreamCondition, String);
 /// they are.
 async fn accept_header<'io, Io>(
     io: &'io mut Io,
-    shared: &Shared,
+    shared: &ServerShared,
     meter: &Meter,
 ) -> Result<Result<AcceptedStream<&'io mut Io>, HeaderFailure>, ConnectionEnd>
 where
@@ -564,7 +568,11 @@ fn header_condition(error: String) -> (StreamCondition, String) {
 }
 
 /// Answers a [`HeaderFailure`] on the transport whose header could not be read.
-async fn refuse_header<Io>(io: &mut Io, shared: &Shared, failure: HeaderFailure) -> ConnectionEnd
+async fn refuse_header<Io>(
+    io: &mut Io,
+    shared: &ServerShared,
+    failure: HeaderFailure,
+) -> ConnectionEnd
 where
     Io: tokio::io::AsyncWrite + Unpin,
 {
@@ -582,7 +590,7 @@ where
 /// end of the stream, written straight to the transport.
 async fn fail_before_header<Io>(
     io: &mut Io,
-    shared: &Shared,
+    shared: &ServerShared,
     condition: StreamCondition,
     text: &str,
 ) -> ConnectionEnd
@@ -616,7 +624,7 @@ async fn sasl<Io>(
     io: &mut Io,
     peer: SocketAddr,
     info: &ConnectionInfo<'_>,
-    shared: &Shared,
+    shared: &ServerShared,
     meter: &Meter,
 ) -> Result<String, ConnectionEnd>
 where
@@ -691,7 +699,7 @@ where
 async fn authenticate<Io>(
     stream: &mut Xml<Io>,
     info: &ConnectionInfo<'_>,
-    shared: &Shared,
+    shared: &ServerShared,
     meter: &Meter,
 ) -> Result<Result<(String, Vec<u8>, Mechanism), (wire_sasl::DefinedCondition, bool)>, ConnectionEnd>
 where
@@ -783,9 +791,9 @@ fn sasl_condition(failure: super::sasl::Failure) -> wire_sasl::DefinedCondition 
 async fn bind<Io>(
     accepted: AcceptedStream<Io>,
     username: &str,
-    shared: &Arc<Shared>,
+    shared: &Arc<ServerShared>,
     meter: &Meter,
-) -> Result<(Session<Io>, FullJid, u64, mpsc::Receiver<Outbound>), ConnectionEnd>
+) -> Result<(SessionStream<Io>, FullJid, u64, mpsc::Receiver<Outbound>), ConnectionEnd>
 where
     Io: tokio::io::AsyncBufRead + tokio::io::AsyncWrite + Unpin,
 {
@@ -802,7 +810,7 @@ where
             ))
             .build(),
     );
-    let mut stream: Session<Io> = respond(accepted, shared, &features).await?;
+    let mut stream: SessionStream<Io> = respond(accepted, shared, &features).await?;
     loop {
         let Some(item) = before_login_deadline(stream.next(), meter).await else {
             return Err(login_timed_out(&mut stream).await);
@@ -874,7 +882,7 @@ where
 }
 
 async fn send_error<Io>(
-    stream: &mut Session<Io>,
+    stream: &mut SessionStream<Io>,
     iq: &Iq,
     condition: StanzaCondition,
 ) -> Result<(), ConnectionEnd>
@@ -961,10 +969,10 @@ fn from_is_own(stanza: &Stanza, jid: &FullJid) -> bool {
 /// Writes one stanza to the client. A client that stops reading would hold its whole queue (and
 /// the hub's deliveries) forever: a write that cannot finish in time ends the session.
 async fn write<Io>(
-    stream: &mut Session<Io>,
+    stream: &mut SessionStream<Io>,
     stanza: Stanza,
     jid: &FullJid,
-    shared: &Shared,
+    shared: &ServerShared,
 ) -> Result<(), ConnectionEnd>
 where
     Io: tokio::io::AsyncBufRead + tokio::io::AsyncWrite + Unpin,
@@ -985,11 +993,11 @@ where
 }
 
 async fn session_loop<Io>(
-    mut stream: Session<Io>,
+    mut stream: SessionStream<Io>,
     jid: &FullJid,
     id: u64,
     mut inbox: mpsc::Receiver<Outbound>,
-    shared: &Shared,
+    shared: &ServerShared,
     meter: &Meter,
     shutdown: CancellationToken,
 ) -> Result<(), ConnectionEnd>
@@ -1074,6 +1082,7 @@ pub mod fuzzing {
 
     use tokio::io::BufReader;
     use tokio::sync::{mpsc, oneshot};
+    use tokio_util::sync::CancellationToken;
     use tokio_xmpp::jid::{BareJid, FullJid};
     use tokio_xmpp::minidom::Element;
     use tokio_xmpp::parsers::iq::Iq;
@@ -1081,11 +1090,12 @@ pub mod fuzzing {
     use tokio_xmpp::parsers::presence::{Presence, Type as PresenceType};
     use tokio_xmpp::Stanza;
 
+    use super::super::driver::{apply, Outboxes};
     use super::super::hub::Hub;
-    use super::super::limits::{LimitedReader, Limits, Meter};
+    use super::super::limits::{LimitedReader, Meter, ServerLimits};
     use super::super::sasl::{derive_keys, ConnectionInfo, Hash};
+    use super::super::shared::{HubCommand, Outbound, ServerShared};
     use super::super::store::{RosterItem, Store, StoredScram, Subscription};
-    use super::super::{apply, HubCommand, Outbound, Outboxes, Shared};
     use super::{sasl, serve_authenticated, starttls, OUTBOX_CAPACITY};
 
     /// The served domain.
@@ -1110,16 +1120,16 @@ pub mod fuzzing {
         Session,
     }
 
-    /// Limits for fuzzing: the defaults, with element sizes a fuzzer's inputs can reach and no
+    /// ServerLimits for fuzzing: the defaults, with element sizes a fuzzer's inputs can reach and no
     /// delay after a failed login.
-    pub fn limits() -> Limits {
-        Limits {
+    pub fn limits() -> ServerLimits {
+        ServerLimits {
             max_stanza_bytes: 4096,
             max_preauth_bytes: 2048,
             max_depth: 16,
             login_failure_delay: Duration::ZERO,
             max_login_delay: Duration::ZERO,
-            ..Limits::default()
+            ..ServerLimits::default()
         }
     }
 
@@ -1183,7 +1193,7 @@ pub mod fuzzing {
         }
 
         let (hub_tx, mut hub_rx) = mpsc::channel(1024);
-        let shared = Arc::new(Shared::new(
+        let shared = Arc::new(ServerShared::new(
             DOMAIN.into(),
             tls_config(),
             limits.clone(),
@@ -1346,7 +1356,7 @@ pub mod fuzzing {
         (sha1, sha256)
     }
 
-    /// A TLS configuration for [`Shared`]; never used, since the fuzzed bytes start either
+    /// A TLS configuration for [`ServerShared`]; never used, since the fuzzed bytes start either
     /// before STARTTLS or inside TLS.
     fn tls_config() -> Arc<rustls::ServerConfig> {
         static CONFIG: OnceLock<Arc<rustls::ServerConfig>> = OnceLock::new();
