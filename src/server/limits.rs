@@ -1,7 +1,7 @@
 //! Resource limits of the bundled server, and the reader that enforces the byte-level ones.
 //!
-//! Every limit is a field of [`ServerLimits`] (configurable from the command line), never a constant
-//! buried in the code. The byte-level limits are enforced *below* the XML parser by
+//! Every limit is a field of [`ServerLimits`] (configurable from the command line), never a
+//! constant buried in the code. The byte-level limits are enforced *below* the XML parser by
 //! [`LimitedReader`], so that no oversized or over-deep input is ever buffered or parsed:
 //!
 //! - **stanza size**: bytes read since the last complete top-level element; 10 000 before

@@ -1,13 +1,12 @@
 //! Entry point of the `server_stream` fuzz target (see `fuzz/README.md`): a client's bytes
-//! through the connection code above — [`LimitedReader`], the XML parser, stanza parsing, SASL,
-//! bind, the session loop — and the hub and store behind it, in memory, without sockets or TLS.
+//! through the connection code of this folder — the limited reader, the XML parser, stanza
+//! parsing, SASL, bind, the session loop — and the hub and store behind it, in memory, without
+//! sockets or TLS.
 //! Not part of the API: built only with the `fuzzing` feature.
 
-use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
-use tokio::io::BufReader;
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 use tokio_xmpp::jid::{BareJid, FullJid};
@@ -17,23 +16,21 @@ use tokio_xmpp::parsers::ns;
 use tokio_xmpp::parsers::presence::{Presence, Type as PresenceType};
 use tokio_xmpp::Stanza;
 
-use super::super::driver::{apply, Outboxes};
-use super::super::hub::Hub;
-use super::super::limits::{LimitedReader, Meter, ServerLimits};
-use super::super::sasl::{derive_keys, ConnectionInfo, Hash};
-use super::super::shared::{HubCommand, Outbound, ServerShared};
-use super::super::store::{RosterItem, Store, StoredScram, Subscription};
-use super::{sasl, serve_authenticated, starttls, OUTBOX_CAPACITY};
+use super::harness::{self, add_accounts, serve_from, tls_config, Start};
+use super::OUTBOX_CAPACITY;
+use crate::server::driver::{apply, Outboxes};
+use crate::server::hub::Hub;
+use crate::server::limits::ServerLimits;
+use crate::server::shared::{HubCommand, Outbound, ServerShared};
+use crate::server::store::Store;
 
 /// The served domain.
-pub const DOMAIN: &str = "localhost";
+pub const DOMAIN: &str = harness::DOMAIN;
 /// The accounts, each with the password `<name>-secret`. Bytes fed at [`Stage::Session`]
 /// are alice's.
-pub const ACCOUNTS: [&str; 2] = ["alice", "bob"];
+pub const ACCOUNTS: [&str; 2] = harness::ACCOUNTS;
 /// The channel-binding bytes of the pretend TLS connection (so `-PLUS` is offered).
 pub const TLS_EXPORTER: [u8; 32] = [7; 32];
-/// PBKDF2 iterations of the accounts' keys: low, so that a PLAIN login costs little.
-const ITERATIONS: u32 = 16;
 
 /// Where in a connection the fuzzed bytes start.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -47,7 +44,7 @@ pub enum Stage {
     Session,
 }
 
-/// ServerLimits for fuzzing: the defaults, with element sizes a fuzzer's inputs can reach and no
+/// Limits for fuzzing: the defaults, with element sizes a fuzzer's inputs can reach and no
 /// delay after a failed login.
 pub fn limits() -> ServerLimits {
     ServerLimits {
@@ -128,42 +125,15 @@ async fn serve(stage: Stage, input: &[u8]) -> Vec<String> {
         store(),
     ));
     let connection = async move {
-        let peer = SocketAddr::from((Ipv4Addr::LOCALHOST, 5222));
-        let shutdown = CancellationToken::new();
-        let meter = Meter::new(limits.max_preauth_bytes, &limits);
-        let io = BufReader::with_capacity(
-            super::READ_BUFFER,
-            LimitedReader::new(
-                tokio::io::join(input, tokio::io::sink()),
-                meter.clone(),
-                limits.bytes_per_second,
-                limits.burst_bytes,
-            ),
-        );
-        match stage {
-            Stage::Plain => {
-                let mut io = io;
-                let _ = starttls(&mut io, &shared, &meter).await;
-            }
-            Stage::Sasl => {
-                let mut io = io;
-                let info = ConnectionInfo {
-                    domain: DOMAIN,
-                    tls_active: true,
-                    tls_exporter: Some(&TLS_EXPORTER),
-                };
-                if let Ok(username) = sasl(&mut io, peer, &info, &shared, &meter).await {
-                    let _ =
-                        serve_authenticated(&mut io, &username, peer, &shared, &meter, shutdown)
-                            .await;
-                }
-            }
-            Stage::Session => {
-                let mut io = io;
-                let _ =
-                    serve_authenticated(&mut io, "alice", peer, &shared, &meter, shutdown).await;
-            }
-        }
+        let start = match stage {
+            Stage::Plain => Start::Plain,
+            Stage::Sasl => Start::Sasl {
+                tls_exporter: &TLS_EXPORTER,
+            },
+            Stage::Session => Start::Session { username: "alice" },
+        };
+        let transport = tokio::io::join(input, tokio::io::sink());
+        let _ = serve_from(start, transport, &shared, CancellationToken::new()).await;
         // Dropping `shared` closes the hub's inbox, which ends the hub loop.
     };
     let hub_loop = async {
@@ -233,74 +203,8 @@ fn store() -> Store {
 
 fn template() -> Store {
     let store = Store::open_in_memory().expect("an in-memory store");
-    for user in ACCOUNTS {
-        let (sha1, sha256) = keys(user);
-        store
-            .create_account(user, sha1, sha256)
-            .expect("a new account");
-    }
-    for (owner, contact) in [("alice", "bob"), ("bob", "alice")] {
-        let mut item = RosterItem::new(format!("{contact}@{DOMAIN}"));
-        item.subscription = Subscription::Both;
-        store
-            .upsert_roster_item(owner, &item)
-            .expect("a roster item");
-    }
+    add_accounts(&store);
     store
-}
-
-/// The SCRAM keys of `user`'s password, derived once per process.
-fn keys(user: &str) -> (&'static StoredScram, &'static StoredScram) {
-    static KEYS: OnceLock<Vec<(String, StoredScram, StoredScram)>> = OnceLock::new();
-    let all = KEYS.get_or_init(|| {
-        let derive = |user: &str, hash| {
-            let keys = derive_keys(&format!("{user}-secret"), hash, b"fuzzing salt", ITERATIONS)
-                .expect("a valid password");
-            StoredScram {
-                salt: keys.salt,
-                iterations: keys.iterations,
-                stored_key: keys.stored_key,
-                server_key: keys.server_key,
-            }
-        };
-        ACCOUNTS
-            .iter()
-            .map(|user| {
-                (
-                    user.to_string(),
-                    derive(user, Hash::Sha1),
-                    derive(user, Hash::Sha256),
-                )
-            })
-            .collect()
-    });
-    let (_, sha1, sha256) = all
-        .iter()
-        .find(|(name, _, _)| name == user)
-        .expect("a known account");
-    (sha1, sha256)
-}
-
-/// A TLS configuration for [`ServerShared`]; never used, since the fuzzed bytes start either
-/// before STARTTLS or inside TLS.
-fn tls_config() -> Arc<rustls::ServerConfig> {
-    static CONFIG: OnceLock<Arc<rustls::ServerConfig>> = OnceLock::new();
-    CONFIG
-        .get_or_init(|| {
-            let generated = rcgen::generate_simple_self_signed(vec![DOMAIN.to_string()])
-                .expect("a self-signed certificate");
-            let key =
-                rustls::pki_types::PrivatePkcs8KeyDer::from(generated.key_pair.serialize_der());
-            let provider = Arc::new(rustls::crypto::ring::default_provider());
-            let config = rustls::ServerConfig::builder_with_provider(provider)
-                .with_safe_default_protocol_versions()
-                .expect("default TLS versions")
-                .with_no_client_auth()
-                .with_single_cert(vec![generated.cert.der().clone()], key.into())
-                .expect("a valid certificate");
-            Arc::new(config)
-        })
-        .clone()
 }
 
 #[cfg(test)]

@@ -25,6 +25,7 @@
 //! | `session.rs` | bind, the session loop, idle pings, writing to the client |
 //! | `errors.rs` | how a connection ends: stream error conditions, `fail`, closing |
 //! | `upstream.rs` | the dependencies' errors the server tells apart by their text |
+//! | `harness.rs` | a connection over any byte transport, for the tests and the fuzz target |
 //!
 //! The imports point one way: `mod.rs` uses the phases, `session.rs` and `auth.rs` use
 //! `negotiation.rs`, and all of them use `errors.rs` and `upstream.rs`, which use none of them.
@@ -34,6 +35,8 @@ mod errors;
 #[cfg(feature = "fuzzing")]
 #[doc(hidden)]
 pub mod fuzzing;
+#[cfg(any(test, feature = "fuzzing"))]
+mod harness;
 mod negotiation;
 mod session;
 #[cfg(test)]
