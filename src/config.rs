@@ -260,7 +260,7 @@ pub fn server(args: &ServerArgs) -> ServerConfig {
         data_dir: args.data.data_dir.clone(),
         cert: args.cert.clone(),
         key: args.key.clone(),
-        limits: server::limits::Limits {
+        limits: server::limits::ServerLimits {
             max_stanza_bytes: args.max_stanza_bytes,
             max_preauth_bytes: args.max_preauth_bytes,
             max_connections: args.max_connections,

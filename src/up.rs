@@ -25,7 +25,7 @@ use crate::bridge::sensors::{Sensor, SensorDefaults, SensorError, Sensors};
 use crate::bridge::{self, bot, reading::PayloadFormat};
 use crate::mqtt_client::{self, Broker};
 use crate::secret::{self, Secret};
-use crate::server::{self, admin, limits::Limits, ServerConfig};
+use crate::server::{self, admin, limits::ServerLimits, ServerConfig};
 use crate::simulate;
 use crate::xmpp_connect::{dns_config, AddressError, Connector};
 
@@ -246,9 +246,9 @@ pub async fn run(config: UpConfig, shutdown: CancellationToken) -> Result<(), Up
         cert: None,
         key: None,
         // The bot answers everyone: no per-connection byte rate for it.
-        limits: Limits {
+        limits: ServerLimits {
             unthrottled: vec![BOT.into()],
-            ..Limits::default()
+            ..ServerLimits::default()
         },
     };
     let server_stop = stopped.clone();

@@ -17,20 +17,48 @@ use thiserror::Error;
 #[derive(Debug, Error)]
 pub enum CertError {
     /// A certificate or key file could not be read or parsed.
-    #[error("{path}: {reason}")]
+    #[error("{path}: {source}")]
     File {
         /// The file.
         path: PathBuf,
         /// What went wrong.
-        reason: String,
+        #[source]
+        source: rustls::pki_types::pem::Error,
     },
-    /// The self-signed certificate could not be generated or written.
-    #[error("cannot create a self-signed certificate in {dir}: {reason}")]
-    Create {
+    /// The certificate file holds no PEM certificate.
+    #[error("{path}: no PEM certificate found")]
+    NoCertificate {
+        /// The file.
+        path: PathBuf,
+    },
+    /// The self-signed certificate could not be generated.
+    #[error("cannot create a self-signed certificate in {dir}: {source}")]
+    Generate {
         /// The data directory.
         dir: PathBuf,
         /// What went wrong.
-        reason: String,
+        #[source]
+        source: rcgen::Error,
+    },
+    /// The data directory for the self-signed certificate could not be created.
+    #[error("cannot create a self-signed certificate in {dir}: {source}")]
+    CreateDir {
+        /// The data directory.
+        dir: PathBuf,
+        /// What went wrong.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The self-signed certificate or its key could not be written.
+    #[error("cannot create a self-signed certificate in {dir}: {path}: {source}")]
+    Write {
+        /// The data directory.
+        dir: PathBuf,
+        /// The file.
+        path: PathBuf,
+        /// What went wrong.
+        #[source]
+        source: std::io::Error,
     },
     /// rustls refused the certificate/key pair.
     #[error("the certificate and key do not work together: {0}")]
@@ -101,19 +129,20 @@ pub fn load_or_create(
 }
 
 fn load(cert_path: &Path, key_path: &Path, self_signed: bool) -> Result<Identity, CertError> {
-    let file_error = |path: &Path, reason: String| CertError::File {
-        path: path.to_path_buf(),
-        reason,
+    let file_error = |path: &Path| {
+        let path = path.to_path_buf();
+        move |source| CertError::File { path, source }
     };
     let chain = CertificateDer::pem_file_iter(cert_path)
-        .map_err(|e| file_error(cert_path, e.to_string()))?
+        .map_err(file_error(cert_path))?
         .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| file_error(cert_path, e.to_string()))?;
+        .map_err(file_error(cert_path))?;
     if chain.is_empty() {
-        return Err(file_error(cert_path, "no PEM certificate found".into()));
+        return Err(CertError::NoCertificate {
+            path: cert_path.to_path_buf(),
+        });
     }
-    let key =
-        PrivateKeyDer::from_pem_file(key_path).map_err(|e| file_error(key_path, e.to_string()))?;
+    let key = PrivateKeyDer::from_pem_file(key_path).map_err(file_error(key_path))?;
     Ok(Identity {
         chain,
         key,
@@ -128,20 +157,31 @@ fn create_self_signed(
     cert_path: &Path,
     key_path: &Path,
 ) -> Result<(), CertError> {
-    let create_error = |reason: String| CertError::Create {
-        dir: dir.to_path_buf(),
-        reason,
+    let dir_path = || dir.to_path_buf();
+    let write_error = |path: &Path| {
+        let path = path.to_path_buf();
+        move |source| CertError::Write {
+            dir: dir.to_path_buf(),
+            path,
+            source,
+        }
     };
-    let generated = self_signed(domain).map_err(|e| create_error(e.to_string()))?;
-    std::fs::create_dir_all(dir).map_err(|e| create_error(e.to_string()))?;
+    let generated = self_signed(domain).map_err(|source| CertError::Generate {
+        dir: dir_path(),
+        source,
+    })?;
+    std::fs::create_dir_all(dir).map_err(|source| CertError::CreateDir {
+        dir: dir_path(),
+        source,
+    })?;
     write_file(
         key_path,
         generated.key_pair.serialize_pem().as_bytes(),
         0o600,
     )
-    .map_err(|e| create_error(format!("{}: {e}", key_path.display())))?;
+    .map_err(write_error(key_path))?;
     write_file(cert_path, generated.cert.pem().as_bytes(), 0o644)
-        .map_err(|e| create_error(format!("{}: {e}", cert_path.display())))?;
+        .map_err(write_error(cert_path))?;
     Ok(())
 }
 
@@ -216,5 +256,24 @@ mod tests {
         )
         .unwrap_err();
         assert!(err.to_string().contains("nope.crt"), "{err}");
+        assert!(
+            std::error::Error::source(&err).is_some(),
+            "the reading error is kept as the source: {err:?}"
+        );
+    }
+
+    #[test]
+    fn a_certificate_file_without_a_certificate_is_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let (cert, key) = (dir.path().join("empty.crt"), dir.path().join("empty.key"));
+        std::fs::write(&cert, "not PEM\n").unwrap();
+        std::fs::write(&key, "not PEM\n").unwrap();
+        let err = load_or_create(dir.path(), "localhost", Some(&cert), Some(&key)).unwrap_err();
+        assert!(matches!(err, CertError::NoCertificate { .. }), "{err:?}");
+        assert!(
+            err.to_string()
+                .ends_with("empty.crt: no PEM certificate found"),
+            "{err}"
+        );
     }
 }

@@ -1,7 +1,7 @@
 //! Resource limits of the bundled server, and the reader that enforces the byte-level ones.
 //!
-//! Every limit is a field of [`Limits`] (configurable from the command line), never a constant
-//! buried in the code. The byte-level limits are enforced *below* the XML parser by
+//! Every limit is a field of [`ServerLimits`] (configurable from the command line), never a
+//! constant buried in the code. The byte-level limits are enforced *below* the XML parser by
 //! [`LimitedReader`], so that no oversized or over-deep input is ever buffered or parsed:
 //!
 //! - **stanza size**: bytes read since the last complete top-level element; 10 000 before
@@ -24,9 +24,9 @@ use thiserror::Error;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::time::{Instant, Sleep};
 
-/// Limits for one server. [`Limits::default`] gives the documented defaults.
+/// Limits for one server. [`ServerLimits::default`] gives the documented defaults.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Limits {
+pub struct ServerLimits {
     /// Largest stanza after authentication, in bytes.
     pub max_stanza_bytes: usize,
     /// Largest element before authentication, in bytes (stream negotiation needs very little).
@@ -60,7 +60,7 @@ pub struct Limits {
     pub idle_ping_after: Duration,
 }
 
-impl Default for Limits {
+impl Default for ServerLimits {
     fn default() -> Self {
         Self {
             max_stanza_bytes: 256 * 1024,
@@ -270,7 +270,7 @@ pub struct Meter {
 impl Meter {
     /// A meter allowing `limit` bytes per element, and the nesting and element count of
     /// `limits`.
-    pub fn new(limit: usize, limits: &Limits) -> Arc<Self> {
+    pub fn new(limit: usize, limits: &ServerLimits) -> Arc<Self> {
         Arc::new(Self {
             since_element: AtomicUsize::new(0),
             limit: AtomicUsize::new(limit),
@@ -315,7 +315,7 @@ impl Meter {
     }
 
     /// Lifts the byte rate for the rest of the connection (an account in
-    /// [`Limits::unthrottled`] logged in).
+    /// [`ServerLimits::unthrottled`] logged in).
     pub fn unthrottle(&self) {
         self.unthrottle.store(true, Ordering::Relaxed);
     }
@@ -346,16 +346,16 @@ impl Meter {
     }
 }
 
-/// Token bucket for the byte rate.
+/// Token bucket for the byte rate: refills at the sustained rate, holds at most the burst.
 #[derive(Debug)]
-struct Bucket {
+struct ByteRate {
     rate: f64,
     burst: f64,
     tokens: f64,
     updated: Instant,
 }
 
-impl Bucket {
+impl ByteRate {
     fn new(rate: u32, burst: u32) -> Self {
         Self {
             rate: f64::from(rate.max(1)),
@@ -387,7 +387,7 @@ pub struct LimitedReader<S> {
     inner: S,
     meter: Arc<Meter>,
     scanner: DepthScanner,
-    bucket: Bucket,
+    bucket: ByteRate,
     sleep: Option<Pin<Box<Sleep>>>,
 }
 
@@ -398,7 +398,7 @@ impl<S> LimitedReader<S> {
             inner,
             meter,
             scanner: DepthScanner::default(),
-            bucket: Bucket::new(bytes_per_second, burst_bytes),
+            bucket: ByteRate::new(bytes_per_second, burst_bytes),
             sleep: None,
         }
     }
@@ -438,7 +438,7 @@ impl<S: AsyncRead + Unpin> AsyncRead for LimitedReader<S> {
             this.scanner = DepthScanner::default();
         }
         if this.meter.unthrottle.swap(false, Ordering::Relaxed) {
-            this.bucket = Bucket::new(u32::MAX, u32::MAX);
+            this.bucket = ByteRate::new(u32::MAX, u32::MAX);
             this.sleep = None;
         }
         // Rate: wait for tokens before reading anything.
@@ -529,11 +529,11 @@ mod tests {
     use super::*;
     use tokio::io::AsyncReadExt;
 
-    fn limits(max_depth: usize, max_elements: usize) -> Limits {
-        Limits {
+    fn limits(max_depth: usize, max_elements: usize) -> ServerLimits {
+        ServerLimits {
             max_depth,
             max_elements,
-            ..Limits::default()
+            ..ServerLimits::default()
         }
     }
 

@@ -15,7 +15,7 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use mqtt2xmpp::secret::Secret;
-use mqtt2xmpp::server::limits::Limits as ServerLimits;
+use mqtt2xmpp::server::limits::ServerLimits;
 use mqtt2xmpp::server::{self, ServerConfig};
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;

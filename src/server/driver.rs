@@ -1,0 +1,246 @@
+//! The hub thread: it owns the [`Hub`] (and through it the store), applies the connections'
+//! [`HubCommand`]s one at a time, in order, and hands the resulting deliveries to the sessions'
+//! bounded queues. A session whose queue is full is cut off rather than buffered without bound.
+//!
+//! The hub itself is sans-IO (commands in, deliveries out); this is the thin driver around it.
+
+use std::collections::HashMap;
+
+use tokio::sync::mpsc;
+use tokio_xmpp::jid::FullJid;
+
+use super::hub::{Delivery, Hub};
+use super::shared::{HubCommand, Outbound};
+
+/// The hub thread's handle on each bound session: the session's id, and its outgoing queue, or
+/// `None` once [`deliver`] dropped an overflowing queue. The entry stays until the session's
+/// `Unbind`, which is what makes the hub forget the session (and tell its contacts).
+pub(crate) type Outboxes = HashMap<FullJid, (u64, Option<mpsc::Sender<Outbound>>)>;
+
+/// The hub thread: applies commands in order and hands deliveries to the sessions' queues.
+pub(crate) fn drive_hub(mut hub: Hub, mut commands: mpsc::Receiver<HubCommand>) {
+    let mut outboxes: Outboxes = HashMap::new();
+    while let Some(command) = commands.blocking_recv() {
+        apply(&mut hub, &mut outboxes, command);
+    }
+}
+
+/// Applies one command to the hub and hands the resulting deliveries to the sessions' queues.
+pub(crate) fn apply(hub: &mut Hub, outboxes: &mut Outboxes, command: HubCommand) {
+    let deliveries = match command {
+        HubCommand::Bind {
+            username,
+            resource,
+            id,
+            outbox,
+            reply,
+        } => match hub.bind(&username, resource.as_deref()) {
+            Ok((jid, deliveries)) => {
+                // Deliveries first: they may close the session this one replaces.
+                deliver(outboxes, deliveries);
+                outboxes.insert(jid.clone(), (id, Some(outbox)));
+                let _ = reply.send(Some(jid));
+                Vec::new()
+            }
+            Err(_) => {
+                let _ = reply.send(None);
+                Vec::new()
+            }
+        },
+        HubCommand::Stanza { jid, id, stanza } => {
+            if outboxes
+                .get(&jid)
+                .is_some_and(|(current, _)| *current == id)
+            {
+                hub.inbound(&jid, *stanza)
+            } else {
+                Vec::new()
+            }
+        }
+        HubCommand::Unbind { jid, id } => {
+            if outboxes
+                .get(&jid)
+                .is_some_and(|(current, _)| *current == id)
+            {
+                outboxes.remove(&jid);
+                hub.unbind(&jid)
+            } else {
+                Vec::new()
+            }
+        }
+    };
+    deliver(outboxes, deliveries);
+}
+
+fn deliver(outboxes: &mut Outboxes, deliveries: Vec<Delivery>) {
+    for delivery in deliveries {
+        let (jid, outbound) = match delivery {
+            Delivery::Stanza(jid, stanza) => (jid, Outbound::Stanza(stanza)),
+            Delivery::Batch(jid, stanzas) => (jid, Outbound::Batch(stanzas)),
+            Delivery::Close(jid, reason) => {
+                if let Some((_, Some(outbox))) = outboxes.remove(&jid) {
+                    let _ = outbox.try_send(Outbound::Close(reason));
+                }
+                continue;
+            }
+        };
+        let Some((_, queue)) = outboxes.get_mut(&jid) else {
+            continue;
+        };
+        let Some(outbox) = queue else {
+            continue; // Already cut off; its Unbind is on the way.
+        };
+        match outbox.try_send(outbound) {
+            Ok(()) => {}
+            Err(mpsc::error::TrySendError::Full(_)) => {
+                // The client does not read: rather than buffer without bound, drop the
+                // queue's sender; the session drains what is queued, then closes with
+                // `policy-violation`, and its Unbind still finds the entry.
+                tracing::warn!(%jid, "outgoing queue full; closing the session");
+                *queue = None;
+            }
+            Err(mpsc::error::TrySendError::Closed(_)) => {
+                // The connection ended after the hub routed this stanza to it; its
+                // Unbind is queued behind the command being handled.
+                tracing::debug!(%jid, "session already closed; stanza dropped");
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use tokio_xmpp::jid::{BareJid, Jid};
+    use tokio_xmpp::parsers::message::Message;
+    use tokio_xmpp::parsers::presence::Presence;
+
+    use tokio::sync::oneshot;
+    use tokio_xmpp::Stanza;
+
+    use super::*;
+    use crate::server::database_path;
+    use crate::server::store::{Store, StoredScram};
+
+    fn keys() -> StoredScram {
+        StoredScram {
+            salt: vec![1; 16],
+            iterations: 4096,
+            stored_key: vec![2; 20],
+            server_key: vec![3; 20],
+        }
+    }
+
+    /// A hub thread on a fresh database with the accounts alice and bob.
+    fn hub_thread(
+        dir: &tempfile::TempDir,
+    ) -> (mpsc::Sender<HubCommand>, std::thread::JoinHandle<()>) {
+        let store = Store::open(database_path(dir.path())).unwrap();
+        for user in ["alice", "bob"] {
+            store.create_account(user, &keys(), &keys()).unwrap();
+        }
+        let hub = Hub::new("localhost", store).unwrap();
+        let (commands, inbox) = mpsc::channel(16);
+        (commands, std::thread::spawn(move || drive_hub(hub, inbox)))
+    }
+
+    /// Binds `user@localhost/resource`; once this returns, the hub has handled every earlier
+    /// command (it handles them in order).
+    fn bind(
+        commands: &mpsc::Sender<HubCommand>,
+        user: &str,
+        resource: &str,
+        id: u64,
+        capacity: usize,
+    ) -> (FullJid, mpsc::Receiver<Outbound>) {
+        let (outbox, inbox) = mpsc::channel(capacity);
+        let (reply, bound) = oneshot::channel();
+        commands
+            .blocking_send(HubCommand::Bind {
+                username: user.into(),
+                resource: Some(resource.into()),
+                id,
+                outbox,
+                reply,
+            })
+            .unwrap();
+        (bound.blocking_recv().unwrap().unwrap(), inbox)
+    }
+
+    fn send(commands: &mpsc::Sender<HubCommand>, jid: &FullJid, id: u64, stanza: Stanza) {
+        let (jid, stanza) = (jid.clone(), Box::new(stanza));
+        commands
+            .blocking_send(HubCommand::Stanza { jid, id, stanza })
+            .unwrap();
+    }
+
+    fn chat(to: Jid, body: &str) -> Stanza {
+        Message::chat(Some(to))
+            .with_body(Default::default(), body.into())
+            .into()
+    }
+
+    /// Stops the hub thread and returns alice's stored offline messages.
+    fn offline_for_alice(
+        dir: &tempfile::TempDir,
+        commands: mpsc::Sender<HubCommand>,
+        thread: std::thread::JoinHandle<()>,
+    ) -> Vec<String> {
+        drop(commands);
+        thread.join().unwrap();
+        let store = Store::open(database_path(dir.path())).unwrap();
+        let stored = store.offline_messages("alice").unwrap();
+        stored.into_iter().map(|(_, xml)| xml).collect()
+    }
+
+    #[test]
+    fn a_session_that_closed_while_a_stanza_was_routed_to_it_is_still_unbound() {
+        let dir = tempfile::tempdir().unwrap();
+        let (commands, thread) = hub_thread(&dir);
+        let (alice, alice_queue) = bind(&commands, "alice", "r", 1, 8);
+        let (bob, _bob_queue) = bind(&commands, "bob", "r", 2, 8);
+        send(&commands, &alice, 1, Presence::available().into());
+        // alice's connection ends; a message for her is routed before the hub hears of it.
+        drop(alice_queue);
+        send(&commands, &bob, 2, chat(alice.clone().into(), "too late"));
+        commands
+            .blocking_send(HubCommand::Unbind {
+                jid: alice.clone(),
+                id: 1,
+            })
+            .unwrap();
+        // alice is offline now, so the next message waits for her in storage.
+        let alice_bare: BareJid = alice.to_bare();
+        send(&commands, &bob, 2, chat(alice_bare.into(), "stored"));
+        let stored = offline_for_alice(&dir, commands, thread);
+        assert_eq!(stored.len(), 1, "{stored:?}");
+        assert!(stored[0].contains("stored"), "{stored:?}");
+    }
+
+    #[test]
+    fn a_session_cut_off_for_a_full_queue_is_unbound_when_it_closes() {
+        let dir = tempfile::tempdir().unwrap();
+        let (commands, thread) = hub_thread(&dir);
+        let (alice, mut alice_queue) = bind(&commands, "alice", "r", 1, 1);
+        let (bob, _bob_queue) = bind(&commands, "bob", "r", 2, 8);
+        // alice's own presence comes back to her and fills her one-stanza queue.
+        send(&commands, &alice, 1, Presence::available().into());
+        send(&commands, &bob, 2, chat(alice.clone().into(), "overflow"));
+        let _barrier = bind(&commands, "bob", "barrier", 3, 8);
+        // The session drains what was queued, then sees the queue end, and closes.
+        assert!(matches!(
+            alice_queue.blocking_recv(),
+            Some(Outbound::Stanza(_))
+        ));
+        assert!(alice_queue.blocking_recv().is_none());
+        commands
+            .blocking_send(HubCommand::Unbind {
+                jid: alice.clone(),
+                id: 1,
+            })
+            .unwrap();
+        send(&commands, &bob, 2, chat(alice.to_bare().into(), "stored"));
+        let stored = offline_for_alice(&dir, commands, thread);
+        assert_eq!(stored.len(), 1, "{stored:?}");
+        assert!(stored[0].contains("stored"), "{stored:?}");
+    }
+}

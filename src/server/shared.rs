@@ -1,0 +1,194 @@
+//! What the connection tasks share with each other and with the hub thread: the commands a
+//! connection sends the hub ([`HubCommand`]), what the hub sends back to a session
+//! ([`Outbound`]), and the per-server state every connection reads ([`ServerShared`]: domain,
+//! TLS, limits, the hub's inbox, the credential lookup, and the per-address counts of failed
+//! logins and of connections that have not logged in).
+//!
+//! It is its own module so that the imports point one way: `server/mod.rs` (wiring) and
+//! `server/stream/` (connections) and `server/driver.rs` (the hub thread) all use it, and it
+//! uses none of them.
+
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use tokio::sync::{mpsc, oneshot};
+use tokio_xmpp::jid::FullJid;
+use tokio_xmpp::Stanza;
+
+use super::hub::CloseReason;
+use super::limits::ServerLimits;
+use super::sasl::{CredentialStore, Hash, ScramKeys};
+use super::store::Store;
+use crate::log_limit::LogLimit;
+
+/// Requests from connections to the hub thread.
+#[derive(Debug)]
+pub enum HubCommand {
+    /// Bind a resource; the reply is the bound JID, or `None` if the resource is invalid.
+    Bind {
+        /// Authenticated user.
+        username: String,
+        /// Requested resource.
+        resource: Option<String>,
+        /// Identifies this session among sessions that bind the same JID over time.
+        id: u64,
+        /// Where the hub sends this session's stanzas.
+        outbox: mpsc::Sender<Outbound>,
+        /// The answer.
+        reply: oneshot::Sender<Option<FullJid>>,
+    },
+    /// A stanza from a bound session.
+    Stanza {
+        /// The session's JID.
+        jid: FullJid,
+        /// The session's id.
+        id: u64,
+        /// What it sent.
+        stanza: Box<Stanza>,
+    },
+    /// A session ended.
+    Unbind {
+        /// The session's JID.
+        jid: FullJid,
+        /// The session's id.
+        id: u64,
+    },
+}
+
+/// What the hub sends a session.
+#[derive(Debug)]
+pub enum Outbound {
+    /// A stanza to write.
+    Stanza(Box<Stanza>),
+    /// Stanzas to write in order (stored offline messages).
+    Batch(Vec<Stanza>),
+    /// Close the session with a stream error.
+    Close(CloseReason),
+}
+
+/// What every connection task shares.
+pub struct ServerShared {
+    /// The served domain.
+    pub domain: String,
+    /// TLS configuration for STARTTLS.
+    pub tls: Arc<rustls::ServerConfig>,
+    /// Limits.
+    pub limits: ServerLimits,
+    /// The hub's inbox.
+    pub hub: mpsc::Sender<HubCommand>,
+    /// A separate database connection for credential lookups during SASL.
+    auth: Mutex<Store>,
+    /// Failed logins per address, for the growing delay.
+    failures: Mutex<HashMap<IpAddr, (u32, Instant)>>,
+    /// Connections per address that have not logged in yet.
+    unauthenticated: Mutex<HashMap<IpAddr, usize>>,
+    /// Log lines about refused connections.
+    refusals_logged: Mutex<LogLimit>,
+}
+
+/// A connection counted among the unauthenticated ones of its address until it is dropped.
+#[must_use]
+pub struct Unauthenticated<'a> {
+    shared: &'a ServerShared,
+    ip: IpAddr,
+}
+
+impl Drop for Unauthenticated<'_> {
+    fn drop(&mut self) {
+        let mut counts = self.shared.unauthenticated_counts();
+        if let Some(count) = counts.get_mut(&self.ip) {
+            *count -= 1;
+            if *count == 0 {
+                counts.remove(&self.ip);
+            }
+        }
+    }
+}
+
+impl ServerShared {
+    /// The state shared by the connections of a server for `domain`, with no login failures
+    /// or pending connections counted yet. `auth` is a database connection for SASL.
+    pub fn new(
+        domain: String,
+        tls: Arc<rustls::ServerConfig>,
+        limits: ServerLimits,
+        hub: mpsc::Sender<HubCommand>,
+        auth: Store,
+    ) -> Self {
+        Self {
+            domain,
+            tls,
+            limits,
+            hub,
+            auth: Mutex::new(auth),
+            failures: Mutex::new(HashMap::new()),
+            unauthenticated: Mutex::new(HashMap::new()),
+            refusals_logged: Mutex::new(LogLimit::new(Duration::from_secs(60))),
+        }
+    }
+
+    /// The credential lookup for one SASL exchange.
+    pub fn credentials(&self) -> impl CredentialStore + '_ {
+        move |username: &str, hash: Hash| -> Option<ScramKeys> {
+            let store = self.auth.lock().unwrap_or_else(|e| e.into_inner());
+            store.scram(username, hash).ok().flatten()
+        }
+    }
+
+    /// Records a failed login from `peer`; returns how long to wait before answering.
+    pub fn login_failed(&self, peer: SocketAddr) -> Duration {
+        let mut failures = self.failures.lock().unwrap_or_else(|e| e.into_inner());
+        let now = Instant::now();
+        // Forget addresses that have been quiet for a while, so the map stays small.
+        failures.retain(|_, (_, last)| now.duration_since(*last) < Duration::from_secs(600));
+        let entry = failures.entry(peer.ip()).or_insert((0, now));
+        entry.0 = entry.0.saturating_add(1);
+        entry.1 = now;
+        let factor = 2u32.saturating_pow(entry.0.saturating_sub(1).min(16));
+        self.limits
+            .login_failure_delay
+            .saturating_mul(factor)
+            .min(self.limits.max_login_delay)
+    }
+
+    /// Counts a new connection from `peer` until it logs in (drop the guard then), or refuses
+    /// it when its address already has `max_unauthenticated_per_address` such connections.
+    pub fn admit(&self, peer: SocketAddr) -> Option<Unauthenticated<'_>> {
+        let ip = peer.ip();
+        let mut counts = self.unauthenticated_counts();
+        let count = counts.entry(ip).or_insert(0);
+        if *count >= self.limits.max_unauthenticated_per_address {
+            drop(counts);
+            let mut logged = self
+                .refusals_logged
+                .lock()
+                .unwrap_or_else(|e| e.into_inner());
+            if let Some(suppressed) = logged.admit(Instant::now()) {
+                tracing::warn!(
+                    %ip,
+                    "refused a connection: {} from this address have not logged in \
+                     (--max-unauthenticated-per-address); {suppressed} more refusals since \
+                     the last line",
+                    self.limits.max_unauthenticated_per_address
+                );
+            }
+            return None;
+        }
+        *count += 1;
+        Some(Unauthenticated { shared: self, ip })
+    }
+
+    fn unauthenticated_counts(&self) -> std::sync::MutexGuard<'_, HashMap<IpAddr, usize>> {
+        self.unauthenticated
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Forgets earlier failures of `peer` after a successful login.
+    pub fn login_succeeded(&self, peer: SocketAddr) {
+        let mut failures = self.failures.lock().unwrap_or_else(|e| e.into_inner());
+        failures.remove(&peer.ip());
+    }
+}

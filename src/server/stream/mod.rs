@@ -1,0 +1,168 @@
+//! One client connection, from TCP accept to close (RFC 6120 §4–§7):
+//!
+//! ```text
+//! header → features(STARTTLS required) → <starttls/> → TLS handshake
+//!   → header → features(SASL mechanisms) → SASL exchange (up to 3 attempts)
+//!   → header → features(bind, session optional) → bind → session loop
+//! ```
+//!
+//! The XML layer is tokio-xmpp's responder side (`accept_stream`, `send_header`,
+//! `send_features`, `accept_reset`); rxml underneath parses restricted XML only, so comments
+//! and processing instructions end the stream with `restricted-xml` (and a DOCTYPE, which it
+//! does not parse at all, with `not-well-formed`). Byte-level limits
+//! (stanza size, depth, rate) are enforced below the parser by [`LimitedReader`]. Everything
+//! before binding must finish within `ServerLimits::auth_timeout`.
+//!
+//! After binding, the session loop forwards the client's stanzas to the hub (after checking
+//! their `from`), writes what the hub sends to it, pings the client when it goes quiet, and on
+//! shutdown sends `system-shutdown`.
+//!
+//! | file | phase |
+//! |---|---|
+//! | `mod.rs` | the connection task: admission, login deadline, STARTTLS → TLS → SASL → session |
+//! | `negotiation.rs` | stream headers, features, STARTTLS, reading before login |
+//! | `auth.rs` | the SASL exchanges and the delay after a failed login |
+//! | `session.rs` | bind, the session loop, idle pings, writing to the client |
+//! | `errors.rs` | how a connection ends: stream error conditions, `fail`, closing |
+//! | `upstream.rs` | the dependencies' errors the server tells apart by their text |
+//! | `harness.rs` | a connection over any byte transport, for the tests and the fuzz target |
+//!
+//! The imports point one way: `mod.rs` uses the phases, `session.rs` and `auth.rs` use
+//! `negotiation.rs`, and all of them use `errors.rs` and `upstream.rs`, which use none of them.
+
+mod auth;
+mod errors;
+#[cfg(feature = "fuzzing")]
+#[doc(hidden)]
+pub mod fuzzing;
+#[cfg(any(test, feature = "fuzzing"))]
+mod harness;
+mod negotiation;
+mod session;
+#[cfg(test)]
+mod tests;
+mod upstream;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use tokio::io::BufReader;
+use tokio::net::TcpStream;
+use tokio_rustls::server::TlsStream;
+use tokio_util::sync::CancellationToken;
+use tokio_xmpp::parsers::stream_error::DefinedCondition as StreamCondition;
+
+use self::auth::sasl;
+use self::errors::fail_before_header;
+use self::negotiation::{starttls, LOGIN_GRACE};
+use self::session::serve_authenticated;
+use super::limits::{LimitedReader, Meter};
+use super::sasl::ConnectionInfo;
+use super::shared::ServerShared;
+
+pub use self::errors::ConnectionEnd;
+pub use self::session::{MAX_WRITE_STALL, OUTBOX_CAPACITY};
+
+/// Read buffer of a connection. Stanzas larger than this are read in several pieces, so it
+/// bounds nothing; it is the memory an idle connection holds for reading.
+const READ_BUFFER: usize = 4096;
+
+/// Reads are buffered here; writes are not, because tokio-xmpp's stream collects what it
+/// sends in its own buffer and TLS then makes records of it, so a write buffer would only hold
+/// a third copy (and 8 KiB per idle connection).
+type Plain = BufReader<LimitedReader<TcpStream>>;
+type Secure = BufReader<LimitedReader<TlsStream<TcpStream>>>;
+
+/// Serves one accepted TCP connection until it ends.
+pub async fn serve(
+    tcp: TcpStream,
+    peer: SocketAddr,
+    shared: Arc<ServerShared>,
+    shutdown: CancellationToken,
+) {
+    let outcome = run(tcp, peer, &shared, shutdown).await;
+    match outcome {
+        Ok(()) | Err(ConnectionEnd::ClientClosed) | Err(ConnectionEnd::Shutdown) => {
+            tracing::debug!(%peer, "connection closed")
+        }
+        Err(end) => tracing::info!(%peer, "connection ended: {end}"),
+    }
+}
+
+async fn run(
+    mut tcp: TcpStream,
+    peer: SocketAddr,
+    shared: &Arc<ServerShared>,
+    shutdown: CancellationToken,
+) -> Result<(), ConnectionEnd> {
+    let limits = &shared.limits;
+    // Refused at once, without waiting for the client's header or doing TLS: cheap.
+    let Some(unauthenticated) = shared.admit(peer) else {
+        let text = format!(
+            "too many connections from {} that have not logged in",
+            peer.ip()
+        );
+        return Err(
+            fail_before_header(&mut tcp, shared, StreamCondition::PolicyViolation, &text).await,
+        );
+    };
+    let meter = Meter::new(limits.max_preauth_bytes, limits);
+    // Reads stop at the deadline with a stream error; the outer timeout, a little later, also
+    // covers the header and the TLS handshake, where no stream error can be sent.
+    meter.set_login_deadline(Some(tokio::time::Instant::now() + limits.auth_timeout));
+    // Each phase's future is boxed, and so freed when the phase ends: inline, the connection's
+    // task would hold room for the largest phase (login) for as long as the session lasts.
+    let negotiation = Box::pin(negotiate(tcp, peer, shared, meter.clone()));
+    let (mut secure, username) = tokio::select! {
+        result = tokio::time::timeout(limits.auth_timeout + LOGIN_GRACE, negotiation) => match result {
+            Ok(result) => result?,
+            Err(_) => return Err(ConnectionEnd::AuthTimeout),
+        },
+        _ = shutdown.cancelled() => return Err(ConnectionEnd::Shutdown),
+    };
+    drop(unauthenticated);
+    serve_authenticated(&mut secure, &username, peer, shared, &meter, shutdown).await
+}
+
+/// Plain stream, STARTTLS, TLS, SASL. Returns the transport right after `<success/>` and the
+/// authenticated (lowercase) username.
+async fn negotiate(
+    tcp: TcpStream,
+    peer: SocketAddr,
+    shared: &Arc<ServerShared>,
+    meter: Arc<Meter>,
+) -> Result<(Secure, String), ConnectionEnd> {
+    let limits = &shared.limits;
+    let mut plain: Plain = BufReader::with_capacity(
+        READ_BUFFER,
+        LimitedReader::new(
+            tcp,
+            meter.clone(),
+            limits.bytes_per_second,
+            limits.burst_bytes,
+        ),
+    );
+    starttls(&mut plain, shared, &meter).await?;
+    let tcp = plain.into_inner().into_inner();
+    let tls = tokio_rustls::TlsAcceptor::from(shared.tls.clone())
+        .accept(tcp)
+        .await?;
+    let exporter = crate::tls::tls_exporter(tls.get_ref().1);
+
+    let mut secure: Secure = BufReader::with_capacity(
+        READ_BUFFER,
+        LimitedReader::new(
+            tls,
+            meter.clone(),
+            limits.bytes_per_second,
+            limits.burst_bytes,
+        ),
+    );
+    let info = ConnectionInfo {
+        domain: &shared.domain,
+        tls_active: true,
+        tls_exporter: exporter.as_deref(),
+    };
+    let username = sasl(&mut secure, peer, &info, shared, &meter).await?;
+    Ok((secure, username))
+}
