@@ -117,7 +117,7 @@ async fn answers_new_values_after_a_broker_restart(kind: Kind) {
         world.mqtt.stop().await;
         world.mqtt.restart().await;
         // The bridge reconnects with backoff and subscribes again on the new session.
-        bot.wait_log("subscribed", 1 + round, Duration::from_secs(30))
+        bot.wait_subscribed(1 + round, Duration::from_secs(30))
             .await;
         let value = format!("2{round}.5");
         publish(
@@ -347,7 +347,7 @@ async fn a_refused_mqtt_login_is_a_clear_error(kind: Kind) {
 
     // The right password subscribes.
     let accepted = run("mqtt-secret");
-    accepted.wait_log("subscribed", 1, STARTUP).await;
+    accepted.wait_subscribed(1, STARTUP).await;
 }
 
 async fn answers_again_after_an_xmpp_server_restart(kind: Kind) {
@@ -372,8 +372,7 @@ async fn answers_again_after_an_xmpp_server_restart(kind: Kind) {
     world.xmpp.restart().await;
     // The bot retries every 1.5 s at most: it is back well within 30 s, and announces
     // itself again with available presence.
-    bot.wait_log("answering chat messages", 2, Duration::from_secs(30))
-        .await;
+    bot.wait_online(2, Duration::from_secs(30)).await;
     let mut alice = world.alice().await;
     let reply = alice.ask(BOT, "still there?").await;
     assert!(reply.starts_with("18.5 °C"), "{reply}");

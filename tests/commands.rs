@@ -24,7 +24,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use mqtt2xmpp::embedded::EmbeddedBroker;
+use mqtt2xmpp::broker::EmbeddedBroker;
 use support::bridge::{InProcessBridge, STARTUP};
 use support::chat::ChatClient;
 use support::conversation::{Conversation, REPLY_TIMEOUT};
@@ -125,8 +125,8 @@ impl World {
         }
         args.extend(extra.iter().map(|s| s.to_string()));
         let bot = InProcessBridge::spawn(&args);
-        bot.wait_log("subscribed", 1, STARTUP).await;
-        bot.wait_log("answering chat messages", 1, STARTUP).await;
+        bot.wait_subscribed(1, STARTUP).await;
+        bot.wait_online(1, STARTUP).await;
         bot
     }
 

@@ -33,7 +33,7 @@ use support::mqtt::publish;
 use support::peers::peers_required;
 use support::process::BinaryProcess;
 use support::server::{InProcessServer, ServerProcess, XmppEndpoint};
-use support::world::{Broker, Kind, World, ALICE, BOT, ONLINE, STARTUP, SUBSCRIBED};
+use support::world::{Broker, Kind, World, ALICE, BOT, STARTUP};
 use tokio_xmpp::jid::Jid;
 use tokio_xmpp::parsers::iq::Iq;
 use tokio_xmpp::parsers::message::{Message, MessageType};
@@ -162,8 +162,8 @@ async fn every_broker_restart_brings_fresh_readings_within_two_seconds(kind: Kin
     report(kind, "fresh reading after broker restart", &recoveries);
     assert_fresh_within(kind, "broker restart", &recoveries);
     assert_eq!(
-        occurrences(&bot, SUBSCRIBED),
-        1 + RESTARTS as usize,
+        bot.status().subscribed,
+        1 + u64::from(RESTARTS),
         "one subscription per broker session:\n{}",
         bot.log()
     );
@@ -183,7 +183,7 @@ async fn every_xmpp_server_restart_brings_fresh_readings_within_two_seconds(kind
     let mut answer_times = Vec::new();
     for round in 1..=RESTARTS {
         let lost = occurrences(&bot, XMPP_LOST);
-        let online = occurrences(&bot, ONLINE);
+        let online = bot.status().online;
         world.xmpp.stop().await;
         bot.wait_log(XMPP_LOST, lost + 1, Duration::from_secs(10))
             .await;
@@ -263,7 +263,7 @@ async fn a_slow_xmpp_server_restart_still_brings_fresh_readings_within_two_secon
     let bot = Arc::new(world.start_bot(&[]).await);
     let lost = occurrences(&bot, XMPP_LOST);
     let refused = occurrences(&bot, XMPP_FAILED);
-    let sessions = occurrences(&bot, ONLINE);
+    let sessions = bot.status().online;
     let stopped = Instant::now();
     world.xmpp.stop().await;
     bot.wait_log(XMPP_LOST, lost + 1, Duration::from_secs(10))
@@ -294,14 +294,14 @@ async fn a_slow_xmpp_server_restart_still_brings_fresh_readings_within_two_secon
 async fn after_xmpp_return(
     world: &World,
     bot: &Arc<InProcessBridge>,
-    sessions: usize,
+    sessions: u64,
     value: &str,
 ) -> (Duration, Duration) {
     let back = Instant::now();
     let watch = {
         let bot = bot.clone();
         tokio::spawn(async move {
-            bot.wait_log(ONLINE, sessions + 1, RECOVERY_DEADLINE).await;
+            bot.wait_online(sessions + 1, RECOVERY_DEADLINE).await;
             back.elapsed()
         })
     };
@@ -455,9 +455,9 @@ fn assert_accepted_prefix_once(delivered: &[u32], accepted: u32, sent: u32) {
 /// logs in.
 ///
 /// A ping's answer is the acknowledgement: the server handles a session's stanzas one at a time
-/// in order (one hub thread, src/server/mod.rs `drive_hub`), and stores an offline message with
-/// an fsynced SQLite commit before it handles the next stanza (src/server/router.rs
-/// `store_offline`, src/server/store.rs "Durability"), so every message sent before an answered
+/// in order (one hub thread, src/server/driver.rs `drive_hub`), and stores an offline message with
+/// an fsynced SQLite commit before it handles the next stanza (src/server/hub/offline.rs
+/// `store_offline`, src/server/store/mod.rs "Durability"), so every message sent before an answered
 /// ping is on disk. Messages sent after the last answered ping may or may not have been stored.
 ///
 /// The server is the binary: SIGKILL of a process is the fault under test.
@@ -571,7 +571,7 @@ async fn a_broker_missing_at_start_is_retried_while_chat_works(kind: Kind) {
         "no line says that connecting to the broker at {broker} failed and is retried:\n{log}"
     );
     // Chat works without the broker.
-    bot.wait_log(ONLINE, 1, STARTUP).await;
+    bot.wait_online(1, STARTUP).await;
     let mut alice = world.alice().await;
     let reply = alice.ask(BOT, "temperature?").await;
     assert!(
@@ -606,7 +606,7 @@ async fn an_xmpp_server_missing_at_start_is_retried_until_it_comes(kind: Kind) {
     publish(world.mqtt.port(), TOPIC, b"23.5", true).await;
     let bot = world.spawn_bot(&[]);
     // The MQTT side does not wait for the XMPP side.
-    bot.wait_log(SUBSCRIBED, 1, STARTUP).await;
+    bot.wait_subscribed(1, STARTUP).await;
     bot.wait_log(XMPP_FAILED, 2, STARTUP).await;
     let log = bot.log();
     assert!(
@@ -616,7 +616,7 @@ async fn an_xmpp_server_missing_at_start_is_retried_until_it_comes(kind: Kind) {
 
     world.xmpp.restart().await;
     let back = Instant::now();
-    bot.wait_log(ONLINE, 1, RECOVERY_DEADLINE).await;
+    bot.wait_online(1, RECOVERY_DEADLINE).await;
     let online = back.elapsed();
     let mut alice = world.alice().await;
     let reply = alice.ask(BOT, "temperature?").await;

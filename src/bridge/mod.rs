@@ -26,41 +26,44 @@
 //! reconnecting cannot fix (a refused login, an untrusted certificate), and then the other is
 //! shut down cleanly too.
 
-pub mod access;
-pub mod alerts;
-pub mod bot;
-pub mod cache;
-pub mod chat;
+pub(crate) mod access;
+pub(crate) mod alerts;
+pub(crate) mod bot;
+pub(crate) mod cache;
+pub(crate) mod chat;
 pub mod commands;
-pub mod mqtt;
-pub mod persist;
+pub(crate) mod mqtt;
+pub(crate) mod persist;
 pub mod reading;
-pub mod reply;
-pub mod sensors;
-pub mod xmpp;
+pub(crate) mod reply;
+pub(crate) mod sensors;
+pub(crate) mod status;
+pub(crate) mod xmpp;
 
 use std::time::{Duration, Instant};
 
 use thiserror::Error;
+use tokio::sync::watch;
 use tokio::task::JoinSet;
-
 use tokio_util::sync::CancellationToken;
 
-/// Everything the bridge needs, already validated.
+pub use self::status::Status;
+
+/// Everything the bridge needs, already validated: made from flags by `config::bridge`.
 #[derive(Debug, Clone)]
 pub struct BridgeConfig {
     /// The broker the MQTT side logs in to; it subscribes to the filters of `sensors`.
-    pub mqtt: crate::mqtt_client::Broker,
+    pub(crate) mqtt: crate::mqtt_client::Broker,
     /// The XMPP side.
-    pub xmpp: xmpp::XmppConfig,
+    pub(crate) xmpp: xmpp::XmppConfig,
     /// What the bot reads and how it shows it.
-    pub sensors: sensors::Sensors,
+    pub(crate) sensors: sensors::Sensors,
     /// How the bot behaves.
-    pub bot: bot::Settings,
+    pub(crate) bot: bot::Settings,
     /// How much it remembers.
-    pub limits: cache::CacheLimits,
+    pub(crate) limits: cache::CacheLimits,
     /// Where history and alerts are kept across restarts, if anywhere.
-    pub state_db: Option<std::path::PathBuf>,
+    pub(crate) state_db: Option<std::path::PathBuf>,
 }
 
 /// Why the bridge stopped on its own.
@@ -85,6 +88,17 @@ const TICK: Duration = Duration::from_secs(1);
 
 /// Runs the bridge until `shutdown` fires (then returns `Ok`) or one side fails for good.
 pub async fn run(config: BridgeConfig, shutdown: CancellationToken) -> Result<(), BridgeError> {
+    run_with_status(config, shutdown, watch::channel(Status::default()).0).await
+}
+
+/// [`run`], reporting into `status` each time the bot is subscribed to MQTT and online on
+/// XMPP (see [`status`]).
+pub async fn run_with_status(
+    config: BridgeConfig,
+    shutdown: CancellationToken,
+    status: watch::Sender<Status>,
+) -> Result<(), BridgeError> {
+    let reporter = status::Reporter::new(status);
     let cache = cache::Cache::new(config.limits);
     let (sensors, settings, state_db) = (config.sensors, config.bot, config.state_db);
     // Opening and reading the database blocks: keep it off the async workers.
@@ -99,9 +113,9 @@ pub async fn run(config: BridgeConfig, shutdown: CancellationToken) -> Result<()
     let stop = shutdown.child_token();
     let stopped = stop.clone();
     let mut tasks = JoinSet::new();
-    let mqtt = mqtt::run(config.mqtt, bot.clone(), stopped.clone());
+    let mqtt = mqtt::run(config.mqtt, bot.clone(), reporter.clone(), stopped.clone());
     tasks.spawn(async move { mqtt.await.map_err(BridgeError::from) });
-    let xmpp = xmpp::run(config.xmpp, bot.clone(), outlets, stopped.clone());
+    let xmpp = xmpp::run(config.xmpp, bot.clone(), outlets, reporter, stopped.clone());
     tasks.spawn(async move { xmpp.await.map_err(BridgeError::from) });
     let ticker = bot.clone();
     let tick_stop = stopped;

@@ -10,14 +10,15 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use rumqttc::{AsyncClient, Event, Outgoing, Packet, QoS, SubscribeFilter, SubscribeReasonCode};
+use tokio_util::sync::CancellationToken;
 
 use super::bot::{Bot, Ingest};
 use super::cache::Stored;
 use super::reading;
+use super::status::Reporter;
 use crate::backoff::Backoff;
 use crate::log_limit::LogLimit;
 use crate::mqtt_client::{self, Broker};
-use tokio_util::sync::CancellationToken;
 
 /// The largest MQTT packet the bridge accepts from the broker. Bigger ones make rumqttc drop the
 /// connection, so this is generous; payloads are then limited by [`reading::MAX_PAYLOAD_BYTES`].
@@ -37,6 +38,7 @@ pub use crate::mqtt_client::MqttError;
 pub async fn run(
     config: Broker,
     bot: Arc<Bot>,
+    status: Reporter,
     shutdown: CancellationToken,
 ) -> Result<(), MqttError> {
     let broker = config.address();
@@ -79,6 +81,7 @@ pub async fn run(
                         tracing::info!(topic = filter, "subscribed");
                     }
                 }
+                status.subscribed();
             }
             Ok(Event::Incoming(Packet::Publish(publish))) => {
                 let now = Instant::now();

@@ -20,6 +20,7 @@ use std::time::{Duration, Instant};
 use std::str::FromStr;
 
 use futures::StreamExt;
+use tokio_util::sync::CancellationToken;
 use tokio_xmpp::jid::{BareJid, Jid};
 use tokio_xmpp::minidom::Element;
 use tokio_xmpp::parsers::message::Id as MessageId;
@@ -39,8 +40,8 @@ use tokio_xmpp::stanzastream::{
 use tokio_xmpp::Stanza;
 
 use super::bot::{Bot, Notice, Outlets};
+use super::status::Reporter;
 use crate::xmpp_connect::{Connector, Fatal};
-use tokio_util::sync::CancellationToken;
 
 /// What the bot says to contacts; [`Bot`] in the bridge, something simpler in tests.
 pub trait Handler {
@@ -281,10 +282,11 @@ pub struct XmppConfig {
 /// `Client` shares the stream between its sender and its receiver behind a mutex, and a stanza
 /// that arrives while a send holds that mutex is not delivered until something else wakes the
 /// receiver (replies then stall for good). One owner of the stream has no such race.
-pub async fn run(
+pub(crate) async fn run(
     config: XmppConfig,
     bot: Arc<Bot>,
     outlets: Outlets,
+    links: Reporter,
     shutdown: CancellationToken,
 ) -> Result<(), Fatal> {
     let Outlets {
@@ -333,6 +335,7 @@ pub async fn run(
                 send(&stream, available(&status).into()).await;
                 throttle.sent(status, Instant::now());
                 tracing::info!("available: answering chat messages");
+                links.online();
             }
             Some(StreamEvent::Stream(Session::Resumed)) => {
                 online = true;

@@ -4,29 +4,32 @@
 //! the bridge's settings, as the binary does, so a test never depends on how those settings are
 //! laid out. It stops when its token is cancelled.
 //!
-//! The bridge tells nobody when it is subscribed or online except its log, so each bridge runs
-//! on a small runtime of its own whose threads send the bridge's `tracing` events to this
-//! bridge's log alone (a thread-local subscriber, set as each thread starts): the log of one
-//! bridge, whatever other bridges and servers the test binary runs at the same time, in the
-//! format the binary writes. [`InProcessBridge::wait_log`] waits for a line with a deadline.
+//! It runs through `bridge::run_with_status`, so a test waits for what it needs (subscribed to
+//! MQTT, online on XMPP, and how many times) on the bridge's own status channel, not on its log.
+//!
+//! What a user reads in the log is still checked: each bridge runs on a small runtime of its own
+//! whose threads send the bridge's `tracing` events to this bridge's log alone (a thread-local
+//! subscriber, set as each thread starts), whatever other bridges and servers the test binary
+//! runs at the same time, in the format the binary writes. [`InProcessBridge::wait_log`] waits
+//! for a line with a deadline, for the events that only the log tells (a failed connection).
 
 use std::io::Write;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use clap::Parser;
-use mqtt2xmpp::bridge::{self, BridgeError};
+use mqtt2xmpp::bridge::{self, BridgeError, Status};
 use mqtt2xmpp::cli::{Cli, Command};
 use tokio::runtime::Runtime;
-use tokio::sync::Notify;
+use tokio::sync::{watch, Notify};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tracing_subscriber::fmt::MakeWriter;
 use tracing_subscriber::EnvFilter;
 
-/// The bridge's log line once it is subscribed to MQTT.
+/// The bridge's log line once it is subscribed to MQTT (for the binary's log).
 pub const SUBSCRIBED: &str = "subscribed";
-/// The bridge's log line once it answers chat messages.
+/// The bridge's log line once it answers chat messages (for the binary's log).
 pub const ONLINE: &str = "answering chat messages";
 /// How long the bridge may take to log in and subscribe.
 pub const STARTUP: Duration = Duration::from_secs(20);
@@ -67,6 +70,7 @@ impl<'a> MakeWriter<'a> for Log {
 /// A bridge running in this process.
 pub struct InProcessBridge {
     log: Log,
+    status: watch::Receiver<Status>,
     stop: CancellationToken,
     task: Option<JoinHandle<Result<(), BridgeError>>>,
     runtime: Option<Runtime>,
@@ -109,9 +113,11 @@ impl InProcessBridge {
             .build()
             .expect("a runtime for the bridge");
         let stop = CancellationToken::new();
-        let task = runtime.spawn(bridge::run(config, stop.clone()));
+        let (reporter, status) = watch::channel(Status::default());
+        let task = runtime.spawn(bridge::run_with_status(config, stop.clone(), reporter));
         InProcessBridge {
             log,
+            status,
             stop,
             task: Some(task),
             runtime: Some(runtime),
@@ -121,9 +127,50 @@ impl InProcessBridge {
     /// Starts the bridge with `args` and waits until it is subscribed and online.
     pub async fn start<S: AsRef<str>>(args: &[S]) -> InProcessBridge {
         let bridge = Self::spawn(args);
-        bridge.wait_log(SUBSCRIBED, 1, STARTUP).await;
-        bridge.wait_log(ONLINE, 1, STARTUP).await;
+        bridge.wait_subscribed(1, STARTUP).await;
+        bridge.wait_online(1, STARTUP).await;
         bridge
+    }
+
+    /// What the bridge reported so far: how many times it subscribed and came online.
+    pub fn status(&self) -> Status {
+        *self.status.borrow()
+    }
+
+    /// Waits until the broker has granted the bridge's subscriptions `count` times in all (once
+    /// per MQTT connection).
+    pub async fn wait_subscribed(&self, count: u64, deadline: Duration) {
+        self.wait_status("subscribed", count, deadline, |s| s.subscribed)
+            .await;
+    }
+
+    /// Waits until the bridge has come online on XMPP `count` times in all (once per session).
+    pub async fn wait_online(&self, count: u64, deadline: Duration) {
+        self.wait_status("online", count, deadline, |s| s.online)
+            .await;
+    }
+
+    async fn wait_status(
+        &self,
+        what: &str,
+        count: u64,
+        deadline: Duration,
+        field: impl Fn(&Status) -> u64,
+    ) {
+        let mut status = self.status.clone();
+        let reached = tokio::time::timeout(deadline, status.wait_for(|s| field(s) >= count)).await;
+        match reached {
+            Ok(Ok(_)) => {}
+            Ok(Err(_)) => panic!(
+                "the bridge stopped before it was {what} {count} time(s); log:\n{}",
+                self.log()
+            ),
+            Err(_) => panic!(
+                "the bridge was not {what} {count} time(s) within {deadline:?} ({:?}); log:\n{}",
+                self.status(),
+                self.log()
+            ),
+        }
     }
 
     /// Everything the bridge logged so far.
