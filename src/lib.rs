@@ -21,25 +21,21 @@
 
 #![deny(missing_docs)]
 
-pub mod accept;
+pub(crate) mod accept;
 pub mod ask;
-pub mod backoff;
+pub(crate) mod backoff;
 pub mod bridge;
 #[cfg(feature = "embedded-broker")]
 pub mod broker;
 pub mod cli;
 pub mod config;
-/// The embedded broker's former path, kept so that code naming `embedded::EmbeddedBroker` builds.
-#[cfg(feature = "embedded-broker")]
-#[doc(hidden)]
-pub use broker as embedded;
-pub mod log_limit;
+pub(crate) mod log_limit;
 pub mod mqtt_client;
 pub mod secret;
 pub mod server;
 pub mod simulate;
-pub mod sqlite;
+pub(crate) mod sqlite;
 pub mod tls;
-pub mod topic;
+pub(crate) mod topic;
 pub mod up;
 pub mod xmpp_connect;

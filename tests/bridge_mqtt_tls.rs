@@ -9,8 +9,11 @@ mod support;
 
 use std::time::Duration;
 
-use support::bot::{password_file, publish, Bot, ChatClient};
+use support::chat::ChatClient;
+use support::files::password_file;
+use support::mqtt::publish;
 use support::peers::{Mosquitto, Prosody};
+use support::process::BinaryProcess;
 
 const BOT: &str = "bot@localhost";
 const ALICE: &str = "alice@localhost";
@@ -85,15 +88,15 @@ impl World {
         args
     }
 
-    fn spawn_bot(&self, mqtt: &[String]) -> Bot {
+    fn spawn_bot(&self, mqtt: &[String]) -> BinaryProcess {
         let args = self.bridge_args(mqtt);
-        Bot::spawn(&args.iter().map(String::as_str).collect::<Vec<_>>())
+        BinaryProcess::spawn(&args.iter().map(String::as_str).collect::<Vec<_>>())
     }
 
     /// Starts the bridge on the broker's TLS listener, trusting its certificate with
     /// `--mqtt-ca` alone (which implies `--mqtt-tls`), and waits until it is online and
     /// subscribed.
-    fn start_tls_bot(&self) -> Bot {
+    fn start_tls_bot(&self) -> BinaryProcess {
         let ca = self.mqtt_ca();
         let bot = self.spawn_bot(&self.mqtt_tls_args(&["--mqtt-ca", &ca]));
         bot.wait_log("subscribed", 1, STARTUP);

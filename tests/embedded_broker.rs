@@ -11,8 +11,11 @@ use std::time::{Duration, Instant};
 
 use mqtt2xmpp::broker::{EmbeddedBroker, EmbeddedError};
 use rumqttc::{AsyncClient, Event, EventLoop, MqttOptions, Outgoing, Packet, Publish, QoS};
-use support::bot::{password_file, publish, Bot, ChatClient};
-use support::server::BundledServer;
+use support::chat::ChatClient;
+use support::files::password_file;
+use support::mqtt::publish;
+use support::process::BinaryProcess;
+use support::server::ServerProcess;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -398,7 +401,7 @@ async fn the_bridge_answers_with_values_from_the_embedded_broker() {
     // The fixtures block (they wait for processes); keep the broker's runtime free meanwhile.
     let dir = tempfile::tempdir().expect("temp dir");
     let (xmpp, bot) = tokio::task::block_in_place(|| {
-        let xmpp = BundledServer::start();
+        let xmpp = ServerProcess::start();
         xmpp.add_user("bot", "bot-secret");
         xmpp.add_user("alice", "alice-secret");
         let args = [
@@ -416,7 +419,7 @@ async fn the_bridge_answers_with_values_from_the_embedded_broker() {
             "--unit".into(),
             "°C".into(),
         ];
-        let bot = Bot::spawn(&args.iter().map(String::as_str).collect::<Vec<_>>());
+        let bot = BinaryProcess::spawn(&args.iter().map(String::as_str).collect::<Vec<_>>());
         bot.wait_log("subscribed", 1, STARTUP);
         bot.wait_log("answering chat messages", 1, STARTUP);
         (xmpp, bot)

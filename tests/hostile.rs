@@ -1645,7 +1645,7 @@ async fn garbage_mqtt_payloads_at_full_speed() {
         (14_999, "23.5"),
         (18_999, "24.5"),
     ];
-    let broker = mqtt2xmpp::embedded::EmbeddedBroker::start(([127, 0, 0, 1], 0).into())
+    let broker = mqtt2xmpp::broker::EmbeddedBroker::start(([127, 0, 0, 1], 0).into())
         .await
         .expect("embedded broker");
     let mqtt_port = broker.local_addr().port();

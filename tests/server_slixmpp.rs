@@ -407,7 +407,7 @@ fn slixmpp_befriends_chats_gets_offline_messages_and_unfriends() {
 /// with `tls-unique` (undefined for TLS 1.3, refused), then SCRAM-SHA-256 and SCRAM-SHA-1 with
 /// the gs2 flag `y`, refused as a downgrade (RFC 5802 §6, the server offered -PLUS), and then
 /// PLAIN over TLS, as it does with Prosody. None of the refusals tried a password, so none
-/// counts toward the failed-login limit or its delays (stream.rs): the login is quick.
+/// counts toward the failed-login limit or its delays (src/server/stream/auth.rs): the login is quick.
 #[test]
 fn stock_slixmpp_logs_in() {
     if !slixmpp_installed() {

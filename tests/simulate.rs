@@ -15,8 +15,10 @@ use std::collections::HashMap;
 use std::time::{Duration, SystemTime};
 
 use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
-use support::bot::{password_file, publish, Bot};
+use support::files::password_file;
+use support::mqtt::publish;
 use support::peers::Mosquitto;
+use support::process::BinaryProcess;
 use tokio::sync::{mpsc, oneshot};
 
 const SENTINEL: &str = "test/sentinel";
@@ -114,15 +116,15 @@ impl Drop for Subscriber {
 }
 
 /// `simulate` with `--mqtt-port` for `broker` plus `args`.
-fn simulate(broker: &Mosquitto, args: &[&str]) -> Bot {
+fn simulate(broker: &Mosquitto, args: &[&str]) -> BinaryProcess {
     let port = broker.port.to_string();
     let mut all = vec!["simulate", "--mqtt-port", &port];
     all.extend_from_slice(args);
-    Bot::spawn(&all)
+    BinaryProcess::spawn(&all)
 }
 
 /// Waits for the simulator to exit by itself, without stalling the runtime's other tasks.
-fn wait_exit(bot: &mut Bot) -> std::process::ExitStatus {
+fn wait_exit(bot: &mut BinaryProcess) -> std::process::ExitStatus {
     tokio::task::block_in_place(|| bot.wait_exit(DEADLINE))
 }
 
@@ -393,7 +395,7 @@ async fn publishes_over_tls_and_refuses_an_untrusted_broker() {
         .to_string_lossy()
         .into_owned();
     let mut watch = Subscriber::start(broker.port, "#").await;
-    let mut sim = Bot::spawn(&[
+    let mut sim = BinaryProcess::spawn(&[
         "simulate",
         "--mqtt-host",
         "localhost",
@@ -410,7 +412,7 @@ async fn publishes_over_tls_and_refuses_an_untrusted_broker() {
     assert_eq!(watch.until_sentinel(broker.port).await.len(), 3);
 
     // Without --mqtt-ca the self-signed certificate is not trusted: a clear error, no retries.
-    let mut untrusted = Bot::spawn(&[
+    let mut untrusted = BinaryProcess::spawn(&[
         "simulate",
         "--mqtt-host",
         "localhost",

@@ -7,16 +7,17 @@ mod support;
 use std::path::Path;
 use std::time::Duration;
 
-use support::bot::{Bot, ChatClient};
+use support::chat::ChatClient;
 use support::peers::free_port;
+use support::process::BinaryProcess;
 
 const READY: Duration = Duration::from_secs(30);
 
-fn up(data_dir: &Path, xmpp_port: u16, mqtt_port: u16) -> Bot {
+fn up(data_dir: &Path, xmpp_port: u16, mqtt_port: u16) -> BinaryProcess {
     let data = data_dir.to_string_lossy().into_owned();
     let xmpp = xmpp_port.to_string();
     let mqtt = mqtt_port.to_string();
-    Bot::spawn(&[
+    BinaryProcess::spawn(&[
         "up",
         "--data-dir",
         &data,

@@ -119,10 +119,11 @@ mod tests {
 
     use super::*;
     use crate::server::database_path;
-    use crate::server::store::{Store, StoredScram};
+    use crate::server::sasl::ScramKeys;
+    use crate::server::store::Store;
 
-    fn keys() -> StoredScram {
-        StoredScram {
+    fn keys() -> ScramKeys {
+        ScramKeys {
             salt: vec![1; 16],
             iterations: 4096,
             stored_key: vec![2; 20],

@@ -6,7 +6,6 @@
 //! where what is tested is the binary itself, and real peers (mosquitto, Prosody, …) run as the
 //! programs they are ([`peers`]).
 
-pub mod bot;
 pub mod bridge;
 pub mod chat;
 pub mod conversation;

@@ -184,9 +184,6 @@ pub struct ServerProcess {
     _dir: tempfile::TempDir,
 }
 
-/// The name [`ServerProcess`] had, kept for the suites that still use it.
-pub type BundledServer = ServerProcess;
-
 impl ServerProcess {
     /// Starts a server for `localhost`.
     pub fn start() -> ServerProcess {

@@ -42,7 +42,7 @@ enum BrokerServer {
     Mosquitto(Mosquitto),
     #[cfg(feature = "embedded-broker")]
     Embedded {
-        broker: Option<mqtt2xmpp::embedded::EmbeddedBroker>,
+        broker: Option<mqtt2xmpp::broker::EmbeddedBroker>,
         port: u16,
     },
 }
@@ -131,7 +131,7 @@ impl Broker {
                 }
                 let addr = std::net::SocketAddr::from(([127, 0, 0, 1], *port));
                 *broker = Some(
-                    mqtt2xmpp::embedded::EmbeddedBroker::start(addr)
+                    mqtt2xmpp::broker::EmbeddedBroker::start(addr)
                         .await
                         .expect("embedded broker on its port"),
                 );

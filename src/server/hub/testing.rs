@@ -20,7 +20,8 @@ use tokio_xmpp::parsers::stanza_error::{DefinedCondition, StanzaError};
 use tokio_xmpp::Stanza;
 
 use super::{Delivery, Hub};
-use crate::server::store::{Store, StoredScram};
+use crate::server::sasl::ScramKeys;
+use crate::server::store::Store;
 
 /// The domain every test hub serves.
 pub const DOMAIN: &str = "localhost";
@@ -36,7 +37,7 @@ impl World {
     pub fn with_accounts(accounts: &[&str]) -> Self {
         let store = Store::open_in_memory().expect("an in-memory store");
         // The hub never looks at credentials: any verifier will do.
-        let keys = StoredScram {
+        let keys = ScramKeys {
             salt: vec![1; 16],
             iterations: 4096,
             stored_key: vec![2; 20],

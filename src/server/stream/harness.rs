@@ -17,9 +17,10 @@ use super::negotiation::starttls;
 use super::session::serve_authenticated;
 use super::READ_BUFFER;
 use crate::server::limits::{LimitedReader, Meter};
+use crate::server::sasl::ScramKeys;
 use crate::server::sasl::{derive_keys, ConnectionInfo, Hash};
 use crate::server::shared::ServerShared;
-use crate::server::store::{RosterItem, Store, StoredScram, Subscription};
+use crate::server::store::{RosterItem, Store, Subscription};
 
 /// The served domain.
 pub(super) const DOMAIN: &str = "localhost";
@@ -131,13 +132,13 @@ pub(super) fn add_accounts(store: &Store) {
 }
 
 /// The SCRAM keys of `user`'s password, derived once per process.
-fn keys(user: &str) -> (&'static StoredScram, &'static StoredScram) {
-    static KEYS: OnceLock<Vec<(String, StoredScram, StoredScram)>> = OnceLock::new();
+fn keys(user: &str) -> (&'static ScramKeys, &'static ScramKeys) {
+    static KEYS: OnceLock<Vec<(String, ScramKeys, ScramKeys)>> = OnceLock::new();
     let all = KEYS.get_or_init(|| {
         let derive = |user: &str, hash| {
             let keys = derive_keys(&format!("{user}-secret"), hash, b"harness salt", ITERATIONS)
                 .expect("a valid password");
-            StoredScram {
+            ScramKeys {
                 salt: keys.salt,
                 iterations: keys.iterations,
                 stored_key: keys.stored_key,
