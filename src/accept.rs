@@ -11,7 +11,6 @@ use std::time::Duration;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
-
 use tokio_util::sync::CancellationToken;
 
 /// Accepts on `listener` until `shutdown`, with at most `max_connections` served at once, and

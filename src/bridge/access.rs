@@ -183,6 +183,7 @@ impl RateLimit {
     }
 
     /// Contacts tracked.
+    #[cfg(test)]
     pub fn tracked(&self) -> usize {
         self.buckets.len()
     }

@@ -251,13 +251,9 @@ impl Alerts {
     }
 
     /// Number of alerts.
+    #[cfg(test)]
     pub fn len(&self) -> usize {
         self.alerts.len()
-    }
-
-    /// Whether there are none.
-    pub fn is_empty(&self) -> bool {
-        self.alerts.is_empty()
     }
 
     /// A valid reading arrived on `topic`.

@@ -30,10 +30,18 @@ pub mod cert;
 mod driver;
 pub(crate) mod hub;
 pub mod limits;
+// Public only for the fuzz targets in fuzz/.
+#[cfg(feature = "fuzzing")]
 pub mod sasl;
-pub mod shared;
-pub mod store;
+#[cfg(not(feature = "fuzzing"))]
+pub(crate) mod sasl;
+pub(crate) mod shared;
+pub(crate) mod store;
+// Public only for the fuzz targets in fuzz/.
+#[cfg(feature = "fuzzing")]
 pub mod stream;
+#[cfg(not(feature = "fuzzing"))]
+pub(crate) mod stream;
 
 use std::path::PathBuf;
 use std::sync::Arc;

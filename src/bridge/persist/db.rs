@@ -51,6 +51,7 @@ pub const MIGRATIONS: &[&str] = &[
 ];
 
 /// The schema version this code writes and understands: the number of [`MIGRATIONS`].
+#[cfg(test)]
 pub const SCHEMA_VERSION: u32 = MIGRATIONS.len() as u32;
 
 /// How long a write waits for another connection (another process) to release the lock.
@@ -82,6 +83,7 @@ impl StateDb {
     }
 
     /// A private in-memory database, for tests.
+    #[cfg(test)]
     pub fn open_in_memory() -> Result<Self, PersistError> {
         let (conn, path) = crate::sqlite::open(None, BUSY_TIMEOUT, MIGRATIONS)?;
         Ok(Self { conn, path })

@@ -44,7 +44,7 @@
 //!
 //! # Schema versions
 //!
-//! The schema version is `PRAGMA user_version`, currently [`SCHEMA_VERSION`] (1). [`MIGRATIONS`]
+//! The schema version is `PRAGMA user_version`, currently `db::SCHEMA_VERSION` (1). `db::MIGRATIONS`
 //! is an ordered list of SQL batches; batch *i* takes the schema from version *i* to *i + 1* in
 //! one `IMMEDIATE` transaction that also sets `user_version`, so a migration is applied
 //! completely or not at all. A file written by a newer mqtt2xmpp (a higher version) is refused
@@ -66,7 +66,7 @@ mod writer;
 #[cfg(test)]
 mod tests;
 
-pub use db::{StateDb, MIGRATIONS, SCHEMA_VERSION};
+pub use db::StateDb;
 pub use writer::{Persister, Write};
 
 use thiserror::Error;

@@ -3,6 +3,7 @@
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+use super::db::SCHEMA_VERSION;
 use super::writer::{FailureLog, ERROR_LOG_INTERVAL};
 use super::*;
 use crate::sqlite::OpenError;

@@ -107,8 +107,6 @@ impl Delivery {
 pub enum CloseReason {
     /// Another login bound the same full JID (RFC 6120 §7.7.2.2): `conflict`.
     Conflict,
-    /// The account was deleted: `not-authorized`.
-    AccountDeleted,
 }
 
 /// The routing core. See the module documentation.

@@ -15,7 +15,7 @@
 //!    [`Failure::InvalidMechanism`]), base64-decodes the initial response (bad base64 →
 //!    [`Failure::IncorrectEncoding`]) and calls [`ServerExchange::start`].
 //! 3. Every [`Step::Challenge`] becomes a `<challenge/>`; every `<response/>` goes to
-//!    [`ServerExchange::step`]; `<abort/>` is answered with [`Failure::Aborted`] by the caller.
+//!    [`ServerExchange::step`]; `<abort/>` is answered with `aborted` by the caller (the stream, which reads it).
 //! 4. [`Step::Success`] becomes `<success/>` carrying `additional_data` (SCRAM's `v=…`, which lets
 //!    the client verify that the server knew the password too); [`Step::Failure`] becomes
 //!    `<failure><{condition_name}/></failure>`.
@@ -29,7 +29,7 @@
 //!   [`subtle::ConstantTimeEq`], never `==`.
 //! * **No user enumeration.** An unknown user (or one without keys for the requested hash) gets
 //!   a normal-looking server-first message whose salt is an HMAC of the username under a
-//!   per-process random secret (so it is stable across attempts) and [`DEFAULT_ITERATIONS`];
+//!   per-process random secret (so it is stable across attempts) and `DEFAULT_ITERATIONS`;
 //!   the exchange then fails with `not-authorized` at the very end, after the same computations
 //!   as for a wrong password. PLAIN runs PBKDF2 against fake keys for the same reason. What this
 //!   cannot hide: the fake salt changes when the process restarts, and a store lookup that is
@@ -70,7 +70,9 @@ mod messages;
 mod plain;
 mod scram;
 
-pub use keys::{derive_keys, new_keys, Hash, SaslError, ScramKeys, DEFAULT_ITERATIONS};
+#[cfg(any(test, feature = "fuzzing"))]
+pub use keys::derive_keys;
+pub use keys::{new_keys, Hash, SaslError, ScramKeys};
 use scram::ScramPending;
 
 /// The largest SASL message (after base64 decoding) this module will look at: 8 KiB.
@@ -212,17 +214,13 @@ impl ConnectionInfo<'_> {
     }
 }
 
-/// A SASL failure condition (RFC 6120 §6.5), sent as `<failure><{condition_name}/></failure>`.
+/// A SASL failure condition (RFC 6120 §6.5) that an exchange can end with, sent as
+/// `<failure><{condition_name}/></failure>`. The stream answers `<abort/>` with `aborted`
+/// itself; the conditions about the account (`account-disabled`, `credentials-expired`,
+/// `mechanism-too-weak`) and `temporary-auth-failure` are never sent: this server has no
+/// disabled or expiring accounts, and a store error is answered like a wrong password.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, core::hash::Hash)]
 pub enum Failure {
-    /// The client sent `<abort/>`. Never produced here; the caller answers `<abort/>` with it.
-    Aborted,
-    /// The account is disabled. Never produced here: check it after [`Step::Success`], so that
-    /// only someone who knows the password learns it.
-    AccountDisabled,
-    /// The credentials have expired. Never produced here (same advice as
-    /// [`Failure::AccountDisabled`]).
-    CredentialsExpired,
     /// PLAIN was requested on a connection without TLS.
     EncryptionRequired,
     /// Base64 inside a SCRAM message (`c=`, `p=`) is invalid. The caller should also use it for
@@ -237,30 +235,21 @@ pub enum Failure {
     /// mandatory extension (`m=`), mixes up channel-binding flags and mechanisms, or arrives after
     /// the exchange ended.
     MalformedRequest,
-    /// The mechanism is too weak for this account. Never produced here.
-    MechanismTooWeak,
     /// Wrong password, unknown user, channel-binding mismatch or downgrade: deliberately
     /// indistinguishable to the client.
     NotAuthorized,
-    /// A temporary server-side error. Never produced here; for the caller's store errors.
-    TemporaryAuthFailure,
 }
 
 impl Failure {
     /// The RFC 6120 element name, e.g. `not-authorized`.
     pub const fn condition_name(self) -> &'static str {
         match self {
-            Failure::Aborted => "aborted",
-            Failure::AccountDisabled => "account-disabled",
-            Failure::CredentialsExpired => "credentials-expired",
             Failure::EncryptionRequired => "encryption-required",
             Failure::IncorrectEncoding => "incorrect-encoding",
             Failure::InvalidAuthzid => "invalid-authzid",
             Failure::InvalidMechanism => "invalid-mechanism",
             Failure::MalformedRequest => "malformed-request",
-            Failure::MechanismTooWeak => "mechanism-too-weak",
             Failure::NotAuthorized => "not-authorized",
-            Failure::TemporaryAuthFailure => "temporary-auth-failure",
         }
     }
 }
@@ -429,6 +418,7 @@ impl ServerExchange {
     }
 
     /// The mechanism this exchange runs.
+    #[cfg(test)]
     pub fn mechanism(&self) -> Mechanism {
         self.mechanism
     }

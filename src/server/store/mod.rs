@@ -125,10 +125,6 @@ mod offline;
 mod private;
 mod roster;
 
-/// The name [`ScramKeys`] had when the store kept a copy of the type; kept so that code
-/// written against it still compiles. New code should name [`ScramKeys`].
-pub type StoredScram = ScramKeys;
-
 /// Schema migrations, in order: entry *i* upgrades a database at `user_version` *i* to *i + 1*.
 ///
 /// Append only; a batch that has shipped must never change.
@@ -180,6 +176,7 @@ pub const MIGRATIONS: &[&str] = &[
 ];
 
 /// The schema version this code writes and understands: the number of [`MIGRATIONS`].
+#[cfg(test)]
 pub const SCHEMA_VERSION: u32 = MIGRATIONS.len() as u32;
 
 /// Default for [`StoreOptions::max_offline_per_user`].
@@ -270,12 +267,14 @@ impl Store {
         Ok(Self::with(conn, path, options))
     }
 
-    /// A private in-memory database with default options, for tests.
+    /// A private in-memory database with default options, for tests and fuzzing.
+    #[cfg(any(test, feature = "fuzzing"))]
     pub fn open_in_memory() -> Result<Self, StoreError> {
         Self::open_in_memory_with_options(&StoreOptions::default())
     }
 
-    /// A private in-memory database, for tests.
+    /// A private in-memory database, for tests and fuzzing.
+    #[cfg(any(test, feature = "fuzzing"))]
     pub fn open_in_memory_with_options(options: &StoreOptions) -> Result<Self, StoreError> {
         let (conn, path) = crate::sqlite::open(None, options.busy_timeout, MIGRATIONS)?;
         Ok(Self::with(conn, path, options))
@@ -301,11 +300,6 @@ impl Store {
             ":memory:".into(),
             &StoreOptions::default(),
         ))
-    }
-
-    /// The database file (`:memory:` for an in-memory store).
-    pub fn path(&self) -> &Path {
-        &self.path
     }
 
     fn with(conn: Connection, path: PathBuf, options: &StoreOptions) -> Self {

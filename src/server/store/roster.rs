@@ -178,6 +178,7 @@ impl Store {
 
     /// The owner's roster version (XEP-0237): 0 for a new account or an unknown one, then
     /// strictly increasing with every change. See the module documentation.
+    #[cfg(test)]
     pub fn roster_version(&self, owner: &str) -> Result<u64, StoreError> {
         let version: Option<i64> = self
             .conn

@@ -1,6 +1,6 @@
 //! Authentication (RFC 6120 §6): the SASL mechanisms offered inside TLS, the exchanges, and the
 //! growing delay after a failed password or proof, which slows down guessing from one address.
-//! The exchanges themselves are sans-IO, in `server/sasl.rs`; this is the stream around them.
+//! The exchanges themselves are sans-IO, in `server/sasl/`; this is the stream around them.
 
 use std::net::SocketAddr;
 
@@ -179,16 +179,11 @@ fn sasl_condition(failure: sasl::Failure) -> wire_sasl::DefinedCondition {
     use sasl::Failure as F;
     use wire_sasl::DefinedCondition as C;
     match failure {
-        F::Aborted => C::Aborted,
-        F::AccountDisabled => C::AccountDisabled,
-        F::CredentialsExpired => C::CredentialsExpired,
         F::EncryptionRequired => C::EncryptionRequired,
         F::IncorrectEncoding => C::IncorrectEncoding,
         F::InvalidAuthzid => C::InvalidAuthzid,
         F::InvalidMechanism => C::InvalidMechanism,
         F::MalformedRequest => C::MalformedRequest,
-        F::MechanismTooWeak => C::MechanismTooWeak,
         F::NotAuthorized => C::NotAuthorized,
-        F::TemporaryAuthFailure => C::TemporaryAuthFailure,
     }
 }

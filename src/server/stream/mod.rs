@@ -61,7 +61,8 @@ use super::sasl::ConnectionInfo;
 use super::shared::ServerShared;
 
 pub use self::errors::ConnectionEnd;
-pub use self::session::{MAX_WRITE_STALL, OUTBOX_CAPACITY};
+#[cfg(feature = "fuzzing")]
+use self::session::OUTBOX_CAPACITY;
 
 /// Read buffer of a connection. Stanzas larger than this are read in several pieces, so it
 /// bounds nothing; it is the memory an idle connection holds for reading.

@@ -341,9 +341,6 @@ where
                 Some(Outbound::Close(CloseReason::Conflict)) => {
                     return Err(fail(&mut stream, StreamCondition::Conflict, "replaced by a new session").await);
                 }
-                Some(Outbound::Close(CloseReason::AccountDeleted)) => {
-                    return Err(fail(&mut stream, StreamCondition::NotAuthorized, "account deleted").await);
-                }
                 // The hub dropped this session's queue because it was full.
                 None => {
                     return Err(fail(&mut stream, StreamCondition::PolicyViolation, "not reading fast enough").await);
