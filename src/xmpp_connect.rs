@@ -336,7 +336,7 @@ impl Connector {
 }
 
 /// A client-to-server stream for `jid` through `connector`: logs in, binds, and reconnects by
-/// itself ([`Backoff::reconnect`]: within 2 s of the server's return) until dropped or closed.
+/// itself (`Backoff::reconnect`: within 2 s of the server's return) until dropped or closed.
 ///
 /// tokio-xmpp's own `StanzaStream::new_c2s` would do the same with delays doubling from 1 s to
 /// 30 s, which cannot be changed and grows past any promise of freshness, and with a log line

@@ -1,4 +1,4 @@
-//! `mqtt2xmpp bridge`: the bot. An MQTT task hands every payload to the [`bot::Bot`], which keeps
+//! `mqtt2xmpp bridge`: the bot. An MQTT task hands every payload to the `bot::Bot`, which keeps
 //! the latest reading and a bounded history per topic, and evaluates alerts; an XMPP task answers
 //! chat messages and commands from it, sends alert messages, and shows the default reading in
 //! its presence.
@@ -10,17 +10,17 @@
 //!
 //! | module | what it does |
 //! |---|---|
-//! | [`sensors`] | named sensors from flags and a TOML file; which sensor a topic belongs to |
+//! | `sensors` | named sensors from flags and a TOML file; which sensor a topic belongs to |
 //! | [`reading`] | payload bytes → a number (plain or through a JSON pointer) |
-//! | [`cache`] | latest reading and bounded history per topic, bounded number of topics |
+//! | `cache` | latest reading and bounded history per topic, bounded number of topics |
 //! | [`commands`] | chat text → command (English and Spanish) |
-//! | [`reply`] | formatting of readings, listings and statistics |
-//! | [`alerts`] | per-contact alerts with hysteresis, minimum interval and silence detection |
-//! | [`access`] | allow list, refusals, per-contact rate limit |
-//! | [`bot`] | the above tied together: ingest, alert messages, presence |
-//! | [`chat`] | the chat commands, one file per command group, behind access control |
-//! | [`persist`] | optional SQLite state: history and alerts across restarts |
-//! | [`mqtt`], [`xmpp`] | the two network tasks |
+//! | `reply` | formatting of readings, listings and statistics |
+//! | `alerts` | per-contact alerts with hysteresis, minimum interval and silence detection |
+//! | `access` | allow list, refusals, per-contact rate limit |
+//! | `bot` | the above tied together: ingest, alert messages, presence |
+//! | `chat` | the chat commands, one file per command group, behind access control |
+//! | `persist` | optional SQLite state: history and alerts across restarts |
+//! | `mqtt`, `xmpp` | the two network tasks |
 //!
 //! Both tasks reconnect by themselves; either one stops the whole bridge only for a problem that
 //! reconnecting cannot fix (a refused login, an untrusted certificate), and then the other is
@@ -92,7 +92,7 @@ pub async fn run(config: BridgeConfig, shutdown: CancellationToken) -> Result<()
 }
 
 /// [`run`], reporting into `status` each time the bot is subscribed to MQTT and online on
-/// XMPP (see [`status`]).
+/// XMPP (see `status`).
 pub async fn run_with_status(
     config: BridgeConfig,
     shutdown: CancellationToken,

@@ -139,7 +139,7 @@ mod tests {
         for user in ["alice", "bob"] {
             store.create_account(user, &keys(), &keys()).unwrap();
         }
-        let hub = Hub::new("localhost", store).unwrap();
+        let hub = Hub::new("localhost", store, crate::server::hub::registry::SERVICES).unwrap();
         let (commands, inbox) = mpsc::channel(16);
         (commands, std::thread::spawn(move || drive_hub(hub, inbox)))
     }

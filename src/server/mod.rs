@@ -125,7 +125,7 @@ pub async fn run(
         source,
     })?;
     let db = database_path(&config.data_dir);
-    let hub = Hub::new(&config.domain, Store::open(&db)?)
+    let hub = Hub::new(&config.domain, Store::open(&db)?, hub::registry::SERVICES)
         .ok_or_else(|| ServerError::Domain(config.domain.clone()))?;
     let auth = Store::open(&db)?;
     let identity = cert::load_or_create(

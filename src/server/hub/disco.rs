@@ -1,6 +1,6 @@
 //! XEP-0030 service discovery: what the server and its accounts say they are and support.
 //!
-//! The features are not listed here: each service of [`super::service::SERVICES`] names its
+//! The features are not listed here: each service the hub runs (`registry.rs`) names its
 //! own, so what disco#info advertises is what is plugged in.
 
 use tokio_xmpp::minidom::Element;
@@ -8,7 +8,7 @@ use tokio_xmpp::parsers::disco::{DiscoInfoResult, DiscoItemsResult, Identity};
 use tokio_xmpp::parsers::ns;
 use tokio_xmpp::parsers::stanza_error::DefinedCondition;
 
-use super::service::{self, Entity, IqRequest, Service, Target};
+use super::service::{Entity, IqRequest, Service, Target};
 use super::{Delivery, Hub};
 
 /// disco#info and disco#items of the server (XEP-0030 §3.1, §4.1) and of accounts' bare JIDs.
@@ -27,12 +27,16 @@ impl Service for Disco {
             || (request.at != Target::OtherAccount && request.is_get("query", ns::DISCO_ITEMS))
     }
 
-    fn handle(&self, _hub: &mut Hub, request: IqRequest, out: &mut Vec<Delivery>) {
+    fn handle(&self, hub: &mut Hub, request: IqRequest, out: &mut Vec<Delivery>) {
         let query = &request.payload;
         let answer = match request.at {
-            Target::Server if query.is("query", ns::DISCO_INFO) => server_info(query),
+            Target::Server if query.is("query", ns::DISCO_INFO) => {
+                server_info(query, hub.features(Entity::Server))
+            }
             Target::Server => Ok(server_items(query)),
-            _ if query.is("query", ns::DISCO_INFO) => Ok(account_info(query)),
+            _ if query.is("query", ns::DISCO_INFO) => {
+                Ok(account_info(query, hub.features(Entity::Account)))
+            }
             _ => Ok(empty_items(query)),
         };
         request.answer(answer.map(Some), out);
@@ -44,16 +48,17 @@ fn node_of(query: &Element) -> Option<String> {
 }
 
 /// disco#info of the server (no node support: a node gets `item-not-found`).
-fn server_info(query: &Element) -> Result<Element, DefinedCondition> {
+fn server_info<'a>(
+    query: &Element,
+    features: impl Iterator<Item = &'a str>,
+) -> Result<Element, DefinedCondition> {
     if node_of(query).is_some() {
         return Err(DefinedCondition::ItemNotFound);
     }
     Ok(DiscoInfoResult {
         node: None,
         identities: vec![Identity::new("server", "im", "en", "mqtt2xmpp")],
-        features: service::features(Entity::Server)
-            .map(str::to_string)
-            .collect(),
+        features: features.map(str::to_string).collect(),
         extensions: Vec::new(),
     }
     .into())
@@ -75,16 +80,14 @@ fn empty_items(query: &Element) -> Element {
 }
 
 /// disco#info of an account's bare JID (XEP-0030 §3.1 "account/registered").
-fn account_info(query: &Element) -> Element {
+fn account_info<'a>(query: &Element, features: impl Iterator<Item = &'a str>) -> Element {
     DiscoInfoResult {
         node: node_of(query),
         identities: vec![Identity::new_anonymous::<_, _, String, String>(
             "account",
             "registered",
         )],
-        features: service::features(Entity::Account)
-            .map(str::to_string)
-            .collect(),
+        features: features.map(str::to_string).collect(),
         extensions: Vec::new(),
     }
     .into()

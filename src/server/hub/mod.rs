@@ -14,7 +14,8 @@
 //! | `mod.rs` | [`Hub`], [`Delivery`], [`CloseReason`]; stamps and dispatches every stanza |
 //! | `sessions.rs` | the bound sessions: bind, replace (`conflict`), unbind, resources by account |
 //! | `router.rs` | delivery rules for messages and IQs, written down there in prose |
-//! | `service.rs` | the plug-in shape of a service, and the list of plugged-in services |
+//! | `service.rs` | the plug-in shape of a service ([`service::Service`]) and the IQ dispatch |
+//! | `registry.rs` | the list of plugged-in services, which the server hands to [`Hub::new`] |
 //! | `presence.rs` | presence broadcast, probes answered locally, subscriptions (RFC 6121 §3, §4) |
 //! | `roster.rs` | roster get/set/remove and pushes (RFC 6121 §2) |
 //! | `carbons.rs` | message carbons (XEP-0280): the switch and the copies |
@@ -35,7 +36,8 @@
 //!    [`handle`](service::Service::handle)s them, answering through
 //!    [`service::IqRequest::answer`]. Its state lives in the [`Store`] (per account) or in a field
 //!    of [`BoundSession`] (per session, like the carbons switch). Declare the file in the `mod`
-//!    list below and add the struct to [`service::SERVICES`]. A service that must also see
+//!    list below and add the struct to [`registry::SERVICES`] (the hub does not import its
+//!    services: the server passes the list in, so the arrows between files point one way). A service that must also see
 //!    messages or presence (as carbons and offline storage do) is called from the place in
 //!    `router.rs` or `presence.rs` where its rule applies; write that rule down in the prose of
 //!    `router.rs` (RFC 6120 §10, RFC 6121 §8) and cite the XEP section it comes from.
@@ -60,9 +62,10 @@ mod offline;
 mod ping;
 mod presence;
 mod private;
+pub(crate) mod registry;
 mod roster;
 mod router;
-mod service;
+pub(crate) mod service;
 mod sessions;
 mod version;
 
@@ -81,6 +84,7 @@ use tokio_xmpp::Stanza;
 
 use super::store::Store;
 
+use self::service::Service;
 pub use self::sessions::BoundSession;
 
 /// Something the driver must do for a session.
@@ -118,6 +122,8 @@ pub struct Hub {
     /// The bound resources of each account: the sessions to look at for a bare JID, without
     /// scanning every session (which made routing cost grow with the number online).
     resources: HashMap<BareJid, Vec<FullJid>>,
+    /// The services that answer IQs and list disco features, in the order they are asked.
+    services: &'static [&'static dyn Service],
 }
 
 impl std::fmt::Debug for Hub {
@@ -131,7 +137,11 @@ impl std::fmt::Debug for Hub {
 
 impl Hub {
     /// A hub for `domain` on `store`; `None` if `domain` is not a valid XMPP domain.
-    pub fn new(domain: &str, store: Store) -> Option<Self> {
+    pub fn new(
+        domain: &str,
+        store: Store,
+        services: &'static [&'static dyn Service],
+    ) -> Option<Self> {
         let domain_jid = BareJid::new(domain).ok().filter(|j| j.node().is_none())?;
         Some(Self {
             domain: domain_jid.domain().as_str().to_string(),
@@ -139,6 +149,7 @@ impl Hub {
             store,
             sessions: BTreeMap::new(),
             resources: HashMap::new(),
+            services,
         })
     }
 

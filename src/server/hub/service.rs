@@ -4,7 +4,7 @@
 //! A service is a unit struct implementing [`Service`]; its state lives in the store or in the
 //! hub's [`BoundSession`](super::BoundSession)s, so the struct itself carries none. The router
 //! decides whom an IQ get or set is addressed to ([`Target`], rules 3–4 in `router.rs`); the
-//! dispatch below then asks each service of [`SERVICES`], in order, whether it
+//! dispatch below then asks each of the hub's services (the list in `registry.rs`), in order, whether it
 //! [`handles`](Service::handles) the request, and lets the first that does answer it. No service
 //! claiming it means `service-unavailable` (RFC 6120 §8.3.3.19).
 //!
@@ -16,32 +16,11 @@ use tokio_xmpp::minidom::Element;
 use tokio_xmpp::parsers::iq::Iq;
 use tokio_xmpp::parsers::stanza_error::DefinedCondition;
 
-use super::carbons::Carbons;
-use super::disco::Disco;
-use super::legacy_session::LegacySession;
-use super::offline::Offline;
-use super::ping::Ping;
-use super::private::PrivateStorage;
-use super::roster::RosterService;
-use super::version::Version;
 use super::{stanza_error, Delivery, Hub};
-
-/// Every service of the hub. A new service is added here (see the hub's module docs); the
-/// order is the order in which they are asked, and in which their features are listed.
-pub(super) const SERVICES: &[&dyn Service] = &[
-    &Disco,
-    &Ping,
-    &Version,
-    &LegacySession,
-    &Carbons,
-    &PrivateStorage,
-    &RosterService,
-    &Offline,
-];
 
 /// One service of the hub. Every method has a default that does nothing, so a service that only
 /// advertises a feature (offline storage) or only answers IQs says only that.
-pub(super) trait Service {
+pub(crate) trait Service: Sync {
     /// The disco#info features this service adds to `entity` (XEP-0030 §3.1).
     fn features(&self, entity: Entity) -> &'static [&'static str] {
         let _ = entity;
@@ -73,7 +52,7 @@ pub(super) trait Service {
 
 /// Whose disco#info is asked for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) enum Entity {
+pub(crate) enum Entity {
     /// The server's domain JID.
     Server,
     /// An account's bare JID (XEP-0030 §3.1 "account/registered").
@@ -82,7 +61,7 @@ pub(super) enum Entity {
 
 /// Whom an IQ request is addressed to (rules 3 and 4 of `router.rs`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) enum Target {
+pub(crate) enum Target {
     /// The server's domain JID.
     Server,
     /// The sender's own account: no `to` (RFC 6120 §10.3.3), or its own bare JID.
@@ -93,7 +72,7 @@ pub(super) enum Target {
 
 /// The two kinds of IQ request (RFC 6120 §8.2.3).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) enum Kind {
+pub(crate) enum Kind {
     /// `type='get'`.
     Get,
     /// `type='set'`.
@@ -102,7 +81,7 @@ pub(super) enum Kind {
 
 /// An IQ get or set on its way to a service.
 #[derive(Debug)]
-pub(super) struct IqRequest {
+pub(crate) struct IqRequest {
     /// The bound session that sent it (also the stamped `from`).
     pub from: FullJid,
     /// The request's `id`, echoed in the answer.
@@ -173,14 +152,14 @@ impl IqRequest {
     }
 }
 
-/// The features every service lists for `entity`, in the order of [`SERVICES`].
-pub(super) fn features(entity: Entity) -> impl Iterator<Item = &'static str> {
-    SERVICES
-        .iter()
-        .flat_map(move |service| service.features(entity).iter().copied())
-}
-
 impl Hub {
+    /// The features every service lists for `entity`, in the order of the hub's services.
+    pub(super) fn features(&self, entity: Entity) -> impl Iterator<Item = &'static str> {
+        self.services
+            .iter()
+            .flat_map(move |service| service.features(entity).iter().copied())
+    }
+
     /// Hands an IQ addressed to `at` to the service that handles it (rules 3 and 4 of
     /// `router.rs`); results and errors are dropped.
     pub(super) fn serve_iq(&mut self, from: &FullJid, iq: Iq, at: Target, out: &mut Vec<Delivery>) {
@@ -198,11 +177,12 @@ impl Hub {
     /// The first service that handles `request` answers it; a request to the server about the
     /// sender's own account data goes to the account; anything else is `service-unavailable`.
     fn dispatch(&mut self, mut request: IqRequest, out: &mut Vec<Delivery>) {
-        if let Some(service) = SERVICES.iter().find(|s| s.handles(&request)) {
+        let services = self.services;
+        if let Some(service) = services.iter().find(|s| s.handles(&request)) {
             return service.handle(self, request, out);
         }
         if request.at == Target::Server
-            && SERVICES.iter().any(|s| s.is_account_data(&request.payload))
+            && services.iter().any(|s| s.is_account_data(&request.payload))
         {
             request.at = Target::OwnAccount;
             request.reply_from = Some(request.from.to_bare().into());

@@ -117,7 +117,7 @@ mod tests {
 
     fn hub() -> Hub {
         let store = Store::open_in_memory().unwrap();
-        Hub::new("localhost", store).unwrap()
+        Hub::new("localhost", store, crate::server::hub::registry::SERVICES).unwrap()
     }
 
     fn bare(jid: &str) -> BareJid {

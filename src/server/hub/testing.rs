@@ -49,7 +49,7 @@ impl World {
                 .expect("a new account");
         }
         Self {
-            hub: Hub::new(DOMAIN, store).expect("a valid domain"),
+            hub: Hub::new(DOMAIN, store, super::registry::SERVICES).expect("a valid domain"),
         }
     }
 

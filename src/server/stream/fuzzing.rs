@@ -74,7 +74,8 @@ pub fn connection(stage: Stage, input: &[u8]) -> Vec<String> {
 
 async fn serve(stage: Stage, input: &[u8]) -> Vec<String> {
     let limits = limits();
-    let mut hub = Hub::new(DOMAIN, store()).expect("a valid domain");
+    let mut hub =
+        Hub::new(DOMAIN, store(), crate::server::hub::registry::SERVICES).expect("a valid domain");
     let mut outboxes = Outboxes::new();
     // Two sessions already online, available, and (alice's tablet) with carbons on.
     let mut others = Vec::new();

@@ -42,7 +42,8 @@ impl Server {
         let db = database_path(dir.path());
         let store = Store::open(&db).expect("the database");
         add_accounts(&store);
-        let hub = Hub::new("localhost", store).expect("a valid domain");
+        let hub = Hub::new("localhost", store, crate::server::hub::registry::SERVICES)
+            .expect("a valid domain");
         let (commands, inbox) = mpsc::channel(1024);
         // The thread ends when the last connection drops its handle on `shared`.
         std::thread::spawn(move || driver::drive_hub(hub, inbox));

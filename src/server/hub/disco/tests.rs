@@ -23,22 +23,28 @@ fn info_from(got: &Deliveries, to: &tokio_xmpp::jid::FullJid) -> DiscoInfoResult
 
 #[test]
 fn server_info_lists_its_features() {
+    let world = World::with_accounts(&[]);
+    let features = || world.hub.features(Entity::Server);
     let query = Element::builder("query", ns::DISCO_INFO).build();
-    let info = DiscoInfoResult::try_from(server_info(&query).unwrap()).unwrap();
+    let info = DiscoInfoResult::try_from(server_info(&query, features()).unwrap()).unwrap();
     assert!(info.features.contains(ns::PING));
     assert!(info.features.contains(ns::CARBONS));
     assert_eq!(info.identities[0].category, "server");
     let with_node = Element::builder("query", ns::DISCO_INFO)
         .attr(tokio_xmpp::minidom::rxml::xml_ncname!("node").into(), "x")
         .build();
-    assert_eq!(server_info(&with_node), Err(DefinedCondition::ItemNotFound));
+    assert_eq!(
+        server_info(&with_node, features()),
+        Err(DefinedCondition::ItemNotFound)
+    );
 }
 
 /// The features the server advertised before they were collected from the services: what
 /// clients see must not change by accident.
 #[test]
 fn the_advertised_features_are_those_of_the_plugged_in_services() {
-    let server: BTreeSet<&str> = service::features(Entity::Server).collect();
+    let world = World::with_accounts(&[]);
+    let server: BTreeSet<&str> = world.hub.features(Entity::Server).collect();
     let expected: BTreeSet<&str> = [
         ns::DISCO_INFO,
         ns::DISCO_ITEMS,
@@ -51,7 +57,7 @@ fn the_advertised_features_are_those_of_the_plugged_in_services() {
     ]
     .into();
     assert_eq!(server, expected);
-    let account: BTreeSet<&str> = service::features(Entity::Account).collect();
+    let account: BTreeSet<&str> = world.hub.features(Entity::Account).collect();
     assert_eq!(account, [ns::DISCO_INFO, ns::DISCO_ITEMS, ns::PING].into());
 }
 

@@ -92,7 +92,10 @@ fn a_negative_priority_session_does_not_take_the_stored_messages() {
 
 #[test]
 fn offline_storage_is_advertised_by_the_server() {
-    let features: Vec<_> =
-        super::super::service::features(super::super::service::Entity::Server).collect();
+    let world = World::with_accounts(&[]);
+    let features: Vec<_> = world
+        .hub
+        .features(super::super::service::Entity::Server)
+        .collect();
     assert!(features.contains(&"msgoffline"), "{features:?}");
 }

@@ -191,7 +191,9 @@ fn iq_results_and_errors_to_the_server_or_an_account_are_never_answered() {
 
 #[test]
 fn every_feature_is_listed_by_exactly_one_service() {
-    use super::{features, Entity};
+    use super::Entity;
+    let world = crate::server::hub::testing::World::with_accounts(&[]);
+    let features = |entity| world.hub.features(entity);
     for entity in [Entity::Server, Entity::Account] {
         let all: Vec<&str> = features(entity).collect();
         let mut unique = all.clone();
