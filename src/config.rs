@@ -184,7 +184,7 @@ pub fn bridge(args: &BridgeArgs) -> Result<BridgeConfig, ConfigError> {
 }
 
 /// The bot's behaviour from the bridge's flags.
-fn bot_settings(args: &BotArgs, stale_after: Duration) -> Result<bot::Settings, ConfigError> {
+fn bot_settings(args: &BotArgs, stale_after: Duration) -> Result<bot::BotSettings, ConfigError> {
     bot_policy(BotPolicy {
         allow: &args.allow,
         allow_domain: &args.allow_domain,
@@ -213,7 +213,7 @@ struct BotPolicy<'a> {
 }
 
 /// The bot's settings; the allow lists are checked and normalised here.
-fn bot_policy(policy: BotPolicy<'_>) -> Result<bot::Settings, ConfigError> {
+fn bot_policy(policy: BotPolicy<'_>) -> Result<bot::BotSettings, ConfigError> {
     let mut allow = Vec::new();
     for jid in policy.allow {
         let bare = BareJid::from_str(jid.trim()).map_err(|source| ConfigError::Allow {
@@ -237,9 +237,9 @@ fn bot_policy(policy: BotPolicy<'_>) -> Result<bot::Settings, ConfigError> {
         allow_domains.push(parsed.to_string());
     }
     let stale_after = policy.stale_after;
-    Ok(bot::Settings {
+    Ok(bot::BotSettings {
         stale_after,
-        alerts: alerts::Settings {
+        alerts: alerts::AlertSettings {
             min_interval: policy.alert_interval,
             stale_after,
             per_contact: ALERTS_PER_CONTACT,

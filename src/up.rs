@@ -58,7 +58,7 @@ pub struct UpConfig {
     pub sensors_file: Option<PathBuf>,
     /// How the bot behaves and whom it answers besides the accounts of [`DOMAIN`], which
     /// [`run`] adds to `allow_domains`.
-    pub bot: bot::Settings,
+    pub bot: bot::BotSettings,
 }
 
 /// Why `up` could not start or stopped.
@@ -352,7 +352,7 @@ pub async fn run(config: UpConfig, shutdown: CancellationToken) -> Result<(), Up
 
 /// The bot's settings under `up`: every account of [`DOMAIN`] was created by the operator (`up`
 /// itself or `mqtt2xmpp user add`), so the bot answers all of them, alerts and stats included.
-fn bot_settings(settings: &bot::Settings) -> bot::Settings {
+fn bot_settings(settings: &bot::BotSettings) -> bot::BotSettings {
     let mut settings = settings.clone();
     if !settings.allow_domains.iter().any(|domain| domain == DOMAIN) {
         settings.allow_domains.push(DOMAIN.into());

@@ -194,7 +194,7 @@ impl Connector {
             PendingFeaturesRecv<<Self as ServerConnector>::Stream>,
             ChannelBinding,
         ),
-        Failure,
+        OpenError,
     > {
         let domain = jid.domain().as_str();
         let header = || StreamHeader {
@@ -209,7 +209,7 @@ impl Connector {
             .await
             .map_err(tokio_xmpp::Error::from)?;
         if !features.can_starttls() {
-            return Err(Failure::Fatal(Fatal::NoStartTls));
+            return Err(OpenError::Fatal(Fatal::NoStartTls));
         }
         plain
             .send(&XmppStreamElement::Starttls(starttls::Nonza::Request(
@@ -248,7 +248,7 @@ impl Connector {
             Ok(tls) => tls,
             Err(e) => {
                 if let Some(reason) = crate::tls::untrusted_certificate(&e) {
-                    return Err(Failure::Fatal(Fatal::UntrustedCertificate { reason }));
+                    return Err(OpenError::Fatal(Fatal::UntrustedCertificate { reason }));
                 }
                 return Err(tokio_xmpp::Error::from(e).into());
             }
@@ -308,8 +308,8 @@ impl Connector {
     ) -> Option<Result<(), Fatal>> {
         let (pending, binding) = match self.open(jid, ns, timeouts).await {
             Ok(opened) => opened,
-            Err(Failure::Fatal(fatal)) => return Some(Err(fatal)),
-            Err(Failure::Transient(_)) => return None,
+            Err(OpenError::Fatal(fatal)) => return Some(Err(fatal)),
+            Err(OpenError::Transient(_)) => return None,
         };
         let binding = if with_binding {
             binding
@@ -424,16 +424,16 @@ fn sasl_condition_name(condition: &tokio_xmpp::parsers::sasl::DefinedCondition) 
 }
 
 /// Why [`Connector::open`] failed.
-enum Failure {
+enum OpenError {
     /// Retrying cannot help.
     Fatal(Fatal),
     /// Network or protocol trouble: retry later.
     Transient(tokio_xmpp::Error),
 }
 
-impl<E: Into<tokio_xmpp::Error>> From<E> for Failure {
+impl<E: Into<tokio_xmpp::Error>> From<E> for OpenError {
     fn from(e: E) -> Self {
-        Failure::Transient(e.into())
+        OpenError::Transient(e.into())
     }
 }
 
@@ -458,8 +458,8 @@ impl ServerConnector for Connector {
         }
         match self.open(jid, ns, timeouts).await {
             Ok(opened) => Ok(opened),
-            Err(Failure::Fatal(problem)) => Err(fatal(problem)),
-            Err(Failure::Transient(e)) => Err(e),
+            Err(OpenError::Fatal(problem)) => Err(fatal(problem)),
+            Err(OpenError::Transient(e)) => Err(e),
         }
     }
 }

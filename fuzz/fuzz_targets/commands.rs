@@ -2,7 +2,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use mqtt2xmpp::bridge::commands::{is_command_word, parse, Command, MAX_WINDOW};
+use mqtt2xmpp::bridge::commands::{is_command_word, parse, ChatCommand, MAX_WINDOW};
 
 fuzz_target!(|data: &[u8]| {
     let Ok(text) = std::str::from_utf8(data) else {
@@ -10,7 +10,7 @@ fuzz_target!(|data: &[u8]| {
     };
     let _ = is_command_word(text);
     match parse(text) {
-        Command::AlertSet {
+        ChatCommand::AlertSet {
             threshold, margin, ..
         } => {
             assert!(threshold.is_finite(), "{text:?}: threshold {threshold}");
@@ -21,15 +21,15 @@ fuzz_target!(|data: &[u8]| {
                 );
             }
         }
-        Command::Stats { window, .. } => {
+        ChatCommand::Stats { window, .. } => {
             assert!(
                 !window.is_zero() && window <= MAX_WINDOW,
                 "{text:?}: {window:?}"
             );
         }
-        Command::Get(target) => assert!(!target.is_empty(), "{text:?}"),
-        Command::AlertOff(Some(target)) => assert!(!target.is_empty(), "{text:?}"),
-        Command::Text(rest) => assert_eq!(rest, text.trim(), "{text:?}"),
+        ChatCommand::Get(target) => assert!(!target.is_empty(), "{text:?}"),
+        ChatCommand::AlertOff(Some(target)) => assert!(!target.is_empty(), "{text:?}"),
+        ChatCommand::Text(rest) => assert_eq!(rest, text.trim(), "{text:?}"),
         _ => {}
     }
 });

@@ -116,7 +116,7 @@ pub enum Event {
 
 /// Bounds and timings of the alert engine.
 #[derive(Debug, Clone, Copy, PartialEq)]
-pub struct Settings {
+pub struct AlertSettings {
     /// Least time between two firings of one alert for one topic.
     pub min_interval: Duration,
     /// A covered topic silent this long gives an [`Event::Silent`].
@@ -130,12 +130,12 @@ pub struct Settings {
 /// Why an alert could not be set.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum SetError {
-    /// The contact has [`Settings::per_contact`] alerts.
+    /// The contact has [`AlertSettings::per_contact`] alerts.
     #[error(
         "you have {0} alerts already, the most allowed: remove one with \"alert off <sensor>\""
     )]
     PerContact(usize),
-    /// The bot has [`Settings::total`] alerts.
+    /// The bot has [`AlertSettings::total`] alerts.
     #[error("the bot holds {0} alerts already, the most it keeps")]
     Total(usize),
 }
@@ -147,13 +147,13 @@ pub type Changes = Vec<(Key, String)>;
 /// Every alert with its per-topic state.
 #[derive(Debug)]
 pub struct Alerts {
-    settings: Settings,
+    settings: AlertSettings,
     alerts: Vec<(Alert, HashMap<String, TopicState>)>,
 }
 
 impl Alerts {
     /// No alerts yet.
-    pub fn new(settings: Settings) -> Self {
+    pub fn new(settings: AlertSettings) -> Self {
         Self {
             settings,
             alerts: Vec::new(),
@@ -341,8 +341,8 @@ mod tests {
 
     const MIN: Duration = Duration::from_secs(60);
 
-    fn settings() -> Settings {
-        Settings {
+    fn settings() -> AlertSettings {
+        AlertSettings {
             min_interval: MIN,
             stale_after: Duration::from_secs(600),
             per_contact: 3,

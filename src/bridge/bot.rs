@@ -34,11 +34,11 @@ pub const REFUSAL_WINDOW: Duration = Duration::from_secs(3600);
 
 /// Behaviour settings of the bot.
 #[derive(Debug, Clone)]
-pub struct Settings {
+pub struct BotSettings {
     /// A reading older than this is stale.
     pub stale_after: Duration,
     /// Alert timings and bounds.
-    pub alerts: alerts::Settings,
+    pub alerts: alerts::AlertSettings,
     /// Replies per minute per contact, on average.
     pub replies_per_minute: u32,
     /// Replies per contact in a row before the rate limit applies.
@@ -129,7 +129,7 @@ struct Persistence {
 pub struct Bot {
     pub(super) sensors: Sensors,
     pub(super) cache: Cache,
-    pub(super) settings: Settings,
+    pub(super) settings: BotSettings,
     pub(super) access: Access,
     pub(super) guard: Mutex<Guard>,
     pub(super) alerts: Mutex<Alerts>,
@@ -163,7 +163,7 @@ impl Bot {
     pub fn new(
         sensors: Sensors,
         cache: Cache,
-        settings: Settings,
+        settings: BotSettings,
         db: Option<persist::StateDb>,
     ) -> Result<(Arc<Self>, Outlets), persist::PersistError> {
         let (notices, notices_rx) = mpsc::channel(NOTICE_QUEUE);

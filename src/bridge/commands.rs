@@ -1,4 +1,4 @@
-//! Chat text → [`Command`]: what the user asked for. Pure.
+//! Chat text → [`ChatCommand`]: what the user asked for. Pure.
 //!
 //! Commands are a first word, case-insensitive, in English or Spanish, then arguments:
 //!
@@ -54,7 +54,7 @@ pub fn is_command_word(word: &str) -> bool {
 
 /// What a chat message asks for.
 #[derive(Debug, Clone, PartialEq)]
-pub enum Command {
+pub enum ChatCommand {
     /// `help`.
     Help,
     /// `list`.
@@ -93,28 +93,28 @@ pub enum Command {
 }
 
 /// Reads one chat message.
-pub fn parse(text: &str) -> Command {
+pub fn parse(text: &str) -> ChatCommand {
     let text = text.trim();
     let mut words = text.split_whitespace();
     let Some(first) = words.next() else {
-        return Command::Text(String::new());
+        return ChatCommand::Text(String::new());
     };
     let args: Vec<&str> = words.collect();
     match first.to_lowercase().as_str() {
-        "help" | "ayuda" => Command::Help,
-        "list" | "lista" | "listar" => Command::List,
+        "help" | "ayuda" => ChatCommand::Help,
+        "list" | "lista" | "listar" => ChatCommand::List,
         "get" | "ver" | "leer" => match args.as_slice() {
-            [target] => Command::Get(target.to_string()),
-            _ => Command::Invalid(usage(
+            [target] => ChatCommand::Get(target.to_string()),
+            _ => ChatCommand::Invalid(usage(
                 "get",
                 "get <sensor or topic pattern>, e.g. get temp or get EDIFICIO_1/+/O/+/VIBR",
             )),
         },
         "stats" | "estadisticas" | "estadísticas" => parse_stats(&args),
-        "alerts" | "alertas" if args.is_empty() => Command::Alerts,
+        "alerts" | "alertas" if args.is_empty() => ChatCommand::Alerts,
         "alert" | "alerta" | "alerts" | "alertas" => parse_alert(&args),
-        "stale" | "inactivos" => Command::Stale,
-        _ => Command::Text(text.to_string()),
+        "stale" | "inactivos" => ChatCommand::Stale,
+        _ => ChatCommand::Text(text.to_string()),
     }
 }
 
@@ -127,45 +127,45 @@ const STATS_FORM: &str =
 
 const ALERT_FORM: &str = "alert <sensor or topic> above|below <value> [margin <m>], e.g. alert temp above 25; alert off [<sensor>]";
 
-fn parse_stats(args: &[&str]) -> Command {
+fn parse_stats(args: &[&str]) -> ChatCommand {
     let (target, window) = match args {
         [target] => (target, DEFAULT_WINDOW),
         [target, rest @ ..] => match humantime::parse_duration(&rest.join(" ")) {
             Ok(w) if w.is_zero() => {
-                return Command::Invalid(format!(
+                return ChatCommand::Invalid(format!(
                     "The window must be longer than zero. {}",
                     usage("stats", STATS_FORM)
                 ))
             }
             Ok(w) if w > MAX_WINDOW => {
-                return Command::Invalid(format!(
+                return ChatCommand::Invalid(format!(
                     "The window can be at most 30 days. {}",
                     usage("stats", STATS_FORM)
                 ))
             }
             Ok(w) => (target, w),
             Err(_) => {
-                return Command::Invalid(format!(
+                return ChatCommand::Invalid(format!(
                     "\"{}\" is not a window. {}",
                     rest.join(" "),
                     usage("stats", STATS_FORM)
                 ))
             }
         },
-        [] => return Command::Invalid(usage("stats", STATS_FORM)),
+        [] => return ChatCommand::Invalid(usage("stats", STATS_FORM)),
     };
-    Command::Stats {
+    ChatCommand::Stats {
         target: target.to_string(),
         window,
     }
 }
 
-fn parse_alert(args: &[&str]) -> Command {
+fn parse_alert(args: &[&str]) -> ChatCommand {
     let invalid =
-        |problem: &str| Command::Invalid(format!("{problem}{}", usage("alert", ALERT_FORM)));
+        |problem: &str| ChatCommand::Invalid(format!("{problem}{}", usage("alert", ALERT_FORM)));
     match args {
-        [off] if is_off(off) => Command::AlertOff(None),
-        [off, target] if is_off(off) => Command::AlertOff(Some(target.to_string())),
+        [off] if is_off(off) => ChatCommand::AlertOff(None),
+        [off, target] if is_off(off) => ChatCommand::AlertOff(Some(target.to_string())),
         [target, direction, value, rest @ ..] => {
             let above = match direction.to_lowercase().as_str() {
                 "above" | "over" | ">" | "encima" | "sobre" | "mayor" => true,
@@ -189,7 +189,7 @@ fn parse_alert(args: &[&str]) -> Command {
                 }
                 _ => return invalid(""),
             };
-            Command::AlertSet {
+            ChatCommand::AlertSet {
                 target: target.to_string(),
                 above,
                 threshold,
@@ -220,21 +220,21 @@ mod tests {
     #[test]
     fn command_words_are_case_insensitive_in_both_languages() {
         for text in ["help", "HELP", "Ayuda", "help me"] {
-            assert_eq!(parse(text), Command::Help, "{text}");
+            assert_eq!(parse(text), ChatCommand::Help, "{text}");
         }
         for text in ["list", "Lista", "LISTAR"] {
-            assert_eq!(parse(text), Command::List, "{text}");
+            assert_eq!(parse(text), ChatCommand::List, "{text}");
         }
         for text in ["stale", "Inactivos"] {
-            assert_eq!(parse(text), Command::Stale, "{text}");
+            assert_eq!(parse(text), ChatCommand::Stale, "{text}");
         }
         for text in ["alerts", "ALERTAS"] {
-            assert_eq!(parse(text), Command::Alerts, "{text}");
+            assert_eq!(parse(text), ChatCommand::Alerts, "{text}");
         }
-        assert_eq!(parse("  get   temp "), Command::Get("temp".into()));
+        assert_eq!(parse("  get   temp "), ChatCommand::Get("temp".into()));
         assert_eq!(
             parse("Ver B/+/O/+/VIBR"),
-            Command::Get("B/+/O/+/VIBR".into())
+            ChatCommand::Get("B/+/O/+/VIBR".into())
         );
         for word in WORDS {
             assert!(is_command_word(word) && is_command_word(&word.to_uppercase()));
@@ -252,30 +252,30 @@ mod tests {
             "gets",
             "listing",
         ] {
-            assert_eq!(parse(text), Command::Text(text.into()), "{text}");
+            assert_eq!(parse(text), ChatCommand::Text(text.into()), "{text}");
         }
-        assert_eq!(parse(" temp? "), Command::Text("temp?".into()));
+        assert_eq!(parse(" temp? "), ChatCommand::Text("temp?".into()));
     }
 
     #[test]
     fn stats_take_an_optional_window() {
         assert_eq!(
             parse("stats temp"),
-            Command::Stats {
+            ChatCommand::Stats {
                 target: "temp".into(),
                 window: DEFAULT_WINDOW
             }
         );
         assert_eq!(
             parse("estadísticas temp 30m"),
-            Command::Stats {
+            ChatCommand::Stats {
                 target: "temp".into(),
                 window: Duration::from_secs(1800)
             }
         );
         assert_eq!(
             parse("stats temp 1h 30m"),
-            Command::Stats {
+            ChatCommand::Stats {
                 target: "temp".into(),
                 window: Duration::from_secs(5400)
             }
@@ -286,7 +286,7 @@ mod tests {
             "stats temp 0s",
             "stats temp 60d",
         ] {
-            let Command::Invalid(text) = parse(bad) else {
+            let ChatCommand::Invalid(text) = parse(bad) else {
                 panic!("{bad}")
             };
             assert!(text.contains("Usage of stats: "), "{text}");
@@ -297,7 +297,7 @@ mod tests {
     fn alerts_are_set_with_direction_threshold_and_margin() {
         assert_eq!(
             parse("alert temp above 25"),
-            Command::AlertSet {
+            ChatCommand::AlertSet {
                 target: "temp".into(),
                 above: true,
                 threshold: 25.0,
@@ -306,7 +306,7 @@ mod tests {
         );
         assert_eq!(
             parse("ALERTA B/+/O/+/VIBR encima 4,5 margen 0,5"),
-            Command::AlertSet {
+            ChatCommand::AlertSet {
                 target: "B/+/O/+/VIBR".into(),
                 above: true,
                 threshold: 4.5,
@@ -315,17 +315,17 @@ mod tests {
         );
         assert_eq!(
             parse("alert hum below -3"),
-            Command::AlertSet {
+            ChatCommand::AlertSet {
                 target: "hum".into(),
                 above: false,
                 threshold: -3.0,
                 margin: None
             }
         );
-        assert_eq!(parse("alert off"), Command::AlertOff(None));
+        assert_eq!(parse("alert off"), ChatCommand::AlertOff(None));
         assert_eq!(
             parse("alerta quitar temp"),
-            Command::AlertOff(Some("temp".into()))
+            ChatCommand::AlertOff(Some("temp".into()))
         );
         for (bad, says) in [
             ("alert", "Usage of alert"),
@@ -336,7 +336,7 @@ mod tests {
             ("alert temp above 3 margin -1", "is not a margin"),
             ("alert temp above 3 please", "Usage of alert"),
         ] {
-            let Command::Invalid(text) = parse(bad) else {
+            let ChatCommand::Invalid(text) = parse(bad) else {
                 panic!("{bad}")
             };
             assert!(text.contains(says), "{bad}: {text}");
@@ -346,7 +346,7 @@ mod tests {
     #[test]
     fn get_needs_exactly_one_target() {
         for bad in ["get", "get two words"] {
-            let Command::Invalid(text) = parse(bad) else {
+            let ChatCommand::Invalid(text) = parse(bad) else {
                 panic!("{bad}")
             };
             assert!(text.starts_with("Usage of get: "), "{text}");

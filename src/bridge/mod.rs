@@ -59,7 +59,7 @@ pub struct BridgeConfig {
     /// What the bot reads and how it shows it.
     pub(crate) sensors: sensors::Sensors,
     /// How the bot behaves.
-    pub(crate) bot: bot::Settings,
+    pub(crate) bot: bot::BotSettings,
     /// How much it remembers.
     pub(crate) limits: cache::CacheLimits,
     /// Where history and alerts are kept across restarts, if anywhere.

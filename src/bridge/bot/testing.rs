@@ -4,7 +4,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use super::{Bot, Notice, Outlets, Settings};
+use super::{Bot, BotSettings, Notice, Outlets};
 use crate::bridge::alerts;
 use crate::bridge::cache::{Cache, CacheLimits};
 use crate::bridge::reading::PayloadFormat;
@@ -25,10 +25,10 @@ pub(crate) fn sensor(name: &str, filter: &str, json: bool, unit: &str) -> Sensor
     }
 }
 
-pub(crate) fn settings(allow: &[&str]) -> Settings {
-    Settings {
+pub(crate) fn settings(allow: &[&str]) -> BotSettings {
+    BotSettings {
         stale_after: Duration::from_secs(600),
-        alerts: alerts::Settings {
+        alerts: alerts::AlertSettings {
             min_interval: Duration::from_secs(60),
             stale_after: Duration::from_secs(600),
             per_contact: 20,

@@ -1,5 +1,5 @@
 //! The chat front end of the bot: a contact's text → access control and the rate limit → a
-//! [`Command`] → the reply. Each command group has its own file; they are all methods of
+//! [`ChatCommand`] → the reply. Each command group has its own file; they are all methods of
 //! [`Bot`], so that other front ends (a room mention, a XEP-0050 ad-hoc command form) go through
 //! [`Bot::admit`] and [`Bot::answer`] and get the same access rules and the same replies.
 //!
@@ -27,7 +27,7 @@ use std::time::Instant;
 
 use super::access::{Permission, Verdict};
 use super::bot::{lock, Bot};
-use super::commands::{self, Command};
+use super::commands::{self, ChatCommand};
 
 impl Bot {
     /// The reply to `body` from `contact` (a bare JID) at `now`, or `None` for silence (a
@@ -74,31 +74,31 @@ impl Bot {
         &self,
         contact: &str,
         permission: Permission,
-        command: Command,
+        command: ChatCommand,
         now: Instant,
     ) -> String {
         let everything = permission == Permission::All;
         match command {
-            Command::Help => self.help(),
-            Command::List => self.list(now),
-            Command::Get(target) => self.get(&target, now),
-            Command::Stale => self.stale(now),
-            Command::Invalid(text) => text,
-            Command::Alerts => self.alerts_of(contact),
-            Command::AlertOff(target) => self.alert_off(contact, target.as_deref()),
-            Command::Stats { .. } | Command::AlertSet { .. } if !everything => {
+            ChatCommand::Help => self.help(),
+            ChatCommand::List => self.list(now),
+            ChatCommand::Get(target) => self.get(&target, now),
+            ChatCommand::Stale => self.stale(now),
+            ChatCommand::Invalid(text) => text,
+            ChatCommand::Alerts => self.alerts_of(contact),
+            ChatCommand::AlertOff(target) => self.alert_off(contact, target.as_deref()),
+            ChatCommand::Stats { .. } | ChatCommand::AlertSet { .. } if !everything => {
                 "Alerts and stats are only for the contacts on my allow list; my operator can \
                  add you with --allow. You can still ask for readings: send help."
                     .to_string()
             }
-            Command::Stats { target, window } => self.stats(&target, window, now),
-            Command::AlertSet {
+            ChatCommand::Stats { target, window } => self.stats(&target, window, now),
+            ChatCommand::AlertSet {
                 target,
                 above,
                 threshold,
                 margin,
             } => self.alert_set(contact, &target, above, threshold, margin, now),
-            Command::Text(text) => match self.sensors.by_name(&text) {
+            ChatCommand::Text(text) => match self.sensors.by_name(&text) {
                 Some(sensor) => self.sensor_reply(sensor, now),
                 None => self.sensor_reply(self.sensors.default_sensor(), now),
             },
