@@ -121,14 +121,5 @@ pub async fn publish(port: u16, topic: &str, payload: &[u8], retain: bool) {
     })
     .await;
     assert!(acked.is_ok(), "no PUBACK from the broker");
-    client.disconnect().await.expect("queue disconnect");
-    let _ = tokio::time::timeout(Duration::from_secs(2), async {
-        loop {
-            match eventloop.poll().await {
-                Ok(Event::Outgoing(Outgoing::Disconnect)) | Err(_) => break,
-                Ok(_) => {}
-            }
-        }
-    })
-    .await;
+    disconnect(client, &mut eventloop).await;
 }
