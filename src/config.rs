@@ -13,6 +13,7 @@ use rumqttc::QoS;
 use thiserror::Error;
 use tokio_xmpp::jid::{self, BareJid, Jid};
 
+use crate::ask::AskError;
 use crate::bridge::sensors::{SensorDefaults, SensorError, Sensors};
 use crate::bridge::{alerts, bot, cache, BridgeConfig, BridgeError};
 use crate::cli::{
@@ -24,7 +25,7 @@ use crate::server::{self, ServerConfig};
 use crate::simulate::{self, Building, Scenario, SimulateConfig, SimulateError};
 use crate::tls::{self, TlsConfigError};
 use crate::up::UpConfig;
-use crate::xmpp_connect::{self, AddressError, Connector};
+use crate::xmpp_connect::{self, AddressError, Connector, Fatal};
 
 /// A flag combination that cannot work.
 #[derive(Debug, Error)]
@@ -354,11 +355,32 @@ fn mqtt_hint(error: &MqttError) -> &'static str {
     }
 }
 
+/// The XMPP flag that fixes a fatal XMPP problem of `bridge` or `ask`.
+fn xmpp_hint(error: &Fatal) -> &'static str {
+    match error {
+        Fatal::UntrustedCertificate { .. } => {
+            "; if the server uses a self-signed certificate, give it with --xmpp-ca FILE"
+        }
+        _ => "",
+    }
+}
+
+/// `ask`'s error with the flag that fixes it.
+pub fn ask_error(error: AskError) -> WithFlagHint<AskError> {
+    let hint = match &error {
+        AskError::Login(fatal) => xmpp_hint(fatal),
+        _ => "",
+    };
+    WithFlagHint { error, hint }
+}
+
 /// `bridge`'s error with the flag that fixes it.
 pub fn bridge_error(error: BridgeError) -> WithFlagHint<BridgeError> {
     let hint = match &error {
         BridgeError::Mqtt(mqtt) => mqtt_hint(mqtt),
-        _ => "",
+        BridgeError::Xmpp(fatal) => xmpp_hint(fatal),
+        BridgeError::State(_) => "; check --state-db",
+        BridgeError::Task(_) => "",
     };
     WithFlagHint { error, hint }
 }
@@ -599,6 +621,25 @@ mod tests {
         assert!(err.to_string().contains("--allow-domain"), "{err}");
         let err = up(&parse_up(&["--allow-domain", "a@example.org"])).unwrap_err();
         assert!(matches!(err, ConfigError::AllowDomain(_)), "{err}");
+    }
+
+    #[test]
+    fn component_errors_name_no_flag_and_get_the_flag_where_the_command_has_it() {
+        let untrusted = || Fatal::UntrustedCertificate {
+            reason: "UnknownIssuer".into(),
+        };
+        // The XMPP client's own text is fit for `up` too, which has no --xmpp-ca.
+        assert!(!untrusted().to_string().contains("--"), "{}", untrusted());
+        let bridge = bridge_error(BridgeError::Xmpp(untrusted())).to_string();
+        assert!(bridge.ends_with("give it with --xmpp-ca FILE"), "{bridge}");
+        let ask = ask_error(AskError::Login(untrusted())).to_string();
+        assert!(ask.contains("--xmpp-ca"), "{ask}");
+        let refused = Fatal::LoginRefused {
+            jid: "bot@localhost".into(),
+            condition: "not-authorized".into(),
+        };
+        let bridge = bridge_error(BridgeError::Xmpp(refused.clone())).to_string();
+        assert_eq!(bridge, refused.to_string());
     }
 
     #[test]

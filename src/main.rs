@@ -155,7 +155,8 @@ async fn run_ask(args: AskArgs) -> anyhow::Result<()> {
         timeout: args.timeout,
         count: args.count,
     })
-    .await?;
+    .await
+    .map_err(config::ask_error)?;
     if let Some(last) = answers.last() {
         println!("{}", last.body);
     }

@@ -64,10 +64,7 @@ pub enum Fatal {
     )]
     NoMechanism,
     /// The server's certificate failed verification.
-    #[error(
-        "the XMPP server's certificate is not trusted ({reason}); if the server uses a \
-         self-signed certificate, give it with --xmpp-ca FILE"
-    )]
+    #[error("the XMPP server's certificate is not trusted ({reason})")]
     UntrustedCertificate {
         /// What rustls said about the certificate.
         reason: String,

@@ -76,7 +76,7 @@ pub enum BridgeError {
     #[error(transparent)]
     Xmpp(#[from] crate::xmpp_connect::Fatal),
     /// The state database could not be opened or read.
-    #[error("--state-db: {0}")]
+    #[error(transparent)]
     State(#[from] persist::PersistError),
     /// A task panicked: a bug.
     #[error("internal error: a bridge task failed: {0}")]
