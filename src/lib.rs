@@ -5,6 +5,7 @@
 //! | [`cli`] | flags and subcommands (clap), each flag also read from `MQTT2XMPP_*`; imports nothing else of the crate |
 //! | [`config`] | flags → validated settings of every subcommand (the only place), with errors that say how to fix them |
 //! | [`bridge`] | the bot: MQTT task + XMPP task around one cache of readings |
+//! | [`server`] | the bundled XMPP server: streams, SASL, the hub and its services, SQLite store |
 //! | `accept` | the bounded accept loop shared by the XMPP server and the embedded broker |
 //! | [`ask`] | one-shot chat client for scripts and measurements |
 //! | [`up`] | `mqtt2xmpp up`: broker, server, simulated sensor and bot in one process |

@@ -21,6 +21,7 @@
 //! | `chat` | the chat commands, one file per command group, behind access control |
 //! | `persist` | optional SQLite state: history and alerts across restarts |
 //! | `mqtt`, `xmpp` | the two network tasks |
+//! | `status` | what the running bridge reports: subscribed, online ([`run_with_status`]) |
 //!
 //! Both tasks reconnect by themselves; either one stops the whole bridge only for a problem that
 //! reconnecting cannot fix (a refused login, an untrusted certificate), and then the other is
