@@ -233,9 +233,14 @@ pub async fn run(config: UpConfig, shutdown: CancellationToken) -> Result<(), Up
         .clone()
         .unwrap_or_else(|| "127.0.0.1".into());
 
-    // The parts stop when `up` is asked to stop, or when one of them fails.
-    let stop = shutdown.child_token();
-    let stopped = stop.clone();
+    // The parts stop when `up` is asked to stop, or when one of them fails: the bot first, so
+    // that it says goodbye to a server that is still there, then the rest (see `finish`).
+    let stop = Stop {
+        bot: CancellationToken::new(),
+        rest: CancellationToken::new(),
+        bot_task: None,
+    };
+    let stopped = stop.rest.clone();
     let mut tasks = tokio::task::JoinSet::new();
 
     // The XMPP server; wait until it serves before starting its clients.
@@ -326,12 +331,16 @@ pub async fn run(config: UpConfig, shutdown: CancellationToken) -> Result<(), Up
         // History and alerts survive a restart, like the accounts in the same directory.
         state_db: Some(config.data_dir.join("bot-state.sqlite")),
     };
-    let bridge_stop = stopped.clone();
-    tasks.spawn(async move {
+    let bridge_stop = stop.bot.clone();
+    let bridge_task = tasks.spawn(async move {
         bridge::run(bridge_config, bridge_stop)
             .await
             .map_err(UpError::from)
     });
+    let stop = Stop {
+        bot_task: Some(bridge_task.id()),
+        ..stop
+    };
 
     print_banner(&config, &started, &you, xmpp_port, &mqtt_host, mqtt_port);
 
@@ -360,28 +369,58 @@ fn bot_settings(settings: &bot::BotSettings) -> bot::BotSettings {
     settings
 }
 
-/// Stops every task and returns the first error (`Err(None)`: a task ended without one).
+/// How `up`'s parts are told to stop.
+struct Stop {
+    /// The bot's.
+    bot: CancellationToken,
+    /// The server's, the simulator's.
+    rest: CancellationToken,
+    /// The bot's task, once it runs.
+    bot_task: Option<tokio::task::Id>,
+}
+
+/// Stops every task, the bot first, and returns the first error (`Err(None)`: a task ended
+/// without one). The bot goes first so that it leaves the server while the server still
+/// runs: otherwise it sees its connection cut and logs a failed reconnection on the way out.
 async fn finish(
     mut tasks: tokio::task::JoinSet<Result<(), UpError>>,
-    stop: CancellationToken,
+    stop: Stop,
     outcome: Result<(), Option<UpError>>,
 ) -> Result<(), UpError> {
-    stop.cancel();
     let mut first_error = match outcome {
         Ok(()) => None,
         Err(error) => error,
     };
+    let mut keep = |finished: Option<Result<(tokio::task::Id, Result<(), UpError>), _>>| {
+        if let Some(Ok((_, Err(error)))) = finished {
+            first_error.get_or_insert(error);
+        }
+    };
     let drain = async {
-        while let Some(finished) = tasks.join_next().await {
-            if let Ok(Err(error)) = finished {
-                first_error.get_or_insert(error);
+        stop.bot.cancel();
+        if let Some(bot) = stop.bot_task {
+            // The bot's own goodbye is bounded (a few seconds at most).
+            while let Some(finished) = tasks.join_next_with_id().await {
+                let id = match &finished {
+                    Ok((id, _)) => *id,
+                    Err(error) => error.id(),
+                };
+                keep(Some(finished));
+                if id == bot {
+                    break;
+                }
             }
+        }
+        stop.rest.cancel();
+        while let Some(finished) = tasks.join_next_with_id().await {
+            keep(Some(finished));
         }
     };
     if tokio::time::timeout(Duration::from_secs(5), drain)
         .await
         .is_err()
     {
+        stop.rest.cancel();
         tracing::warn!("some parts did not stop within 5 s");
     }
     match first_error {

@@ -98,6 +98,12 @@ async fn a_first_chat_then_a_second_run_with_the_same_accounts() {
     let (status, took) = first.terminate(Duration::from_secs(10));
     assert!(status.success(), "{status:?}\n{}", first.log());
     assert!(took < Duration::from_secs(5), "{took:?}");
+    // The bot leaves before the server stops: a clean stop logs no failed reconnection.
+    let log = first.log();
+    assert!(
+        !log.contains("connection failed") && !log.contains("lost the connection"),
+        "{log}"
+    );
 
     // Again: same accounts and password, the password is not printed again.
     let mut second = up(dir.path(), xmpp_port, mqtt_port);
