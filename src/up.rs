@@ -235,12 +235,11 @@ pub async fn run(config: UpConfig, shutdown: CancellationToken) -> Result<(), Up
 
     // The parts stop when `up` is asked to stop, or when one of them fails: the bot first, so
     // that it says goodbye to a server that is still there, then the rest (see `finish`).
-    let stop = Stop {
+    let mut stop = Stop {
         bot: CancellationToken::new(),
         rest: CancellationToken::new(),
         bot_task: None,
     };
-    let stopped = stop.rest.clone();
     let mut tasks = tokio::task::JoinSet::new();
 
     // The XMPP server; wait until it serves before starting its clients.
@@ -256,7 +255,7 @@ pub async fn run(config: UpConfig, shutdown: CancellationToken) -> Result<(), Up
             ..ServerLimits::default()
         },
     };
-    let server_stop = stopped.clone();
+    let server_stop = stop.rest.clone();
     tasks.spawn(async move {
         server::run(server_config, xmpp_listener, server_stop, Some(ready))
             .await
@@ -284,7 +283,7 @@ pub async fn run(config: UpConfig, shutdown: CancellationToken) -> Result<(), Up
             count: None,
             seed: None,
         };
-        let sim_stop = stopped.clone();
+        let sim_stop = stop.rest.clone();
         tasks.spawn(async move {
             simulate::run(simulator, sim_stop)
                 .await
@@ -303,12 +302,10 @@ pub async fn run(config: UpConfig, shutdown: CancellationToken) -> Result<(), Up
             precision: Some(1),
         }]),
     }?;
-    let bot_jid = |jid: &str| {
-        Jid::new(jid).map_err(|source| UpError::Jid {
-            jid: jid.to_string(),
-            source,
-        })
-    };
+    let bot_jid = Jid::new(&bot.jid).map_err(|source| UpError::Jid {
+        jid: bot.jid.clone(),
+        source,
+    })?;
     let bridge_config = bridge::BridgeConfig {
         mqtt: Broker::anonymous(
             mqtt_host.clone(),
@@ -316,11 +313,11 @@ pub async fn run(config: UpConfig, shutdown: CancellationToken) -> Result<(), Up
             mqtt_client::client_id(BOT_CLIENT_ID_PREFIX),
         ),
         xmpp: bridge::xmpp::XmppConfig {
-            jid: bot_jid(&bot.jid)?,
+            jid: bot_jid.clone(),
             connector: Connector::new(
                 dns_config(DOMAIN, Some(&format!("127.0.0.1:{xmpp_port}")))?,
                 crate::tls::client_config(Some(&started.cert_path))?,
-                bot_jid(&bot.jid)?.to_bare(),
+                bot_jid.to_bare(),
                 bot.password.clone(),
             ),
             presence_interval: Duration::from_secs(60),
@@ -337,10 +334,7 @@ pub async fn run(config: UpConfig, shutdown: CancellationToken) -> Result<(), Up
             .await
             .map_err(UpError::from)
     });
-    let stop = Stop {
-        bot_task: Some(bridge_task.id()),
-        ..stop
-    };
+    stop.bot_task = Some(bridge_task.id());
 
     print_banner(&config, &started, &you, xmpp_port, &mqtt_host, mqtt_port);
 
@@ -391,29 +385,23 @@ async fn finish(
         Ok(()) => None,
         Err(error) => error,
     };
-    let mut keep = |finished: Option<Result<(tokio::task::Id, Result<(), UpError>), _>>| {
-        if let Some(Ok((_, Err(error)))) = finished {
-            first_error.get_or_insert(error);
-        }
-    };
     let drain = async {
         stop.bot.cancel();
-        if let Some(bot) = stop.bot_task {
-            // The bot's own goodbye is bounded (a few seconds at most).
-            while let Some(finished) = tasks.join_next_with_id().await {
-                let id = match &finished {
-                    Ok((id, _)) => *id,
-                    Err(error) => error.id(),
-                };
-                keep(Some(finished));
-                if id == bot {
-                    break;
-                }
-            }
+        if stop.bot_task.is_none() {
+            stop.rest.cancel();
         }
-        stop.rest.cancel();
+        // The rest stops once the bot has (its own goodbye is bounded: a few seconds at most).
         while let Some(finished) = tasks.join_next_with_id().await {
-            keep(Some(finished));
+            let id = match &finished {
+                Ok((id, _)) => *id,
+                Err(error) => error.id(),
+            };
+            if let Ok((_, Err(error))) = finished {
+                first_error.get_or_insert(error);
+            }
+            if Some(id) == stop.bot_task {
+                stop.rest.cancel();
+            }
         }
     };
     if tokio::time::timeout(Duration::from_secs(5), drain)
