@@ -72,7 +72,7 @@ pub struct BridgeConfig {
 pub enum BridgeError {
     /// The MQTT side hit a problem reconnecting cannot fix.
     #[error(transparent)]
-    Mqtt(#[from] mqtt::MqttError),
+    Mqtt(#[from] crate::mqtt_client::MqttError),
     /// The XMPP side hit a problem reconnecting cannot fix.
     #[error(transparent)]
     Xmpp(#[from] crate::xmpp_connect::Fatal),

@@ -3,8 +3,8 @@
 //!
 //! rumqttc facts this module is built around: the event loop must be polled continuously (it
 //! does the keep-alive and the reconnect); after an error the next `poll()` reconnects at once,
-//! so the backoff is ours ([`Backoff::reconnect`]); with a clean session the broker forgets subscriptions on disconnect,
-//! so we subscribe again on every ConnAck.
+//! so the backoff is ours ([`Backoff::reconnect`]); with a clean session the broker forgets
+//! subscriptions on disconnect, so we subscribe again on every ConnAck.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -18,7 +18,7 @@ use super::reading;
 use super::status::Reporter;
 use crate::backoff::Backoff;
 use crate::log_limit::LogLimit;
-use crate::mqtt_client::{self, Broker};
+use crate::mqtt_client::{self, Broker, MqttError};
 
 /// The largest MQTT packet the bridge accepts from the broker. Bigger ones make rumqttc drop the
 /// connection, so this is generous; payloads are then limited by [`reading::MAX_PAYLOAD_BYTES`].
@@ -29,8 +29,6 @@ const DISCONNECT_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// At most one log line per this interval about unreadable payloads.
 const REJECT_LOG_INTERVAL: Duration = Duration::from_secs(60);
-
-pub use crate::mqtt_client::MqttError;
 
 /// Subscribes to the filters of the bot's sensors on `config`'s broker and runs until
 /// `shutdown`, then disconnects cleanly. Returns an error only for problems that reconnecting
