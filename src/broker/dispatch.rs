@@ -157,15 +157,7 @@ mod tests {
     use super::*;
     use rumqttc::mqttbytes::QoS;
 
-    fn message(topic: &str, payload: &str, qos: QoS, retain: bool) -> Publish {
-        let mut publish = Publish::new(topic, qos, payload.as_bytes().to_vec());
-        publish.retain = retain;
-        publish
-    }
-
-    fn filter(path: &str, qos: QoS) -> SubscribeFilter {
-        SubscribeFilter::new(path.into(), qos)
-    }
+    use crate::broker::router::tests::{filter, message};
 
     fn outbox(packets: usize, bytes: usize) -> (Outbox, mpsc::Receiver<Packet>) {
         let (queue, receiver) = mpsc::channel(packets);

@@ -12,7 +12,7 @@ use super::ConnId;
 use crate::topic::matches;
 
 #[cfg(test)]
-mod tests;
+pub(super) mod tests;
 
 /// Limits of the [`Router`].
 #[derive(Debug, Clone)]

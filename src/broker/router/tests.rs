@@ -2,13 +2,15 @@
 
 use super::*;
 
-fn message(topic: &str, payload: &str, qos: QoS, retain: bool) -> Publish {
+/// A PUBLISH of `payload` on `topic` (also used by the dispatcher's tests).
+pub(in crate::broker) fn message(topic: &str, payload: &str, qos: QoS, retain: bool) -> Publish {
     let mut publish = Publish::new(topic, qos, payload.as_bytes().to_vec());
     publish.retain = retain;
     publish
 }
 
-fn filter(path: &str, qos: QoS) -> SubscribeFilter {
+/// A subscription to `path` (also used by the dispatcher's tests).
+pub(in crate::broker) fn filter(path: &str, qos: QoS) -> SubscribeFilter {
     SubscribeFilter::new(path.into(), qos)
 }
 
