@@ -31,7 +31,7 @@ use support::conversation::{Conversation, REPLY_TIMEOUT};
 use support::files::password_file;
 use support::mqtt::{self, publish};
 use support::process::BinaryProcess;
-use support::server::InProcessServer;
+use support::server::{InProcessServer, XmppEndpoint};
 use tokio_xmpp::jid::BareJid;
 use tokio_xmpp::parsers::presence::{Presence, Type as PresenceType};
 

@@ -28,7 +28,7 @@ use support::files::password_file;
 use support::mqtt::publish;
 use support::peers::{find_peer, free_port, peers_required, Mosquitto};
 use support::process::BinaryProcess;
-use support::server::ServerProcess;
+use support::server::{ServerProcess, XmppEndpoint};
 
 const MOSQUITTO_SNIPPET_PATH: &str = "deploy/mosquitto-mqtt2xmpp.conf";
 const MOSQUITTO_SNIPPET: &str = include_str!("../deploy/mosquitto-mqtt2xmpp.conf");

@@ -15,7 +15,7 @@ use support::chat::ChatClient;
 use support::files::password_file;
 use support::mqtt::publish;
 use support::process::BinaryProcess;
-use support::server::ServerProcess;
+use support::server::{ServerProcess, XmppEndpoint};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 

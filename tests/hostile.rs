@@ -40,7 +40,7 @@ use std::time::{Duration, Instant};
 
 use support::chat::{body, ChatClient};
 use support::raw::{self, Answer, Raw, HEADER, NS_SASL, NS_STANZA_ERRORS, NS_STREAMS, RESTART};
-use support::server::ServerProcess;
+use support::server::{ServerProcess, XmppEndpoint};
 use tokio::sync::{watch, Notify};
 use tokio_xmpp::jid::Jid;
 use tokio_xmpp::minidom::Element;

@@ -145,11 +145,6 @@ impl InProcessServer {
     pub fn add_user(&self, user: &str, password: &str) {
         add_account(&self.data_dir, user, password);
     }
-
-    /// `--xmpp-server` value for clients.
-    pub fn address(&self) -> String {
-        format!("127.0.0.1:{}", self.port)
-    }
 }
 
 impl XmppEndpoint for InProcessServer {
@@ -270,11 +265,6 @@ impl ServerProcess {
             })
             .expect("run mqtt2xmpp user add");
         assert!(status.success(), "user add {user} failed");
-    }
-
-    /// `--xmpp-server` value for clients.
-    pub fn address(&self) -> String {
-        format!("127.0.0.1:{}", self.port)
     }
 }
 
