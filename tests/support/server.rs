@@ -22,7 +22,7 @@ use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use super::peers::free_port;
+use super::ports::PortHold;
 use super::process::BinaryProcess;
 
 /// The one domain the test servers serve.
@@ -71,6 +71,8 @@ pub struct InProcessServer {
     pub data_dir: PathBuf,
     limits: ServerLimits,
     running: Option<Running>,
+    /// While the server is stopped: its port, so that nothing else takes it before `restart`.
+    hold: Option<PortHold>,
     _dir: tempfile::TempDir,
 }
 
@@ -96,6 +98,7 @@ impl InProcessServer {
             data_dir,
             limits,
             running: None,
+            hold: None,
             _dir: dir,
         };
         server.restart().await;
@@ -110,6 +113,7 @@ impl InProcessServer {
             .await
             .unwrap_or_else(|e| panic!("cannot listen on 127.0.0.1:{}: {e}", self.port));
         self.port = listener.local_addr().expect("listener address").port();
+        self.hold = None;
         let config = ServerConfig {
             domain: DOMAIN.into(),
             data_dir: self.data_dir.clone(),
@@ -129,7 +133,8 @@ impl InProcessServer {
     }
 
     /// Stops the server gracefully (sessions get `system-shutdown`) and checks that `run`
-    /// returned `Ok`; connections to its port are refused when this returns.
+    /// returned `Ok`; connections to its port are refused when this returns, and a [`PortHold`]
+    /// keeps the port for [`restart`](Self::restart).
     pub async fn stop(&mut self) {
         if let Some(Running { stop, task }) = self.running.take() {
             stop.cancel();
@@ -138,6 +143,7 @@ impl InProcessServer {
                 .unwrap_or_else(|_| panic!("the server did not stop within {DEADLINE:?}"))
                 .expect("the server task panicked");
             assert!(outcome.is_ok(), "the server stopped with {outcome:?}");
+            self.hold = Some(PortHold::new(self.port));
         }
     }
 
@@ -175,6 +181,8 @@ pub struct ServerProcess {
     pub data_dir: PathBuf,
     /// The server process and its log.
     pub process: Option<BinaryProcess>,
+    /// While the server is not running: its port, so that nothing else takes it.
+    hold: Option<PortHold>,
     extra: Vec<String>,
     _dir: tempfile::TempDir,
 }
@@ -189,11 +197,13 @@ impl ServerProcess {
     pub fn start_with(extra: &[&str]) -> ServerProcess {
         let dir = tempfile::tempdir().expect("temp dir");
         let data_dir = dir.path().join("data");
+        let hold = PortHold::any();
         let mut server = ServerProcess {
-            port: free_port(),
+            port: hold.port(),
             ca_file: data_dir.join("localhost.crt"),
             data_dir,
             process: None,
+            hold: Some(hold),
             extra: extra.iter().map(|s| s.to_string()).collect(),
             _dir: dir,
         };
@@ -212,9 +222,11 @@ impl ServerProcess {
         let process = BinaryProcess::spawn(&args);
         process.wait_log("XMPP server listening", 1, DEADLINE);
         self.process = Some(process);
+        self.hold = None;
     }
 
-    /// Stops the server with SIGTERM (graceful: sessions get `system-shutdown`).
+    /// Stops the server with SIGTERM (graceful: sessions get `system-shutdown`); a
+    /// [`PortHold`] keeps its port for [`restart`](Self::restart).
     pub fn stop(&mut self) {
         if let Some(mut process) = self.process.take() {
             let (status, _) = process.terminate(Duration::from_secs(10));
@@ -223,6 +235,7 @@ impl ServerProcess {
                 "server exited with {status:?}:\n{}",
                 process.log()
             );
+            self.hold = Some(PortHold::new(self.port));
         }
     }
 
@@ -230,6 +243,7 @@ impl ServerProcess {
     pub fn kill9(&mut self) {
         if let Some(process) = self.process.take() {
             drop(process); // BinaryProcess's Drop sends SIGKILL and waits.
+            self.hold = Some(PortHold::new(self.port));
         }
     }
 

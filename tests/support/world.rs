@@ -195,10 +195,13 @@ impl Xmpp {
     /// Stops the server gracefully; connections to its port are refused when this returns.
     pub async fn stop(&mut self) {
         match &mut self.server {
+            // The bundled server holds its port itself while it is stopped.
             XmppServer::Bundled(s) => s.stop().await,
-            XmppServer::Prosody(s) => s.stop(),
+            XmppServer::Prosody(s) => {
+                s.stop();
+                self.hold = Some(PortHold::new(s.port));
+            }
         }
-        self.hold = Some(PortHold::new(self.port()));
     }
 
     /// Starts the server (again) on its port; it accepts connections when this returns.
