@@ -1,5 +1,6 @@
 //! TLS client configuration shared by the MQTT and XMPP connections: the system's trust roots,
-//! plus an optional PEM file (`--mqtt-ca`, `--xmpp-ca`) for self-signed servers.
+//! plus an optional PEM file (`--mqtt-ca`, `--xmpp-ca`) for self-signed servers; and the
+//! channel-binding data of a TLS connection (`tls-exporter`, `tls-server-end-point`).
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -186,6 +187,79 @@ pub fn tls_exporter<Data>(connection: &rustls::ConnectionCommon<Data>) -> Option
         .ok()
 }
 
+/// The RFC 5929 §4.1 `tls-server-end-point` channel-binding bytes for a server whose end-entity
+/// certificate is `certificate` (DER): the hash of the certificate, with the hash function of
+/// its signature algorithm, except that MD5 and SHA-1 are replaced by SHA-256. `None` when the
+/// signature algorithm uses no single hash function named in its identifier (Ed25519,
+/// RSASSA-PSS with its hash in the parameters, anything unknown), for which RFC 5929 leaves the
+/// binding undefined, or when the DER cannot be read. Unlike `tls-exporter` it is defined for
+/// every TLS version, which is why XEP-0440 servers are expected to offer it.
+pub fn tls_server_end_point(certificate: &[u8]) -> Option<Vec<u8>> {
+    use sha2::Digest as _;
+    let algorithm = signature_algorithm(certificate)?;
+    // The OIDs' content octets (X.690 §8.19), from RFC 3279, RFC 4055 and RFC 5758.
+    const RSA: &[u8] = &[0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x01];
+    const ECDSA: &[u8] = &[0x2a, 0x86, 0x48, 0xce, 0x3d, 0x04];
+    let hash = match algorithm {
+        // md5WithRSAEncryption (…1.4), sha1WithRSAEncryption (…1.5), ecdsa-with-SHA1 (…4.1):
+        // "if the certificate's signatureAlgorithm uses a single hash function, and that hash
+        // function is either MD5 or SHA-1, then use SHA-256".
+        [rsa @ .., 4 | 5] if rsa == RSA => 256,
+        [ecdsa @ .., 1] if ecdsa == ECDSA => 256,
+        [rsa @ .., 11] if rsa == RSA => 256,
+        [rsa @ .., 12] if rsa == RSA => 384,
+        [rsa @ .., 13] if rsa == RSA => 512,
+        [ecdsa @ .., 3, n @ 2..=4] if ecdsa == ECDSA => [256, 384, 512][usize::from(*n) - 2],
+        _ => return None,
+    };
+    Some(match hash {
+        256 => sha2::Sha256::digest(certificate).to_vec(),
+        384 => sha2::Sha384::digest(certificate).to_vec(),
+        _ => sha2::Sha512::digest(certificate).to_vec(),
+    })
+}
+
+/// The content octets of the signature algorithm's OID in an X.509 certificate (RFC 5280
+/// §4.1.1.2: `Certificate ::= SEQUENCE { tbsCertificate, signatureAlgorithm, signature }`,
+/// `AlgorithmIdentifier ::= SEQUENCE { algorithm OBJECT IDENTIFIER, parameters ANY OPTIONAL }`).
+fn signature_algorithm(certificate: &[u8]) -> Option<&[u8]> {
+    const SEQUENCE: u8 = 0x30;
+    const OID: u8 = 0x06;
+    let (certificate, _) = der_element(certificate, SEQUENCE)?;
+    let (_tbs, rest) = der_any(certificate)?;
+    let (algorithm, _) = der_element(rest, SEQUENCE)?;
+    let (oid, _) = der_element(algorithm, OID)?;
+    Some(oid)
+}
+
+/// The content of the DER element with `tag` at the start of `der`, and what follows it.
+fn der_element(der: &[u8], tag: u8) -> Option<(&[u8], &[u8])> {
+    match der.first() {
+        Some(first) if *first == tag => der_any(der),
+        _ => None,
+    }
+}
+
+/// The content of the DER element at the start of `der` (single-byte tags only), and what
+/// follows it.
+fn der_any(der: &[u8]) -> Option<(&[u8], &[u8])> {
+    let (&first_length, rest) = der.get(1..)?.split_first()?;
+    let (length, rest) = if first_length < 0x80 {
+        (usize::from(first_length), rest)
+    } else {
+        let count = usize::from(first_length & 0x7f);
+        if count == 0 || count > std::mem::size_of::<usize>() {
+            return None;
+        }
+        let (bytes, rest) = (rest.get(..count)?, rest.get(count..)?);
+        let length = bytes
+            .iter()
+            .fold(0usize, |length, byte| (length << 8) | usize::from(*byte));
+        (length, rest)
+    };
+    Some((rest.get(..length)?, rest.get(length..)?))
+}
+
 /// If `error` (or its source chain) is a certificate verification failure, a sentence for the
 /// user saying so; such failures are configuration problems that retrying cannot fix.
 pub fn untrusted_certificate(error: &(dyn std::error::Error + 'static)) -> Option<String> {
@@ -253,6 +327,78 @@ mod tests {
         let path = dir.path().join("server.pem");
         std::fs::write(&path, cert.cert.pem()).unwrap();
         assert!(client_config(Some(&path)).is_ok());
+    }
+
+    /// A self-signed certificate for localhost whose signature uses `algorithm`.
+    fn certificate(algorithm: &'static rcgen::SignatureAlgorithm) -> Vec<u8> {
+        let key = rcgen::KeyPair::generate_for(algorithm).unwrap();
+        let params = rcgen::CertificateParams::new(vec!["localhost".to_string()]).unwrap();
+        params.self_signed(&key).unwrap().der().to_vec()
+    }
+
+    #[test]
+    fn tls_server_end_point_hashes_the_certificate_with_its_signature_hash() {
+        use sha2::Digest as _;
+        let p256 = certificate(&rcgen::PKCS_ECDSA_P256_SHA256);
+        assert_eq!(
+            tls_server_end_point(&p256),
+            Some(sha2::Sha256::digest(&p256).to_vec())
+        );
+        let p384 = certificate(&rcgen::PKCS_ECDSA_P384_SHA384);
+        assert_eq!(
+            tls_server_end_point(&p384),
+            Some(sha2::Sha384::digest(&p384).to_vec())
+        );
+        // The certificate the server makes for itself when none is configured.
+        let generated = rcgen::generate_simple_self_signed(vec!["localhost".into()]).unwrap();
+        let der = generated.cert.der().to_vec();
+        assert_eq!(
+            tls_server_end_point(&der),
+            Some(sha2::Sha256::digest(&der).to_vec())
+        );
+    }
+
+    #[test]
+    fn tls_server_end_point_uses_sha256_for_sha1_signatures() {
+        use sha2::Digest as _;
+        // A certificate whose outer signatureAlgorithm is sha1WithRSAEncryption: only the OID
+        // matters for the choice of hash (RFC 5929 §4.1).
+        let mut der = certificate(&rcgen::PKCS_ECDSA_P256_SHA256);
+        let ecdsa_sha256 = [0x2a, 0x86, 0x48, 0xce, 0x3d, 0x04, 0x03, 0x02];
+        let at = der
+            .windows(ecdsa_sha256.len())
+            .rposition(|window| window == ecdsa_sha256)
+            .unwrap();
+        der[at..at + 8].copy_from_slice(&[0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x01]);
+        der.insert(at + 8, 0x05);
+        // Lengths grew by one byte: fix the OID, AlgorithmIdentifier and Certificate lengths.
+        der[at - 1] += 1;
+        der[at - 3] += 1;
+        let outer = usize::from(der[2]) << 8 | usize::from(der[3]);
+        der[2..4].copy_from_slice(&((outer + 1) as u16).to_be_bytes());
+        assert_eq!(
+            tls_server_end_point(&der),
+            Some(sha2::Sha256::digest(&der).to_vec())
+        );
+    }
+
+    #[test]
+    fn tls_server_end_point_is_undefined_without_a_single_hash_or_for_garbage() {
+        assert_eq!(
+            tls_server_end_point(&certificate(&rcgen::PKCS_ED25519)),
+            None
+        );
+        for garbage in [
+            &[][..],
+            &[0x30],
+            &[0x30, 0x84, 0xff, 0xff, 0xff, 0xff],
+            &[0x04, 0x00],
+        ] {
+            assert_eq!(tls_server_end_point(garbage), None, "{garbage:?}");
+        }
+        let mut truncated = certificate(&rcgen::PKCS_ECDSA_P256_SHA256);
+        truncated.truncate(truncated.len() / 2);
+        assert_eq!(tls_server_end_point(&truncated), None);
     }
 
     #[test]

@@ -1,4 +1,5 @@
-//! Server-side SASL: SCRAM-SHA-1/256 (+PLUS with tls-exporter) and PLAIN. Sans-IO.
+//! Server-side SASL: SCRAM-SHA-1/256 (+PLUS with tls-exporter or tls-server-end-point) and
+//! PLAIN. Sans-IO.
 //!
 //! The bundled server has to accept logins from the same clients the bridge talks to
 //! (tokio-xmpp via the `sasl` crate, Conversations, Gajim, Dino, …), and the `sasl` crate's own
@@ -35,9 +36,16 @@
 //!   cannot hide: the fake salt changes when the process restarts, and a store lookup that is
 //!   slower for existing users (the caller's database) is visible in timing.
 //! * **Channel binding.** `-PLUS` is offered and accepted only when the caller supplies this
-//!   connection's RFC 9266 `tls-exporter` bytes, which are then required inside `c=`. A client
-//!   that says `y` ("I can bind but you did not offer it") while we did offer `-PLUS` is being
-//!   downgraded by someone in the middle and is refused (RFC 5802 §6).
+//!   connection's channel-binding data: RFC 9266 `tls-exporter` (TLS 1.3) and RFC 5929
+//!   `tls-server-end-point` (a hash of our certificate; any TLS version). The types are listed
+//!   by [`ConnectionInfo::channel_binding_types`] for the XEP-0440 stream feature, and the data
+//!   of the type the client names in `p=` is required inside `c=`; a type we do not have fails
+//!   (RFC 5802 §6). A client that says `y` ("I can bind but you did not offer it") while we did
+//!   offer `-PLUS` is being downgraded by someone in the middle and is refused (RFC 5802 §6).
+//!   This holds even after the client asked for a type we lack (slixmpp 1.8.3 asks for
+//!   `tls-unique`, undefined for TLS 1.3 by RFC 9266, then falls back to `y`): whoever sits in
+//!   the middle could send such a request first, so accepting `y` after it would switch the
+//!   downgrade check off for every client. A client without a usable type sends `n`.
 //! * **PLAIN only over TLS.** It is left out of the offer list without TLS, and
 //!   [`ServerExchange::start`] refuses it with `encryption-required` if a client asks anyway.
 //! * **Bounded input.** Every message above [`MAX_MESSAGE_LEN`] bytes is refused before parsing;
@@ -145,8 +153,8 @@ impl fmt::Display for Mechanism {
 
 /// The mechanisms to advertise on a connection, strongest first.
 ///
-/// `-PLUS` variants need both TLS and this connection's `tls-exporter` bytes (TLS 1.3; RFC 9266
-/// defines no exporter binding for TLS 1.2 without extended master secret). PLAIN needs TLS.
+/// `-PLUS` variants need both TLS and channel-binding data of this connection
+/// (`tls-exporter` on TLS 1.3, `tls-server-end-point` for most certificates). PLAIN needs TLS.
 /// Whatever is offered here is exactly what [`ServerExchange::start`] accepts for the same
 /// [`ConnectionInfo`]; offering `-PLUS` is also what arms the `y,,` downgrade check.
 pub fn offered_mechanisms(tls_active: bool, channel_binding_available: bool) -> Vec<Mechanism> {
@@ -199,18 +207,66 @@ pub struct ConnectionInfo<'a> {
     /// label `EXPORTER-Channel-Binding` and no context), or `None` when unavailable (no TLS, or
     /// TLS 1.2). `Some` means `-PLUS` is offered; an empty slice counts as `None`.
     pub tls_exporter: Option<&'a [u8]>,
+    /// This connection's RFC 5929 `tls-server-end-point` channel-binding bytes (the hash of our
+    /// end-entity certificate, see `crate::tls::tls_server_end_point`), or `None` when
+    /// unavailable (no TLS, or a certificate whose signature names no single hash). `Some`
+    /// means `-PLUS` is offered; an empty slice counts as `None`.
+    pub tls_server_end_point: Option<&'a [u8]>,
 }
+
+/// The channel-binding data of one connection, by type.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Bindings {
+    tls_exporter: Option<Vec<u8>>,
+    tls_server_end_point: Option<Vec<u8>>,
+}
+
+impl Bindings {
+    /// The data for the IANA channel-binding type `name`, if this connection has it.
+    pub(crate) fn data(&self, name: &str) -> Option<&[u8]> {
+        match name {
+            TLS_EXPORTER => self.tls_exporter.as_deref(),
+            TLS_SERVER_END_POINT => self.tls_server_end_point.as_deref(),
+            _ => None,
+        }
+    }
+
+    fn is_empty(&self) -> bool {
+        self.tls_exporter.is_none() && self.tls_server_end_point.is_none()
+    }
+}
+
+/// RFC 9266's channel-binding type name.
+pub const TLS_EXPORTER: &str = "tls-exporter";
+/// RFC 5929 §4's channel-binding type name.
+pub const TLS_SERVER_END_POINT: &str = "tls-server-end-point";
 
 impl ConnectionInfo<'_> {
     /// [`offered_mechanisms`] for this connection.
     pub fn offered_mechanisms(&self) -> Vec<Mechanism> {
-        offered_mechanisms(self.tls_active, self.binding().is_some())
+        offered_mechanisms(self.tls_active, !self.bindings().is_empty())
     }
 
-    /// The binding data, when `-PLUS` is offered.
-    fn binding(&self) -> Option<&[u8]> {
-        self.tls_exporter
-            .filter(|data| self.tls_active && !data.is_empty())
+    /// The channel-binding types `-PLUS` accepts on this connection, strongest first, for the
+    /// XEP-0440 `<sasl-channel-binding/>` feature; empty when `-PLUS` is not offered.
+    pub fn channel_binding_types(&self) -> Vec<&'static str> {
+        let bindings = self.bindings();
+        [TLS_EXPORTER, TLS_SERVER_END_POINT]
+            .into_iter()
+            .filter(|name| bindings.data(name).is_some())
+            .collect()
+    }
+
+    /// The binding data that `-PLUS` accepts (none without TLS).
+    fn bindings(&self) -> Bindings {
+        let usable = |data: Option<&[u8]>| {
+            data.filter(|data| self.tls_active && !data.is_empty())
+                .map(<[u8]>::to_vec)
+        };
+        Bindings {
+            tls_exporter: usable(self.tls_exporter),
+            tls_server_end_point: usable(self.tls_server_end_point),
+        }
     }
 }
 
@@ -296,7 +352,7 @@ fn malformed(detail: &'static str) -> Reject {
 pub struct ServerExchange {
     mechanism: Mechanism,
     domain: String,
-    binding: Option<Vec<u8>>,
+    bindings: Bindings,
     state: State,
     detail: Option<&'static str>,
     /// See [`ServerExchange::password_tried`].
@@ -355,7 +411,7 @@ impl ServerExchange {
         let mut exchange = ServerExchange {
             mechanism,
             domain: connection.domain.to_owned(),
-            binding: connection.binding().map(<[u8]>::to_vec),
+            bindings: connection.bindings(),
             state: State::Initial { challenged: false },
             detail: None,
             guessed: false,
@@ -366,10 +422,10 @@ impl ServerExchange {
                 Failure::EncryptionRequired,
                 "PLAIN requested without TLS",
             ))
-        } else if mechanism.is_plus() && exchange.binding.is_none() {
+        } else if mechanism.is_plus() && exchange.bindings.is_empty() {
             Some(reject(
                 Failure::InvalidMechanism,
-                "-PLUS requested without tls-exporter channel binding",
+                "-PLUS requested without channel-binding data",
             ))
         } else {
             None

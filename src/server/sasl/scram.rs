@@ -1,5 +1,5 @@
-//! The SCRAM exchange (RFC 5802, RFC 7677 for SHA-256, RFC 9266 for `tls-exporter` channel
-//! binding): client-first → server-first, client-final → server-final. The message syntax is
+//! The SCRAM exchange (RFC 5802, RFC 7677 for SHA-256, RFC 9266 `tls-exporter` and RFC 5929
+//! `tls-server-end-point` channel binding): client-first → server-first, client-final → server-final. The message syntax is
 //! parsed in [`super::messages`]; the keys come from [`super::keys`].
 //!
 //! An unknown user gets [`fake_keys`] and the same computations as a known one, and fails only
@@ -42,14 +42,16 @@ impl ServerExchange {
         let text = scram_text(message)?;
         let first = ClientFirst::parse(text)?;
 
-        let bind_to = match (&first.cbind, self.mechanism.is_plus(), &self.binding) {
-            (CbindFlag::Bound(name), true, Some(data)) => {
-                if *name != "tls-exporter" {
-                    return Err(malformed("unsupported channel-binding type"));
-                }
-                Some(data.as_slice())
-            }
-            (CbindFlag::Bound(_), true, None) => {
+        let offered = !self.bindings.is_empty();
+        let bind_to = match (&first.cbind, self.mechanism.is_plus(), offered) {
+            (CbindFlag::Bound(name), true, true) => match self.bindings.data(name) {
+                Some(data) => Some(data.to_vec()),
+                // RFC 5802 §6: "If the channel binding flag was "p" and the server does not
+                // support the indicated channel binding type, then the server MUST fail
+                // authentication."
+                None => return Err(malformed("unsupported channel-binding type")),
+            },
+            (CbindFlag::Bound(_), true, false) => {
                 return Err(reject(
                     Failure::InvalidMechanism,
                     "-PLUS requested without channel binding",
@@ -61,14 +63,14 @@ impl ServerExchange {
             (CbindFlag::NotBound | CbindFlag::ClientSupports, true, _) => {
                 return Err(malformed("-PLUS mechanism without p= channel binding"))
             }
-            (CbindFlag::ClientSupports, false, Some(_)) => {
+            (CbindFlag::ClientSupports, false, true) => {
                 return Err(reject(
                     Failure::NotAuthorized,
                     "client sent y (it thinks we offer no -PLUS, but we did): downgrade",
                 ))
             }
-            (CbindFlag::ClientSupports | CbindFlag::NotBound, false, None)
-            | (CbindFlag::NotBound, false, Some(_)) => None,
+            (CbindFlag::ClientSupports | CbindFlag::NotBound, false, false)
+            | (CbindFlag::NotBound, false, true) => None,
         };
 
         if let Some(authzid) = &first.authzid {
@@ -94,7 +96,7 @@ impl ServerExchange {
         );
         let mut expected_cbind = first.gs2_header.as_bytes().to_vec();
         if let Some(data) = bind_to {
-            expected_cbind.extend_from_slice(data);
+            expected_cbind.extend_from_slice(&data);
         }
         let auth_message_prefix = format!("{},{},", first.bare, server_first);
         self.state = State::ScramFinal(Box::new(ScramPending {

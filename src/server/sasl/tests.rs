@@ -70,6 +70,7 @@ fn tls_plus() -> ConnectionInfo<'static> {
         domain: DOMAIN,
         tls_active: true,
         tls_exporter: Some(&EXPORTER),
+        tls_server_end_point: None,
     }
 }
 
@@ -78,6 +79,7 @@ fn tls_only() -> ConnectionInfo<'static> {
         domain: DOMAIN,
         tls_active: true,
         tls_exporter: None,
+        tls_server_end_point: None,
     }
 }
 
@@ -86,6 +88,7 @@ fn plaintext() -> ConnectionInfo<'static> {
         domain: DOMAIN,
         tls_active: false,
         tls_exporter: None,
+        tls_server_end_point: None,
     }
 }
 
@@ -506,6 +509,126 @@ fn y_flag_is_a_downgrade_when_plus_was_offered() {
     assert!(ex.failure_detail().unwrap().contains("downgrade"));
 }
 
+/// The `tls-server-end-point` data of a freshly made certificate, computed as RFC 5929 §4.1
+/// says (SHA-256 of the DER for an ECDSA-SHA256 signature).
+fn end_point_data() -> Vec<u8> {
+    use sha2::Digest as _;
+    let generated = rcgen::generate_simple_self_signed(vec![DOMAIN.to_string()]).unwrap();
+    let der = generated.cert.der();
+    let data = crate::tls::tls_server_end_point(der).expect("defined for ECDSA-SHA256");
+    assert_eq!(data, sha2::Sha256::digest(der).to_vec());
+    data
+}
+
+fn with_end_point(end_point: &[u8]) -> ConnectionInfo<'_> {
+    ConnectionInfo {
+        tls_server_end_point: Some(end_point),
+        ..tls_plus()
+    }
+}
+
+#[test]
+fn plus_with_tls_server_end_point_binds_to_the_certificate_hash() {
+    let end_point = end_point_data();
+    for mechanism in [Mechanism::ScramSha1Plus, Mechanism::ScramSha256Plus] {
+        let step = scram_with(
+            mechanism,
+            &with_end_point(&end_point),
+            "p=tls-server-end-point,,",
+            "n=alice,r=abc",
+            "correct horse",
+            &end_point,
+        );
+        assert!(
+            matches!(step, Step::Success { .. }),
+            "{mechanism}: {step:?}"
+        );
+        // The exporter bytes under the end-point's name, or another certificate's hash: refused.
+        for wrong in [&EXPORTER[..], &end_point_data()] {
+            let step = scram_with(
+                mechanism,
+                &with_end_point(&end_point),
+                "p=tls-server-end-point,,",
+                "n=alice,r=abc",
+                "correct horse",
+                wrong,
+            );
+            assert_eq!(failure(&step), Failure::NotAuthorized, "{mechanism}");
+        }
+    }
+    // tls-exporter still works next to it.
+    let step = scram_with(
+        Mechanism::ScramSha256Plus,
+        &with_end_point(&end_point),
+        "p=tls-exporter,,",
+        "n=alice,r=abc",
+        "correct horse",
+        &EXPORTER,
+    );
+    assert!(matches!(step, Step::Success { .. }), "{step:?}");
+}
+
+#[test]
+fn tls_server_end_point_alone_is_enough_to_offer_plus() {
+    let end_point = end_point_data();
+    let info = ConnectionInfo {
+        tls_exporter: None,
+        ..with_end_point(&end_point)
+    };
+    assert!(info
+        .offered_mechanisms()
+        .contains(&Mechanism::ScramSha256Plus));
+    assert_eq!(info.channel_binding_types(), ["tls-server-end-point"]);
+    let (_, step) = ServerExchange::start(
+        Mechanism::ScramSha256Plus,
+        b"p=tls-exporter,,n=alice,r=abc",
+        &info,
+        store(),
+    );
+    assert_eq!(failure(&step), Failure::MalformedRequest);
+}
+
+#[test]
+fn channel_binding_types_list_what_plus_accepts() {
+    let end_point = end_point_data();
+    assert_eq!(
+        with_end_point(&end_point).channel_binding_types(),
+        ["tls-exporter", "tls-server-end-point"]
+    );
+    assert_eq!(tls_plus().channel_binding_types(), ["tls-exporter"]);
+    assert!(tls_only().channel_binding_types().is_empty());
+    let plain_text = ConnectionInfo {
+        tls_active: false,
+        ..with_end_point(&end_point)
+    };
+    assert!(plain_text.channel_binding_types().is_empty());
+    assert!(!plain_text
+        .offered_mechanisms()
+        .contains(&Mechanism::ScramSha256Plus));
+}
+
+/// What slixmpp 1.8.3 does on TLS 1.3: `-PLUS` with `tls-unique` (undefined there, RFC 9266),
+/// then the plain mechanism with `y`. Both stay refused: the first because we lack the type
+/// (RFC 5802 §6), the second because we did offer -PLUS and anyone in the middle could have
+/// sent the first request to switch the check off.
+#[test]
+fn y_after_an_unsupported_channel_binding_type_is_still_a_downgrade() {
+    let end_point = end_point_data();
+    let info = with_end_point(&end_point);
+    let (_, step) = ServerExchange::start(
+        Mechanism::ScramSha256Plus,
+        b"p=tls-unique,,n=alice,r=abc",
+        &info,
+        store(),
+    );
+    assert_eq!(failure(&step), Failure::MalformedRequest);
+    let (ex, step) =
+        ServerExchange::start(Mechanism::ScramSha256, b"y,,n=alice,r=abc", &info, store());
+    assert_eq!(failure(&step), Failure::NotAuthorized);
+    assert!(ex.failure_detail().unwrap().contains("downgrade"));
+    assert!(!ex.password_tried());
+}
+
 #[test]
 fn n_flag_without_plus_is_fine_even_when_plus_was_offered() {
     let client = sasl_client(
@@ -570,6 +693,7 @@ fn plus_is_refused_without_binding_data() {
     for connection in [
         ConnectionInfo {
             tls_exporter: Some(&[]),
+            tls_server_end_point: None,
             ..tls_plus()
         },
         ConnectionInfo {
@@ -1415,6 +1539,7 @@ fn only_password_checks_count_as_guesses() {
         domain: DOMAIN,
         tls_active: true,
         tls_exporter: Some(&EXPORTER),
+        tls_server_end_point: None,
     };
     // Refused at the first message: a binding type we do not support, and a `y` downgrade.
     let (ex, step) = ServerExchange::start(

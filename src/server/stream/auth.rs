@@ -6,11 +6,13 @@ use std::net::SocketAddr;
 
 use futures::SinkExt;
 use tokio_xmpp::parsers::sasl as wire_sasl;
+use tokio_xmpp::parsers::sasl_cb::{SaslChannelBinding, Type as ChannelBindingType};
 use tokio_xmpp::parsers::stream_error::DefinedCondition as StreamCondition;
 use tokio_xmpp::parsers::stream_features::StreamFeatures;
 use tokio_xmpp::xmlstream::{ReadError, XmppStreamElement};
 
 use super::errors::{fail, read_failed, ConnectionEnd};
+use super::features::FeaturesFilter;
 use super::negotiation::{accept_header, next, next_parsed, refuse_header, respond, Xml};
 use super::upstream::{classify_parse, Upstream};
 use crate::server::limits::Meter;
@@ -41,13 +43,14 @@ where
             .iter()
             .map(|m| m.name().to_string())
             .collect(),
+        sasl_cb: channel_binding_feature(info),
         ..Default::default()
     };
     let accepted = match accept_header(&mut *io, shared, meter).await? {
         Ok(accepted) => accepted,
         Err(failure) => return Err(refuse_header(io, shared, failure).await),
     };
-    let mut stream: Xml<&mut Io> = respond(accepted, shared, &features).await?;
+    let mut stream: Xml<FeaturesFilter<&mut Io>> = respond(accepted, shared, &features).await?;
     let mut failures = 0;
     let mut attempts = 0;
     loop {
@@ -172,6 +175,22 @@ where
             }
         }
     }
+}
+
+/// XEP-0440's `<sasl-channel-binding/>`: the channel-binding types `-PLUS` accepts here, so
+/// that a client picks one we have instead of guessing (some, such as Conversations, use
+/// `-PLUS` only when this is present). `None` when `-PLUS` is not offered.
+fn channel_binding_feature(info: &ConnectionInfo<'_>) -> Option<SaslChannelBinding> {
+    let types: Vec<_> = info
+        .channel_binding_types()
+        .into_iter()
+        .filter_map(|name| match name {
+            sasl::TLS_EXPORTER => Some(ChannelBindingType::TlsExporter),
+            sasl::TLS_SERVER_END_POINT => Some(ChannelBindingType::TlsServerEndPoint),
+            _ => None,
+        })
+        .collect();
+    (!types.is_empty()).then_some(SaslChannelBinding { types })
 }
 
 /// The wire condition for a failed SASL exchange.

@@ -39,7 +39,8 @@ pub(super) enum Start<'a> {
     /// A new plain-text connection: stream header, features, `<starttls/>`, and our
     /// `<proceed/>`, where serving stops.
     Plain,
-    /// Inside TLS, whose channel-binding bytes are `tls_exporter`: stream header, SASL
+    /// Inside TLS, whose channel-binding bytes are `tls_exporter` and the `tls-server-end-point`
+    /// of [`tls_config`]'s certificate: stream header, SASL
     /// exchanges, and after `<success/>` the restarted stream, bind and the session.
     Sasl {
         /// What TLS would export for channel binding (so that `-PLUS` is offered).
@@ -80,6 +81,7 @@ where
                 domain: &shared.domain,
                 tls_active: true,
                 tls_exporter: Some(tls_exporter),
+                tls_server_end_point: Some(&tls_identity().1),
             };
             let username = sasl(&mut io, PEER, &info, shared, &meter).await?;
             serve_authenticated(&mut io, &username, PEER, shared, &meter, shutdown).await
@@ -94,23 +96,28 @@ where
 /// process; a harness connection never uses it, since it starts either before STARTTLS or
 /// inside TLS.
 pub(super) fn tls_config() -> Arc<rustls::ServerConfig> {
-    static CONFIG: OnceLock<Arc<rustls::ServerConfig>> = OnceLock::new();
-    CONFIG
-        .get_or_init(|| {
-            let generated = rcgen::generate_simple_self_signed(vec![DOMAIN.to_string()])
-                .expect("a self-signed certificate");
-            let key =
-                rustls::pki_types::PrivatePkcs8KeyDer::from(generated.key_pair.serialize_der());
-            let provider = Arc::new(rustls::crypto::ring::default_provider());
-            let config = rustls::ServerConfig::builder_with_provider(provider)
-                .with_safe_default_protocol_versions()
-                .expect("default TLS versions")
-                .with_no_client_auth()
-                .with_single_cert(vec![generated.cert.der().clone()], key.into())
-                .expect("a valid certificate");
-            Arc::new(config)
-        })
-        .clone()
+    tls_identity().0.clone()
+}
+
+/// [`tls_config`] and the `tls-server-end-point` channel-binding bytes of its certificate
+/// (what a harness connection inside TLS has, `Start::Sasl`), made once per process.
+fn tls_identity() -> &'static (Arc<rustls::ServerConfig>, Vec<u8>) {
+    static CONFIG: OnceLock<(Arc<rustls::ServerConfig>, Vec<u8>)> = OnceLock::new();
+    CONFIG.get_or_init(|| {
+        let generated = rcgen::generate_simple_self_signed(vec![DOMAIN.to_string()])
+            .expect("a self-signed certificate");
+        let key = rustls::pki_types::PrivatePkcs8KeyDer::from(generated.key_pair.serialize_der());
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let config = rustls::ServerConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .expect("default TLS versions")
+            .with_no_client_auth()
+            .with_single_cert(vec![generated.cert.der().clone()], key.into())
+            .expect("a valid certificate");
+        let end_point = crate::tls::tls_server_end_point(generated.cert.der())
+            .expect("an ECDSA-SHA256 certificate has a tls-server-end-point binding");
+        (Arc::new(config), end_point)
+    })
 }
 
 /// Adds the [`ACCOUNTS`] to `store`, alice and bob on each other's roster with a mutual

@@ -21,6 +21,7 @@
 //! |---|---|
 //! | `mod.rs` | the connection task: admission, login deadline, STARTTLS → TLS → SASL → session |
 //! | `negotiation.rs` | stream headers, features, STARTTLS, reading before login |
+//! | `features.rs` | the features on the wire: only those that apply (no empty `<mechanisms/>`) |
 //! | `auth.rs` | the SASL exchanges and the delay after a failed login |
 //! | `session.rs` | bind, the session loop, idle pings, writing to the client |
 //! | `errors.rs` | how a connection ends: stream error conditions, `fail`, closing |
@@ -32,6 +33,7 @@
 
 mod auth;
 mod errors;
+mod features;
 #[cfg(feature = "fuzzing")]
 #[doc(hidden)]
 pub mod fuzzing;
@@ -145,9 +147,17 @@ async fn negotiate(
     );
     starttls(&mut plain, shared, &meter).await?;
     let tcp = plain.into_inner().into_inner();
-    let tls = tokio_rustls::TlsAcceptor::from(shared.tls.clone())
-        .accept(tcp)
-        .await?;
+    // The handshake in two steps, so that the certificate this connection is served with is
+    // known: its hash is the `tls-server-end-point` channel binding (RFC 5929 §4.1).
+    let config = shared.tls.clone();
+    let start =
+        tokio_rustls::LazyConfigAcceptor::new(rustls::server::Acceptor::default(), tcp).await?;
+    let end_point = config
+        .cert_resolver
+        .resolve(start.client_hello())
+        .and_then(|key| key.cert.first().cloned())
+        .and_then(|certificate| crate::tls::tls_server_end_point(&certificate));
+    let tls = start.into_stream(config).await?;
     let exporter = crate::tls::tls_exporter(tls.get_ref().1);
 
     let mut secure: Secure = BufReader::with_capacity(
@@ -163,6 +173,7 @@ async fn negotiate(
         domain: &shared.domain,
         tls_active: true,
         tls_exporter: exporter.as_deref(),
+        tls_server_end_point: end_point.as_deref(),
     };
     let username = sasl(&mut secure, peer, &info, shared, &meter).await?;
     Ok((secure, username))

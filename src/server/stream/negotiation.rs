@@ -16,6 +16,7 @@ use tokio_xmpp::xmlstream::{
 use xso::FromXml;
 
 use super::errors::{fail, fail_before_header, read_failed, ConnectionEnd};
+use super::features::FeaturesFilter;
 use super::upstream::{classify_read, Upstream};
 use crate::server::limits::Meter;
 use crate::server::shared::ServerShared;
@@ -36,6 +37,10 @@ fn timeouts(shared: &ServerShared) -> Timeouts {
 
 /// Answers an accepted header with ours and `features`, or with `host-unknown` when the client
 /// asked for another domain.
+///
+/// The features go out without an empty `<mechanisms/>`: the stream's transport is a
+/// [`FeaturesFilter`] (see `features.rs` for why it is done there), put around it by
+/// [`accept_header`].
 pub(super) async fn respond<Io, T: FromXml>(
     mut accepted: AcceptedStream<Io>,
     shared: &ServerShared,
@@ -154,7 +159,7 @@ where
         Ok(accepted) => accepted,
         Err(failure) => return Err(refuse_header(io, shared, failure).await),
     };
-    let mut stream: Xml<&mut Io> = respond(accepted, shared, &features).await?;
+    let mut stream: Xml<FeaturesFilter<&mut Io>> = respond(accepted, shared, &features).await?;
     match next(&mut stream, meter).await? {
         XmppStreamElement::Starttls(starttls::Nonza::Request(_)) => {}
         _ => {
@@ -182,15 +187,28 @@ pub(super) struct HeaderFailure(StreamCondition, String);
 /// restarted stream should begin, a header that never ends) the caller can still answer as RFC
 /// 6120 §4.9.1.2 asks, with [`refuse_header`]. Errors of the transport itself are returned as
 /// they are.
+///
+/// Whitespace in front of the header is skipped: RFC 6120 §11.7 allows whitespace between
+/// top-level elements (and whitespace keepalives), so a client may end the last element of the
+/// previous stream with a newline (go-xmpp sends `</auth>\n`), and that newline then stands
+/// before the restarted stream's header, where the XML parser, which starts a new document,
+/// would take it for text before the XML declaration. Anything that is not whitespace still
+/// reaches the parser and is refused as before.
+///
+/// The stream's transport is wrapped in a [`FeaturesFilter`], so that [`respond`] writes only
+/// the features that apply.
 pub(super) async fn accept_header<'io, Io>(
     io: &'io mut Io,
     shared: &ServerShared,
     meter: &Meter,
-) -> Result<Result<AcceptedStream<&'io mut Io>, HeaderFailure>, ConnectionEnd>
+) -> Result<Result<AcceptedStream<FeaturesFilter<&'io mut Io>>, HeaderFailure>, ConnectionEnd>
 where
     Io: tokio::io::AsyncBufRead + tokio::io::AsyncWrite + Unpin,
 {
-    let header = accept_stream(io, ns::JABBER_CLIENT, timeouts(shared));
+    let header = async {
+        skip_whitespace(&mut *io).await?;
+        accept_stream(FeaturesFilter::new(io), ns::JABBER_CLIENT, timeouts(shared)).await
+    };
     let error = match before_login_deadline(header, meter).await {
         Some(Ok(accepted)) => return Ok(Ok(accepted)),
         Some(Err(error)) => error,
@@ -210,6 +228,28 @@ where
         None => return Err(ConnectionEnd::Io(error)),
     };
     Ok(Err(HeaderFailure(condition, text)))
+}
+
+/// Consumes the XML whitespace (RFC 6120 §11.7; XML 1.0 `S`: space, tab, CR, LF) at the front
+/// of `io`, and stops at the first other byte or at the end of the input. The bytes read count
+/// against the connection's limits like any others, so whitespace cannot be sent forever.
+async fn skip_whitespace<Io>(io: &mut Io) -> std::io::Result<()>
+where
+    Io: tokio::io::AsyncBufRead + Unpin,
+{
+    use tokio::io::AsyncBufReadExt;
+    loop {
+        let buffered = io.fill_buf().await?;
+        let blank = buffered
+            .iter()
+            .take_while(|byte| matches!(byte, b' ' | b'\t' | b'\r' | b'\n'))
+            .count();
+        let more = blank > 0 && blank == buffered.len();
+        io.consume(blank);
+        if !more {
+            return Ok(());
+        }
+    }
 }
 
 /// The stream error for what tokio-xmpp says of a header it could not read, with the text to

@@ -27,6 +27,9 @@ const BIND: &str = "<iq type='set' id='bind1'><bind xmlns='urn:ietf:params:xml:n
     <resource>phone</resource></bind></iq>";
 const ROSTER_GET: &str = "<iq type='get' id='roster1'><query xmlns='jabber:iq:roster'/></iq>";
 const TLS_EXPORTER: [u8; 32] = [9; 32];
+/// `<auth>` for PLAIN with alice's password: base64("\0alice\0alice-secret").
+const AUTH_ALICE: &str =
+    "<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' mechanism='PLAIN'>AGFsaWNlAGFsaWNlLXNlY3JldA==</auth>";
 
 /// A server for `localhost` with the accounts alice and bob (passwords `alice-secret`,
 /// `bob-secret`), each on the other's roster with a mutual subscription.
@@ -433,4 +436,152 @@ async fn at_shutdown_a_bound_session_is_told_system_shutdown() {
     let answer = alice.read_to_end().await;
     assert_eq!(stream_error(answer), Some("system-shutdown"), "{answer}");
     assert!(matches!(alice.end().await, Err(ConnectionEnd::Shutdown)));
+}
+
+/// The `<stream:features>` element in what the server sent.
+fn features(read: &str) -> &str {
+    let start = read.find("<stream:features").expect("features");
+    let end = read[start..]
+        .find("</stream:features>")
+        .expect("the end of the features");
+    &read[start..start + end + "</stream:features>".len()]
+}
+
+#[tokio::test]
+async fn before_tls_the_features_offer_starttls_and_nothing_else() {
+    let server = Server::new();
+    let mut client = server.connect(Start::Plain);
+    client.send(HEADER).await;
+    let read = client.read_until("</stream:features>").await;
+    // No empty <mechanisms/>: before TLS nothing may be offered yet.
+    assert_eq!(
+        features(read),
+        "<stream:features><starttls xmlns='urn:ietf:params:xml:ns:xmpp-tls'><required/>\
+         </starttls></stream:features>"
+    );
+}
+
+#[tokio::test]
+async fn inside_tls_the_features_offer_the_mechanisms_and_the_channel_bindings() {
+    let server = Server::new();
+    let mut client = server.connect(Start::Sasl {
+        tls_exporter: &TLS_EXPORTER,
+    });
+    client.send(HEADER).await;
+    let read = client.read_until("</stream:features>").await;
+    let features = features(read);
+    for mechanism in [
+        "SCRAM-SHA-256-PLUS",
+        "SCRAM-SHA-1-PLUS",
+        "SCRAM-SHA-256",
+        "SCRAM-SHA-1",
+        "PLAIN",
+    ] {
+        assert!(
+            features.contains(&format!("<mechanism>{mechanism}</mechanism>")),
+            "{features}"
+        );
+    }
+    // XEP-0440: which channel bindings -PLUS takes.
+    assert!(
+        features.contains(
+            "<sasl-channel-binding xmlns='urn:xmpp:sasl-cb:0'>\
+             <channel-binding type='tls-exporter'></channel-binding>\
+             <channel-binding type='tls-server-end-point'></channel-binding>\
+             </sasl-channel-binding>"
+        ),
+        "{features}"
+    );
+    assert!(!features.contains("<starttls"), "{features}");
+}
+
+/// Logs alice in with PLAIN inside TLS; returns the client right after `<success/>`, with
+/// what it read cleared.
+async fn logged_in(server: &Server, auth: &str) -> Client {
+    let mut alice = server.connect(Start::Sasl {
+        tls_exporter: &TLS_EXPORTER,
+    });
+    alice.send(HEADER).await;
+    alice.read_until("</stream:features>").await;
+    alice.send(auth).await;
+    alice.read_until("<success").await;
+    alice.read.clear();
+    alice
+}
+
+#[tokio::test]
+async fn after_sasl_the_features_offer_bind_and_session_but_no_mechanisms() {
+    let server = Server::new();
+    let mut alice = logged_in(&server, AUTH_ALICE).await;
+    alice.send(HEADER).await;
+    let read = alice.read_until("</stream:features>").await;
+    let features = features(read);
+    // RFC 6120 §6.4.6: no SASL feature after SASL succeeded (xmpp.js would try again).
+    assert!(!features.contains("<mechanisms"), "{features}");
+    assert!(!features.contains("sasl-channel-binding"), "{features}");
+    assert!(
+        features.contains("<bind xmlns='urn:ietf:params:xml:ns:xmpp-bind'><required/></bind>"),
+        "{features}"
+    );
+    assert!(
+        features.contains(
+            "<session xmlns='urn:ietf:params:xml:ns:xmpp-session'><optional></optional></session>"
+        ),
+        "{features}"
+    );
+}
+
+#[tokio::test]
+async fn a_newline_after_auth_does_not_spoil_the_restarted_stream() {
+    // go-xmpp writes `</auth>\n`; the newline may arrive with the auth or after our success.
+    for (with_auth, after_success) in [("\n", ""), ("", "\r\n  \t"), ("\n", "\n")] {
+        let server = Server::new();
+        let mut alice = logged_in(&server, &format!("{AUTH_ALICE}{with_auth}")).await;
+        alice.send(&format!("{after_success}{HEADER}")).await;
+        let read = alice.read_until("</stream:features>").await;
+        assert!(stream_error(read).is_none(), "{read}");
+        alice.send(BIND).await;
+        alice.read_until("<jid>alice@localhost/phone</jid>").await;
+    }
+}
+
+#[tokio::test]
+async fn whitespace_around_starttls_and_before_the_first_header_is_allowed() {
+    let server = Server::new();
+    let mut client = server.connect(Start::Plain);
+    client.send(&format!("\n \r\n{HEADER}\n")).await;
+    client.read_until("</stream:features>").await;
+    // go-xmpp writes `<starttls/>\n`: what follows <proceed/> is the TLS handshake, and the
+    // plain-text bytes still buffered are dropped with the plain-text stream.
+    client
+        .send("<starttls xmlns='urn:ietf:params:xml:ns:xmpp-tls'/>\n\n")
+        .await;
+    let read = client
+        .read_until("<proceed xmlns='urn:ietf:params:xml:ns:xmpp-tls'>")
+        .await;
+    assert!(stream_error(read).is_none(), "{read}");
+    assert!(client.end().await.is_ok(), "ready for the TLS handshake");
+}
+
+#[tokio::test]
+async fn text_after_leading_whitespace_is_still_refused_before_a_header() {
+    for (start, garbage) in [
+        (Start::Plain, "\n  hello <?xml version='1.0'?>"),
+        (
+            Start::Sasl {
+                tls_exporter: &TLS_EXPORTER,
+            },
+            "\r\n<message xmlns='jabber:client'/>",
+        ),
+    ] {
+        let server = Server::new();
+        let mut client = server.connect(start);
+        client.send(garbage).await;
+        let answer = client.read_to_end().await;
+        let condition = stream_error(answer);
+        assert!(
+            matches!(condition, Some("not-well-formed" | "invalid-namespace")),
+            "{garbage:?}: {answer}"
+        );
+    }
 }
