@@ -11,6 +11,14 @@
 //!   unavailable also makes the session unavailable (it stays bound).
 //! - **Directed presence** to a local JID is delivered to that full JID or to every available
 //!   resource of that bare JID. Probes from clients are ignored (the server probes itself).
+//! - **Another domain** (a room service that does not exist, a contact elsewhere: there is no
+//!   server-to-server): every presence with a `to` there, directed presence, probes and
+//!   subscription stanzas alike, is answered with `remote-server-not-found` (RFC 6120 §10.4.3,
+//!   RFC 6121 §4.3 and §4.6 route such presence to the remote domain, and a server that cannot
+//!   reach it bounces the stanza), so that a client joining a room there fails at once instead
+//!   of waiting for its own timeout. Presence of type `error` is never answered (RFC 6120
+//!   §8.3.1). Prosody and ejabberd bounce the same stanzas with the same condition when
+//!   server-to-server fails.
 //! - **Subscriptions**: `subscribe`, `subscribed`, `unsubscribe` and `unsubscribed` move both
 //!   rosters through the none/to/from/both states with the pending-out (`ask`) and pending-in
 //!   flags, push every change to interested resources, and deliver the stanza to the contact.
@@ -32,6 +40,17 @@ impl Hub {
         presence: Presence,
         out: &mut Vec<Delivery>,
     ) {
+        if let Some(to) = &presence.to {
+            if !self.is_local_domain(to) {
+                // `bounce` answers no error.
+                if let Some(error) =
+                    bounce(&presence.into(), DefinedCondition::RemoteServerNotFound)
+                {
+                    out.push(Delivery::stanza(from.clone(), error));
+                }
+                return;
+            }
+        }
         match (&presence.type_, presence.to.clone()) {
             (PresenceType::None | PresenceType::Unavailable, None) => {
                 self.broadcast_from(from, presence, out)
@@ -43,14 +62,6 @@ impl Hub {
                 | PresenceType::Unsubscribed,
                 Some(to),
             ) => {
-                if !self.is_local_domain(&to) {
-                    if let Some(error) =
-                        bounce(&presence.into(), DefinedCondition::RemoteServerNotFound)
-                    {
-                        out.push(Delivery::stanza(from.clone(), error));
-                    }
-                    return;
-                }
                 let contact = to.to_bare();
                 if contact.node().is_none() || contact == from.to_bare() {
                     return;
@@ -160,7 +171,7 @@ impl Hub {
     }
 
     fn directed_presence(&self, presence: Presence, to: Jid, out: &mut Vec<Delivery>) {
-        if !self.is_local_domain(&to) || to.node().is_none() {
+        if to.node().is_none() {
             return;
         }
         match to.clone().try_into_full() {

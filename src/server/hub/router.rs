@@ -1,10 +1,13 @@
 //! Delivery rules for messages and IQs (RFC 6120 §10, RFC 6121 §8), one domain, no federation.
+//! Presence follows rules 1, 2 and 6 too; its other rules are in `presence.rs`.
 //!
 //! The rules, in the order they are applied:
 //!
 //! 1. **Every stanza is stamped** with the sender's full JID (the connection has already refused a
 //!    `from` that is not the sender's own).
-//! 2. **Another domain**: there is no server-to-server, so `remote-server-not-found`.
+//! 2. **Another domain**: there is no server-to-server, so `remote-server-not-found` (RFC 6120
+//!    §10.4.3), for messages, IQ get/set and presence alike (presence: see `presence.rs`);
+//!    errors and results are not answered (rule 6).
 //! 3. **No `to`, or the server's domain**: the server handles it.
 //!    - An IQ get/set to the server's domain goes to the service that handles it at
 //!      [`Target::Server`] (ping, disco, version, session), answered from the server's JID. One

@@ -293,3 +293,46 @@ fn a_request_made_while_the_contact_was_offline_is_delivered_when_they_come_onli
     assert_eq!(requests.len(), 1, "{}", got.describe());
     assert_eq!(from_of(requests[0]), Some(&bare("alice@localhost").into()));
 }
+
+#[test]
+fn presence_to_another_domain_is_answered_with_remote_server_not_found() {
+    let mut world = World::with_accounts(&["alice"]);
+    let alice = world.online("alice/phone", 0);
+    for stanza in [
+        // Joining a room on a service that does not exist (XEP-0045 §7.2).
+        "<presence to='room@conference.example.org/alice' id='join'>\
+         <x xmlns='http://jabber.org/protocol/muc'/></presence>",
+        "<presence to='room@conference.example.org/alice' type='unavailable' id='leave'/>",
+        "<presence to='carol@example.org' id='directed'><show>away</show></presence>",
+        "<presence to='example.org' type='probe' id='probe'/>",
+        "<presence to='carol@example.org' type='subscribe' id='sub'/>",
+        "<presence to='carol@example.org' type='unsubscribed' id='unsub'/>",
+    ] {
+        let got = world.send(&alice, stanza);
+        let answer = got.only_to(&alice);
+        assert_eq!(presence_type(answer), PresenceType::Error, "{stanza}");
+        assert_eq!(
+            error_condition(answer),
+            Some(tokio_xmpp::parsers::stanza_error::DefinedCondition::RemoteServerNotFound),
+            "{stanza}"
+        );
+        let parsed = super::super::testing::stanza(stanza);
+        let sent = presence(&parsed);
+        // The error comes back from where the stanza went, with its id.
+        assert_eq!(presence(answer).id, sent.id, "{stanza}");
+        assert_eq!(from_of(answer), sent.to.as_ref(), "{stanza}");
+    }
+}
+
+#[test]
+fn presence_errors_to_another_domain_are_not_answered() {
+    let mut world = World::with_accounts(&["alice"]);
+    let alice = world.online("alice/phone", 0);
+    let got = world.send(
+        &alice,
+        "<presence to='room@conference.example.org' type='error'>\
+         <error type='cancel'><item-not-found xmlns='urn:ietf:params:xml:ns:xmpp-stanzas'/>\
+         </error></presence>",
+    );
+    assert!(got.is_empty(), "{}", got.describe());
+}
