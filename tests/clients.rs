@@ -411,3 +411,113 @@ async fn slixmpp_debian(kind: Kind) {
         }
     }
 }
+
+/// A client that binds SCRAM to the server's certificate (RFC 5929 `tls-server-end-point`, as
+/// clients that cannot export keying material do), written out by hand over a real TLS
+/// connection: the server must hash the certificate it served with the same result as the
+/// client, and refuse another certificate's hash.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scram_plus_with_tls_server_end_point_is_bound_to_the_served_certificate() {
+    use rustls::pki_types::pem::PemObject as _;
+    use rustls::pki_types::CertificateDer;
+
+    let server = support::server::InProcessServer::start().await;
+    server.add_user(USER, PASSWORD);
+    let certificate =
+        CertificateDer::from_pem_file(&server.ca_file).expect("the server's certificate");
+    let end_point = mqtt2xmpp::tls::tls_server_end_point(&certificate)
+        .expect("the server's certificate has a tls-server-end-point binding");
+    let other = rcgen::generate_simple_self_signed(vec!["localhost".into()]).expect("a cert");
+    let other_end_point =
+        mqtt2xmpp::tls::tls_server_end_point(other.cert.der()).expect("a binding");
+
+    for (data, accepted) in [(&end_point, true), (&other_end_point, false)] {
+        let mut raw = support::raw::Raw::connect(server.port).await;
+        raw.starttls(&server.ca_file).await;
+        let features = raw.open_stream().await;
+        assert!(
+            features.contains("<channel-binding type='tls-server-end-point'"),
+            "{features}"
+        );
+        let answer = scram_sha256_plus(&mut raw, data).await;
+        if accepted {
+            assert!(answer.contains("<success"), "{answer}");
+        } else {
+            assert!(answer.contains("<not-authorized"), "{answer}");
+        }
+    }
+}
+
+/// SCRAM-SHA-256-PLUS (RFC 5802, RFC 7677) with `p=tls-server-end-point` and `data` as the
+/// binding, as carol; returns the server's last answer.
+async fn scram_sha256_plus(raw: &mut support::raw::Raw, data: &[u8]) -> String {
+    use base64::engine::general_purpose::STANDARD as BASE64;
+    use base64::Engine as _;
+    use hmac::{Hmac, Mac};
+    use sha2::{Digest, Sha256};
+
+    fn hmac(key: &[u8], message: &[u8]) -> Vec<u8> {
+        let mut mac = Hmac::<Sha256>::new_from_slice(key).expect("any key length");
+        mac.update(message);
+        mac.finalize().into_bytes().to_vec()
+    }
+    /// The base64 text of the first `<name …>…</name>` in `xml`.
+    fn text_of<'a>(xml: &'a str, name: &str) -> &'a str {
+        let start = xml.find(&format!("<{name}")).expect("the element");
+        let body = &xml[start..];
+        let open_end = body.find('>').expect("a start tag") + 1;
+        let close = body.find(&format!("</{name}>")).expect("an end tag");
+        &body[open_end..close]
+    }
+
+    let step = Duration::from_secs(10);
+    let gs2 = "p=tls-server-end-point,,";
+    let bare = format!("n={USER},r=rOprNGfwEbeRWgbNEkqO");
+    raw.send(format!(
+        "<auth xmlns='{}' mechanism='SCRAM-SHA-256-PLUS'>{}</auth>",
+        support::raw::NS_SASL,
+        BASE64.encode(format!("{gs2}{bare}"))
+    ))
+    .await;
+    let challenge = raw
+        .read_until_any(&["</challenge>", "</failure>"], step)
+        .await;
+    let server_first = String::from_utf8(
+        BASE64
+            .decode(text_of(&challenge, "challenge"))
+            .expect("base64"),
+    )
+    .expect("UTF-8");
+    let field = |name: &str| {
+        server_first
+            .split(',')
+            .find_map(|part| part.strip_prefix(name))
+            .unwrap_or_else(|| panic!("no {name} in {server_first}"))
+            .to_string()
+    };
+    let (nonce, salt, iterations) = (field("r="), field("s="), field("i="));
+    let salt = BASE64.decode(salt).expect("base64 salt");
+    let iterations: u32 = iterations.parse().expect("a number");
+    let mut salted = [0u8; 32];
+    pbkdf2::pbkdf2_hmac::<Sha256>(PASSWORD.as_bytes(), &salt, iterations, &mut salted);
+    let client_key = hmac(&salted, b"Client Key");
+    let stored_key = Sha256::digest(&client_key);
+    let mut cbind = gs2.as_bytes().to_vec();
+    cbind.extend_from_slice(data);
+    let without_proof = format!("c={},r={nonce}", BASE64.encode(&cbind));
+    let auth_message = format!("{bare},{server_first},{without_proof}");
+    let signature = hmac(&stored_key, auth_message.as_bytes());
+    let proof: Vec<u8> = client_key
+        .iter()
+        .zip(&signature)
+        .map(|(k, s)| k ^ s)
+        .collect();
+    raw.send(format!(
+        "<response xmlns='{}'>{}</response>",
+        support::raw::NS_SASL,
+        BASE64.encode(format!("{without_proof},p={}", BASE64.encode(proof)))
+    ))
+    .await;
+    raw.read_until_any(&["</success>", "</failure>"], step)
+        .await
+}
