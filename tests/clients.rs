@@ -20,6 +20,7 @@ mod support;
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{mpsc, Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -80,6 +81,8 @@ struct Run {
     stdout: Vec<String>,
     /// Its standard error, read all along so that a talkative client never blocks on it.
     stderr: Arc<Mutex<String>>,
+    /// Set once its standard error is closed (the client has exited).
+    stderr_closed: Arc<AtomicBool>,
 }
 
 impl Run {
@@ -103,18 +106,22 @@ impl Run {
         let stderr = Arc::new(Mutex::new(String::new()));
         let pipe = child.stderr.take().expect("piped stderr");
         let collected = stderr.clone();
+        let stderr_closed = Arc::new(AtomicBool::new(false));
+        let closed = stderr_closed.clone();
         std::thread::spawn(move || {
             for line in BufReader::new(pipe).lines().map_while(Result::ok) {
                 let mut collected = collected.lock().unwrap_or_else(|e| e.into_inner());
                 collected.push_str(&line);
                 collected.push('\n');
             }
+            closed.store(true, Ordering::SeqCst);
         });
         Run {
             child,
             lines,
             stdout: Vec::new(),
             stderr,
+            stderr_closed,
         }
     }
 
@@ -145,11 +152,14 @@ impl Run {
         found
     }
 
-    /// Waits until the client's standard error holds `needle` or the deadline passes, then
-    /// kills the client; whether it did.
+    /// Waits until the client's standard error holds `needle`, the client exits or the
+    /// deadline passes, then kills the client; whether `needle` came.
     fn wait_for_stderr(&mut self, needle: &str) -> bool {
         let end = Instant::now() + DEADLINE;
         let found = loop {
+            // Read before the text is searched, so that nothing written before the close is
+            // missed.
+            let closed = self.stderr_closed.load(Ordering::SeqCst);
             if self
                 .stderr
                 .lock()
@@ -158,7 +168,7 @@ impl Run {
             {
                 break true;
             }
-            if Instant::now() >= end {
+            if closed || Instant::now() >= end {
                 break false;
             }
             // Lines printed meanwhile are kept for the failure message.
