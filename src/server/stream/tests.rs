@@ -585,3 +585,14 @@ async fn text_after_leading_whitespace_is_still_refused_before_a_header() {
         );
     }
 }
+
+#[tokio::test]
+async fn endless_whitespace_before_a_header_is_ended_by_the_byte_limit() {
+    let server = Server::new();
+    let mut client = server.connect(Start::Plain);
+    // More than the 10 000 bytes a client may send before logging in.
+    let blank = " \n".repeat(6_000);
+    let _ = tokio::io::AsyncWriteExt::write_all(&mut client.io, blank.as_bytes()).await;
+    let answer = client.read_to_end().await;
+    assert_eq!(stream_error(answer), Some("policy-violation"), "{answer}");
+}
