@@ -531,3 +531,37 @@ async fn scram_sha256_plus(raw: &mut support::raw::Raw, data: &[u8]) -> String {
     raw.read_until_any(&["</success>", "</failure>"], step)
         .await
 }
+
+/// go-xmpp's way of writing: `<starttls/>` and `</auth>` end with a newline (RFC 6120 §11.7
+/// allows whitespace between elements). Here the newline after `<starttls/>` arrives only after
+/// the server's `<proceed/>`, just before the TLS handshake, and the one after `</auth>` before
+/// the restarted stream's header: the login must go through all the same.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn newlines_after_starttls_and_auth_do_not_break_the_login() {
+    use base64::Engine as _;
+    let server = support::server::InProcessServer::start().await;
+    server.add_user(USER, PASSWORD);
+    let mut raw = support::raw::Raw::connect(server.port).await;
+    raw.starttls_with(&server.ca_file, b"\n").await;
+    let features = raw.open_stream().await;
+    assert!(
+        features.contains("<mechanism>PLAIN</mechanism>"),
+        "{features}"
+    );
+    let credentials = base64::engine::general_purpose::STANDARD
+        .encode(format!("\0{USER}\0{PASSWORD}").as_bytes());
+    raw.send(format!(
+        "<auth xmlns='{}' mechanism='PLAIN'>{credentials}</auth>\n",
+        support::raw::NS_SASL
+    ))
+    .await;
+    let success = raw
+        .read_until_any(&["</success>", "</failure>"], Duration::from_secs(10))
+        .await;
+    assert!(success.contains("<success"), "{success}");
+    let features = raw.open_stream().await;
+    assert!(features.contains("<bind"), "{features}");
+    assert!(!features.contains("<mechanisms"), "{features}");
+    let bound = raw.bind("go").await;
+    assert!(bound.contains(&format!("{USER}@localhost/go")), "{bound}");
+}

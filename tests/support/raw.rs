@@ -266,11 +266,20 @@ impl Raw {
     /// Opens the plain stream, asks for STARTTLS and does the TLS handshake (trusting
     /// `ca_file`, for the name `localhost`).
     pub async fn starttls(&mut self, ca_file: &Path) {
+        self.starttls_with(ca_file, b"").await
+    }
+
+    /// Like [`Raw::starttls`], but sends `after_proceed` in plain text once `<proceed/>` has
+    /// arrived, before the TLS handshake (whitespace that trailed `<starttls/>`, say).
+    pub async fn starttls_with(&mut self, ca_file: &Path, after_proceed: &[u8]) {
         let features = self.open_stream().await;
         assert!(features.contains("<starttls"), "{features}");
         self.send(format!("<starttls xmlns='{NS_TLS}'/>")).await;
         let proceed = self.read_until("</proceed>", STEP).await;
         assert!(proceed.contains("<proceed"), "{proceed}");
+        if !after_proceed.is_empty() {
+            self.send(after_proceed).await;
+        }
         assert!(self.pending.is_empty(), "bytes after <proceed/>");
         let Some(Conn::Plain(tcp)) = self.conn.take() else {
             panic!("STARTTLS on a connection that is not plain TCP");

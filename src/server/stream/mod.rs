@@ -56,7 +56,7 @@ use tokio_xmpp::parsers::stream_error::DefinedCondition as StreamCondition;
 
 use self::auth::sasl;
 use self::errors::fail_before_header;
-use self::negotiation::{starttls, LOGIN_GRACE};
+use self::negotiation::{skip_whitespace_before_tls, starttls, LOGIN_GRACE};
 use self::session::serve_authenticated;
 use super::limits::{LimitedReader, Meter};
 use super::sasl::ConnectionInfo;
@@ -146,7 +146,8 @@ async fn negotiate(
         ),
     );
     starttls(&mut plain, shared, &meter).await?;
-    let tcp = plain.into_inner().into_inner();
+    let mut tcp = plain.into_inner().into_inner();
+    skip_whitespace_before_tls(&mut tcp).await?;
     // The handshake in two steps, so that the certificate this connection is served with is
     // known: its hash is the `tls-server-end-point` channel binding (RFC 5929 §4.1).
     let config = shared.tls.clone();

@@ -252,6 +252,37 @@ where
     }
 }
 
+/// Most whitespace bytes read between `<proceed/>` and the TLS handshake.
+const MAX_WHITESPACE_BEFORE_TLS: usize = 1024;
+
+/// Consumes whitespace the client sent after `<starttls/>` that arrives only after our
+/// `<proceed/>` (RFC 6120 §11.7 allows it after an element; go-xmpp writes `<starttls/>\n`),
+/// so that the TLS handshake starts at the client's first handshake byte, which is never
+/// whitespace (a TLS record starts with its content type, 22 for a handshake). Plain text read
+/// together with `<starttls/>` is dropped with the plain-text stream, whitespace or not: nothing
+/// sent before TLS may count after it. At most [`MAX_WHITESPACE_BEFORE_TLS`] bytes are skipped;
+/// the connection's login deadline bounds the wait.
+pub(super) async fn skip_whitespace_before_tls(
+    tcp: &mut tokio::net::TcpStream,
+) -> std::io::Result<()> {
+    use tokio::io::AsyncReadExt;
+    let mut skipped = 0;
+    let mut buffer = [0u8; 64];
+    while skipped < MAX_WHITESPACE_BEFORE_TLS {
+        let peeked = tcp.peek(&mut buffer).await?;
+        let blank = buffer[..peeked]
+            .iter()
+            .take_while(|byte| matches!(byte, b' ' | b'\t' | b'\r' | b'\n'))
+            .count();
+        if blank == 0 {
+            break;
+        }
+        tcp.read_exact(&mut buffer[..blank]).await?;
+        skipped += blank;
+    }
+    Ok(())
+}
+
 /// The stream error for what tokio-xmpp says of a header it could not read, with the text to
 /// send.
 fn header_condition(upstream: Upstream, error: String) -> (StreamCondition, String) {
