@@ -22,7 +22,7 @@
 //!    - IQs are handled by the server on the account's behalf (RFC 6121 §8.5.2): to the
 //!      sender's own bare JID, by the services at [`Target::OwnAccount`] (roster, private
 //!      storage, carbons, session, ping, disco); to another account, by the services at
-//!      [`Target::OtherAccount`] (ping, disco#info); other get/set get `service-unavailable`,
+//!      [`Target::OtherAccount`] (ping, disco); other get/set get `service-unavailable`,
 //!      results and errors are dropped;
 //!    - `chat` and `normal` messages go to the available resources with the highest
 //!      non-negative priority (every one of them, if several tie); `headline` to every
