@@ -17,11 +17,11 @@
 //! | `service.rs` | the plug-in shape of a service ([`service::Service`]) and the IQ dispatch |
 //! | `registry.rs` | the list of plugged-in services, which the server hands to [`Hub::new`] |
 //! | `presence.rs` | presence broadcast, probes answered locally, subscriptions (RFC 6121 §3, §4) |
-//! | `roster.rs` | roster get/set/remove and pushes (RFC 6121 §2) |
+//! | `roster.rs` | roster get/set/remove and pushes, with versioning (RFC 6121 §2) |
 //! | `carbons.rs` | message carbons (XEP-0280): the switch and the copies |
 //! | `offline.rs` | offline messages (XEP-0160): stored, then delivered on available presence |
 //! | `private.rs` | private XML storage (XEP-0049) |
-//! | `disco.rs` | service discovery (XEP-0030), its features collected from the services |
+//! | `disco.rs` | service discovery (XEP-0030), its features collected from the services, and the server's entity capabilities (XEP-0115) |
 //! | `ping.rs`, `version.rs`, `legacy_session.rs` | XEP-0199, XEP-0092, the RFC 3921 session IQ |
 //! | `testing.rs` | (tests only) transcripts: "alice sends …, bob gets …" |
 //!
@@ -42,7 +42,10 @@
 //!    `router.rs` or `presence.rs` where its rule applies; write that rule down in the prose of
 //!    `router.rs` (RFC 6120 §10, RFC 6121 §8) and cite the XEP section it comes from.
 //! 2. **Its disco features**, returned by [`service::Service::features`]: disco#info (`disco.rs`)
-//!    collects them from every service, so what is advertised is what is plugged in.
+//!    collects them from every service, so what is advertised is what is plugged in (and the
+//!    server's entity capabilities, a hash of that list, follow by themselves). A feature that
+//!    clients learn from the stream features after authentication instead (roster versioning)
+//!    is the element [`service::Service::stream_feature`] returns.
 //! 3. **Its store tables**: a new migration in the store (`src/server/store`), and `Store` methods
 //!    for what the service reads and writes. The hub calls them; it never writes SQL.
 //! 4. **Its limits** (items per account, bytes per item …) in `src/server/limits.rs`, enforced

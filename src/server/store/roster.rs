@@ -115,7 +115,7 @@ impl Store {
     }
 
     /// The owner's roster version as clients see it (RFC 6121 §2.6): this database's tag and
-    /// [`Store::roster_version`], `TAG-NUMBER`. It changes with every change to the roster and
+    /// the owner's version number, `TAG-NUMBER`. It changes with every change to the roster and
     /// survives restarts; an unknown account is at `TAG-0`.
     pub fn roster_ver(&self, owner: &str) -> Result<String, StoreError> {
         Ok(self.conn.query_row(
