@@ -21,12 +21,28 @@ pub async fn bounded<F, Fut>(
     shutdown: CancellationToken,
     connections: &mut JoinSet<()>,
     what: &str,
-    mut serve: F,
+    serve: F,
 ) where
     F: FnMut(TcpStream, SocketAddr) -> Fut,
     Fut: Future<Output = ()> + Send + 'static,
 {
     let permits = Arc::new(Semaphore::new(max_connections));
+    bounded_by(listener, permits, shutdown, connections, what, serve).await
+}
+
+/// Like [`bounded`], with the connection permits given: listeners that share `permits` share
+/// one connection cap (the XMPP server's STARTTLS and direct TLS ports).
+pub async fn bounded_by<F, Fut>(
+    listener: &TcpListener,
+    permits: Arc<Semaphore>,
+    shutdown: CancellationToken,
+    connections: &mut JoinSet<()>,
+    what: &str,
+    mut serve: F,
+) where
+    F: FnMut(TcpStream, SocketAddr) -> Fut,
+    Fut: Future<Output = ()> + Send + 'static,
+{
     let mut backoff = Duration::from_millis(10);
     loop {
         // A permit first: at the connection cap, new clients wait in the kernel's queue.
