@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 use support::peers::peers_required;
 use support::raw::{Raw, HEADER};
-use support::server::{InProcessServer, ServerProcess, XmppEndpoint};
+use support::server::{limits, InProcessServer, ServerProcess, XmppEndpoint};
 
 /// How long one answer may take.
 const WAIT: Duration = Duration::from_secs(10);
@@ -183,6 +183,29 @@ async fn both_ports_present_the_same_certificate() {
     let on_disk = der(&std::fs::read_to_string(&server.ca_file).unwrap());
     assert_eq!(direct.server_certificate(), Some(on_disk.clone()));
     assert_eq!(upgraded.server_certificate(), Some(on_disk));
+}
+
+/// --max-connections counts both ports together, and an idle port keeps no slot from a busy
+/// one: with a cap of 2, a STARTTLS client and a direct TLS client are served, a third client
+/// waits (unserved) until one of them leaves.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_connection_cap_counts_both_ports() {
+    let server = InProcessServer::start_with(limits(|l| l.max_connections = 2)).await;
+    let mut plain = Raw::connect(server.port).await;
+    assert!(plain.open_stream().await.contains("<starttls"));
+    let direct = Raw::direct_tls(server.tls_port, &server.ca_file).await;
+    let mut third = Raw::connect(server.port).await;
+    third.send(HEADER).await;
+    let quiet = third
+        .read_until("</stream:features>", Duration::from_millis(300))
+        .await;
+    assert_eq!(quiet, "", "served over the cap");
+    drop(direct);
+    let served = third.read_until("</stream:features>", WAIT).await;
+    assert!(
+        served.contains("<starttls"),
+        "not served after a slot freed: {served}"
+    );
 }
 
 /// A client that speaks plain XMPP to the direct TLS port: the handshake fails, the server

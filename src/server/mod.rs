@@ -51,7 +51,7 @@ use std::time::Duration;
 
 use thiserror::Error;
 use tokio::net::TcpListener;
-use tokio::sync::{mpsc, oneshot, Notify, Semaphore};
+use tokio::sync::{mpsc, oneshot, Notify};
 use tokio_util::sync::CancellationToken;
 
 use self::hub::Hub;
@@ -204,60 +204,41 @@ pub async fn run(
         });
     }
 
-    // JoinSets rather than a TaskTracker: stragglers are aborted after 3 s, which a
-    // TaskTracker cannot do. One connection cap for both ports.
-    let permits = Arc::new(Semaphore::new(config.limits.max_connections));
+    // A JoinSet rather than a TaskTracker: stragglers are aborted after 3 s, which a
+    // TaskTracker cannot do. One accept loop for both ports, so one connection cap.
     let mut connections = tokio::task::JoinSet::new();
-    let mut direct_connections = tokio::task::JoinSet::new();
-    let accept = |listener, entry, connections| {
-        let (shared, shutdown, permits) = (shared.clone(), shutdown.clone(), permits.clone());
-        async move {
-            let what = match entry {
-                stream::Entry::StartTls => "XMPP server",
-                stream::Entry::DirectTls => "XMPP server (direct TLS)",
-            };
-            crate::accept::bounded_by(
-                listener,
-                permits,
-                shutdown.clone(),
-                connections,
-                what,
-                |tcp, peer| {
-                    let _ = tcp.set_nodelay(true);
-                    stream::serve(entry, tcp, peer, shared.clone(), shutdown.clone())
-                },
-            )
-            .await
-        }
-    };
-    let starttls = accept(
-        &listeners.starttls,
-        stream::Entry::StartTls,
-        &mut connections,
-    );
-    match &listeners.direct_tls {
-        Some(listener) => {
-            let direct = accept(listener, stream::Entry::DirectTls, &mut direct_connections);
-            tokio::join!(starttls, direct);
-        }
-        None => starttls.await,
+    let mut ports = vec![(&listeners.starttls, stream::Entry::StartTls)];
+    if let Some(listener) = &listeners.direct_tls {
+        ports.push((listener, stream::Entry::DirectTls));
     }
+    let accepting: Vec<&TcpListener> = ports.iter().map(|(listener, _)| *listener).collect();
+    crate::accept::bounded_any(
+        &accepting,
+        config.limits.max_connections,
+        shutdown.clone(),
+        &mut connections,
+        "XMPP server",
+        |tcp, peer, index| {
+            let _ = tcp.set_nodelay(true);
+            let entry = ports
+                .get(index)
+                .map_or(stream::Entry::StartTls, |(_, e)| *e);
+            stream::serve(entry, tcp, peer, shared.clone(), shutdown.clone())
+        },
+    )
+    .await;
     if let Some(reloads) = reloads {
         reloads.abort();
     }
-    let open = connections.len() + direct_connections.len();
-    tracing::info!("shutting down: closing {open} connections");
+
+    tracing::info!("shutting down: closing {} connections", connections.len());
     // Every session sees the shutdown and sends `system-shutdown`; give them a moment.
-    let drain = async {
-        while connections.join_next().await.is_some() {}
-        while direct_connections.join_next().await.is_some() {}
-    };
+    let drain = async { while connections.join_next().await.is_some() {} };
     if tokio::time::timeout(Duration::from_secs(3), drain)
         .await
         .is_err()
     {
         connections.abort_all();
-        direct_connections.abort_all();
     }
     drop(shared);
     let _ = tokio::task::spawn_blocking(move || hub_thread.join()).await;
