@@ -129,6 +129,13 @@ async fn a_first_chat_then_a_second_run_with_the_same_accounts() {
     let banner = second.log();
     assert!(!banner.contains("shown once"), "{banner}");
     assert!(banner.contains("password in"), "{banner}");
+    // SIGHUP (as `systemctl reload` sends it) reloads the certificate; up keeps running.
+    let hangup = std::process::Command::new("kill")
+        .args(["-HUP", &second.pid().to_string()])
+        .status()
+        .expect("run kill");
+    assert!(hangup.success());
+    second.wait_log("TLS certificate reloaded", 1, READY);
     ask_you(dir.path(), xmpp_port).await;
     let (status, _) = second.terminate(Duration::from_secs(10));
     assert!(status.success());
