@@ -24,7 +24,7 @@
 //!
 //! | file | phase |
 //! |---|---|
-//! | `mod.rs` | the connection task: admission, login deadline, STARTTLS → TLS → SASL → session |
+//! | `mod.rs` | the connection task: admission, login deadline, STARTTLS or direct TLS → TLS → SASL → session |
 //! | `negotiation.rs` | stream headers, features, STARTTLS, reading before login |
 //! | `auth.rs` | the SASL exchanges and the delay after a failed login |
 //! | `session.rs` | bind, the session loop, idle pings, writing to the client |
@@ -157,10 +157,7 @@ async fn negotiate(
     meter: Arc<Meter>,
 ) -> Result<(Secure, String), ConnectionEnd> {
     let limits = &shared.limits;
-    // The certificate this connection presents, taken once: a reload from now on changes the
-    // next connections' certificate, not this one's.
-    let served = shared.tls.current();
-    let (tcp, config) = match entry {
+    let tcp = match entry {
         Entry::StartTls => {
             let mut plain: Plain = BufReader::with_capacity(
                 READ_BUFFER,
@@ -172,9 +169,16 @@ async fn negotiate(
                 ),
             );
             starttls(&mut plain, shared, &meter).await?;
-            (plain.into_inner().into_inner(), served.starttls.clone())
+            plain.into_inner().into_inner()
         }
-        Entry::DirectTls => (tcp, served.direct_tls.clone()),
+        Entry::DirectTls => tcp,
+    };
+    // The certificate this connection presents, taken once: a reload from now on changes the
+    // next connections' certificate, not this one's.
+    let served = shared.tls.current();
+    let config = match entry {
+        Entry::StartTls => served.starttls.clone(),
+        Entry::DirectTls => served.direct_tls.clone(),
     };
     let tls = tokio_rustls::TlsAcceptor::from(config)
         .accept(tcp)
