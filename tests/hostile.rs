@@ -1739,6 +1739,27 @@ async fn slowloris_inside_direct_tls() {
     );
 }
 
+/// STARTTLS inside direct TLS (XEP-0368 §3: "STARTTLS MUST NOT be used over direct TLS"): it
+/// is not offered, and asking for it anyway gets what STARTTLS twice gets, `not-authorized`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn starttls_inside_direct_tls() {
+    let (server, mut honest, port) = scene_tls(&[]).await;
+    let gauge = Gauge::start(server.pid());
+    let (features, answer) = honest
+        .during(async {
+            let mut raw = Raw::direct_tls(port, &server.ca_file).await;
+            let features = raw.open_stream().await;
+            raw.send("<starttls xmlns='urn:ietf:params:xml:ns:xmpp-tls'/>")
+                .await;
+            (features, raw.read_to_close(WAIT).await)
+        })
+        .await;
+    assert!(!features.contains("starttls"), "offered: {features}");
+    assert_stream_error(&answer, "not-authorized", "authenticate first");
+    honest.assert_unaffected().await;
+    gauge.check("STARTTLS inside direct TLS", SMALL);
+}
+
 /// --max-unauthenticated-per-address counts the connections of both ports together: with 3
 /// waiting on the STARTTLS port, a 4th from the same address on the direct TLS port is closed
 /// at once, before the handshake and without a byte (a TLS client could not read a plain-text
