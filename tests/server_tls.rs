@@ -23,7 +23,7 @@ const WAIT: Duration = Duration::from_secs(10);
 const ALPN: &[u8] = b"xmpp-client";
 
 async fn server_with_alice_and_bob() -> InProcessServer {
-    let server = InProcessServer::start().await;
+    let server = InProcessServer::start_tls(limits(|_| {})).await;
     for user in ["alice", "bob"] {
         server.add_user(user, &format!("{user}-secret"));
     }
@@ -121,7 +121,7 @@ fn systemctl_reload(pid: u32) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_client_that_starts_with_tls_logs_in_at_once_and_chats() {
     let server = server_with_alice_and_bob().await;
-    let mut alice = Raw::direct_tls(server.tls_port, &server.ca_file).await;
+    let mut alice = Raw::direct_tls(server.direct_tls_port(), &server.ca_file).await;
     assert_eq!(alice.alpn_protocol().as_deref(), Some(ALPN));
     let features = alice.open_stream().await;
     assert!(features.contains("<mechanisms"), "{features}");
@@ -158,14 +158,14 @@ async fn a_client_that_starts_with_tls_logs_in_at_once_and_chats() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn alpn_is_optional_but_another_protocol_is_refused() {
     let server = server_with_alice_and_bob().await;
-    let mut raw = Raw::try_direct_tls(server.tls_port, &server.ca_file, &[])
+    let mut raw = Raw::try_direct_tls(server.direct_tls_port(), &server.ca_file, &[])
         .await
         .expect("a handshake without ALPN");
     assert_eq!(raw.alpn_protocol(), None);
     let features = raw.open_stream().await;
     assert!(features.contains("<mechanisms"), "{features}");
 
-    let refused = Raw::try_direct_tls(server.tls_port, &server.ca_file, &[b"h2"]).await;
+    let refused = Raw::try_direct_tls(server.direct_tls_port(), &server.ca_file, &[b"h2"]).await;
     let error = refused.err().expect("a handshake for h2 is refused");
     assert!(
         error.to_string().contains("NoApplicationProtocol"),
@@ -177,7 +177,7 @@ async fn alpn_is_optional_but_another_protocol_is_refused() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn both_ports_present_the_same_certificate() {
     let server = server_with_alice_and_bob().await;
-    let direct = Raw::direct_tls(server.tls_port, &server.ca_file).await;
+    let direct = Raw::direct_tls(server.direct_tls_port(), &server.ca_file).await;
     let mut upgraded = Raw::connect(server.port).await;
     upgraded.starttls(&server.ca_file).await;
     let on_disk = der(&std::fs::read_to_string(&server.ca_file).unwrap());
@@ -190,10 +190,10 @@ async fn both_ports_present_the_same_certificate() {
 /// waits (unserved) until one of them leaves.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_connection_cap_counts_both_ports() {
-    let server = InProcessServer::start_with(limits(|l| l.max_connections = 2)).await;
+    let server = InProcessServer::start_tls(limits(|l| l.max_connections = 2)).await;
     let mut plain = Raw::connect(server.port).await;
     assert!(plain.open_stream().await.contains("<starttls"));
-    let direct = Raw::direct_tls(server.tls_port, &server.ca_file).await;
+    let direct = Raw::direct_tls(server.direct_tls_port(), &server.ca_file).await;
     let mut third = Raw::connect(server.port).await;
     third.send(HEADER).await;
     let quiet = third
@@ -303,7 +303,7 @@ fn slixmpp_logs_in_over_direct_tls_and_chats() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_reloaded_certificate_is_served_to_new_connections_while_sessions_go_on() {
     let server = server_with_alice_and_bob().await;
-    let mut alice = direct_login(server.tls_port, &server.ca_file, "alice", "phone").await;
+    let mut alice = direct_login(server.direct_tls_port(), &server.ca_file, "alice", "phone").await;
     let mut bob = starttls_login(&server, "bob", "desk").await;
     let old = alice.server_certificate().expect("TLS");
 
@@ -314,7 +314,7 @@ async fn a_reloaded_certificate_is_served_to_new_connections_while_sessions_go_o
 
     let new = der(&cert);
     assert_ne!(old, new);
-    let mut fresh = wait_for_certificate(server.tls_port, &server.ca_file, &new).await;
+    let mut fresh = wait_for_certificate(server.direct_tls_port(), &server.ca_file, &new).await;
     let features = fresh.open_stream().await;
     assert!(features.contains("<mechanisms"), "{features}");
     let mut upgraded = Raw::connect(server.port).await;
@@ -324,7 +324,7 @@ async fn a_reloaded_certificate_is_served_to_new_connections_while_sessions_go_o
     assert_eq!(alice.server_certificate(), Some(old));
     chat(&mut alice, &mut bob, "bob@localhost/desk", "still here").await;
     chat(&mut bob, &mut alice, "alice@localhost/phone", "me too").await;
-    let mut carol = direct_login(server.tls_port, &server.ca_file, "bob", "laptop").await;
+    let mut carol = direct_login(server.direct_tls_port(), &server.ca_file, "bob", "laptop").await;
     chat(&mut alice, &mut carol, "bob@localhost/laptop", "and you").await;
 }
 

@@ -71,12 +71,15 @@ pub struct InProcessServer {
     pub ca_file: PathBuf,
     /// The data directory.
     pub data_dir: PathBuf,
-    /// Direct TLS (XEP-0368) port on 127.0.0.1; the same after a restart.
-    pub tls_port: u16,
+    /// Direct TLS (XEP-0368) port on 127.0.0.1, for a server started with
+    /// [`start_tls`](Self::start_tls); the same after a restart.
+    pub tls_port: Option<u16>,
     limits: ServerLimits,
     running: Option<Running>,
-    /// While the server is stopped: its ports, so that nothing else takes them before `restart`.
-    hold: Option<(PortHold, PortHold)>,
+    /// While the server is stopped: its port, so that nothing else takes it before `restart`.
+    hold: Option<PortHold>,
+    /// The same for the direct TLS port.
+    tls_hold: Option<PortHold>,
     /// Makes the server read its certificate files again.
     reload: Arc<Notify>,
     _dir: tempfile::TempDir,
@@ -96,16 +99,26 @@ impl InProcessServer {
 
     /// Starts a server with `limits` (see [`limits`]).
     pub async fn start_with(limits: ServerLimits) -> InProcessServer {
+        Self::start_with_ports(limits, false).await
+    }
+
+    /// Starts a server with `limits` and a direct TLS port ([`tls_port`](Self::tls_port)).
+    pub async fn start_tls(limits: ServerLimits) -> InProcessServer {
+        Self::start_with_ports(limits, true).await
+    }
+
+    async fn start_with_ports(limits: ServerLimits, direct_tls: bool) -> InProcessServer {
         let dir = tempfile::tempdir().expect("temp dir");
         let data_dir = dir.path().join("data");
         let mut server = InProcessServer {
             port: 0,
             ca_file: PathBuf::new(),
             data_dir,
-            tls_port: 0,
+            tls_port: direct_tls.then_some(0),
             limits,
             running: None,
             hold: None,
+            tls_hold: None,
             reload: Arc::new(Notify::new()),
             _dir: dir,
         };
@@ -121,11 +134,18 @@ impl InProcessServer {
             .await
             .unwrap_or_else(|e| panic!("cannot listen on 127.0.0.1:{}: {e}", self.port));
         self.port = listener.local_addr().expect("listener address").port();
-        let tls_listener = TcpListener::bind(("127.0.0.1", self.tls_port))
-            .await
-            .unwrap_or_else(|e| panic!("cannot listen on 127.0.0.1:{}: {e}", self.tls_port));
-        self.tls_port = tls_listener.local_addr().expect("listener address").port();
+        let direct_tls = match self.tls_port {
+            Some(port) => {
+                let listener = TcpListener::bind(("127.0.0.1", port))
+                    .await
+                    .unwrap_or_else(|e| panic!("cannot listen on 127.0.0.1:{port}: {e}"));
+                self.tls_port = Some(listener.local_addr().expect("listener address").port());
+                Some(listener)
+            }
+            None => None,
+        };
         self.hold = None;
+        self.tls_hold = None;
         let config = ServerConfig {
             domain: DOMAIN.into(),
             data_dir: self.data_dir.clone(),
@@ -136,7 +156,7 @@ impl InProcessServer {
         };
         let listeners = Listeners {
             starttls: listener,
-            direct_tls: Some(tls_listener),
+            direct_tls,
         };
         let stop = CancellationToken::new();
         let (ready, started) = oneshot::channel();
@@ -160,13 +180,20 @@ impl InProcessServer {
                 .unwrap_or_else(|_| panic!("the server did not stop within {DEADLINE:?}"))
                 .expect("the server task panicked");
             assert!(outcome.is_ok(), "the server stopped with {outcome:?}");
-            self.hold = Some((PortHold::new(self.port), PortHold::new(self.tls_port)));
+            self.hold = Some(PortHold::new(self.port));
+            self.tls_hold = self.tls_port.map(PortHold::new);
         }
     }
 
     /// Creates an account (works while the server runs).
     pub fn add_user(&self, user: &str, password: &str) {
         add_account(&self.data_dir, user, password);
+    }
+
+    /// The direct TLS port; panics for a server started without one.
+    pub fn direct_tls_port(&self) -> u16 {
+        self.tls_port
+            .expect("a server started with InProcessServer::start_tls")
     }
 
     /// Asks the server to read its certificate files again, as SIGHUP does for the binary.
