@@ -49,9 +49,11 @@ pub enum Command {
     ///
     /// Accounts are managed with `mqtt2xmpp user`. Without --cert/--key the server creates a
     /// self-signed certificate in the data directory and logs its path and SHA-256 fingerprint;
-    /// give that file to clients and to the bridge (--xmpp-ca).
+    /// give that file to clients and to the bridge (--xmpp-ca). SIGHUP (systemctl reload) reads
+    /// the certificate and key again, after a renewal, without dropping sessions.
     ///
     ///   mqtt2xmpp server --domain localhost --data-dir /var/lib/mqtt2xmpp
+    ///   mqtt2xmpp server --listen 0.0.0.0:5222 --listen-tls 0.0.0.0:5223 --cert ... --key ...
     #[command(verbatim_doc_comment)]
     Server(ServerArgs),
     /// Manage the bundled server's accounts (works while the server runs).
@@ -70,7 +72,7 @@ pub enum Command {
     /// and any account added while it runs (mqtt2xmpp user add alice@localhost --data-dir DIR).
     ///
     ///   mqtt2xmpp up
-    ///   mqtt2xmpp up --data-dir ~/.local/share/mqtt2xmpp --xmpp-port 5223
+    ///   mqtt2xmpp up --data-dir ~/.local/share/mqtt2xmpp --xmpp-port 5322 --xmpp-tls-port 5323
     ///   mqtt2xmpp up --mqtt-host 127.0.0.1 --no-simulator    # use your mosquitto and sensors
     #[command(verbatim_doc_comment)]
     Up(UpArgs),
@@ -120,11 +122,21 @@ pub struct ServerArgs {
     #[arg(long, env = "MQTT2XMPP_LISTEN", default_value = "127.0.0.1:5222")]
     pub listen: std::net::SocketAddr,
 
+    /// Also accept clients that start with TLS ("direct TLS", XEP-0368; port 5223 by custom),
+    /// e.g. 0.0.0.0:5223: for clients set to direct TLS or SSL, and networks that let only TLS
+    /// through. Same certificate, accounts and limits as --listen; announce it with an
+    /// _xmpps-client._tcp SRV record. Off unless given.
+    #[arg(long, env = "MQTT2XMPP_LISTEN_TLS", value_name = "ADDR")]
+    pub listen_tls: Option<std::net::SocketAddr>,
+
     #[command(flatten)]
     #[allow(missing_docs)]
     pub data: DataDirArg,
 
     /// Certificate chain (PEM) for the domain; with --key, used instead of a self-signed one.
+    /// Both files are read again on SIGHUP (systemctl reload): new connections get the renewed
+    /// certificate, sessions stay; if the new pair cannot be used, the error is logged and the
+    /// previous certificate stays in use.
     #[arg(long, env = "MQTT2XMPP_CERT", value_name = "PEM", requires = "key")]
     pub cert: Option<PathBuf>,
 
@@ -472,9 +484,14 @@ pub struct UpArgs {
     #[allow(missing_docs)]
     pub data: DataDirArg,
 
-    /// Port of the XMPP server on 127.0.0.1.
+    /// Port of the XMPP server on 127.0.0.1 (STARTTLS, what clients use by default).
     #[arg(long, env = "MQTT2XMPP_XMPP_PORT", default_value_t = 5222)]
     pub xmpp_port: u16,
+
+    /// Port of the XMPP server's direct TLS listener on 127.0.0.1 (XEP-0368: TLS from the first
+    /// byte, for clients set to direct TLS or SSL).
+    #[arg(long, env = "MQTT2XMPP_XMPP_TLS_PORT", default_value_t = 5223)]
+    pub xmpp_tls_port: u16,
 
     /// Port of the MQTT broker (embedded on 127.0.0.1, or on --mqtt-host).
     #[arg(long, env = "MQTT2XMPP_MQTT_PORT", default_value_t = 1883)]

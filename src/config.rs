@@ -253,8 +253,8 @@ fn bot_policy(policy: BotPolicy<'_>) -> Result<bot::BotSettings, ConfigError> {
     })
 }
 
-/// The bundled server's configuration from its flags (the listening address stays with the
-/// caller, which binds it).
+/// The bundled server's configuration from its flags (the listening addresses stay with the
+/// caller, which binds them, and so does the reload trigger, which is signal wiring).
 pub fn server(args: &ServerArgs) -> ServerConfig {
     ServerConfig {
         domain: args.domain.clone(),
@@ -278,6 +278,7 @@ pub fn server(args: &ServerArgs) -> ServerConfig {
             idle_ping_after: args.idle_ping,
             ..Default::default()
         },
+        reload: None,
     }
 }
 
@@ -325,6 +326,7 @@ pub fn up(args: &UpArgs) -> Result<UpConfig, ConfigError> {
     Ok(UpConfig {
         data_dir: args.data.data_dir.clone(),
         xmpp_port: args.xmpp_port,
+        xmpp_tls_port: args.xmpp_tls_port,
         mqtt_port: args.mqtt_port,
         mqtt_host: args.mqtt_host.clone(),
         topic: args.topic.clone(),
@@ -332,6 +334,7 @@ pub fn up(args: &UpArgs) -> Result<UpConfig, ConfigError> {
         simulate: !args.no_simulator,
         sensors_file: args.sensors_file.clone(),
         bot,
+        reload: None,
     })
 }
 

@@ -1622,6 +1622,178 @@ async fn bind_twice() {
     gauge.check("bind twice", SMALL);
 }
 
+// ----- direct TLS (XEP-0368) -------------------------------------------------------------------
+
+/// [`scene`] with a direct TLS port (`--listen-tls`); returns that port too.
+async fn scene_tls(flags: &[&str]) -> (ServerProcess, Honest, u16) {
+    let server = ServerProcess::start_with_tls(flags);
+    for user in ["alice", "bob", MALLORY] {
+        server.add_user(user, &format!("{user}-secret"));
+    }
+    let honest = Honest::login(&server).await;
+    let port = server.tls_port.expect("a direct TLS port");
+    (server, honest, port)
+}
+
+/// The pre-login size limit holds inside direct TLS: a 5 MB attribute before login is cut off
+/// at the 10 000-byte limit, with the same stream error as on the STARTTLS port.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn oversize_element_before_login_on_the_direct_tls_port() {
+    let (server, mut honest, port) = scene_tls(&[]).await;
+    let input = format!(
+        "{RESTART}<auth xmlns='{NS_SASL}' mechanism='PLAIN' junk='{}'/>",
+        "x".repeat(5_000_000)
+    );
+    let gauge = Gauge::start(server.pid());
+    let answer = honest
+        .during(async {
+            let mut raw = Raw::direct_tls(port, &server.ca_file).await;
+            raw.send(input.as_bytes()).await;
+            raw.read_to_close(WAIT).await
+        })
+        .await;
+    assert_stream_error(
+        &answer,
+        "policy-violation",
+        "stanza larger than 10000 bytes",
+    );
+    honest.assert_unaffected().await;
+    gauge.check("5 MB element before login, direct TLS", SMALL);
+}
+
+/// A connection to the direct TLS port that never starts the handshake: the login deadline
+/// covers the handshake, so it is closed once --auth-timeout (2 s) and the 2 s grace for a
+/// stream error have passed (there is no stream to send one on).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_handshake_that_never_starts() {
+    let (server, mut honest, port) = scene_tls(&["--auth-timeout", "2s"]).await;
+    let gauge = Gauge::start(server.pid());
+    let (answer, took) = honest
+        .during(async {
+            let started = Instant::now();
+            let mut raw = Raw::connect(port).await;
+            let answer = raw.read_to_close(WAIT).await;
+            (answer, started.elapsed())
+        })
+        .await;
+    assert!(answer.closed, "still open after {WAIT:?}");
+    assert_eq!(answer.text, "", "nothing to say before TLS");
+    assert!(
+        took >= Duration::from_millis(3900) && took < Duration::from_secs(7),
+        "closed after {took:?}, expected about 4 s"
+    );
+    honest.assert_unaffected().await;
+    gauge.check("TLS handshake that never starts", SMALL);
+    let process = server.process.as_ref().expect("server running");
+    tokio::task::block_in_place(|| {
+        process.wait_log("did not authenticate within the time limit", 1, WAIT)
+    });
+}
+
+/// Slowloris inside direct TLS: the stream header one byte a second after the handshake. As on
+/// the STARTTLS port, activity does not extend --auth-timeout (3 s), and the connection ends
+/// with `connection-timeout`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slowloris_inside_direct_tls() {
+    let (server, mut honest, port) = scene_tls(&["--auth-timeout", "3s"]).await;
+    let gauge = Gauge::start(server.pid());
+    let (answer, took) = honest
+        .during(async {
+            let started = Instant::now();
+            let mut raw = Raw::direct_tls(port, &server.ca_file).await;
+            let mut text = String::new();
+            for byte in RESTART.bytes() {
+                if raw.closed || started.elapsed() > WAIT {
+                    break;
+                }
+                raw.send([byte]).await;
+                text.push_str(
+                    &raw.read_until("</stream:stream>", Duration::from_secs(1))
+                        .await,
+                );
+            }
+            let rest = raw.read_to_close(WAIT).await;
+            text.push_str(&rest.text);
+            let answer = Answer {
+                text,
+                closed: rest.closed,
+            };
+            (answer, started.elapsed())
+        })
+        .await;
+    assert!(answer.closed, "still open: {}", answer.text);
+    assert!(
+        took >= Duration::from_millis(2900) && took < Duration::from_secs(7),
+        "closed after {took:?}, expected about 3 s"
+    );
+    honest.assert_unaffected().await;
+    gauge.check("slowloris inside direct TLS", SMALL);
+    assert_eq!(
+        answer
+            .stream_error()
+            .map(|(condition, _)| condition)
+            .as_deref(),
+        Some("connection-timeout"),
+        "{}",
+        answer.text
+    );
+}
+
+/// STARTTLS inside direct TLS (XEP-0368 §3: "STARTTLS MUST NOT be used over direct TLS"): it
+/// is not offered, and asking for it anyway gets what STARTTLS twice gets, `not-authorized`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn starttls_inside_direct_tls() {
+    let (server, mut honest, port) = scene_tls(&[]).await;
+    let gauge = Gauge::start(server.pid());
+    let (features, answer) = honest
+        .during(async {
+            let mut raw = Raw::direct_tls(port, &server.ca_file).await;
+            let features = raw.open_stream().await;
+            raw.send("<starttls xmlns='urn:ietf:params:xml:ns:xmpp-tls'/>")
+                .await;
+            (features, raw.read_to_close(WAIT).await)
+        })
+        .await;
+    assert!(!features.contains("starttls"), "offered: {features}");
+    assert_stream_error(&answer, "not-authorized", "authenticate first");
+    honest.assert_unaffected().await;
+    gauge.check("STARTTLS inside direct TLS", SMALL);
+}
+
+/// --max-unauthenticated-per-address counts the connections of both ports together: with 3
+/// waiting on the STARTTLS port, a 4th from the same address on the direct TLS port is closed
+/// at once, before the handshake and without a byte (a TLS client could not read a plain-text
+/// stream error), and logged; other addresses are served on both ports.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unauthenticated_connections_count_on_both_ports() {
+    let attacker_address = Ipv4Addr::new(127, 0, 0, 2);
+    let (server, mut honest, port) = scene_tls(&["--max-unauthenticated-per-address", "3"]).await;
+    let gauge = Gauge::start(server.pid());
+    let (refusal, _idle) = honest
+        .during(async {
+            let mut idle = Vec::new();
+            for n in 0..3 {
+                let mut raw = Raw::connect_from(attacker_address, server.port).await;
+                let features = raw.open_stream().await;
+                assert!(features.contains("<starttls"), "connection {n}: {features}");
+                idle.push(raw);
+            }
+            let mut refused = Raw::connect_from(attacker_address, port).await;
+            let refusal = refused.read_to_close(WAIT).await;
+            let mut other = Raw::direct_tls(port, &server.ca_file).await;
+            let features = other.open_stream().await;
+            assert!(features.contains("<mechanisms"), "{features}");
+            (refusal, idle)
+        })
+        .await;
+    assert!(refusal.closed, "the 4th connection was left open");
+    assert_eq!(refusal.text, "", "bytes before the TLS handshake");
+    honest.assert_unaffected().await;
+    gauge.check("unauthenticated connections on both ports", SMALL);
+    let process = server.process.as_ref().expect("server running");
+    tokio::task::block_in_place(|| process.wait_log("closed before the TLS handshake", 1, WAIT));
+}
+
 // ----- garbage MQTT against the bot -------------------------------------------------------------
 
 /// 20 000 MQTT payloads as fast as the broker acknowledges them, nearly all garbage (invalid

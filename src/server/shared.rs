@@ -17,6 +17,7 @@ use tokio::sync::{mpsc, oneshot};
 use tokio_xmpp::jid::FullJid;
 use tokio_xmpp::Stanza;
 
+use super::cert::ServerTls;
 use super::hub::CloseReason;
 use super::limits::ServerLimits;
 use super::sasl::{CredentialStore, Hash, ScramKeys};
@@ -72,8 +73,8 @@ pub enum Outbound {
 pub struct ServerShared {
     /// The served domain.
     pub domain: String,
-    /// TLS configuration for STARTTLS.
-    pub tls: Arc<rustls::ServerConfig>,
+    /// The certificate served, reloadable (STARTTLS and direct TLS).
+    pub tls: Arc<ServerTls>,
     /// Limits.
     pub limits: ServerLimits,
     /// The hub's inbox.
@@ -112,7 +113,7 @@ impl ServerShared {
     /// or pending connections counted yet. `auth` is a database connection for SASL.
     pub fn new(
         domain: String,
-        tls: Arc<rustls::ServerConfig>,
+        tls: Arc<ServerTls>,
         limits: ServerLimits,
         hub: mpsc::Sender<HubCommand>,
         auth: Store,

@@ -16,6 +16,7 @@ use super::errors::ConnectionEnd;
 use super::negotiation::starttls;
 use super::session::serve_authenticated;
 use super::READ_BUFFER;
+use crate::server::cert::{Identity, ServerTls};
 use crate::server::limits::{LimitedReader, Meter};
 use crate::server::sasl::ScramKeys;
 use crate::server::sasl::{derive_keys, ConnectionInfo, Hash};
@@ -90,25 +91,25 @@ where
     }
 }
 
-/// A TLS configuration for [`ServerShared`] with a certificate for [`DOMAIN`], made once per
+/// A TLS identity for [`ServerShared`] with a certificate for [`DOMAIN`], made once per
 /// process; a harness connection never uses it, since it starts either before STARTTLS or
 /// inside TLS.
-pub(super) fn tls_config() -> Arc<rustls::ServerConfig> {
-    static CONFIG: OnceLock<Arc<rustls::ServerConfig>> = OnceLock::new();
+pub(super) fn tls_config() -> Arc<ServerTls> {
+    static CONFIG: OnceLock<Arc<ServerTls>> = OnceLock::new();
     CONFIG
         .get_or_init(|| {
             let generated = rcgen::generate_simple_self_signed(vec![DOMAIN.to_string()])
                 .expect("a self-signed certificate");
             let key =
                 rustls::pki_types::PrivatePkcs8KeyDer::from(generated.key_pair.serialize_der());
-            let provider = Arc::new(rustls::crypto::ring::default_provider());
-            let config = rustls::ServerConfig::builder_with_provider(provider)
-                .with_safe_default_protocol_versions()
-                .expect("default TLS versions")
-                .with_no_client_auth()
-                .with_single_cert(vec![generated.cert.der().clone()], key.into())
-                .expect("a valid certificate");
-            Arc::new(config)
+            let identity = Identity {
+                chain: vec![generated.cert.der().clone()],
+                key: key.into(),
+                cert_path: "localhost.crt".into(),
+                key_path: "localhost.key".into(),
+                self_signed: true,
+            };
+            Arc::new(ServerTls::new(&identity).expect("a valid certificate"))
         })
         .clone()
 }
