@@ -17,7 +17,8 @@ use crate::ask::AskError;
 use crate::bridge::sensors::{SensorDefaults, SensorError, Sensors};
 use crate::bridge::{alerts, bot, cache, BridgeConfig, BridgeError};
 use crate::cli::{
-    BotArgs, BridgeArgs, MqttArgs, SensorArgs, ServerArgs, SimulateArgs, UpArgs, XmppArgs,
+    BotArgs, BridgeArgs, ComponentArgs, MqttArgs, SensorArgs, ServerArgs, SimulateArgs, UpArgs,
+    XmppArgs,
 };
 use crate::mqtt_client::{self, Broker, MqttError};
 use crate::secret::{self, SecretError};
@@ -77,6 +78,23 @@ pub enum ConfigError {
     /// A TLS setting could not be applied.
     #[error(transparent)]
     Tls(#[from] TlsConfigError),
+    /// A `--component` NAME cannot be a component's domain.
+    #[error("--component {name:?}: {reason}")]
+    Component {
+        /// The NAME given.
+        name: String,
+        /// Why it cannot be used, and what to give instead.
+        reason: String,
+    },
+    /// A `--component` secret file cannot be read.
+    #[error("--component {name}: {source}")]
+    ComponentSecret {
+        /// The NAME given.
+        name: String,
+        /// Why.
+        #[source]
+        source: SecretError,
+    },
 }
 
 /// The XMPP login of the bridge or of `ask`.
@@ -278,7 +296,56 @@ pub fn server(args: &ServerArgs) -> ServerConfig {
             idle_ping_after: args.idle_ping,
             ..Default::default()
         },
+        // Read with [`components`], which can fail.
+        components: Default::default(),
     }
+}
+
+/// The external components (XEP-0114) of `mqtt2xmpp server` for `domain`: each NAME a domain
+/// of its own (not `domain`, no user or resource, no duplicates), each secret read from its
+/// file now, so mistakes show up before the server starts.
+pub fn components(
+    args: &ComponentArgs,
+    domain: &str,
+) -> Result<server::component::ComponentConfig, ConfigError> {
+    let server_domain = BareJid::new(domain).ok();
+    let mut components: Vec<server::component::ComponentSpec> = Vec::new();
+    for arg in &args.components {
+        let refuse = |reason: &str| ConfigError::Component {
+            name: arg.name.clone(),
+            reason: reason.into(),
+        };
+        let name = BareJid::new(&arg.name).map_err(|_| {
+            refuse("not a domain; give the component's domain, e.g. gateway.example.org")
+        })?;
+        if name.node().is_some() {
+            return Err(refuse(
+                "a component serves a whole domain: give the domain alone, e.g. gateway.example.org",
+            ));
+        }
+        if Some(&name) == server_domain.as_ref() {
+            return Err(refuse(
+                "this is the server's own --domain; a component needs a domain of its own, e.g. \
+                 gateway.DOMAIN",
+            ));
+        }
+        if components.iter().any(|c| c.domain == name) {
+            return Err(refuse("given twice; each component has one secret"));
+        }
+        let secret =
+            secret::read_file(&arg.secret_file).map_err(|source| ConfigError::ComponentSecret {
+                name: arg.name.clone(),
+                source,
+            })?;
+        components.push(server::component::ComponentSpec {
+            domain: name,
+            secret,
+        });
+    }
+    Ok(server::component::ComponentConfig {
+        listen: args.listen_component,
+        components,
+    })
 }
 
 /// The simulator's configuration from its flags: reads the password file and the CA file, so

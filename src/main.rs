@@ -83,7 +83,8 @@ async fn run(command: Command) -> anyhow::Result<()> {
 }
 
 async fn run_server(args: ServerArgs) -> anyhow::Result<()> {
-    let config = config::server(&args);
+    let mut config = config::server(&args);
+    config.components = config::components(&args.components, &args.domain)?;
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
         .with_context(|| format!("cannot listen on {} (change it with --listen)", args.listen))?;

@@ -254,6 +254,7 @@ pub async fn run(config: UpConfig, shutdown: CancellationToken) -> Result<(), Up
             unthrottled: vec![BOT.into()],
             ..ServerLimits::default()
         },
+        components: Default::default(),
     };
     let server_stop = stop.rest.clone();
     tasks.spawn(async move {

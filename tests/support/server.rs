@@ -15,6 +15,7 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use mqtt2xmpp::secret::Secret;
+use mqtt2xmpp::server::component::{ComponentConfig, ComponentSpec};
 use mqtt2xmpp::server::limits::ServerLimits;
 use mqtt2xmpp::server::{self, ServerConfig};
 use tokio::net::TcpListener;
@@ -69,7 +70,11 @@ pub struct InProcessServer {
     pub ca_file: PathBuf,
     /// The data directory.
     pub data_dir: PathBuf,
+    /// Where external components connect on 127.0.0.1, if any are configured; the same after
+    /// a restart.
+    pub component_port: Option<u16>,
     limits: ServerLimits,
+    components: Vec<ComponentSpec>,
     running: Option<Running>,
     /// While the server is stopped: its port, so that nothing else takes it before `restart`.
     hold: Option<PortHold>,
@@ -90,13 +95,24 @@ impl InProcessServer {
 
     /// Starts a server with `limits` (see [`limits`]).
     pub async fn start_with(limits: ServerLimits) -> InProcessServer {
+        Self::start_with_components(limits, Vec::new()).await
+    }
+
+    /// Starts a server with `limits` that accepts these external components (XEP-0114) on a
+    /// port of their own, [`InProcessServer::component_port`].
+    pub async fn start_with_components(
+        limits: ServerLimits,
+        components: Vec<ComponentSpec>,
+    ) -> InProcessServer {
         let dir = tempfile::tempdir().expect("temp dir");
         let data_dir = dir.path().join("data");
         let mut server = InProcessServer {
             port: 0,
             ca_file: PathBuf::new(),
             data_dir,
+            component_port: None,
             limits,
+            components,
             running: None,
             hold: None,
             _dir: dir,
@@ -120,12 +136,19 @@ impl InProcessServer {
             cert: None,
             key: None,
             limits: self.limits.clone(),
+            components: ComponentConfig {
+                listen: ([127, 0, 0, 1], self.component_port.unwrap_or(0)).into(),
+                components: self.components.clone(),
+            },
         };
         let stop = CancellationToken::new();
         let (ready, started) = oneshot::channel();
         let task = tokio::spawn(server::run(config, listener, stop.clone(), Some(ready)));
         match tokio::time::timeout(DEADLINE, started).await {
-            Ok(Ok(started)) => self.ca_file = started.cert_path,
+            Ok(Ok(started)) => {
+                self.ca_file = started.cert_path;
+                self.component_port = started.component_address.map(|a| a.port());
+            }
             Ok(Err(_)) => panic!("the server stopped before it was ready: {:?}", task.await),
             Err(_) => panic!("the server was not ready within {DEADLINE:?}"),
         }

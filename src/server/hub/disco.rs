@@ -3,8 +3,9 @@
 //! The features are not listed here: each service the hub runs (`registry.rs`) names its
 //! own, so what disco#info advertises is what is plugged in.
 
+use tokio_xmpp::jid::BareJid;
 use tokio_xmpp::minidom::Element;
-use tokio_xmpp::parsers::disco::{DiscoInfoResult, DiscoItemsResult, Identity};
+use tokio_xmpp::parsers::disco::{DiscoInfoResult, DiscoItemsResult, Identity, Item};
 use tokio_xmpp::parsers::ns;
 use tokio_xmpp::parsers::stanza_error::DefinedCondition;
 
@@ -33,7 +34,7 @@ impl Service for Disco {
             Target::Server if query.is("query", ns::DISCO_INFO) => {
                 server_info(query, hub.features(Entity::Server))
             }
-            Target::Server => Ok(server_items(query)),
+            Target::Server => Ok(server_items(query, hub.component_domains())),
             _ if query.is("query", ns::DISCO_INFO) => {
                 Ok(account_info(query, hub.features(Entity::Account)))
             }
@@ -64,9 +65,24 @@ fn server_info<'a>(
     .into())
 }
 
-/// disco#items of the server: no components or services.
-fn server_items(query: &Element) -> Element {
-    empty_items(query)
+/// disco#items of the server (XEP-0030 §4.1): the external components' domains (XEP-0114),
+/// connected or not, as Prosody lists its components. A node has no items.
+fn server_items<'a>(query: &Element, components: impl Iterator<Item = &'a BareJid>) -> Element {
+    if node_of(query).is_some() {
+        return empty_items(query);
+    }
+    DiscoItemsResult {
+        node: None,
+        rsm: None,
+        items: components
+            .map(|domain| Item {
+                jid: domain.clone().into(),
+                node: None,
+                name: None,
+            })
+            .collect(),
+    }
+    .into()
 }
 
 /// An empty disco#items result (echoing the node asked for).
