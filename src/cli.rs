@@ -214,6 +214,7 @@ pub struct ComponentArgs {
     #[arg(
         long,
         env = "MQTT2XMPP_LISTEN_COMPONENT",
+        value_name = "ADDR",
         default_value = "127.0.0.1:5347"
     )]
     pub listen_component: std::net::SocketAddr,

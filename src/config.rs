@@ -737,6 +737,79 @@ mod tests {
         assert_eq!(config.domain, "localhost");
     }
 
+    /// `mqtt2xmpp server` with these flags.
+    fn parse_server(flags: &[&str]) -> crate::cli::ServerArgs {
+        use clap::Parser;
+        let cli =
+            crate::cli::Cli::try_parse_from(["mqtt2xmpp", "server"].iter().chain(flags).copied())
+                .unwrap();
+        let crate::cli::Command::Server(args) = cli.command else {
+            panic!("not server")
+        };
+        args
+    }
+
+    #[test]
+    fn components_are_domains_of_their_own_with_secrets_read_from_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let secret = dir.path().join("gw.secret");
+        std::fs::write(&secret, "s3cret\n").unwrap();
+        let flag = |name: &str| format!("{name}={}", secret.display());
+        // None: no listener.
+        let none = components(&parse_server(&[]).components, "localhost").unwrap();
+        assert!(none.components.is_empty());
+        assert_eq!(none.listen.to_string(), "127.0.0.1:5347");
+        let args = parse_server(&[
+            "--component",
+            &flag("Gateway.Localhost"),
+            "--component",
+            &flag("rooms.localhost"),
+            "--listen-component",
+            "127.0.0.1:15347",
+        ]);
+        let config = components(&args.components, "localhost").unwrap();
+        let domains: Vec<&str> = config
+            .components
+            .iter()
+            .map(|c| c.domain.as_str())
+            .collect();
+        assert_eq!(domains, ["gateway.localhost", "rooms.localhost"]);
+        assert_eq!(config.components[0].secret.expose(), "s3cret");
+        assert_eq!(config.listen.to_string(), "127.0.0.1:15347");
+        // The secret is never printed.
+        assert!(!format!("{config:?}").contains("s3cret"));
+        for (name, says) in [
+            ("localhost", "the server's own --domain"),
+            ("bot@gateway.localhost", "the domain alone"),
+            ("gateway.localhost/r", "not a domain"),
+            ("a b", "not a domain"),
+        ] {
+            let args = parse_server(&["--component", &flag(name)]);
+            let error = components(&args.components, "localhost").unwrap_err();
+            assert!(error.to_string().contains(says), "{name}: {error}");
+        }
+        let twice = parse_server(&[
+            "--component",
+            &flag("gw.localhost"),
+            "--component",
+            &flag("GW.localhost"),
+        ]);
+        let error = components(&twice.components, "localhost").unwrap_err();
+        assert!(error.to_string().contains("given twice"), "{error}");
+        let missing = parse_server(&["--component", "gw.localhost=/nonexistent/secret"]);
+        let error = components(&missing.components, "localhost").unwrap_err();
+        assert!(error.to_string().contains("/nonexistent/secret"), "{error}");
+        // The form is checked when the flags are parsed.
+        use clap::Parser;
+        for bad in ["gw.localhost", "=file", "gw.localhost="] {
+            assert!(
+                crate::cli::Cli::try_parse_from(["mqtt2xmpp", "server", "--component", bad])
+                    .is_err(),
+                "{bad}"
+            );
+        }
+    }
+
     #[test]
     fn flag_hints_are_added_where_the_flags_exist() {
         let refused = MqttError::LoginRefused {

@@ -15,6 +15,7 @@ use std::time::Duration;
 
 use mqtt2xmpp::secret::Secret;
 use mqtt2xmpp::server::component::ComponentSpec;
+use mqtt2xmpp::server::limits::ServerLimits;
 use serde_json::Value;
 use sha1::{Digest, Sha1};
 use support::chat::{body, ChatClient};
@@ -37,11 +38,16 @@ const COMPONENT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/slixmpp/comp
 /// A server for `localhost` that accepts the component `gateway.localhost`, with the accounts
 /// alice and bob (passwords `alice-secret`, `bob-secret`).
 async fn server() -> InProcessServer {
+    server_with(Default::default()).await
+}
+
+/// The same with `limits`.
+async fn server_with(limits: ServerLimits) -> InProcessServer {
     let spec = ComponentSpec {
         domain: BareJid::new(GATEWAY).expect("a domain"),
         secret: Secret::new(SECRET),
     };
-    let server = InProcessServer::start_with_components(Default::default(), vec![spec]).await;
+    let server = InProcessServer::start_with_components(limits, vec![spec]).await;
     for user in ["alice", "bob"] {
         server.add_user(user, &format!("{user}-secret"));
     }
@@ -278,6 +284,49 @@ async fn an_unknown_component_gets_host_unknown_and_a_header_without_to_improper
     raw.send("<message from='gateway.localhost' to='alice@localhost'><body>x</body></message>")
         .await;
     assert_closed_with(&raw.read_to_close(WAIT).await, "not-authorized");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_component_that_does_not_complete_its_handshake_in_time_is_disconnected() {
+    let server = server_with(support::server::limits(|l| {
+        l.auth_timeout = Duration::from_millis(500)
+    }))
+    .await;
+    let (mut raw, _) = open(&server, GATEWAY).await;
+    let end = raw.read_to_close(WAIT).await;
+    assert_closed_with(&end, "connection-timeout");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_quiet_component_is_pinged_and_disconnected_if_it_stays_silent() {
+    let server = server_with(support::server::limits(|l| {
+        l.idle_ping_after = Duration::from_millis(300)
+    }))
+    .await;
+    let mut component = connected(&server).await;
+    let ping = component.read_until("</iq>", WAIT).await;
+    assert!(ping.contains("urn:xmpp:ping"), "{ping}");
+    assert!(ping.contains("to='gateway.localhost'"), "{ping}");
+    // No answer: the connection ends, and the domain is free for the next connection.
+    let end = component.read_to_close(WAIT).await;
+    assert_closed_with(&end, "connection-timeout");
+    let mut again = connected(&server).await;
+    // An answer to the ping keeps it.
+    let ping = again.read_until("</iq>", WAIT).await;
+    let id = support::raw::parse(&ping).unwrap()[0]
+        .attr("id")
+        .expect("a ping id")
+        .to_string();
+    again
+        .send(format!(
+            "<iq type='result' id='{id}' from='gateway.localhost' to='localhost'/>"
+        ))
+        .await;
+    let next = again.read_until("</iq>", WAIT).await;
+    assert!(
+        next.contains("urn:xmpp:ping"),
+        "pinged again, not closed: {next}"
+    );
 }
 
 // ----- slixmpp's ComponentXMPP --------------------------------------------------------------------

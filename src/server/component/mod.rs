@@ -184,21 +184,20 @@ async fn run(
             limits.burst_bytes,
         ),
     );
-    let mut stream = ComponentStream::new(io, meter.clone());
+    let mut stream = ComponentStream::new(io, meter.clone(), &shared.domain);
     let stream_id = format!("{:016x}", rand::random::<u64>());
     let Some(unauthenticated) = shared.admit(peer) else {
         let text = format!(
             "too many connections from {} that have not logged in",
             peer.ip()
         );
-        let _ = stream.send_header(&shared.domain, &stream_id).await;
         return Err(refuse(&mut stream, StreamCondition::PolicyViolation, &text).await);
     };
     let deadline = Instant::now() + limits.auth_timeout;
     let attempt = tokio::select! {
         attempt = tokio::time::timeout_at(
             deadline,
-            Box::pin(authenticate(&mut stream, components, shared, &stream_id)),
+            Box::pin(authenticate(&mut stream, components, &stream_id)),
         ) => attempt,
         _ = shutdown.cancelled() => return Err(ConnectionEnd::Shutdown),
     };
@@ -283,22 +282,15 @@ enum Handshake<'a> {
 async fn authenticate<'a>(
     stream: &mut ComponentStream<Io>,
     components: &'a [ComponentSpec],
-    shared: &ServerShared,
     stream_id: &str,
 ) -> Result<Handshake<'a>, ConnectionEnd> {
     let header = match stream.read_header().await {
         Ok(header) => header,
-        Err(failure) => {
-            let _ = stream.send_header(&shared.domain, stream_id).await;
-            return Err(read_failed(stream, failure).await);
-        }
+        Err(failure) => return Err(read_failed(stream, failure).await),
     };
     let spec = match lookup(components, header.to.as_deref()) {
         Ok(spec) => spec,
-        Err(refusal) => {
-            stream.send_header(&shared.domain, stream_id).await?;
-            return Err(refuse(stream, refusal.condition, &refusal.text).await);
-        }
+        Err(refusal) => return Err(refuse(stream, refusal.condition, &refusal.text).await),
     };
     stream.send_header(spec.domain.as_str(), stream_id).await?;
     match stream.next().await {

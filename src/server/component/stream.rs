@@ -72,11 +72,15 @@ pub(super) struct ComponentStream<Io> {
     /// The top-level element being read, if one has begun.
     building: Option<<Element as FromXml>::Builder>,
     meter: std::sync::Arc<Meter>,
+    /// The `from` of our stream header when a stream error has to be sent before it.
+    server_domain: String,
+    /// Whether our stream header went out.
+    header_sent: bool,
 }
 
 impl<Io: AsyncBufRead + AsyncWrite + Unpin> ComponentStream<Io> {
-    /// A stream over `io`, whose reads `meter` limits.
-    pub fn new(io: Io, meter: std::sync::Arc<Meter>) -> Self {
+    /// A stream over `io`, whose reads `meter` limits, for a server of `server_domain`.
+    pub fn new(io: Io, meter: std::sync::Arc<Meter>, server_domain: &str) -> Self {
         let mut writer = rxml::writer::Encoder::new();
         let tracker = writer.ns_tracker_mut();
         tracker.declare_fixed(
@@ -89,6 +93,8 @@ impl<Io: AsyncBufRead + AsyncWrite + Unpin> ComponentStream<Io> {
             writer,
             building: None,
             meter,
+            server_domain: server_domain.to_string(),
+            header_sent: false,
         }
     }
 
@@ -224,6 +230,7 @@ impl<Io: AsyncBufRead + AsyncWrite + Unpin> ComponentStream<Io> {
         for item in items {
             self.encode(&item, &mut bytes)?;
         }
+        self.header_sent = true;
         self.write(&bytes).await
     }
 
@@ -238,11 +245,17 @@ impl<Io: AsyncBufRead + AsyncWrite + Unpin> ComponentStream<Io> {
         self.send_xso(stanza).await
     }
 
-    /// Sends a stream error and the end of the stream, then shuts the transport down; gives up
-    /// after 2 s (a peer that reads nothing must not hold the connection open).
+    /// Sends a stream error and the end of the stream (after our stream header, if it has not
+    /// gone out yet: RFC 6120 §4.9.1.2), then shuts the transport down; gives up after 2 s (a
+    /// peer that reads nothing must not hold the connection open).
     pub async fn fail(&mut self, condition: StreamCondition, text: &str) {
         let error = StreamError::new(condition, "en", text);
         let send = async {
+            if !self.header_sent {
+                let domain = self.server_domain.clone();
+                let id = format!("{:016x}", rand::random::<u64>());
+                self.send_header(&domain, &id).await?;
+            }
             let mut bytes = Vec::new();
             for item in error.as_xml_iter().map_err(invalid_input)? {
                 self.encode(&item.map_err(invalid_input)?, &mut bytes)?;
@@ -254,12 +267,15 @@ impl<Io: AsyncBufRead + AsyncWrite + Unpin> ComponentStream<Io> {
         let _ = tokio::time::timeout(Duration::from_secs(2), send).await;
     }
 
-    /// Ends our stream (the component ended its own) and shuts the transport down.
+    /// Ends our stream, if it began (the component ended its own), and shuts the transport
+    /// down.
     pub async fn close(&mut self) {
         let send = async {
-            let mut bytes = Vec::new();
-            self.encode(&xso::Item::ElementFoot, &mut bytes)?;
-            self.write(&bytes).await?;
+            if self.header_sent {
+                let mut bytes = Vec::new();
+                self.encode(&xso::Item::ElementFoot, &mut bytes)?;
+                self.write(&bytes).await?;
+            }
             self.reader.inner_mut().shutdown().await
         };
         let _ = tokio::time::timeout(Duration::from_secs(2), send).await;

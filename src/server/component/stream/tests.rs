@@ -28,7 +28,7 @@ fn pair(limits: &ServerLimits) -> (Server, DuplexStream) {
         limits.bytes_per_second,
         limits.burst_bytes,
     ));
-    (ComponentStream::new(io, meter), component)
+    (ComponentStream::new(io, meter, "localhost"), component)
 }
 
 /// Everything the server wrote until it closed its side.
@@ -167,6 +167,20 @@ async fn a_stream_error_is_sent_with_the_end_of_the_stream() {
         "{written}"
     );
     assert!(written.contains(">wrong secret</text>"), "{written}");
+    assert!(written.ends_with("</stream:stream>"), "{written}");
+}
+
+#[tokio::test]
+async fn a_stream_error_before_our_header_comes_after_one_from_the_server() {
+    let (mut server, mut component) = pair(&ServerLimits::default());
+    server
+        .fail(StreamCondition::ConnectionTimeout, "too slow")
+        .await;
+    let written = read_all(&mut component).await;
+    let header = written.find("<stream:stream").expect("a header");
+    let error = written.find("<stream:error>").expect("an error");
+    assert!(header < error, "{written}");
+    assert!(written.contains("from='localhost'"), "{written}");
     assert!(written.ends_with("</stream:stream>"), "{written}");
 }
 
