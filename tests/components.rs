@@ -24,6 +24,7 @@ use support::raw::{Answer, Raw, NS_STANZA_ERRORS};
 use support::server::{InProcessServer, XmppEndpoint};
 use tokio_xmpp::jid::{BareJid, Jid};
 use tokio_xmpp::parsers::message::{Message, MessageType};
+use tokio_xmpp::parsers::presence::{Presence, Type as PresenceType};
 use tokio_xmpp::parsers::stanza_error::{DefinedCondition, StanzaError};
 use tokio_xmpp::Stanza;
 
@@ -358,11 +359,18 @@ fn slixmpp_installed() -> bool {
 struct SlixmppComponent {
     child: Child,
     events: tokio::sync::mpsc::UnboundedReceiver<Value>,
+    /// Events passed over by [`SlixmppComponent::expect`].
+    skipped: Vec<Value>,
     stderr: std::thread::JoinHandle<String>,
 }
 
 impl SlixmppComponent {
-    fn start(port: u16, secret_file: &std::path::Path, greet: &[&str]) -> SlixmppComponent {
+    fn start(
+        port: u16,
+        secret_file: &std::path::Path,
+        greet: &[&str],
+        subscribe: &[&str],
+    ) -> SlixmppComponent {
         let mut command = Command::new(PYTHON);
         command
             .arg(COMPONENT)
@@ -371,6 +379,9 @@ impl SlixmppComponent {
             .arg(secret_file);
         for jid in greet {
             command.args(["--greet", jid]);
+        }
+        for jid in subscribe {
+            command.args(["--subscribe", jid]);
         }
         let mut child = command
             .env_remove("PYTHONPATH")
@@ -401,6 +412,7 @@ impl SlixmppComponent {
         SlixmppComponent {
             child,
             events,
+            skipped: Vec::new(),
             stderr,
         }
     }
@@ -413,6 +425,7 @@ impl SlixmppComponent {
                     return Some(event);
                 }
                 assert_ne!(event["event"], "error", "component.py: {event}");
+                self.skipped.push(event);
             }
             None
         })
@@ -442,11 +455,13 @@ async fn a_slixmpp_component_exchanges_messages_with_accounts() {
     std::fs::write(&secret_file, format!("{SECRET}\n")).unwrap();
     let mut alice = login(&server, "alice@localhost/phone").await;
 
-    // It greets alice (online) and bob (offline) as soon as its handshake is accepted.
+    // It greets alice (online) and bob (offline) as soon as its handshake is accepted, and
+    // asks alice to see her presence.
     let mut component = SlixmppComponent::start(
         server.component_port.expect("a component listener"),
         &secret_file,
         &["alice@localhost", "bob@localhost"],
+        &["alice@localhost"],
     );
     let started = component.expect("session_start").await;
     assert_eq!(started["jid"], GATEWAY);
@@ -456,6 +471,25 @@ async fn a_slixmpp_component_exchanges_messages_with_accounts() {
         .await
         .expect("alice is greeted");
     assert_eq!(body(&hello), "hello from gateway.localhost");
+
+    // alice approves its request: it is told, and sees her presence.
+    let request = loop {
+        match alice.next_stanza(WAIT).await {
+            Some(Stanza::Presence(p)) if p.type_ == PresenceType::Subscribe => break p,
+            Some(_) => continue,
+            None => panic!("alice got no subscription request within {WAIT:?}"),
+        }
+    };
+    assert_eq!(request.from, Some(Jid::from(greeter.clone())));
+    let mut approval = Presence::new(PresenceType::Subscribed);
+    approval.to = Some(greeter.clone().into());
+    alice.send_stanza(approval).await;
+    let subscribed = component.expect("subscribed").await;
+    assert_eq!(subscribed["sender"], "alice@localhost");
+    assert_eq!(subscribed["to"], "greeter@gateway.localhost");
+    let seen = component.expect("presence").await;
+    assert_eq!(seen["sender"], "alice@localhost/phone");
+    assert_eq!(seen["type"], "available");
 
     // alice talks to an address of the component; it answers from that address.
     assert_eq!(
@@ -485,8 +519,16 @@ async fn a_slixmpp_component_exchanges_messages_with_accounts() {
 
     // "quit": it says goodbye and leaves, cleanly.
     assert_eq!(alice.ask("echo@gateway.localhost", "quit").await, "bye");
+
     component.expect("disconnected").await;
     component.expect("done").await;
+    // bob, who logged in meanwhile, never approved it: none of his presence reached it.
+    let from_bob = component
+        .skipped
+        .iter()
+        .filter(|e| e["event"] == "presence")
+        .any(|e| e["sender"].as_str().is_some_and(|s| s.starts_with("bob@")));
+    assert!(!from_bob, "{:?}", component.skipped);
     let status = tokio::task::block_in_place(|| component.child.wait()).expect("wait");
     assert!(status.success(), "component.py exited with {status}");
     let stderr = std::mem::replace(&mut component.stderr, std::thread::spawn(String::new))

@@ -1,6 +1,7 @@
 //! External components (XEP-0114): the domains they serve, whether one is connected, and the
 //! stanzas between them and everyone else. The delivery rules are written down in `router.rs`
-//! (rule 2, and "Stanzas from an external component").
+//! (rule 2, and "Stanzas from an external component"); presence subscriptions between accounts
+//! and a component's addresses are in `components/subscriptions.rs`.
 //!
 //! The connection (`src/server/component/`) authenticates a component and ends it when it sends
 //! from an address outside its domain; the hub keeps which domains have a component connected
@@ -71,7 +72,7 @@ impl Hub {
     }
 
     /// The component domain `jid` is at, if any.
-    fn component_serving(&self, jid: &Jid) -> Option<BareJid> {
+    pub(super) fn component_serving(&self, jid: &Jid) -> Option<BareJid> {
         if self.components.is_empty() {
             return None;
         }
@@ -88,6 +89,12 @@ impl Hub {
         out: &mut Vec<Delivery>,
     ) {
         set_from(&mut stanza, from.clone().into());
+        if let Stanza::Presence(presence) = stanza {
+            if is_subscription(&presence.type_) {
+                return self.subscription_to_component(from, domain, presence, out);
+            }
+            stanza = presence.into();
+        }
         if let Stanza::Message(message) = &stanza {
             if self.components.get(&domain) == Some(&true) {
                 self.carbon_copy_sent(from, message, out);
@@ -98,7 +105,7 @@ impl Hub {
 
     /// Hands `stanza` to the component of `domain`, or, when none is connected, bounces it to
     /// `sender` with `remote-server-timeout`.
-    fn to_component(
+    pub(super) fn to_component(
         &self,
         sender: &ReplyTo,
         domain: BareJid,
@@ -171,6 +178,13 @@ impl Hub {
                 }
             },
             Stanza::Presence(presence) => match bound {
+                // Subscriptions and probes are about the account, whatever the resource.
+                _ if to.node().is_some()
+                    && (is_subscription(&presence.type_)
+                        || presence.type_ == PresenceType::Probe) =>
+                {
+                    self.subscription_from_component(domain, &to.to_bare(), presence, &mut out);
+                }
                 Some(full) => out.push(Delivery::stanza(full, presence)),
                 // Errors go nowhere: nobody here asked.
                 None if to.node().is_some()
@@ -204,6 +218,17 @@ pub(crate) fn sender_in_domain(stanza: &mut Stanza, domain: &BareJid) -> bool {
     }
 }
 
+/// Whether `kind` is one of the four subscription types (RFC 6121 §3).
+pub(super) fn is_subscription(kind: &PresenceType) -> bool {
+    matches!(
+        kind,
+        PresenceType::Subscribe
+            | PresenceType::Subscribed
+            | PresenceType::Unsubscribe
+            | PresenceType::Unsubscribed
+    )
+}
+
 /// The `to` of any stanza.
 fn to_of(stanza: &Stanza) -> Option<&Jid> {
     match stanza {
@@ -221,6 +246,8 @@ fn set_from(stanza: &mut Stanza, from: Jid) {
         Stanza::Iq(iq) => *iq.from_mut() = Some(from),
     }
 }
+
+mod subscriptions;
 
 #[cfg(test)]
 mod tests;

@@ -68,8 +68,9 @@
 //!   account's bare JID, to a resource that is not bound) gets `service-unavailable`: the
 //!   server's own services answer local sessions only;
 //! - presence to a bound full JID is delivered; to an account's bare JID it goes to that
-//!   account's available resources (directed presence; subscription stanzas too, which change
-//!   no roster); to the server's domain it is dropped.
+//!   account's available resources; to the server's domain it is dropped. Subscription
+//!   stanzas and probes, between an account and an address at a component, follow
+//!   `presence.rs` (the account's side of RFC 6121 §3, §4.3, in `components/subscriptions.rs`).
 //!
 //! Presence and subscriptions have rules of their own, written down in `presence.rs`.
 //!

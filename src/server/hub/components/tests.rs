@@ -6,6 +6,7 @@ use tokio_xmpp::parsers::disco::DiscoItemsResult;
 use tokio_xmpp::parsers::iq::Iq;
 use tokio_xmpp::parsers::message::MessageType;
 use tokio_xmpp::parsers::presence::Type as PresenceType;
+use tokio_xmpp::parsers::roster::Subscription as WireSubscription;
 use tokio_xmpp::parsers::stanza_error::DefinedCondition;
 use tokio_xmpp::Stanza;
 
@@ -363,4 +364,154 @@ fn the_server_lists_its_components_in_disco_items_and_never_serves_its_own_domai
     let items = DiscoItemsResult::try_from(payload.clone()).unwrap();
     let jids: Vec<String> = items.items.iter().map(|i| i.jid.to_string()).collect();
     assert_eq!(jids, [GATEWAY]);
+}
+
+/// The stanzas for the component that are presence of `kind`.
+fn presences_of_kind(got: &Deliveries, kind: PresenceType) -> Vec<&Stanza> {
+    got.to_component(GATEWAY)
+        .into_iter()
+        .filter(|s| matches!(s, Stanza::Presence(p) if p.type_ == kind))
+        .collect()
+}
+
+#[test]
+fn an_account_subscribes_to_a_component_contact_and_sees_its_presence_from_then_on() {
+    let mut world = world();
+    let alice = world.online("alice/phone", 0);
+    world.get_roster(&alice);
+    // alice asks: her roster shows the pending request, the component gets it from her bare JID.
+    let got = world.send(
+        &alice,
+        "<presence to='sensor@gateway.localhost' type='subscribe'/>",
+    );
+    let pushes = got.roster_pushes(&alice);
+    assert_eq!(pushes.len(), 1, "{}", got.describe());
+    assert!(asks(&pushes[0]));
+    let asked = presences_of_kind(&got, PresenceType::Subscribe);
+    assert_eq!(from_of(asked[0]), Some(&"alice@localhost".parse().unwrap()));
+    // The component approves: alice is subscribed, and told so.
+    let got = world.component_sends(
+        GATEWAY,
+        "<presence from='sensor@gateway.localhost' to='alice@localhost' type='subscribed'/>",
+    );
+    let pushes = got.roster_pushes(&alice);
+    assert_eq!(pushes[0].subscription, WireSubscription::To);
+    assert!(!asks(&pushes[0]));
+    assert!(got
+        .to(&alice)
+        .iter()
+        .any(|s| matches!(s, Stanza::Presence(p) if p.type_ == PresenceType::Subscribed)));
+    // An approval nobody asked for changes nothing.
+    let got = world.component_sends(
+        GATEWAY,
+        "<presence from='other@gateway.localhost' to='alice@localhost' type='subscribed'/>",
+    );
+    assert!(got.is_empty(), "{}", got.describe());
+    // alice's next session probes the contact at login (RFC 6121 §4.3.1).
+    let laptop = world.bind("alice/laptop");
+    let got = world.send(&laptop, "<presence/>");
+    let probes = presences_of_kind(&got, PresenceType::Probe);
+    assert_eq!(probes.len(), 1, "{}", got.describe());
+    assert_eq!(
+        presence(probes[0]).to,
+        Some("sensor@gateway.localhost".parse().unwrap())
+    );
+    // alice's own presence does not go to it: it is not subscribed to her.
+    assert!(
+        presences_of_kind(&got, PresenceType::None).is_empty(),
+        "{}",
+        got.describe()
+    );
+    // The component's presence reaches both resources.
+    let got = world.component_sends(
+        GATEWAY,
+        "<presence from='sensor@gateway.localhost/x' to='alice@localhost'><status>21 °C</status></presence>",
+    );
+    assert_eq!(got.to(&alice).len(), 1);
+    assert_eq!(got.to(&laptop).len(), 1);
+}
+
+#[test]
+fn a_component_contact_that_an_account_approves_gets_its_presence_and_its_goodbye() {
+    let mut world = world();
+    let bob = world.bind("bob/phone");
+    // The request arrives while bob is offline: it waits for his next login.
+    let got = world.component_sends(
+        GATEWAY,
+        "<presence from='gateway.localhost' to='bob@localhost' type='subscribe'/>",
+    );
+    assert!(got.is_empty(), "{}", got.describe());
+    world.get_roster(&bob);
+    let got = world.send(&bob, "<presence><priority>1</priority></presence>");
+    let requests: Vec<_> = got
+        .to(&bob)
+        .into_iter()
+        .filter(|s| matches!(s, Stanza::Presence(p) if p.type_ == PresenceType::Subscribe))
+        .collect();
+    assert_eq!(requests.len(), 1, "{}", got.describe());
+    assert_eq!(from_of(requests[0]), Some(&GATEWAY.parse().unwrap()));
+    // bob approves: his roster says `from`, the component is told and sees his presence.
+    let got = world.send(&bob, "<presence to='gateway.localhost' type='subscribed'/>");
+    assert_eq!(
+        got.roster_pushes(&bob)[0].subscription,
+        WireSubscription::From
+    );
+    assert_eq!(presences_of_kind(&got, PresenceType::Subscribed).len(), 1);
+    let current = presences_of_kind(&got, PresenceType::None);
+    assert_eq!(current.len(), 1, "{}", got.describe());
+    assert_eq!(from_of(current[0]), Some(&bob.clone().into()));
+    // From now on his broadcasts reach it, a probe from it is answered, and so is a second
+    // request (approved already).
+    let got = world.send(&bob, "<presence><show>away</show></presence>");
+    assert_eq!(
+        presences_of_kind(&got, PresenceType::None).len(),
+        1,
+        "{}",
+        got.describe()
+    );
+    let got = world.component_sends(
+        GATEWAY,
+        "<presence from='gateway.localhost' to='bob@localhost' type='probe'/>",
+    );
+    assert_eq!(
+        presences_of_kind(&got, PresenceType::None).len(),
+        1,
+        "{}",
+        got.describe()
+    );
+    let got = world.component_sends(
+        GATEWAY,
+        "<presence from='gateway.localhost' to='bob@localhost' type='subscribe'/>",
+    );
+    assert_eq!(presences_of_kind(&got, PresenceType::Subscribed).len(), 1);
+    assert!(got.to(&bob).is_empty(), "{}", got.describe());
+    // A probe from an address bob did not approve learns nothing.
+    let got = world.component_sends(
+        GATEWAY,
+        "<presence from='spy@gateway.localhost' to='bob@localhost' type='probe'/>",
+    );
+    assert!(got.is_empty(), "{}", got.describe());
+    // bob goes: the component sees him go.
+    let got = world.unbind(&bob);
+    assert_eq!(
+        presences_of_kind(&got, PresenceType::Unavailable).len(),
+        1,
+        "{}",
+        got.describe()
+    );
+}
+
+#[test]
+fn a_subscription_request_from_a_component_to_an_unknown_account_is_refused_for_it() {
+    let mut world = world();
+    let got = world.component_sends(
+        GATEWAY,
+        "<presence from='gateway.localhost' to='nobody@localhost' type='subscribe'/>",
+    );
+    let refused = presences_of_kind(&got, PresenceType::Unsubscribed);
+    assert_eq!(refused.len(), 1, "{}", got.describe());
+    assert_eq!(
+        from_of(refused[0]),
+        Some(&"nobody@localhost".parse().unwrap())
+    );
 }
