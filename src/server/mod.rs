@@ -8,6 +8,9 @@
 //!                                                    │ Outbound (per-session bounded queue)
 //!                                                    ▼
 //!                                         stream::serve writes to the client
+//!
+//! TcpListener (--listen-component, only with --component) ─▶ component::serve
+//!      one task per external component (XEP-0114): handshake, then stanzas ⇄ the same hub
 //! ```
 //!
 //! | file | feature |
