@@ -330,6 +330,20 @@ async fn a_quiet_component_is_pinged_and_disconnected_if_it_stays_silent() {
     );
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_component_is_told_when_the_server_shuts_down_and_reconnects_after_a_restart() {
+    let mut server = server().await;
+    let mut component = connected(&server).await;
+    server.stop().await;
+    assert_closed_with(&component.read_to_close(WAIT).await, "system-shutdown");
+    server.restart().await;
+    let mut again = connected(&server).await;
+    let mut alice = login(&server, "alice@localhost/phone").await;
+    alice.send(chat(GATEWAY, "back?")).await;
+    let forwarded = again.read_until("</message>", WAIT).await;
+    assert!(forwarded.contains("back?"), "{forwarded}");
+}
+
 // ----- slixmpp's ComponentXMPP --------------------------------------------------------------------
 
 /// Whether `/usr/bin/python3` can import slixmpp; if not, panics under CI=true and otherwise

@@ -205,7 +205,10 @@ async fn run(
         Ok(Ok(Handshake::Accepted(spec))) => spec,
         Ok(Ok(Handshake::Wrong(spec))) => {
             // A failed login: the answer waits, more after each failure from this address.
-            tokio::time::sleep(shared.login_failed(peer)).await;
+            tokio::select! {
+                _ = tokio::time::sleep(shared.login_failed(peer)) => {}
+                _ = shutdown.cancelled() => return Err(ConnectionEnd::Shutdown),
+            }
             tracing::info!(%peer, component = %spec.domain, "component handshake failed");
             let text = "the handshake does not match the secret";
             return Err(refuse(&mut stream, StreamCondition::NotAuthorized, text).await);
