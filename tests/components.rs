@@ -344,6 +344,57 @@ async fn a_component_is_told_when_the_server_shuts_down_and_reconnects_after_a_r
     assert!(forwarded.contains("back?"), "{forwarded}");
 }
 
+/// Sends 16 messages of about 1 KB from the component to alice, and returns how long until
+/// she has the last one.
+async fn flood_alice(server: &InProcessServer) -> Duration {
+    let mut alice = login(server, "alice@localhost/phone").await;
+    let mut component = connected(server).await;
+    let filler = "x".repeat(1000);
+    let started = std::time::Instant::now();
+    for n in 0..16 {
+        let text = if n == 15 {
+            "last".to_string()
+        } else {
+            filler.clone()
+        };
+        component
+            .send(format!(
+                "<message from='gateway.localhost' to='alice@localhost/phone'><body>{text}</body></message>"
+            ))
+            .await;
+    }
+    let domain = BareJid::new(GATEWAY).unwrap();
+    loop {
+        let message = alice
+            .next_message_from(&domain, WAIT)
+            .await
+            .expect("the flood reaches alice");
+        if body(&message) == "last" {
+            return started.elapsed();
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_component_is_read_at_the_byte_rate_unless_it_is_unthrottled() {
+    let rate = |l: &mut ServerLimits| {
+        l.bytes_per_second = 4_000;
+        l.burst_bytes = 4_000;
+    };
+    // About 16 KB at 4 KB/s after a 4 KB burst: three seconds at least.
+    let throttled = server_with(support::server::limits(rate)).await;
+    let took = flood_alice(&throttled).await;
+    assert!(took >= Duration::from_millis(2_500), "read in {took:?}");
+    // --unthrottled gateway.localhost lifts it, as for an account.
+    let unthrottled = server_with(support::server::limits(|l| {
+        rate(l);
+        l.unthrottled = vec![GATEWAY.into()];
+    }))
+    .await;
+    let took = flood_alice(&unthrottled).await;
+    assert!(took < Duration::from_millis(2_000), "read in {took:?}");
+}
+
 // ----- slixmpp's ComponentXMPP --------------------------------------------------------------------
 
 /// Whether `/usr/bin/python3` can import slixmpp; if not, panics under CI=true and otherwise
