@@ -1,8 +1,8 @@
 //! What the connection tasks share with each other and with the hub thread: the commands a
-//! connection (of a client or of an external component) sends the hub ([`HubCommand`]), what the hub sends back to a session
-//! ([`Outbound`]), and the per-server state every connection reads ([`ServerShared`]: domain,
-//! TLS, limits, the hub's inbox, the credential lookup, and the per-address counts of failed
-//! logins and of connections that have not logged in).
+//! connection (a client's or an external component's) sends the hub ([`HubCommand`]), what
+//! the hub sends back to a session ([`Outbound`]), and the per-server state every connection
+//! reads ([`ServerShared`]: domain, TLS, limits, the hub's inbox, the credential lookup, and the
+//! per-address counts of failed logins and of connections that have not logged in).
 //!
 //! It is its own module so that the imports point one way: `server/mod.rs` (wiring) and
 //! `server/stream/` (connections) and `server/driver.rs` (the hub thread) all use it, and it
