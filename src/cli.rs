@@ -175,8 +175,8 @@ pub struct ServerArgs {
     pub burst_bytes: u32,
 
     /// An account (`bot` or `bot@DOMAIN`) whose sessions have no byte rate once logged in, such
-    /// as the bridge's bot, which answers many users (repeatable; comma-separated in the
-    /// environment variable).
+    /// as the bridge's bot, which answers many users, or an external component's NAME
+    /// (repeatable; comma-separated in the environment variable).
     #[arg(
         long,
         env = "MQTT2XMPP_UNTHROTTLED",
@@ -192,6 +192,68 @@ pub struct ServerArgs {
     /// A client silent this long is pinged; silent twice as long, disconnected.
     #[arg(long, env = "MQTT2XMPP_IDLE_PING", default_value = "5m", value_parser = parse_duration)]
     pub idle_ping: Duration,
+
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub components: ComponentArgs,
+}
+
+/// External components (XEP-0114) of `mqtt2xmpp server`.
+#[derive(Debug, Args)]
+#[command(next_help_heading = "External components (XEP-0114)")]
+pub struct ComponentArgs {
+    /// Accept the external component NAME, a gateway or bot that runs as a program of its own
+    /// and serves the domain NAME (e.g. gateway.example.org): every address @NAME is routed
+    /// to it. It proves the secret in SECRET_FILE (one line; the secret never goes on the
+    /// command line). Repeatable, one per component; comma-separated in the environment
+    /// variable. Opens the --listen-component listener.
+    ///
+    ///   head -c 24 /dev/urandom | base64 > gateway.secret
+    ///   mqtt2xmpp server --component gateway.example.org=gateway.secret
+    ///   # the component: host 127.0.0.1, port 5347, JID gateway.example.org, that secret
+    #[arg(
+        long = "component",
+        env = "MQTT2XMPP_COMPONENTS",
+        value_name = "NAME=SECRET_FILE",
+        value_delimiter = ',',
+        value_parser = parse_component,
+        verbatim_doc_comment
+    )]
+    pub components: Vec<ComponentArg>,
+
+    /// Address and port where external components connect (only with --component). Components
+    /// speak plain TCP: keep it on loopback or a private network.
+    #[arg(
+        long,
+        env = "MQTT2XMPP_LISTEN_COMPONENT",
+        value_name = "ADDR",
+        default_value = "127.0.0.1:5347"
+    )]
+    pub listen_component: std::net::SocketAddr,
+}
+
+/// One `--component NAME=SECRET_FILE`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ComponentArg {
+    /// The component's domain, as written.
+    pub name: String,
+    /// The file holding its secret.
+    pub secret_file: PathBuf,
+}
+
+/// `gateway.example.org=/etc/mqtt2xmpp/gateway.secret`.
+fn parse_component(text: &str) -> Result<ComponentArg, String> {
+    match text.split_once('=') {
+        Some((name, file)) if !name.trim().is_empty() && !file.is_empty() => Ok(ComponentArg {
+            name: name.trim().to_string(),
+            secret_file: PathBuf::from(file),
+        }),
+        _ => Err(
+            "expected NAME=SECRET_FILE, e.g. gateway.example.org=gateway.secret (the secret \
+             itself goes in the file, never on the command line)"
+                .into(),
+        ),
+    }
 }
 
 /// Where the server keeps its database and certificate.

@@ -89,6 +89,7 @@ async fn run(command: Command) -> anyhow::Result<()> {
 
 async fn run_server(args: ServerArgs) -> anyhow::Result<()> {
     let mut config = config::server(&args);
+    config.components = config::components(&args.components, &args.domain)?;
     let starttls = listen(args.listen, "--listen").await?;
     let direct_tls = match args.listen_tls {
         Some(address) => Some(listen(address, "--listen-tls").await?),

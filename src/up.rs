@@ -270,6 +270,7 @@ pub async fn run(config: UpConfig, shutdown: CancellationToken) -> Result<(), Up
             ..ServerLimits::default()
         },
         reload: config.reload.clone(),
+        components: Default::default(),
     };
     let listeners = Listeners {
         starttls: xmpp_listener,

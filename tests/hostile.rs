@@ -1033,6 +1033,91 @@ async fn guess(raw: &mut Raw, user: &str, password: &str) -> (String, Duration) 
     (answer, started.elapsed())
 }
 
+/// An external component (XEP-0114) that guesses the shared secret: each wrong handshake ends
+/// its connection with `not-authorized`, answered only after the failed-login delay of its
+/// address (1 s, then 2 s: the same as a wrong password), so guessing a secret is as slow as
+/// guessing a password. The real component, from another address, is not held up by the
+/// attacker's failures, and alice and bob chat on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn component_with_a_wrong_secret() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let secret_file = dir.path().join("gateway.secret");
+    std::fs::write(&secret_file, "the real secret\n").expect("write the secret");
+    let component_port = support::peers::free_port();
+    let component = format!("gateway.localhost={}", secret_file.display());
+    let listen = format!("127.0.0.1:{component_port}");
+    let (server, mut honest) =
+        scene(&["--component", &component, "--listen-component", &listen]).await;
+    let gauge = Gauge::start(server.pid());
+    let (attempts, real) = honest
+        .during(async {
+            let mut attempts = Vec::new();
+            for guess in ["guess-1", "guess-2"] {
+                let started = Instant::now();
+                let mut raw = Raw::connect_from(Ipv4Addr::new(127, 0, 0, 2), component_port).await;
+                let id = component_stream(&mut raw).await;
+                raw.send(component_handshake(&id, guess)).await;
+                let answer = raw.read_to_close(WAIT).await;
+                attempts.push((answer, started.elapsed()));
+            }
+            let started = Instant::now();
+            let mut raw = Raw::connect_from(Ipv4Addr::new(127, 0, 0, 3), component_port).await;
+            let id = component_stream(&mut raw).await;
+            raw.send(component_handshake(&id, "the real secret")).await;
+            let accepted = raw
+                .read_until_any(&["<handshake/>", "</handshake>"], WAIT)
+                .await;
+            (attempts, (accepted, started.elapsed()))
+        })
+        .await;
+    for (n, (answer, took)) in attempts.iter().enumerate() {
+        assert_stream_error(
+            answer,
+            "not-authorized",
+            "the handshake does not match the secret",
+        );
+        let min = Duration::from_millis(1000 * (1 << n) - 50);
+        assert!(
+            *took >= min && *took < min + Duration::from_secs(3),
+            "wrong handshake {} answered after {took:?}, expected about {min:?}",
+            n + 1
+        );
+    }
+    let (accepted, took) = real;
+    assert!(accepted.contains("<handshake"), "{accepted}");
+    assert!(
+        took < Duration::from_millis(900),
+        "the real component waited {took:?}"
+    );
+    honest.assert_unaffected().await;
+    gauge.check("component secret guessing", SMALL);
+}
+
+/// Opens a component stream for gateway.localhost on `raw`; returns the server's stream id.
+async fn component_stream(raw: &mut Raw) -> String {
+    raw.send(
+        "<?xml version='1.0'?><stream:stream xmlns='jabber:component:accept' \
+         xmlns:stream='http://etherx.jabber.org/streams' to='gateway.localhost'>",
+    )
+    .await;
+    raw.read_until("<stream:stream", WAIT).await;
+    let header = raw.read_until(">", WAIT).await;
+    let start = header
+        .find("id='")
+        .unwrap_or_else(|| panic!("no stream id: {header}"))
+        + 4;
+    let end = header[start..].find('\'').expect("the end of the id");
+    header[start..start + end].to_string()
+}
+
+/// `<handshake>hex(SHA-1(id + secret))</handshake>` (XEP-0114 §3).
+fn component_handshake(id: &str, secret: &str) -> String {
+    use sha1::Digest;
+    let digest = sha1::Sha1::digest(format!("{id}{secret}").as_bytes());
+    let hex: String = digest.iter().map(|b| format!("{b:02x}")).collect();
+    format!("<handshake>{hex}</handshake>")
+}
+
 /// Ten SASL exchanges that guess nothing (ANONYMOUS, a mechanism the server does not offer) are
 /// cheap to refuse, but still bounded: `invalid-mechanism` each time, and the tenth also ends the
 /// stream with `policy-violation`.

@@ -8,11 +8,15 @@
 //!                                                    │ Outbound (per-session bounded queue)
 //!                                                    ▼
 //!                                         stream::serve writes to the client
+//!
+//! TcpListener (--listen-component, only with --component) ─▶ component::serve
+//!      one task per external component (XEP-0114): handshake, then stanzas ⇄ the same hub
 //! ```
 //!
 //! | file | feature |
 //! |---|---|
 //! | `stream/` | connection: negotiation, authentication, bound session, stream errors |
+//! | `component/` | external components (XEP-0114): their listener, handshake and stream |
 //! | `shared.rs` | what connections and the hub thread share: commands, queues, login counts |
 //! | `driver.rs` | the hub thread: applies commands in order, fills the sessions' queues |
 //! | `sasl/` | SCRAM-SHA-1/256(-PLUS) and PLAIN, sans-IO: keys, exchange, messages, PLAIN |
@@ -29,6 +33,7 @@
 
 pub mod admin;
 pub mod cert;
+pub mod component;
 mod driver;
 pub(crate) mod hub;
 pub mod limits;
@@ -76,6 +81,8 @@ pub struct ServerConfig {
     /// the new certificate, existing sessions go on; a pair that cannot be used is logged and
     /// the previous one stays. `None`: the certificate is read once.
     pub reload: Option<Arc<Notify>>,
+    /// External components (XEP-0114) and their listener; none by default.
+    pub components: component::ComponentConfig,
 }
 
 /// Where the server accepts clients. A lone `TcpListener` converts into this, for a server
@@ -118,6 +125,15 @@ pub enum ServerError {
         #[source]
         source: std::io::Error,
     },
+    /// The external components' listener could not be opened.
+    #[error("cannot listen on {address} for external components (change it with --listen-component): {source}")]
+    ComponentListen {
+        /// The address.
+        address: std::net::SocketAddr,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
     /// The operating system would not start the hub thread.
     #[error("cannot start the hub thread: {0}")]
     HubThread(#[source] std::io::Error),
@@ -135,6 +151,8 @@ pub struct Started {
     pub cert_path: PathBuf,
     /// Its SHA-256 fingerprint.
     pub fingerprint: String,
+    /// Where external components connect, if any are configured.
+    pub component_address: Option<std::net::SocketAddr>,
 }
 
 /// Prepares the data directory, database and certificate, then serves `listeners` (a
@@ -152,8 +170,11 @@ pub async fn run(
         source,
     })?;
     let db = database_path(&config.data_dir);
-    let hub = Hub::new(&config.domain, Store::open(&db)?, hub::registry::SERVICES)
+    let mut hub = Hub::new(&config.domain, Store::open(&db)?, hub::registry::SERVICES)
         .ok_or_else(|| ServerError::Domain(config.domain.clone()))?;
+    for spec in &config.components.components {
+        hub.add_component(spec.domain.clone());
+    }
     let auth = Store::open(&db)?;
     let identity = cert::load_or_create(
         &config.data_dir,
@@ -169,6 +190,20 @@ pub async fn run(
         self_signed = identity.self_signed,
         "TLS certificate"
     );
+
+    // Off unless a component is configured.
+    let component_listener = if config.components.components.is_empty() {
+        None
+    } else {
+        let address = config.components.listen;
+        let listener = TcpListener::bind(address)
+            .await
+            .map_err(|source| ServerError::ComponentListen { address, source })?;
+        Some(listener)
+    };
+    let component_address = component_listener
+        .as_ref()
+        .and_then(|listener| listener.local_addr().ok());
 
     let (hub_tx, hub_rx) = mpsc::channel(1024);
     let hub_thread = std::thread::Builder::new()
@@ -201,8 +236,18 @@ pub async fn run(
         let _ = ready.send(Started {
             cert_path: identity.cert_path.clone(),
             fingerprint,
+            component_address,
         });
     }
+    let components = component_listener.map(|listener| {
+        let specs = config.components.components.clone().into();
+        tokio::spawn(component::serve(
+            listener,
+            specs,
+            shared.clone(),
+            shutdown.clone(),
+        ))
+    });
 
     // A JoinSet rather than a TaskTracker: stragglers are aborted after 3 s, which a
     // TaskTracker cannot do. One accept loop for both ports, so one connection cap.
@@ -239,6 +284,9 @@ pub async fn run(
         .is_err()
     {
         connections.abort_all();
+    }
+    if let Some(components) = components {
+        let _ = components.await;
     }
     drop(shared);
     let _ = tokio::task::spawn_blocking(move || hub_thread.join()).await;

@@ -17,6 +17,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use mqtt2xmpp::secret::Secret;
+use mqtt2xmpp::server::component::{ComponentConfig, ComponentSpec};
 use mqtt2xmpp::server::limits::ServerLimits;
 use mqtt2xmpp::server::{self, Listeners, ServerConfig};
 use tokio::net::TcpListener;
@@ -74,7 +75,11 @@ pub struct InProcessServer {
     /// Direct TLS (XEP-0368) port on 127.0.0.1, for a server started with
     /// [`start_tls`](Self::start_tls); the same after a restart.
     pub tls_port: Option<u16>,
+    /// Where external components connect on 127.0.0.1, if any are configured; the same after
+    /// a restart.
+    pub component_port: Option<u16>,
     limits: ServerLimits,
+    components: Vec<ComponentSpec>,
     running: Option<Running>,
     /// While the server is stopped: its port, so that nothing else takes it before `restart`.
     hold: Option<PortHold>,
@@ -99,15 +104,28 @@ impl InProcessServer {
 
     /// Starts a server with `limits` (see [`limits`]).
     pub async fn start_with(limits: ServerLimits) -> InProcessServer {
-        Self::start_with_ports(limits, false).await
+        Self::start_with_ports(limits, false, Vec::new()).await
     }
 
     /// Starts a server with `limits` and a direct TLS port ([`tls_port`](Self::tls_port)).
     pub async fn start_tls(limits: ServerLimits) -> InProcessServer {
-        Self::start_with_ports(limits, true).await
+        Self::start_with_ports(limits, true, Vec::new()).await
     }
 
-    async fn start_with_ports(limits: ServerLimits, direct_tls: bool) -> InProcessServer {
+    /// Starts a server with `limits` that accepts these external components (XEP-0114) on a
+    /// port of their own, [`InProcessServer::component_port`].
+    pub async fn start_with_components(
+        limits: ServerLimits,
+        components: Vec<ComponentSpec>,
+    ) -> InProcessServer {
+        Self::start_with_ports(limits, false, components).await
+    }
+
+    async fn start_with_ports(
+        limits: ServerLimits,
+        direct_tls: bool,
+        components: Vec<ComponentSpec>,
+    ) -> InProcessServer {
         let dir = tempfile::tempdir().expect("temp dir");
         let data_dir = dir.path().join("data");
         let mut server = InProcessServer {
@@ -115,7 +133,9 @@ impl InProcessServer {
             ca_file: PathBuf::new(),
             data_dir,
             tls_port: direct_tls.then_some(0),
+            component_port: None,
             limits,
+            components,
             running: None,
             hold: None,
             tls_hold: None,
@@ -153,6 +173,10 @@ impl InProcessServer {
             key: None,
             limits: self.limits.clone(),
             reload: Some(self.reload.clone()),
+            components: ComponentConfig {
+                listen: ([127, 0, 0, 1], self.component_port.unwrap_or(0)).into(),
+                components: self.components.clone(),
+            },
         };
         let listeners = Listeners {
             starttls: listener,
@@ -162,7 +186,10 @@ impl InProcessServer {
         let (ready, started) = oneshot::channel();
         let task = tokio::spawn(server::run(config, listeners, stop.clone(), Some(ready)));
         match tokio::time::timeout(DEADLINE, started).await {
-            Ok(Ok(started)) => self.ca_file = started.cert_path,
+            Ok(Ok(started)) => {
+                self.ca_file = started.cert_path;
+                self.component_port = started.component_address.map(|a| a.port());
+            }
             Ok(Err(_)) => panic!("the server stopped before it was ready: {:?}", task.await),
             Err(_) => panic!("the server was not ready within {DEADLINE:?}"),
         }

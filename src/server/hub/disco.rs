@@ -5,7 +5,7 @@
 //! own, so what disco#info advertises is what is plugged in.
 //!
 //! - **The server** (its domain JID) is `server/im` and lists the server features of every
-//!   service. Its disco#items are empty (no components).
+//!   service. Its disco#items are the external components (XEP-0114).
 //! - **An account** (a bare JID of this domain) is answered by the server on the account's
 //!   behalf (RFC 6121 §8.5.2, as Prosody's mod_disco does): `account/registered` and the
 //!   account features of the services, the same for the account itself and for the other
@@ -21,9 +21,10 @@
 //!   services give the same `ver` on every start and on every server, so a client caches it
 //!   once. The server lists the caps feature itself (XEP-0115 §7).
 
+use tokio_xmpp::jid::BareJid;
 use tokio_xmpp::minidom::Element;
 use tokio_xmpp::parsers::caps::{compute_disco, hash_caps, Caps};
-use tokio_xmpp::parsers::disco::{DiscoInfoResult, DiscoItemsResult, Identity};
+use tokio_xmpp::parsers::disco::{DiscoInfoResult, DiscoItemsResult, Identity, Item};
 use tokio_xmpp::parsers::hashes::Algo;
 use tokio_xmpp::parsers::ns;
 use tokio_xmpp::parsers::stanza_error::DefinedCondition;
@@ -62,7 +63,7 @@ impl Service for Disco {
         let info = query.is("query", ns::DISCO_INFO);
         let answer = match request.at {
             Target::Server if info => server_info(query, hub.features(Entity::Server)),
-            Target::Server => Ok(empty_items(query)),
+            Target::Server => Ok(server_items(query, hub.component_domains())),
             Target::OwnAccount | Target::OtherAccount if info => {
                 account_info(query, hub.features(Entity::Account))
             }
@@ -117,6 +118,26 @@ fn server_info<'a>(
         info.node = Some(node);
     }
     Ok(info.into())
+}
+
+/// disco#items of the server (XEP-0030 §4.1): the external components' domains (XEP-0114),
+/// connected or not, as Prosody lists its components. A node has no items.
+fn server_items<'a>(query: &Element, components: impl Iterator<Item = &'a BareJid>) -> Element {
+    if node_of(query).is_some() {
+        return empty_items(query);
+    }
+    DiscoItemsResult {
+        node: None,
+        rsm: None,
+        items: components
+            .map(|domain| Item {
+                jid: domain.clone().into(),
+                node: None,
+                name: None,
+            })
+            .collect(),
+    }
+    .into()
 }
 
 /// An empty disco#items result (echoing the node asked for).

@@ -9,6 +9,9 @@
 //!   priority, stored offline messages are delivered and then deleted.
 //! - **Later available presence** and **unavailable presence** are broadcast the same way;
 //!   unavailable also makes the session unavailable (it stays bound).
+//! - **Contacts at an external component's domain** (XEP-0114) get the broadcasts like local
+//!   contacts, through their component, and are probed at initial presence; their subscription
+//!   stanzas change the account's side of the roster (`components/subscriptions.rs`).
 //! - **Directed presence** to a local JID is delivered to that full JID or to every available
 //!   resource of that bare JID. Probes from clients are ignored (the server probes itself).
 //! - **Subscriptions**: `subscribe`, `subscribed`, `unsubscribe` and `unsubscribed` move both
@@ -130,6 +133,10 @@ impl Hub {
 
     /// Every available resource of `contact`'s last presence, sent to `to`.
     fn contact_presence_to(&self, contact: &BareJid, to: &FullJid, out: &mut Vec<Delivery>) {
+        // A contact at an external component's domain is asked by a probe (RFC 6121 §4.3.1).
+        if self.probe_component_contact(&to.to_bare(), contact, out) {
+            return;
+        }
         for (jid, _) in self.available_of(contact) {
             self.session_presence_to(&jid, to, out);
         }

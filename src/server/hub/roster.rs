@@ -235,6 +235,10 @@ impl Hub {
         to: &BareJid,
         out: &mut Vec<Delivery>,
     ) {
+        // A contact at an external component's domain: its component gets it (XEP-0114).
+        if self.presence_to_component_contact(presence, to, out) {
+            return;
+        }
         for (jid, _) in self.available_of(to) {
             let mut copy = presence.clone();
             copy.to = Some(jid.clone().into());

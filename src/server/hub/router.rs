@@ -1,10 +1,19 @@
-//! Delivery rules for messages and IQs (RFC 6120 §10, RFC 6121 §8), one domain, no federation.
+//! Delivery rules for messages and IQs (RFC 6120 §10, RFC 6121 §8), one domain, no federation,
+//! and the external components (XEP-0114) attached to it.
 //!
 //! The rules, in the order they are applied:
 //!
 //! 1. **Every stanza is stamped** with the sender's full JID (the connection has already refused a
 //!    `from` that is not the sender's own).
-//! 2. **Another domain**: there is no server-to-server, so `remote-server-not-found`.
+//! 2. **Another domain**:
+//!    - **an external component's domain** (XEP-0114, `--component NAME`): a stanza of any
+//!      kind to `NAME`, `NAME/…` or `…@NAME…` goes to the component as it is, stamped, whether
+//!      or not the component knows the address. With no component connected for `NAME`,
+//!      get/set IQs, messages and presence get `remote-server-timeout` (type `wait`: it may
+//!      come back; Prosody answers the same); errors and IQ results are dropped. A `chat`
+//!      message to a component is carbon-copied to the sender's other resources like any
+//!      other (XEP-0280 §6);
+//!    - any other domain: there is no server-to-server, so `remote-server-not-found`.
 //! 3. **No `to`, or the server's domain**: the server handles it.
 //!    - An IQ get/set to the server's domain goes to the service that handles it at
 //!      [`Target::Server`] (ping, disco, version, session), answered from the server's JID. One
@@ -46,6 +55,23 @@
 //! other element of the carbons namespace) or with the `<no-copy/>` hint (XEP-0334) are not
 //! copied.
 //!
+//! Stanzas **from an external component** (XEP-0114 §3; `components.rs`) follow the same rules
+//! with the component in the sender's place:
+//!
+//! - its `from` must be `NAME` or a JID at `NAME` (the connection ends with `invalid-from`
+//!   otherwise); a stanza with no `from` is sent from `NAME`, and one with no `to` gets
+//!   `bad-request`, as in Prosody;
+//! - to another domain: rule 2 (a component's domain, its own included, or none);
+//! - messages to an account: rules 4 and 5 (offline storage included, carbons for the
+//!   recipient's other resources); to the server's domain: `service-unavailable`;
+//! - IQs to a bound full JID are delivered; every other get/set (to the server's domain, to an
+//!   account's bare JID, to a resource that is not bound) gets `service-unavailable`: the
+//!   server's own services answer local sessions only;
+//! - presence to a bound full JID is delivered; to an account's bare JID it goes to that
+//!   account's available resources; to the server's domain it is dropped. Subscription
+//!   stanzas and probes, between an account and an address at a component, follow
+//!   `presence.rs` (the account's side of RFC 6121 §3, §4.3, in `components/subscriptions.rs`).
+//!
 //! Presence and subscriptions have rules of their own, written down in `presence.rs`.
 //!
 //! A new service that changes where a stanza goes (blocking, rooms at `conference.DOMAIN`,
@@ -59,7 +85,7 @@ use tokio_xmpp::parsers::stanza_error::DefinedCondition;
 use tokio_xmpp::Stanza;
 
 use super::service::Target;
-use super::{bounce, Delivery, Hub};
+use super::{bounce, Delivery, Hub, ReplyTo};
 
 impl Hub {
     /// Routes a message from the bound session `from` (rules 2–6 of the module docs).
@@ -112,17 +138,19 @@ impl Hub {
         self.deliver_to_bare(from, &bare, message, out);
     }
 
-    /// Rule 4 for messages: delivery to an account's bare JID.
-    fn deliver_to_bare(
+    /// Rule 4 for messages: delivery to an account's bare JID. Errors go to `from`, the session
+    /// or the component (XEP-0114) that sent the message.
+    pub(super) fn deliver_to_bare(
         &mut self,
-        from: &FullJid,
+        from: impl Into<ReplyTo>,
         bare: &BareJid,
         message: Message,
         out: &mut Vec<Delivery>,
     ) {
+        let from: ReplyTo = from.into();
         let bounce_to_sender = |condition, out: &mut Vec<Delivery>| {
             if let Some(error) = bounce(&Stanza::Message(message.clone()), condition) {
-                out.push(Delivery::stanza(from.clone(), error));
+                out.push(from.delivery(error));
             }
         };
         if !self.is_local_account(bare) {
@@ -154,7 +182,7 @@ impl Hub {
             MessageType::Chat | MessageType::Normal => {
                 let targets = highest(&available);
                 if targets.is_empty() {
-                    self.store_offline(from, bare, message, out);
+                    self.store_offline(from.clone(), bare, message, out);
                     return;
                 }
                 for jid in &targets {
