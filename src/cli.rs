@@ -49,9 +49,11 @@ pub enum Command {
     ///
     /// Accounts are managed with `mqtt2xmpp user`. Without --cert/--key the server creates a
     /// self-signed certificate in the data directory and logs its path and SHA-256 fingerprint;
-    /// give that file to clients and to the bridge (--xmpp-ca).
+    /// give that file to clients and to the bridge (--xmpp-ca). SIGHUP (systemctl reload) reads
+    /// the certificate and key again, after a renewal, without dropping sessions.
     ///
     ///   mqtt2xmpp server --domain localhost --data-dir /var/lib/mqtt2xmpp
+    ///   mqtt2xmpp server --listen 0.0.0.0:5222 --listen-tls 0.0.0.0:5223 --cert ... --key ...
     #[command(verbatim_doc_comment)]
     Server(ServerArgs),
     /// Manage the bundled server's accounts (works while the server runs).
@@ -70,7 +72,7 @@ pub enum Command {
     /// and any account added while it runs (mqtt2xmpp user add alice@localhost --data-dir DIR).
     ///
     ///   mqtt2xmpp up
-    ///   mqtt2xmpp up --data-dir ~/.local/share/mqtt2xmpp --xmpp-port 5223
+    ///   mqtt2xmpp up --data-dir ~/.local/share/mqtt2xmpp --xmpp-port 5322 --xmpp-tls-port 5323
     ///   mqtt2xmpp up --mqtt-host 127.0.0.1 --no-simulator    # use your mosquitto and sensors
     #[command(verbatim_doc_comment)]
     Up(UpArgs),
@@ -120,11 +122,21 @@ pub struct ServerArgs {
     #[arg(long, env = "MQTT2XMPP_LISTEN", default_value = "127.0.0.1:5222")]
     pub listen: std::net::SocketAddr,
 
+    /// Also accept clients that start with TLS ("direct TLS", XEP-0368; port 5223 by custom),
+    /// e.g. 0.0.0.0:5223: for clients set to direct TLS or SSL, and networks that let only TLS
+    /// through. Same certificate, accounts and limits as --listen; announce it with an
+    /// _xmpps-client._tcp SRV record. Off unless given.
+    #[arg(long, env = "MQTT2XMPP_LISTEN_TLS", value_name = "ADDR")]
+    pub listen_tls: Option<std::net::SocketAddr>,
+
     #[command(flatten)]
     #[allow(missing_docs)]
     pub data: DataDirArg,
 
     /// Certificate chain (PEM) for the domain; with --key, used instead of a self-signed one.
+    /// Both files are read again on SIGHUP (systemctl reload): new connections get the renewed
+    /// certificate, sessions stay; if the new pair cannot be used, the error is logged and the
+    /// previous certificate stays in use.
     #[arg(long, env = "MQTT2XMPP_CERT", value_name = "PEM", requires = "key")]
     pub cert: Option<PathBuf>,
 
@@ -163,8 +175,8 @@ pub struct ServerArgs {
     pub burst_bytes: u32,
 
     /// An account (`bot` or `bot@DOMAIN`) whose sessions have no byte rate once logged in, such
-    /// as the bridge's bot, which answers many users (repeatable; comma-separated in the
-    /// environment variable).
+    /// as the bridge's bot, which answers many users, or an external component's NAME
+    /// (repeatable; comma-separated in the environment variable).
     #[arg(
         long,
         env = "MQTT2XMPP_UNTHROTTLED",
@@ -180,6 +192,68 @@ pub struct ServerArgs {
     /// A client silent this long is pinged; silent twice as long, disconnected.
     #[arg(long, env = "MQTT2XMPP_IDLE_PING", default_value = "5m", value_parser = parse_duration)]
     pub idle_ping: Duration,
+
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub components: ComponentArgs,
+}
+
+/// External components (XEP-0114) of `mqtt2xmpp server`.
+#[derive(Debug, Args)]
+#[command(next_help_heading = "External components (XEP-0114)")]
+pub struct ComponentArgs {
+    /// Accept the external component NAME, a gateway or bot that runs as a program of its own
+    /// and serves the domain NAME (e.g. gateway.example.org): every address @NAME is routed
+    /// to it. It proves the secret in SECRET_FILE (one line; the secret never goes on the
+    /// command line). Repeatable, one per component; comma-separated in the environment
+    /// variable. Opens the --listen-component listener.
+    ///
+    ///   head -c 24 /dev/urandom | base64 > gateway.secret
+    ///   mqtt2xmpp server --component gateway.example.org=gateway.secret
+    ///   # the component: host 127.0.0.1, port 5347, JID gateway.example.org, that secret
+    #[arg(
+        long = "component",
+        env = "MQTT2XMPP_COMPONENTS",
+        value_name = "NAME=SECRET_FILE",
+        value_delimiter = ',',
+        value_parser = parse_component,
+        verbatim_doc_comment
+    )]
+    pub components: Vec<ComponentArg>,
+
+    /// Address and port where external components connect (only with --component). Components
+    /// speak plain TCP: keep it on loopback or a private network.
+    #[arg(
+        long,
+        env = "MQTT2XMPP_LISTEN_COMPONENT",
+        value_name = "ADDR",
+        default_value = "127.0.0.1:5347"
+    )]
+    pub listen_component: std::net::SocketAddr,
+}
+
+/// One `--component NAME=SECRET_FILE`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ComponentArg {
+    /// The component's domain, as written.
+    pub name: String,
+    /// The file holding its secret.
+    pub secret_file: PathBuf,
+}
+
+/// `gateway.example.org=/etc/mqtt2xmpp/gateway.secret`.
+fn parse_component(text: &str) -> Result<ComponentArg, String> {
+    match text.split_once('=') {
+        Some((name, file)) if !name.trim().is_empty() && !file.is_empty() => Ok(ComponentArg {
+            name: name.trim().to_string(),
+            secret_file: PathBuf::from(file),
+        }),
+        _ => Err(
+            "expected NAME=SECRET_FILE, e.g. gateway.example.org=gateway.secret (the secret \
+             itself goes in the file, never on the command line)"
+                .into(),
+        ),
+    }
 }
 
 /// Where the server keeps its database and certificate.
@@ -472,9 +546,14 @@ pub struct UpArgs {
     #[allow(missing_docs)]
     pub data: DataDirArg,
 
-    /// Port of the XMPP server on 127.0.0.1.
+    /// Port of the XMPP server on 127.0.0.1 (STARTTLS, what clients use by default).
     #[arg(long, env = "MQTT2XMPP_XMPP_PORT", default_value_t = 5222)]
     pub xmpp_port: u16,
+
+    /// Port of the XMPP server's direct TLS listener on 127.0.0.1 (XEP-0368: TLS from the first
+    /// byte, for clients set to direct TLS or SSL).
+    #[arg(long, env = "MQTT2XMPP_XMPP_TLS_PORT", default_value_t = 5223)]
+    pub xmpp_tls_port: u16,
 
     /// Port of the MQTT broker (embedded on 127.0.0.1, or on --mqtt-host).
     #[arg(long, env = "MQTT2XMPP_MQTT_PORT", default_value_t = 1883)]

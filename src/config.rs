@@ -17,7 +17,8 @@ use crate::ask::AskError;
 use crate::bridge::sensors::{SensorDefaults, SensorError, Sensors};
 use crate::bridge::{alerts, bot, cache, BridgeConfig, BridgeError};
 use crate::cli::{
-    BotArgs, BridgeArgs, MqttArgs, SensorArgs, ServerArgs, SimulateArgs, UpArgs, XmppArgs,
+    BotArgs, BridgeArgs, ComponentArgs, MqttArgs, SensorArgs, ServerArgs, SimulateArgs, UpArgs,
+    XmppArgs,
 };
 use crate::mqtt_client::{self, Broker, MqttError};
 use crate::secret::{self, SecretError};
@@ -77,6 +78,23 @@ pub enum ConfigError {
     /// A TLS setting could not be applied.
     #[error(transparent)]
     Tls(#[from] TlsConfigError),
+    /// A `--component` NAME cannot be a component's domain.
+    #[error("--component {name:?}: {reason}")]
+    Component {
+        /// The NAME given.
+        name: String,
+        /// Why it cannot be used, and what to give instead.
+        reason: String,
+    },
+    /// A `--component` secret file cannot be read.
+    #[error("--component {name}: {source}")]
+    ComponentSecret {
+        /// The NAME given.
+        name: String,
+        /// Why.
+        #[source]
+        source: SecretError,
+    },
 }
 
 /// The XMPP login of the bridge or of `ask`.
@@ -253,8 +271,8 @@ fn bot_policy(policy: BotPolicy<'_>) -> Result<bot::BotSettings, ConfigError> {
     })
 }
 
-/// The bundled server's configuration from its flags (the listening address stays with the
-/// caller, which binds it).
+/// The bundled server's configuration from its flags (the listening addresses stay with the
+/// caller, which binds them, and so does the reload trigger, which is signal wiring).
 pub fn server(args: &ServerArgs) -> ServerConfig {
     ServerConfig {
         domain: args.domain.clone(),
@@ -278,7 +296,57 @@ pub fn server(args: &ServerArgs) -> ServerConfig {
             idle_ping_after: args.idle_ping,
             ..Default::default()
         },
+        reload: None,
+        // Read with [`components`], which can fail.
+        components: Default::default(),
     }
+}
+
+/// The external components (XEP-0114) of `mqtt2xmpp server` for `domain`: each NAME a domain
+/// of its own (not `domain`, no user or resource, no duplicates), each secret read from its
+/// file now, so mistakes show up before the server starts.
+pub fn components(
+    args: &ComponentArgs,
+    domain: &str,
+) -> Result<server::component::ComponentConfig, ConfigError> {
+    let server_domain = BareJid::new(domain).ok();
+    let mut components: Vec<server::component::ComponentSpec> = Vec::new();
+    for arg in &args.components {
+        let refuse = |reason: &str| ConfigError::Component {
+            name: arg.name.clone(),
+            reason: reason.into(),
+        };
+        let name = BareJid::new(&arg.name).map_err(|_| {
+            refuse("not a domain; give the component's domain, e.g. gateway.example.org")
+        })?;
+        if name.node().is_some() {
+            return Err(refuse(
+                "a component serves a whole domain: give the domain alone, e.g. gateway.example.org",
+            ));
+        }
+        if Some(&name) == server_domain.as_ref() {
+            return Err(refuse(
+                "this is the server's own --domain; a component needs a domain of its own, e.g. \
+                 gateway.DOMAIN",
+            ));
+        }
+        if components.iter().any(|c| c.domain == name) {
+            return Err(refuse("given twice; each component has one secret"));
+        }
+        let secret =
+            secret::read_file(&arg.secret_file).map_err(|source| ConfigError::ComponentSecret {
+                name: arg.name.clone(),
+                source,
+            })?;
+        components.push(server::component::ComponentSpec {
+            domain: name,
+            secret,
+        });
+    }
+    Ok(server::component::ComponentConfig {
+        listen: args.listen_component,
+        components,
+    })
 }
 
 /// The simulator's configuration from its flags: reads the password file and the CA file, so
@@ -325,6 +393,7 @@ pub fn up(args: &UpArgs) -> Result<UpConfig, ConfigError> {
     Ok(UpConfig {
         data_dir: args.data.data_dir.clone(),
         xmpp_port: args.xmpp_port,
+        xmpp_tls_port: args.xmpp_tls_port,
         mqtt_port: args.mqtt_port,
         mqtt_host: args.mqtt_host.clone(),
         topic: args.topic.clone(),
@@ -332,6 +401,7 @@ pub fn up(args: &UpArgs) -> Result<UpConfig, ConfigError> {
         simulate: !args.no_simulator,
         sensors_file: args.sensors_file.clone(),
         bot,
+        reload: None,
     })
 }
 
@@ -668,6 +738,79 @@ mod tests {
         assert_eq!(config.limits.unthrottled, ["bot", "relay"]);
         assert_eq!(config.limits.max_unauthenticated_per_address, 7);
         assert_eq!(config.domain, "localhost");
+    }
+
+    /// `mqtt2xmpp server` with these flags.
+    fn parse_server(flags: &[&str]) -> crate::cli::ServerArgs {
+        use clap::Parser;
+        let cli =
+            crate::cli::Cli::try_parse_from(["mqtt2xmpp", "server"].iter().chain(flags).copied())
+                .unwrap();
+        let crate::cli::Command::Server(args) = cli.command else {
+            panic!("not server")
+        };
+        args
+    }
+
+    #[test]
+    fn components_are_domains_of_their_own_with_secrets_read_from_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let secret = dir.path().join("gw.secret");
+        std::fs::write(&secret, "s3cret\n").unwrap();
+        let flag = |name: &str| format!("{name}={}", secret.display());
+        // None: no listener.
+        let none = components(&parse_server(&[]).components, "localhost").unwrap();
+        assert!(none.components.is_empty());
+        assert_eq!(none.listen.to_string(), "127.0.0.1:5347");
+        let args = parse_server(&[
+            "--component",
+            &flag("Gateway.Localhost"),
+            "--component",
+            &flag("rooms.localhost"),
+            "--listen-component",
+            "127.0.0.1:15347",
+        ]);
+        let config = components(&args.components, "localhost").unwrap();
+        let domains: Vec<&str> = config
+            .components
+            .iter()
+            .map(|c| c.domain.as_str())
+            .collect();
+        assert_eq!(domains, ["gateway.localhost", "rooms.localhost"]);
+        assert_eq!(config.components[0].secret.expose(), "s3cret");
+        assert_eq!(config.listen.to_string(), "127.0.0.1:15347");
+        // The secret is never printed.
+        assert!(!format!("{config:?}").contains("s3cret"));
+        for (name, says) in [
+            ("localhost", "the server's own --domain"),
+            ("bot@gateway.localhost", "the domain alone"),
+            ("gateway.localhost/r", "not a domain"),
+            ("a b", "not a domain"),
+        ] {
+            let args = parse_server(&["--component", &flag(name)]);
+            let error = components(&args.components, "localhost").unwrap_err();
+            assert!(error.to_string().contains(says), "{name}: {error}");
+        }
+        let twice = parse_server(&[
+            "--component",
+            &flag("gw.localhost"),
+            "--component",
+            &flag("GW.localhost"),
+        ]);
+        let error = components(&twice.components, "localhost").unwrap_err();
+        assert!(error.to_string().contains("given twice"), "{error}");
+        let missing = parse_server(&["--component", "gw.localhost=/nonexistent/secret"]);
+        let error = components(&missing.components, "localhost").unwrap_err();
+        assert!(error.to_string().contains("/nonexistent/secret"), "{error}");
+        // The form is checked when the flags are parsed.
+        use clap::Parser;
+        for bad in ["gw.localhost", "=file", "gw.localhost="] {
+            assert!(
+                crate::cli::Cli::try_parse_from(["mqtt2xmpp", "server", "--component", bad])
+                    .is_err(),
+                "{bad}"
+            );
+        }
     }
 
     #[test]

@@ -1,14 +1,18 @@
 //! The `mqtt2xmpp` binary: parse flags, set up logging, wire SIGINT/SIGTERM to one shutdown
-//! signal, and run the chosen subcommand.
+//! signal (and, for the commands that serve TLS, SIGHUP to a certificate reload), and run the
+//! chosen subcommand.
 
 use std::io::IsTerminal;
 use std::process::ExitCode;
+use std::sync::Arc;
 
 use anyhow::Context;
 use clap::Parser;
 use mqtt2xmpp::cli::{AskArgs, Cli, Command, ServerArgs, UserAction, UserArgs};
 use mqtt2xmpp::secret::{self, Secret};
 use mqtt2xmpp::{ask, bridge, config, server, simulate, up};
+use tokio::signal::unix::{signal, SignalKind};
+use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use tracing_subscriber::EnvFilter;
 
@@ -66,7 +70,8 @@ async fn run(command: Command) -> anyhow::Result<()> {
         Command::Server(args) => run_server(args).await,
         Command::User(args) => run_user(args),
         Command::Up(args) => {
-            let config = config::up(&args)?;
+            let mut config = config::up(&args)?;
+            config.reload = Some(reload_on_hangup()?);
             let shutdown = stop_on_signal();
             up::run(config, shutdown).await?;
             Ok(())
@@ -83,13 +88,30 @@ async fn run(command: Command) -> anyhow::Result<()> {
 }
 
 async fn run_server(args: ServerArgs) -> anyhow::Result<()> {
-    let config = config::server(&args);
-    let listener = tokio::net::TcpListener::bind(args.listen)
-        .await
-        .with_context(|| format!("cannot listen on {} (change it with --listen)", args.listen))?;
+    let mut config = config::server(&args);
+    config.components = config::components(&args.components, &args.domain)?;
+    let starttls = listen(args.listen, "--listen").await?;
+    let direct_tls = match args.listen_tls {
+        Some(address) => Some(listen(address, "--listen-tls").await?),
+        None => None,
+    };
+    config.reload = Some(reload_on_hangup()?);
     let shutdown = stop_on_signal();
-    server::run(config, listener, shutdown, None).await?;
+    let listeners = server::Listeners {
+        starttls,
+        direct_tls,
+    };
+    server::run(config, listeners, shutdown, None).await?;
     Ok(())
+}
+
+async fn listen(
+    address: std::net::SocketAddr,
+    flag: &str,
+) -> anyhow::Result<tokio::net::TcpListener> {
+    tokio::net::TcpListener::bind(address)
+        .await
+        .with_context(|| format!("cannot listen on {address} (change it with {flag})"))
 }
 
 fn run_user(args: UserArgs) -> anyhow::Result<()> {
@@ -197,6 +219,21 @@ async fn next_signal(term: &mut tokio::signal::unix::Signal) -> &'static str {
         _ = tokio::signal::ctrl_c() => "SIGINT",
         _ = term.recv() => "SIGTERM",
     }
+}
+
+/// Each SIGHUP notifies the returned trigger (the server then reloads its certificate). The
+/// handler is in place when this returns, so a SIGHUP no longer ends the process.
+fn reload_on_hangup() -> anyhow::Result<Arc<Notify>> {
+    let mut hangup = signal(SignalKind::hangup()).context("cannot listen for SIGHUP")?;
+    let reload = Arc::new(Notify::new());
+    let trigger = reload.clone();
+    tokio::spawn(async move {
+        while hangup.recv().await.is_some() {
+            tracing::info!("SIGHUP received: reloading the TLS certificate");
+            trigger.notify_one();
+        }
+    });
+    Ok(reload)
 }
 
 /// Logs to stderr: `RUST_LOG` if set, else info (debug with -v, trace with -vv) for this crate

@@ -12,12 +12,13 @@
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use rand::distr::{Alphanumeric, SampleString};
 use thiserror::Error;
 use tokio::net::TcpListener;
-use tokio::sync::oneshot;
+use tokio::sync::{oneshot, Notify};
 use tokio_util::sync::CancellationToken;
 use tokio_xmpp::jid::{self, Jid};
 
@@ -25,7 +26,7 @@ use crate::bridge::sensors::{Sensor, SensorDefaults, SensorError, Sensors};
 use crate::bridge::{self, bot, reading::PayloadFormat};
 use crate::mqtt_client::{self, Broker};
 use crate::secret::{self, Secret};
-use crate::server::{self, admin, limits::ServerLimits, ServerConfig};
+use crate::server::{self, admin, limits::ServerLimits, Listeners, ServerConfig};
 use crate::simulate;
 use crate::xmpp_connect::{dns_config, AddressError, Connector};
 
@@ -42,8 +43,10 @@ const BOT_CLIENT_ID_PREFIX: &str = "mqtt2xmppbot";
 pub struct UpConfig {
     /// Accounts, passwords, certificate and database live here.
     pub data_dir: PathBuf,
-    /// The XMPP server's port on 127.0.0.1.
+    /// The XMPP server's port on 127.0.0.1 (STARTTLS).
     pub xmpp_port: u16,
+    /// The XMPP server's direct TLS port on 127.0.0.1 (XEP-0368).
+    pub xmpp_tls_port: u16,
     /// The MQTT broker's port (embedded on 127.0.0.1, or on `mqtt_host`).
     pub mqtt_port: u16,
     /// A real broker to use instead of the embedded one.
@@ -59,6 +62,8 @@ pub struct UpConfig {
     /// How the bot behaves and whom it answers besides the accounts of [`DOMAIN`], which
     /// [`run`] adds to `allow_domains`.
     pub bot: bot::BotSettings,
+    /// Notified to make the server read its certificate again (see [`ServerConfig::reload`]).
+    pub reload: Option<Arc<Notify>>,
 }
 
 /// Why `up` could not start or stopped.
@@ -207,6 +212,16 @@ pub async fn run(config: UpConfig, shutdown: CancellationToken) -> Result<(), Up
         .local_addr()
         .map(|a| a.port())
         .unwrap_or(config.xmpp_port);
+    let xmpp_tls_listener = listen(
+        config.xmpp_tls_port,
+        "XMPP server, direct TLS",
+        "--xmpp-tls-port",
+    )
+    .await?;
+    let xmpp_tls_port = xmpp_tls_listener
+        .local_addr()
+        .map(|a| a.port())
+        .unwrap_or(config.xmpp_tls_port);
 
     // The broker: embedded on loopback, or the one the user named.
     #[cfg(feature = "embedded-broker")]
@@ -254,10 +269,16 @@ pub async fn run(config: UpConfig, shutdown: CancellationToken) -> Result<(), Up
             unthrottled: vec![BOT.into()],
             ..ServerLimits::default()
         },
+        reload: config.reload.clone(),
+        components: Default::default(),
+    };
+    let listeners = Listeners {
+        starttls: xmpp_listener,
+        direct_tls: Some(xmpp_tls_listener),
     };
     let server_stop = stop.rest.clone();
     tasks.spawn(async move {
-        server::run(server_config, xmpp_listener, server_stop, Some(ready))
+        server::run(server_config, listeners, server_stop, Some(ready))
             .await
             .map_err(UpError::from)
     });
@@ -336,7 +357,12 @@ pub async fn run(config: UpConfig, shutdown: CancellationToken) -> Result<(), Up
     });
     stop.bot_task = Some(bridge_task.id());
 
-    print_banner(&config, &started, &you, xmpp_port, &mqtt_host, mqtt_port);
+    let ports = Ports {
+        xmpp: xmpp_port,
+        xmpp_tls: xmpp_tls_port,
+        mqtt: mqtt_port,
+    };
+    print_banner(&config, &started, &you, ports, &mqtt_host);
 
     let outcome = tokio::select! {
         _ = shutdown.cancelled() => Ok(()),
@@ -417,14 +443,26 @@ async fn finish(
     }
 }
 
+/// The ports `up` listens on, as bound (a flag's 0 becomes the port the kernel chose).
+#[derive(Debug, Clone, Copy)]
+struct Ports {
+    xmpp: u16,
+    xmpp_tls: u16,
+    mqtt: u16,
+}
+
 fn print_banner(
     config: &UpConfig,
     started: &server::Started,
     you: &Account,
-    xmpp_port: u16,
+    ports: Ports,
     mqtt_host: &str,
-    mqtt_port: u16,
 ) {
+    let Ports {
+        xmpp: xmpp_port,
+        xmpp_tls: xmpp_tls_port,
+        mqtt: mqtt_port,
+    } = ports;
     let data = config.data_dir.display();
     let cert = started.cert_path.display();
     let broker = match &config.mqtt_host {
@@ -454,7 +492,8 @@ fn print_banner(
     };
     println!(
         "mqtt2xmpp is up.\n\
-         \n  XMPP server  {DOMAIN} on 127.0.0.1:{xmpp_port}, certificate {cert}\
+         \n  XMPP server  {DOMAIN} on 127.0.0.1:{xmpp_port} (STARTTLS) and 127.0.0.1:{xmpp_tls_port} (direct TLS)\
+         \n               certificate {cert}\
          \n               SHA-256 {fingerprint}\
          \n  MQTT broker  {broker}; {sensor}\
          \n  Bot          {BOT}@{DOMAIN}, answers every account of {DOMAIN}; add one with\

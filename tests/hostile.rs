@@ -1033,6 +1033,91 @@ async fn guess(raw: &mut Raw, user: &str, password: &str) -> (String, Duration) 
     (answer, started.elapsed())
 }
 
+/// An external component (XEP-0114) that guesses the shared secret: each wrong handshake ends
+/// its connection with `not-authorized`, answered only after the failed-login delay of its
+/// address (1 s, then 2 s: the same as a wrong password), so guessing a secret is as slow as
+/// guessing a password. The real component, from another address, is not held up by the
+/// attacker's failures, and alice and bob chat on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn component_with_a_wrong_secret() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let secret_file = dir.path().join("gateway.secret");
+    std::fs::write(&secret_file, "the real secret\n").expect("write the secret");
+    let component_port = support::peers::free_port();
+    let component = format!("gateway.localhost={}", secret_file.display());
+    let listen = format!("127.0.0.1:{component_port}");
+    let (server, mut honest) =
+        scene(&["--component", &component, "--listen-component", &listen]).await;
+    let gauge = Gauge::start(server.pid());
+    let (attempts, real) = honest
+        .during(async {
+            let mut attempts = Vec::new();
+            for guess in ["guess-1", "guess-2"] {
+                let started = Instant::now();
+                let mut raw = Raw::connect_from(Ipv4Addr::new(127, 0, 0, 2), component_port).await;
+                let id = component_stream(&mut raw).await;
+                raw.send(component_handshake(&id, guess)).await;
+                let answer = raw.read_to_close(WAIT).await;
+                attempts.push((answer, started.elapsed()));
+            }
+            let started = Instant::now();
+            let mut raw = Raw::connect_from(Ipv4Addr::new(127, 0, 0, 3), component_port).await;
+            let id = component_stream(&mut raw).await;
+            raw.send(component_handshake(&id, "the real secret")).await;
+            let accepted = raw
+                .read_until_any(&["<handshake/>", "</handshake>"], WAIT)
+                .await;
+            (attempts, (accepted, started.elapsed()))
+        })
+        .await;
+    for (n, (answer, took)) in attempts.iter().enumerate() {
+        assert_stream_error(
+            answer,
+            "not-authorized",
+            "the handshake does not match the secret",
+        );
+        let min = Duration::from_millis(1000 * (1 << n) - 50);
+        assert!(
+            *took >= min && *took < min + Duration::from_secs(3),
+            "wrong handshake {} answered after {took:?}, expected about {min:?}",
+            n + 1
+        );
+    }
+    let (accepted, took) = real;
+    assert!(accepted.contains("<handshake"), "{accepted}");
+    assert!(
+        took < Duration::from_millis(900),
+        "the real component waited {took:?}"
+    );
+    honest.assert_unaffected().await;
+    gauge.check("component secret guessing", SMALL);
+}
+
+/// Opens a component stream for gateway.localhost on `raw`; returns the server's stream id.
+async fn component_stream(raw: &mut Raw) -> String {
+    raw.send(
+        "<?xml version='1.0'?><stream:stream xmlns='jabber:component:accept' \
+         xmlns:stream='http://etherx.jabber.org/streams' to='gateway.localhost'>",
+    )
+    .await;
+    raw.read_until("<stream:stream", WAIT).await;
+    let header = raw.read_until(">", WAIT).await;
+    let start = header
+        .find("id='")
+        .unwrap_or_else(|| panic!("no stream id: {header}"))
+        + 4;
+    let end = header[start..].find('\'').expect("the end of the id");
+    header[start..start + end].to_string()
+}
+
+/// `<handshake>hex(SHA-1(id + secret))</handshake>` (XEP-0114 §3).
+fn component_handshake(id: &str, secret: &str) -> String {
+    use sha1::Digest;
+    let digest = sha1::Sha1::digest(format!("{id}{secret}").as_bytes());
+    let hex: String = digest.iter().map(|b| format!("{b:02x}")).collect();
+    format!("<handshake>{hex}</handshake>")
+}
+
 /// Ten SASL exchanges that guess nothing (ANONYMOUS, a mechanism the server does not offer) are
 /// cheap to refuse, but still bounded: `invalid-mechanism` each time, and the tenth also ends the
 /// stream with `policy-violation`.
@@ -1620,6 +1705,178 @@ async fn bind_twice() {
     );
     honest.assert_unaffected().await;
     gauge.check("bind twice", SMALL);
+}
+
+// ----- direct TLS (XEP-0368) -------------------------------------------------------------------
+
+/// [`scene`] with a direct TLS port (`--listen-tls`); returns that port too.
+async fn scene_tls(flags: &[&str]) -> (ServerProcess, Honest, u16) {
+    let server = ServerProcess::start_with_tls(flags);
+    for user in ["alice", "bob", MALLORY] {
+        server.add_user(user, &format!("{user}-secret"));
+    }
+    let honest = Honest::login(&server).await;
+    let port = server.tls_port.expect("a direct TLS port");
+    (server, honest, port)
+}
+
+/// The pre-login size limit holds inside direct TLS: a 5 MB attribute before login is cut off
+/// at the 10 000-byte limit, with the same stream error as on the STARTTLS port.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn oversize_element_before_login_on_the_direct_tls_port() {
+    let (server, mut honest, port) = scene_tls(&[]).await;
+    let input = format!(
+        "{RESTART}<auth xmlns='{NS_SASL}' mechanism='PLAIN' junk='{}'/>",
+        "x".repeat(5_000_000)
+    );
+    let gauge = Gauge::start(server.pid());
+    let answer = honest
+        .during(async {
+            let mut raw = Raw::direct_tls(port, &server.ca_file).await;
+            raw.send(input.as_bytes()).await;
+            raw.read_to_close(WAIT).await
+        })
+        .await;
+    assert_stream_error(
+        &answer,
+        "policy-violation",
+        "stanza larger than 10000 bytes",
+    );
+    honest.assert_unaffected().await;
+    gauge.check("5 MB element before login, direct TLS", SMALL);
+}
+
+/// A connection to the direct TLS port that never starts the handshake: the login deadline
+/// covers the handshake, so it is closed once --auth-timeout (2 s) and the 2 s grace for a
+/// stream error have passed (there is no stream to send one on).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_handshake_that_never_starts() {
+    let (server, mut honest, port) = scene_tls(&["--auth-timeout", "2s"]).await;
+    let gauge = Gauge::start(server.pid());
+    let (answer, took) = honest
+        .during(async {
+            let started = Instant::now();
+            let mut raw = Raw::connect(port).await;
+            let answer = raw.read_to_close(WAIT).await;
+            (answer, started.elapsed())
+        })
+        .await;
+    assert!(answer.closed, "still open after {WAIT:?}");
+    assert_eq!(answer.text, "", "nothing to say before TLS");
+    assert!(
+        took >= Duration::from_millis(3900) && took < Duration::from_secs(7),
+        "closed after {took:?}, expected about 4 s"
+    );
+    honest.assert_unaffected().await;
+    gauge.check("TLS handshake that never starts", SMALL);
+    let process = server.process.as_ref().expect("server running");
+    tokio::task::block_in_place(|| {
+        process.wait_log("did not authenticate within the time limit", 1, WAIT)
+    });
+}
+
+/// Slowloris inside direct TLS: the stream header one byte a second after the handshake. As on
+/// the STARTTLS port, activity does not extend --auth-timeout (3 s), and the connection ends
+/// with `connection-timeout`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slowloris_inside_direct_tls() {
+    let (server, mut honest, port) = scene_tls(&["--auth-timeout", "3s"]).await;
+    let gauge = Gauge::start(server.pid());
+    let (answer, took) = honest
+        .during(async {
+            let started = Instant::now();
+            let mut raw = Raw::direct_tls(port, &server.ca_file).await;
+            let mut text = String::new();
+            for byte in RESTART.bytes() {
+                if raw.closed || started.elapsed() > WAIT {
+                    break;
+                }
+                raw.send([byte]).await;
+                text.push_str(
+                    &raw.read_until("</stream:stream>", Duration::from_secs(1))
+                        .await,
+                );
+            }
+            let rest = raw.read_to_close(WAIT).await;
+            text.push_str(&rest.text);
+            let answer = Answer {
+                text,
+                closed: rest.closed,
+            };
+            (answer, started.elapsed())
+        })
+        .await;
+    assert!(answer.closed, "still open: {}", answer.text);
+    assert!(
+        took >= Duration::from_millis(2900) && took < Duration::from_secs(7),
+        "closed after {took:?}, expected about 3 s"
+    );
+    honest.assert_unaffected().await;
+    gauge.check("slowloris inside direct TLS", SMALL);
+    assert_eq!(
+        answer
+            .stream_error()
+            .map(|(condition, _)| condition)
+            .as_deref(),
+        Some("connection-timeout"),
+        "{}",
+        answer.text
+    );
+}
+
+/// STARTTLS inside direct TLS (XEP-0368 §3: "STARTTLS MUST NOT be used over direct TLS"): it
+/// is not offered, and asking for it anyway gets what STARTTLS twice gets, `not-authorized`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn starttls_inside_direct_tls() {
+    let (server, mut honest, port) = scene_tls(&[]).await;
+    let gauge = Gauge::start(server.pid());
+    let (features, answer) = honest
+        .during(async {
+            let mut raw = Raw::direct_tls(port, &server.ca_file).await;
+            let features = raw.open_stream().await;
+            raw.send("<starttls xmlns='urn:ietf:params:xml:ns:xmpp-tls'/>")
+                .await;
+            (features, raw.read_to_close(WAIT).await)
+        })
+        .await;
+    assert!(!features.contains("starttls"), "offered: {features}");
+    assert_stream_error(&answer, "not-authorized", "authenticate first");
+    honest.assert_unaffected().await;
+    gauge.check("STARTTLS inside direct TLS", SMALL);
+}
+
+/// --max-unauthenticated-per-address counts the connections of both ports together: with 3
+/// waiting on the STARTTLS port, a 4th from the same address on the direct TLS port is closed
+/// at once, before the handshake and without a byte (a TLS client could not read a plain-text
+/// stream error), and logged; other addresses are served on both ports.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unauthenticated_connections_count_on_both_ports() {
+    let attacker_address = Ipv4Addr::new(127, 0, 0, 2);
+    let (server, mut honest, port) = scene_tls(&["--max-unauthenticated-per-address", "3"]).await;
+    let gauge = Gauge::start(server.pid());
+    let (refusal, _idle) = honest
+        .during(async {
+            let mut idle = Vec::new();
+            for n in 0..3 {
+                let mut raw = Raw::connect_from(attacker_address, server.port).await;
+                let features = raw.open_stream().await;
+                assert!(features.contains("<starttls"), "connection {n}: {features}");
+                idle.push(raw);
+            }
+            let mut refused = Raw::connect_from(attacker_address, port).await;
+            let refusal = refused.read_to_close(WAIT).await;
+            let mut other = Raw::direct_tls(port, &server.ca_file).await;
+            let features = other.open_stream().await;
+            assert!(features.contains("<mechanisms"), "{features}");
+            (refusal, idle)
+        })
+        .await;
+    assert!(refusal.closed, "the 4th connection was left open");
+    assert_eq!(refusal.text, "", "bytes before the TLS handshake");
+    honest.assert_unaffected().await;
+    gauge.check("unauthenticated connections on both ports", SMALL);
+    let process = server.process.as_ref().expect("server running");
+    tokio::task::block_in_place(|| process.wait_log("closed before the TLS handshake", 1, WAIT));
 }
 
 // ----- garbage MQTT against the bot -------------------------------------------------------------

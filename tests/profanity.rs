@@ -361,6 +361,8 @@ fn profanity_chats_with_the_bot_started_by_up() {
         &xmpp_port.to_string(),
         "--mqtt-port",
         &mqtt_port.to_string(),
+        "--xmpp-tls-port",
+        "0",
     ]);
     up.wait_log(
         "answering chat messages",

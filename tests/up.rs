@@ -10,6 +10,7 @@ use std::time::Duration;
 use support::chat::ChatClient;
 use support::peers::free_port;
 use support::process::BinaryProcess;
+use support::raw::Raw;
 
 const READY: Duration = Duration::from_secs(30);
 
@@ -25,6 +26,9 @@ fn up(data_dir: &Path, xmpp_port: u16, mqtt_port: u16) -> BinaryProcess {
         &xmpp,
         "--mqtt-port",
         &mqtt,
+        // Any free port: tests run side by side, and 5223 may be taken.
+        "--xmpp-tls-port",
+        "0",
     ])
 }
 
@@ -57,6 +61,20 @@ async fn a_first_chat_then_a_second_run_with_the_same_accounts() {
         banner.contains(&format!("127.0.0.1:{mqtt_port} (embedded)")),
         "{banner}"
     );
+    assert!(
+        banner.contains(&format!("127.0.0.1:{xmpp_port} (STARTTLS)")),
+        "{banner}"
+    );
+    // The direct TLS port (XEP-0368; the kernel's choice here) is in the banner, and serves.
+    let tls_port: u16 = banner
+        .split(" (direct TLS)")
+        .next()
+        .and_then(|before| before.rsplit(':').next())
+        .and_then(|port| port.parse().ok())
+        .unwrap_or_else(|| panic!("no direct TLS port in the banner:\n{banner}"));
+    let mut direct = Raw::direct_tls(tls_port, &dir.path().join("localhost.crt")).await;
+    let features = direct.open_stream().await;
+    assert!(features.contains("<mechanisms"), "{features}");
     let reply = ask_you(dir.path(), xmpp_port).await;
     // A simulated reading, one decimal, in a realistic range.
     let value: f64 = reply
@@ -111,6 +129,13 @@ async fn a_first_chat_then_a_second_run_with_the_same_accounts() {
     let banner = second.log();
     assert!(!banner.contains("shown once"), "{banner}");
     assert!(banner.contains("password in"), "{banner}");
+    // SIGHUP (as `systemctl reload` sends it) reloads the certificate; up keeps running.
+    let hangup = std::process::Command::new("kill")
+        .args(["-HUP", &second.pid().to_string()])
+        .status()
+        .expect("run kill");
+    assert!(hangup.success());
+    second.wait_log("TLS certificate reloaded", 1, READY);
     ask_you(dir.path(), xmpp_port).await;
     let (status, _) = second.terminate(Duration::from_secs(10));
     assert!(status.success());

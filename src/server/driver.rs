@@ -7,7 +7,7 @@
 use std::collections::HashMap;
 
 use tokio::sync::mpsc;
-use tokio_xmpp::jid::FullJid;
+use tokio_xmpp::jid::{BareJid, FullJid};
 
 use super::hub::{Delivery, Hub};
 use super::shared::{HubCommand, Outbound};
@@ -17,16 +17,26 @@ use super::shared::{HubCommand, Outbound};
 /// `Unbind`, which is what makes the hub forget the session (and tell its contacts).
 pub(crate) type Outboxes = HashMap<FullJid, (u64, Option<mpsc::Sender<Outbound>>)>;
 
+/// The same for each connected external component (XEP-0114), by domain.
+pub(crate) type ComponentOutboxes = HashMap<BareJid, (u64, Option<mpsc::Sender<Outbound>>)>;
+
 /// The hub thread: applies commands in order and hands deliveries to the sessions' queues.
 pub(crate) fn drive_hub(mut hub: Hub, mut commands: mpsc::Receiver<HubCommand>) {
     let mut outboxes: Outboxes = HashMap::new();
+    let mut components = ComponentOutboxes::new();
     while let Some(command) = commands.blocking_recv() {
-        apply(&mut hub, &mut outboxes, command);
+        apply(&mut hub, &mut outboxes, &mut components, command);
     }
 }
 
-/// Applies one command to the hub and hands the resulting deliveries to the sessions' queues.
-pub(crate) fn apply(hub: &mut Hub, outboxes: &mut Outboxes, command: HubCommand) {
+/// Applies one command to the hub and hands the resulting deliveries to the sessions' and the
+/// components' queues.
+pub(crate) fn apply(
+    hub: &mut Hub,
+    outboxes: &mut Outboxes,
+    components: &mut ComponentOutboxes,
+    command: HubCommand,
+) {
     let deliveries = match command {
         HubCommand::Bind {
             username,
@@ -37,7 +47,7 @@ pub(crate) fn apply(hub: &mut Hub, outboxes: &mut Outboxes, command: HubCommand)
         } => match hub.bind(&username, resource.as_deref()) {
             Ok((jid, deliveries)) => {
                 // Deliveries first: they may close the session this one replaces.
-                deliver(outboxes, deliveries);
+                deliver(outboxes, components, deliveries);
                 outboxes.insert(jid.clone(), (id, Some(outbox)));
                 let _ = reply.send(Some(jid));
                 Vec::new()
@@ -68,11 +78,44 @@ pub(crate) fn apply(hub: &mut Hub, outboxes: &mut Outboxes, command: HubCommand)
                 Vec::new()
             }
         }
+        HubCommand::ComponentConnect {
+            domain,
+            id,
+            outbox,
+            reply,
+        } => {
+            let answer = hub.connect_component(&domain);
+            if answer.is_ok() {
+                components.insert(domain, (id, Some(outbox)));
+            }
+            let _ = reply.send(answer);
+            Vec::new()
+        }
+        HubCommand::ComponentStanza { domain, id, stanza } => {
+            if components
+                .get(&domain)
+                .is_some_and(|(current, _)| *current == id)
+            {
+                hub.component_inbound(&domain, *stanza)
+            } else {
+                Vec::new()
+            }
+        }
+        HubCommand::ComponentDisconnect { domain, id } => {
+            if components
+                .get(&domain)
+                .is_some_and(|(current, _)| *current == id)
+            {
+                components.remove(&domain);
+                hub.disconnect_component(&domain);
+            }
+            Vec::new()
+        }
     };
-    deliver(outboxes, deliveries);
+    deliver(outboxes, components, deliveries);
 }
 
-fn deliver(outboxes: &mut Outboxes, deliveries: Vec<Delivery>) {
+fn deliver(outboxes: &mut Outboxes, components: &mut ComponentOutboxes, deliveries: Vec<Delivery>) {
     for delivery in deliveries {
         let (jid, outbound) = match delivery {
             Delivery::Stanza(jid, stanza) => (jid, Outbound::Stanza(stanza)),
@@ -83,27 +126,42 @@ fn deliver(outboxes: &mut Outboxes, deliveries: Vec<Delivery>) {
                 }
                 continue;
             }
+            Delivery::Component(domain, stanza) => {
+                if let Some((_, queue)) = components.get_mut(&domain) {
+                    offer(queue, Outbound::Stanza(stanza), &domain);
+                }
+                continue;
+            }
         };
         let Some((_, queue)) = outboxes.get_mut(&jid) else {
             continue;
         };
-        let Some(outbox) = queue else {
-            continue; // Already cut off; its Unbind is on the way.
-        };
-        match outbox.try_send(outbound) {
-            Ok(()) => {}
-            Err(mpsc::error::TrySendError::Full(_)) => {
-                // The client does not read: rather than buffer without bound, drop the
-                // queue's sender; the session drains what is queued, then closes with
-                // `policy-violation`, and its Unbind still finds the entry.
-                tracing::warn!(%jid, "outgoing queue full; closing the session");
-                *queue = None;
-            }
-            Err(mpsc::error::TrySendError::Closed(_)) => {
-                // The connection ended after the hub routed this stanza to it; its
-                // Unbind is queued behind the command being handled.
-                tracing::debug!(%jid, "session already closed; stanza dropped");
-            }
+        offer(queue, outbound, &jid);
+    }
+}
+
+/// Puts `outbound` in the queue of the session or component `who`, unless the queue was cut off.
+fn offer(
+    queue: &mut Option<mpsc::Sender<Outbound>>,
+    outbound: Outbound,
+    who: &dyn std::fmt::Display,
+) {
+    let Some(outbox) = queue else {
+        return; // Already cut off; its Unbind is on the way.
+    };
+    match outbox.try_send(outbound) {
+        Ok(()) => {}
+        Err(mpsc::error::TrySendError::Full(_)) => {
+            // The client does not read: rather than buffer without bound, drop the
+            // queue's sender; the session drains what is queued, then closes with
+            // `policy-violation`, and its Unbind still finds the entry.
+            tracing::warn!(%who, "outgoing queue full; closing the session");
+            *queue = None;
+        }
+        Err(mpsc::error::TrySendError::Closed(_)) => {
+            // The connection ended after the hub routed this stanza to it; its
+            // Unbind is queued behind the command being handled.
+            tracing::debug!(%who, "session already closed; stanza dropped");
         }
     }
 }

@@ -1,8 +1,8 @@
 //! What the connection tasks share with each other and with the hub thread: the commands a
-//! connection sends the hub ([`HubCommand`]), what the hub sends back to a session
-//! ([`Outbound`]), and the per-server state every connection reads ([`ServerShared`]: domain,
-//! TLS, limits, the hub's inbox, the credential lookup, and the per-address counts of failed
-//! logins and of connections that have not logged in).
+//! connection (a client's or an external component's) sends the hub ([`HubCommand`]), what
+//! the hub sends back to a session ([`Outbound`]), and the per-server state every connection
+//! reads ([`ServerShared`]: domain, TLS, limits, the hub's inbox, the credential lookup, and the
+//! per-address counts of failed logins and of connections that have not logged in).
 //!
 //! It is its own module so that the imports point one way: `server/mod.rs` (wiring) and
 //! `server/stream/` (connections) and `server/driver.rs` (the hub thread) all use it, and it
@@ -14,10 +14,11 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use tokio::sync::{mpsc, oneshot};
-use tokio_xmpp::jid::FullJid;
+use tokio_xmpp::jid::{BareJid, FullJid};
 use tokio_xmpp::Stanza;
 
-use super::hub::CloseReason;
+use super::cert::ServerTls;
+use super::hub::{CloseReason, ComponentRefused};
 use super::limits::ServerLimits;
 use super::sasl::{CredentialStore, Hash, ScramKeys};
 use super::store::Store;
@@ -55,6 +56,34 @@ pub enum HubCommand {
         /// The session's id.
         id: u64,
     },
+    /// An external component (XEP-0114) authenticated for `domain`; the reply says whether it
+    /// may serve the domain (one connection per domain at a time).
+    ComponentConnect {
+        /// The component's domain.
+        domain: BareJid,
+        /// Identifies this connection among the component's connections over time.
+        id: u64,
+        /// Where the hub sends the stanzas for the domain.
+        outbox: mpsc::Sender<Outbound>,
+        /// The answer.
+        reply: oneshot::Sender<Result<(), ComponentRefused>>,
+    },
+    /// A stanza from a connected component.
+    ComponentStanza {
+        /// The component's domain.
+        domain: BareJid,
+        /// The connection's id.
+        id: u64,
+        /// What it sent.
+        stanza: Box<Stanza>,
+    },
+    /// A component's connection ended.
+    ComponentDisconnect {
+        /// The component's domain.
+        domain: BareJid,
+        /// The connection's id.
+        id: u64,
+    },
 }
 
 /// What the hub sends a session.
@@ -72,8 +101,8 @@ pub enum Outbound {
 pub struct ServerShared {
     /// The served domain.
     pub domain: String,
-    /// TLS configuration for STARTTLS.
-    pub tls: Arc<rustls::ServerConfig>,
+    /// The certificate served, reloadable (STARTTLS and direct TLS).
+    pub tls: Arc<ServerTls>,
     /// Limits.
     pub limits: ServerLimits,
     /// The hub's inbox.
@@ -112,7 +141,7 @@ impl ServerShared {
     /// or pending connections counted yet. `auth` is a database connection for SASL.
     pub fn new(
         domain: String,
-        tls: Arc<rustls::ServerConfig>,
+        tls: Arc<ServerTls>,
         limits: ServerLimits,
         hub: mpsc::Sender<HubCommand>,
         auth: Store,

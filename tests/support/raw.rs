@@ -149,6 +149,57 @@ impl Raw {
         }
     }
 
+    /// A connection to the direct TLS port (XEP-0368) on `port`: the TLS handshake first,
+    /// offering ALPN `xmpp-client` and trusting `ca_file`, for the name `localhost`.
+    pub async fn direct_tls(port: u16, ca_file: &Path) -> Raw {
+        Self::try_direct_tls(port, ca_file, &[b"xmpp-client"])
+            .await
+            .expect("TLS handshake on the direct TLS port")
+    }
+
+    /// Like [`Raw::direct_tls`], offering the ALPN protocols `alpn` (none: no ALPN extension),
+    /// and returning the handshake's error instead of panicking.
+    pub async fn try_direct_tls(port: u16, ca_file: &Path, alpn: &[&[u8]]) -> std::io::Result<Raw> {
+        let Raw { conn, .. } = Raw::connect(port).await;
+        let Some(Conn::Plain(tcp)) = conn else {
+            unreachable!("Raw::connect makes a plain connection");
+        };
+        let config = mqtt2xmpp::tls::client_config(Some(ca_file)).expect("TLS client config");
+        let mut config = (*config).clone();
+        config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+        let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
+        let name = rustls::pki_types::ServerName::try_from("localhost").expect("server name");
+        let tls = tokio::time::timeout(STEP, connector.connect(name, tcp))
+            .await
+            .expect("TLS handshake in time")?;
+        Ok(Raw {
+            conn: Some(Conn::Tls(Box::new(tls))),
+            pending: Vec::new(),
+            closed: false,
+        })
+    }
+
+    /// The certificate the server presented (DER), once TLS is up.
+    pub fn server_certificate(&self) -> Option<Vec<u8>> {
+        match &self.conn {
+            Some(Conn::Tls(tls)) => tls
+                .get_ref()
+                .1
+                .peer_certificates()
+                .and_then(|chain| chain.first())
+                .map(|leaf| leaf.as_ref().to_vec()),
+            _ => None,
+        }
+    }
+
+    /// The ALPN protocol TLS agreed on, once TLS is up.
+    pub fn alpn_protocol(&self) -> Option<Vec<u8>> {
+        match &self.conn {
+            Some(Conn::Tls(tls)) => tls.get_ref().1.alpn_protocol().map(<[u8]>::to_vec),
+            _ => None,
+        }
+    }
+
     /// Connects, negotiates TLS, logs in with PLAIN and binds `resource`.
     pub async fn login(
         port: u16,

@@ -8,17 +8,20 @@
 //!   chat client or a deploy script) that talk to a server the way a user starts it.
 //!
 //! Both keep their port, certificate and accounts across a stop and a restart, and both offer
-//! the [`XmppEndpoint`] a client needs to log in.
+//! the [`XmppEndpoint`] a client needs to log in. Both can also serve direct TLS (XEP-0368) on
+//! a second port and reload their certificate (SIGHUP for the binary).
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
+use std::sync::Arc;
 use std::time::Duration;
 
 use mqtt2xmpp::secret::Secret;
+use mqtt2xmpp::server::component::{ComponentConfig, ComponentSpec};
 use mqtt2xmpp::server::limits::ServerLimits;
-use mqtt2xmpp::server::{self, ServerConfig};
+use mqtt2xmpp::server::{self, Listeners, ServerConfig};
 use tokio::net::TcpListener;
-use tokio::sync::oneshot;
+use tokio::sync::{oneshot, Notify};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
@@ -69,10 +72,21 @@ pub struct InProcessServer {
     pub ca_file: PathBuf,
     /// The data directory.
     pub data_dir: PathBuf,
+    /// Direct TLS (XEP-0368) port on 127.0.0.1, for a server started with
+    /// [`start_tls`](Self::start_tls); the same after a restart.
+    pub tls_port: Option<u16>,
+    /// Where external components connect on 127.0.0.1, if any are configured; the same after
+    /// a restart.
+    pub component_port: Option<u16>,
     limits: ServerLimits,
+    components: Vec<ComponentSpec>,
     running: Option<Running>,
     /// While the server is stopped: its port, so that nothing else takes it before `restart`.
     hold: Option<PortHold>,
+    /// The same for the direct TLS port.
+    tls_hold: Option<PortHold>,
+    /// Makes the server read its certificate files again.
+    reload: Arc<Notify>,
     _dir: tempfile::TempDir,
 }
 
@@ -90,15 +104,42 @@ impl InProcessServer {
 
     /// Starts a server with `limits` (see [`limits`]).
     pub async fn start_with(limits: ServerLimits) -> InProcessServer {
+        Self::start_with_ports(limits, false, Vec::new()).await
+    }
+
+    /// Starts a server with `limits` and a direct TLS port ([`tls_port`](Self::tls_port)).
+    pub async fn start_tls(limits: ServerLimits) -> InProcessServer {
+        Self::start_with_ports(limits, true, Vec::new()).await
+    }
+
+    /// Starts a server with `limits` that accepts these external components (XEP-0114) on a
+    /// port of their own, [`InProcessServer::component_port`].
+    pub async fn start_with_components(
+        limits: ServerLimits,
+        components: Vec<ComponentSpec>,
+    ) -> InProcessServer {
+        Self::start_with_ports(limits, false, components).await
+    }
+
+    async fn start_with_ports(
+        limits: ServerLimits,
+        direct_tls: bool,
+        components: Vec<ComponentSpec>,
+    ) -> InProcessServer {
         let dir = tempfile::tempdir().expect("temp dir");
         let data_dir = dir.path().join("data");
         let mut server = InProcessServer {
             port: 0,
             ca_file: PathBuf::new(),
             data_dir,
+            tls_port: direct_tls.then_some(0),
+            component_port: None,
             limits,
+            components,
             running: None,
             hold: None,
+            tls_hold: None,
+            reload: Arc::new(Notify::new()),
             _dir: dir,
         };
         server.restart().await;
@@ -113,19 +154,42 @@ impl InProcessServer {
             .await
             .unwrap_or_else(|e| panic!("cannot listen on 127.0.0.1:{}: {e}", self.port));
         self.port = listener.local_addr().expect("listener address").port();
+        let direct_tls = match self.tls_port {
+            Some(port) => {
+                let listener = TcpListener::bind(("127.0.0.1", port))
+                    .await
+                    .unwrap_or_else(|e| panic!("cannot listen on 127.0.0.1:{port}: {e}"));
+                self.tls_port = Some(listener.local_addr().expect("listener address").port());
+                Some(listener)
+            }
+            None => None,
+        };
         self.hold = None;
+        self.tls_hold = None;
         let config = ServerConfig {
             domain: DOMAIN.into(),
             data_dir: self.data_dir.clone(),
             cert: None,
             key: None,
             limits: self.limits.clone(),
+            reload: Some(self.reload.clone()),
+            components: ComponentConfig {
+                listen: ([127, 0, 0, 1], self.component_port.unwrap_or(0)).into(),
+                components: self.components.clone(),
+            },
+        };
+        let listeners = Listeners {
+            starttls: listener,
+            direct_tls,
         };
         let stop = CancellationToken::new();
         let (ready, started) = oneshot::channel();
-        let task = tokio::spawn(server::run(config, listener, stop.clone(), Some(ready)));
+        let task = tokio::spawn(server::run(config, listeners, stop.clone(), Some(ready)));
         match tokio::time::timeout(DEADLINE, started).await {
-            Ok(Ok(started)) => self.ca_file = started.cert_path,
+            Ok(Ok(started)) => {
+                self.ca_file = started.cert_path;
+                self.component_port = started.component_address.map(|a| a.port());
+            }
             Ok(Err(_)) => panic!("the server stopped before it was ready: {:?}", task.await),
             Err(_) => panic!("the server was not ready within {DEADLINE:?}"),
         }
@@ -144,12 +208,24 @@ impl InProcessServer {
                 .expect("the server task panicked");
             assert!(outcome.is_ok(), "the server stopped with {outcome:?}");
             self.hold = Some(PortHold::new(self.port));
+            self.tls_hold = self.tls_port.map(PortHold::new);
         }
     }
 
     /// Creates an account (works while the server runs).
     pub fn add_user(&self, user: &str, password: &str) {
         add_account(&self.data_dir, user, password);
+    }
+
+    /// The direct TLS port; panics for a server started without one.
+    pub fn direct_tls_port(&self) -> u16 {
+        self.tls_port
+            .expect("a server started with InProcessServer::start_tls")
+    }
+
+    /// Asks the server to read its certificate files again, as SIGHUP does for the binary.
+    pub fn reload_certificate(&self) {
+        self.reload.notify_one();
     }
 }
 
@@ -183,6 +259,10 @@ pub struct ServerProcess {
     pub process: Option<BinaryProcess>,
     /// While the server is not running: its port, so that nothing else takes it.
     hold: Option<PortHold>,
+    /// The direct TLS port (`--listen-tls`), if the server has one, and while the server is not
+    /// running its hold.
+    pub tls_port: Option<u16>,
+    tls_hold: Option<PortHold>,
     extra: Vec<String>,
     _dir: tempfile::TempDir,
 }
@@ -195,20 +275,37 @@ impl ServerProcess {
 
     /// Starts a server with extra flags (limits, say).
     pub fn start_with(extra: &[&str]) -> ServerProcess {
+        Self::start_with_ports(extra, false)
+    }
+
+    /// Starts a server with extra flags and a direct TLS port (`--listen-tls`).
+    pub fn start_with_tls(extra: &[&str]) -> ServerProcess {
+        Self::start_with_ports(extra, true)
+    }
+
+    fn start_with_ports(extra: &[&str], direct_tls: bool) -> ServerProcess {
         let dir = tempfile::tempdir().expect("temp dir");
         let data_dir = dir.path().join("data");
         let hold = PortHold::any();
+        let tls_hold = direct_tls.then(PortHold::any);
         let mut server = ServerProcess {
             port: hold.port(),
             ca_file: data_dir.join("localhost.crt"),
             data_dir,
             process: None,
             hold: Some(hold),
+            tls_port: tls_hold.as_ref().map(PortHold::port),
+            tls_hold,
             extra: extra.iter().map(|s| s.to_string()).collect(),
             _dir: dir,
         };
         server.restart();
         server
+    }
+
+    /// The temporary directory the server's data directory is in (for files a test hands it).
+    pub fn scratch_dir(&self) -> &Path {
+        self._dir.path()
     }
 
     /// Starts the server (again) on the same port and data directory.
@@ -218,11 +315,16 @@ impl ServerProcess {
         let listen = format!("127.0.0.1:{port}");
         let data_dir = self.data_dir.to_string_lossy().into_owned();
         let mut args = vec!["server", "--listen", &listen, "--data-dir", &data_dir];
+        let listen_tls = self.tls_port.map(|port| format!("127.0.0.1:{port}"));
+        if let Some(listen_tls) = &listen_tls {
+            args.extend(["--listen-tls", listen_tls]);
+        }
         args.extend(self.extra.iter().map(String::as_str));
         let process = BinaryProcess::spawn(&args);
         process.wait_log("XMPP server listening", 1, DEADLINE);
         self.process = Some(process);
         self.hold = None;
+        self.tls_hold = None;
     }
 
     /// Stops the server with SIGTERM (graceful: sessions get `system-shutdown`); a
@@ -236,7 +338,17 @@ impl ServerProcess {
                 process.log()
             );
             self.hold = Some(PortHold::new(self.port));
+            self.tls_hold = self.tls_port.map(PortHold::new);
         }
+    }
+
+    /// Sends SIGHUP, as `systemctl reload` does: the server reads its certificate again.
+    pub fn hangup(&self) {
+        let status = Command::new("kill")
+            .args(["-HUP", &self.pid().to_string()])
+            .status()
+            .expect("run kill");
+        assert!(status.success(), "kill -HUP failed");
     }
 
     /// Kills the server with SIGKILL: no goodbye, no flush.
@@ -244,6 +356,7 @@ impl ServerProcess {
         if let Some(process) = self.process.take() {
             drop(process); // BinaryProcess's Drop sends SIGKILL and waits.
             self.hold = Some(PortHold::new(self.port));
+            self.tls_hold = self.tls_port.map(PortHold::new);
         }
     }
 

@@ -1,72 +1,143 @@
-//! XEP-0030 service discovery: what the server and its accounts say they are and support.
+//! XEP-0030 service discovery: what the server and its accounts say they are and support, and
+//! the server's entity capabilities (XEP-0115), which are a digest of the same answer.
 //!
 //! The features are not listed here: each service the hub runs (`registry.rs`) names its
 //! own, so what disco#info advertises is what is plugged in.
+//!
+//! - **The server** (its domain JID) is `server/im` and lists the server features of every
+//!   service. Its disco#items are the external components (XEP-0114).
+//! - **An account** (a bare JID of this domain) is answered by the server on the account's
+//!   behalf (RFC 6121 §8.5.2, as Prosody's mod_disco does): `account/registered` and the
+//!   account features of the services, the same for the account itself and for the other
+//!   accounts that ask; its disco#items are empty (no PEP nodes).
+//! - **Nodes**: only the server's caps node `NODE#VER` (XEP-0115 §6.2) is known, and answered
+//!   like the server itself; any other node gets `item-not-found` (XEP-0030 §3.2). disco#items
+//!   echo the node asked for.
+//! - **Entity capabilities** (XEP-0115 §6.3): the stream features after authentication carry
+//!   `<c xmlns='http://jabber.org/protocol/caps' hash='sha-1' node='NODE' ver='VER'/>`, where
+//!   `VER` is the §5.1 hash of the server's disco#info, computed by the function that builds
+//!   that answer ([`server_disco_info`]), so the two cannot drift apart. The identity's name
+//!   is fixed (not the domain) and the features are the services' constant lists: the same
+//!   services give the same `ver` on every start and on every server, so a client caches it
+//!   once. The server lists the caps feature itself (XEP-0115 §7).
 
+use tokio_xmpp::jid::BareJid;
 use tokio_xmpp::minidom::Element;
-use tokio_xmpp::parsers::disco::{DiscoInfoResult, DiscoItemsResult, Identity};
+use tokio_xmpp::parsers::caps::{compute_disco, hash_caps, Caps};
+use tokio_xmpp::parsers::disco::{DiscoInfoResult, DiscoItemsResult, Identity, Item};
+use tokio_xmpp::parsers::hashes::Algo;
 use tokio_xmpp::parsers::ns;
 use tokio_xmpp::parsers::stanza_error::DefinedCondition;
 
-use super::service::{Entity, IqRequest, Service, Target};
+use super::service::{features_of, Entity, IqRequest, Service, Target};
 use super::{Delivery, Hub};
 
-/// disco#info and disco#items of the server (XEP-0030 §3.1, §4.1) and of accounts' bare JIDs.
-/// Another account's items are not answered (`service-unavailable`).
+/// The caps `node` of the server (XEP-0115 §4: a URI that identifies the software).
+pub(crate) const CAPS_NODE: &str = concat!("https://crates.io/crates/", env!("CARGO_PKG_NAME"));
+
+/// The name in the server's identity: the software's, the same on every domain.
+const SERVER_NAME: &str = env!("CARGO_PKG_NAME");
+
+/// disco#info and disco#items of the server (XEP-0030 §3.1, §4.1) and of accounts' bare JIDs,
+/// and the server's entity capabilities (XEP-0115).
 pub(super) struct Disco;
 
 impl Service for Disco {
     fn features(&self, entity: Entity) -> &'static [&'static str] {
         match entity {
-            Entity::Server | Entity::Account => &[ns::DISCO_INFO, ns::DISCO_ITEMS],
+            Entity::Server => &[ns::DISCO_INFO, ns::DISCO_ITEMS, ns::CAPS],
+            Entity::Account => &[ns::DISCO_INFO, ns::DISCO_ITEMS],
         }
     }
 
     fn handles(&self, request: &IqRequest) -> bool {
-        request.is_get("query", ns::DISCO_INFO)
-            || (request.at != Target::OtherAccount && request.is_get("query", ns::DISCO_ITEMS))
+        request.is_get("query", ns::DISCO_INFO) || request.is_get("query", ns::DISCO_ITEMS)
+    }
+
+    fn stream_feature(&self, services: &[&dyn Service]) -> Option<Element> {
+        Some(caps(&server_disco_info(features_of(services, Entity::Server)))?.into())
     }
 
     fn handle(&self, hub: &mut Hub, request: IqRequest, out: &mut Vec<Delivery>) {
         let query = &request.payload;
+        let info = query.is("query", ns::DISCO_INFO);
         let answer = match request.at {
-            Target::Server if query.is("query", ns::DISCO_INFO) => {
-                server_info(query, hub.features(Entity::Server))
+            Target::Server if info => server_info(query, hub.features(Entity::Server)),
+            Target::Server => Ok(server_items(query, hub.component_domains())),
+            Target::OwnAccount | Target::OtherAccount if info => {
+                account_info(query, hub.features(Entity::Account))
             }
-            Target::Server => Ok(server_items(query)),
-            _ if query.is("query", ns::DISCO_INFO) => {
-                Ok(account_info(query, hub.features(Entity::Account)))
-            }
-            _ => Ok(empty_items(query)),
+            Target::OwnAccount | Target::OtherAccount => Ok(empty_items(query)),
         };
         request.answer(answer.map(Some), out);
     }
 }
 
+/// The node asked for; an empty `node` is no node.
 fn node_of(query: &Element) -> Option<String> {
-    query.attr("node").map(str::to_string)
+    query
+        .attr("node")
+        .filter(|node| !node.is_empty())
+        .map(str::to_string)
 }
 
-/// disco#info of the server (no node support: a node gets `item-not-found`).
+/// The server's disco#info (no node): `server/im` and `features`.
+pub(super) fn server_disco_info<'a>(features: impl Iterator<Item = &'a str>) -> DiscoInfoResult {
+    DiscoInfoResult {
+        node: None,
+        identities: vec![Identity::new("server", "im", "en", SERVER_NAME)],
+        features: features.map(str::to_string).collect(),
+        extensions: Vec::new(),
+    }
+}
+
+/// The entity capabilities of `info` (XEP-0115 §5.1, with SHA-1, the hash every client
+/// implements, XEP-0115 §9.1), under [`CAPS_NODE`].
+pub(super) fn caps(info: &DiscoInfoResult) -> Option<Caps> {
+    let hash = hash_caps(&compute_disco(info), Algo::Sha_1).ok()?;
+    Some(Caps::new(CAPS_NODE, hash))
+}
+
+/// The caps node of `info`, `NODE#VER`, under which a client asks for it (XEP-0115 §6.2).
+fn caps_node(info: &DiscoInfoResult) -> Option<String> {
+    let caps = caps(info)?;
+    tokio_xmpp::parsers::caps::query_caps(caps).node
+}
+
+/// disco#info of the server: for no node, or for its caps node (echoed); any other node gets
+/// `item-not-found`.
 fn server_info<'a>(
     query: &Element,
     features: impl Iterator<Item = &'a str>,
 ) -> Result<Element, DefinedCondition> {
-    if node_of(query).is_some() {
-        return Err(DefinedCondition::ItemNotFound);
+    let mut info = server_disco_info(features);
+    if let Some(node) = node_of(query) {
+        if caps_node(&info).as_ref() != Some(&node) {
+            return Err(DefinedCondition::ItemNotFound);
+        }
+        info.node = Some(node);
     }
-    Ok(DiscoInfoResult {
-        node: None,
-        identities: vec![Identity::new("server", "im", "en", "mqtt2xmpp")],
-        features: features.map(str::to_string).collect(),
-        extensions: Vec::new(),
-    }
-    .into())
+    Ok(info.into())
 }
 
-/// disco#items of the server: no components or services.
-fn server_items(query: &Element) -> Element {
-    empty_items(query)
+/// disco#items of the server (XEP-0030 §4.1): the external components' domains (XEP-0114),
+/// connected or not, as Prosody lists its components. A node has no items.
+fn server_items<'a>(query: &Element, components: impl Iterator<Item = &'a BareJid>) -> Element {
+    if node_of(query).is_some() {
+        return empty_items(query);
+    }
+    DiscoItemsResult {
+        node: None,
+        rsm: None,
+        items: components
+            .map(|domain| Item {
+                jid: domain.clone().into(),
+                node: None,
+                name: None,
+            })
+            .collect(),
+    }
+    .into()
 }
 
 /// An empty disco#items result (echoing the node asked for).
@@ -79,10 +150,17 @@ fn empty_items(query: &Element) -> Element {
     .into()
 }
 
-/// disco#info of an account's bare JID (XEP-0030 §3.1 "account/registered").
-fn account_info<'a>(query: &Element, features: impl Iterator<Item = &'a str>) -> Element {
-    DiscoInfoResult {
-        node: node_of(query),
+/// disco#info of an account's bare JID (XEP-0030 §3.1 "account/registered"); an account has
+/// no nodes.
+fn account_info<'a>(
+    query: &Element,
+    features: impl Iterator<Item = &'a str>,
+) -> Result<Element, DefinedCondition> {
+    if node_of(query).is_some() {
+        return Err(DefinedCondition::ItemNotFound);
+    }
+    Ok(DiscoInfoResult {
+        node: None,
         identities: vec![Identity::new_anonymous::<_, _, String, String>(
             "account",
             "registered",
@@ -90,7 +168,7 @@ fn account_info<'a>(query: &Element, features: impl Iterator<Item = &'a str>) ->
         features: features.map(str::to_string).collect(),
         extensions: Vec::new(),
     }
-    .into()
+    .into())
 }
 
 #[cfg(test)]

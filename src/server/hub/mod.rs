@@ -17,11 +17,12 @@
 //! | `service.rs` | the plug-in shape of a service ([`service::Service`]) and the IQ dispatch |
 //! | `registry.rs` | the list of plugged-in services, which the server hands to [`Hub::new`] |
 //! | `presence.rs` | presence broadcast, probes answered locally, subscriptions (RFC 6121 §3, §4) |
-//! | `roster.rs` | roster get/set/remove and pushes (RFC 6121 §2) |
+//! | `roster.rs` | roster get/set/remove and pushes, with versioning (RFC 6121 §2) |
 //! | `carbons.rs` | message carbons (XEP-0280): the switch and the copies |
 //! | `offline.rs` | offline messages (XEP-0160): stored, then delivered on available presence |
 //! | `private.rs` | private XML storage (XEP-0049) |
-//! | `disco.rs` | service discovery (XEP-0030), its features collected from the services |
+//! | `disco.rs` | service discovery (XEP-0030), its features collected from the services, and the server's entity capabilities (XEP-0115) |
+//! | `components.rs` | external components (XEP-0114): their domains, and stanzas to and from them |
 //! | `ping.rs`, `version.rs`, `legacy_session.rs` | XEP-0199, XEP-0092, the RFC 3921 session IQ |
 //! | `testing.rs` | (tests only) transcripts: "alice sends …, bob gets …" |
 //!
@@ -42,7 +43,10 @@
 //!    `router.rs` or `presence.rs` where its rule applies; write that rule down in the prose of
 //!    `router.rs` (RFC 6120 §10, RFC 6121 §8) and cite the XEP section it comes from.
 //! 2. **Its disco features**, returned by [`service::Service::features`]: disco#info (`disco.rs`)
-//!    collects them from every service, so what is advertised is what is plugged in.
+//!    collects them from every service, so what is advertised is what is plugged in (and the
+//!    server's entity capabilities, a hash of that list, follow by themselves). A feature that
+//!    clients learn from the stream features after authentication instead (roster versioning)
+//!    is the element [`service::Service::stream_feature`] returns.
 //! 3. **Its store tables**: a new migration in the store (`src/server/store`), and `Store` methods
 //!    for what the service reads and writes. The hub calls them; it never writes SQL.
 //! 4. **Its limits** (items per account, bytes per item …) in `src/server/limits.rs`, enforced
@@ -56,6 +60,7 @@
 //!    in `tests/hostile.rs`.
 
 mod carbons;
+mod components;
 mod disco;
 mod legacy_session;
 mod offline;
@@ -84,6 +89,7 @@ use tokio_xmpp::Stanza;
 
 use super::store::Store;
 
+pub(crate) use self::components::{sender_in_domain, ComponentRefused};
 use self::service::Service;
 pub use self::sessions::BoundSession;
 
@@ -97,12 +103,42 @@ pub enum Delivery {
     Batch(FullJid, Vec<Stanza>),
     /// Close this session with a stream error (`conflict` when replaced by a new login).
     Close(FullJid, CloseReason),
+    /// Send this stanza to the external component (XEP-0114) that serves this domain.
+    Component(BareJid, Box<Stanza>),
 }
 
 impl Delivery {
     /// A stanza for a session.
     pub fn stanza(to: FullJid, stanza: impl Into<Stanza>) -> Self {
         Delivery::Stanza(to, Box::new(stanza.into()))
+    }
+}
+
+/// Where the error replies to a stanza go: the bound session or the external component that
+/// sent it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum ReplyTo {
+    /// A client's bound session.
+    Session(FullJid),
+    /// The component serving this domain.
+    Component(BareJid),
+}
+
+impl ReplyTo {
+    /// `stanza` for the sender.
+    fn delivery(&self, stanza: impl Into<Stanza>) -> Delivery {
+        match self {
+            ReplyTo::Session(jid) => Delivery::stanza(jid.clone(), stanza),
+            ReplyTo::Component(domain) => {
+                Delivery::Component(domain.clone(), Box::new(stanza.into()))
+            }
+        }
+    }
+}
+
+impl From<&FullJid> for ReplyTo {
+    fn from(jid: &FullJid) -> Self {
+        ReplyTo::Session(jid.clone())
     }
 }
 
@@ -124,6 +160,8 @@ pub struct Hub {
     resources: HashMap<BareJid, Vec<FullJid>>,
     /// The services that answer IQs and list disco features, in the order they are asked.
     services: &'static [&'static dyn Service],
+    /// The external components' domains (XEP-0114), and whether one is connected now.
+    components: BTreeMap<BareJid, bool>,
 }
 
 impl std::fmt::Debug for Hub {
@@ -150,6 +188,7 @@ impl Hub {
             sessions: BTreeMap::new(),
             resources: HashMap::new(),
             services,
+            components: BTreeMap::new(),
         })
     }
 
@@ -164,6 +203,10 @@ impl Hub {
     pub fn inbound(&mut self, from: &FullJid, stanza: Stanza) -> Vec<Delivery> {
         let mut out = Vec::new();
         if !self.sessions.contains_key(from) {
+            return out;
+        }
+        if let Some(domain) = self.component_addressed(&stanza) {
+            self.session_to_component(from, domain, stanza, &mut out);
             return out;
         }
         match stanza {
@@ -217,6 +260,7 @@ fn stanza_error(condition: DefinedCondition) -> StanzaError {
         }
         DefinedCondition::BadRequest | DefinedCondition::NotAcceptable => ErrorType::Modify,
         DefinedCondition::Forbidden | DefinedCondition::NotAuthorized => ErrorType::Auth,
+        DefinedCondition::RemoteServerTimeout => ErrorType::Wait,
         _ => ErrorType::Cancel,
     };
     let error = StanzaError::new(error_type, condition, "en", "");

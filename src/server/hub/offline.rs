@@ -11,7 +11,7 @@ use tokio_xmpp::parsers::ns;
 use tokio_xmpp::parsers::stanza_error::DefinedCondition;
 
 use super::service::{Entity, Service};
-use super::{bounce, node, Delivery, Hub};
+use super::{bounce, node, Delivery, Hub, ReplyTo};
 use crate::server::store::StoreError;
 
 /// Advertises offline storage (`msgoffline`, XEP-0160); it answers no IQ.
@@ -29,15 +29,17 @@ impl Service for Offline {
 impl Hub {
     /// XEP-0160: a `chat` or `normal` message for an account with no available resource of
     /// non-negative priority is stored, stamped with its time of arrival (XEP-0203), before
-    /// anything else happens; a full store bounces it with `resource-constraint`.
+    /// anything else happens; a full store bounces it with `resource-constraint` to `from`, the
+    /// session or the component (XEP-0114) that sent it.
     pub(super) fn store_offline(
         &mut self,
-        from: &FullJid,
+        from: impl Into<ReplyTo>,
         bare: &BareJid,
         message: Message,
         out: &mut Vec<Delivery>,
     ) {
         let Some(node) = bare.node() else { return };
+        let from: ReplyTo = from.into();
         let mut stamped = message.clone();
         stamped.payloads.push(delay_stamp(&self.domain));
         let xml = String::from(&Element::from(stamped));
@@ -45,14 +47,14 @@ impl Hub {
             Ok(_) => {}
             Err(StoreError::OfflineFull { .. }) => {
                 if let Some(error) = bounce(&message.into(), DefinedCondition::ResourceConstraint) {
-                    out.push(Delivery::stanza(from.clone(), error));
+                    out.push(from.delivery(error));
                 }
             }
             Err(error) => {
                 tracing::error!(%bare, "could not store an offline message: {error}");
                 if let Some(error) = bounce(&message.into(), DefinedCondition::InternalServerError)
                 {
-                    out.push(Delivery::stanza(from.clone(), error));
+                    out.push(from.delivery(error));
                 }
             }
         }

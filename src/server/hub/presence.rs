@@ -9,10 +9,14 @@
 //!   priority, stored offline messages are delivered and then deleted.
 //! - **Later available presence** and **unavailable presence** are broadcast the same way;
 //!   unavailable also makes the session unavailable (it stays bound).
+//! - **Contacts at an external component's domain** (XEP-0114) get the broadcasts like local
+//!   contacts, through their component, and are probed at initial presence; their subscription
+//!   stanzas change the account's side of the roster (`components/subscriptions.rs`).
 //! - **Directed presence** to a local JID is delivered to that full JID or to every available
 //!   resource of that bare JID. Probes from clients are ignored (the server probes itself).
-//! - **Another domain** (a room service that does not exist, a contact elsewhere: there is no
-//!   server-to-server): every presence with a `to` there, directed presence, probes and
+//! - **Another domain**, neither ours nor an external component's (a room service that does
+//!   not exist, a contact elsewhere: there is no server-to-server): every presence with a `to`
+//!   there, directed presence, probes and
 //!   subscription stanzas alike, is answered with `remote-server-not-found` (RFC 6120 §10.4.3,
 //!   RFC 6121 §4.3 and §4.6 route such presence to the remote domain, and a server that cannot
 //!   reach it bounces the stanza), so that a client joining a room there fails at once instead
@@ -141,6 +145,10 @@ impl Hub {
 
     /// Every available resource of `contact`'s last presence, sent to `to`.
     fn contact_presence_to(&self, contact: &BareJid, to: &FullJid, out: &mut Vec<Delivery>) {
+        // A contact at an external component's domain is asked by a probe (RFC 6121 §4.3.1).
+        if self.probe_component_contact(&to.to_bare(), contact, out) {
+            return;
+        }
         for (jid, _) in self.available_of(contact) {
             self.session_presence_to(&jid, to, out);
         }

@@ -1,5 +1,17 @@
 //! The roster (RFC 6121 §2): get, set, remove, and the pushes that keep every interested
 //! resource of the account in step.
+//!
+//! Roster versioning (RFC 6121 §2.6): the server says so in the stream features after
+//! authentication (`<ver xmlns='urn:xmpp:features:rosterver'/>`, §2.6.1); every roster result
+//! and every push carries the roster's `ver` as the store keeps it ([`Store::roster_ver`]: it
+//! changes with every change of an item, including subscription states, and survives
+//! restarts). A get whose `ver` is the current one is answered with an empty result: the client
+//! keeps its cached copy (§2.6.3). Any other `ver` (older, from another database, empty,
+//! malformed) gets the whole roster. A change that no client can see (an inbound subscription
+//! request, which is not a roster item) still takes a new version without a push; a client
+//! then gets the whole roster, unchanged, at its next login, which is always correct.
+//!
+//! [`Store::roster_ver`]: crate::server::store::Store::roster_ver
 
 use tokio_xmpp::jid::{BareJid, FullJid};
 use tokio_xmpp::minidom::Element;
@@ -14,7 +26,7 @@ use super::{node, Delivery, Hub};
 use crate::server::store::{RosterItem, Subscription};
 
 /// Roster get and set for the sender's own roster (RFC 6121 §2.1.3, §2.3, §2.5), advertised by
-/// the server.
+/// the server, with versioning (RFC 6121 §2.6).
 pub(super) struct RosterService;
 
 impl Service for RosterService {
@@ -33,6 +45,10 @@ impl Service for RosterService {
         payload.is("query", ns::ROSTER)
     }
 
+    fn stream_feature(&self, _services: &[&dyn Service]) -> Option<Element> {
+        Some(Element::builder("ver", ROSTERVER).build())
+    }
+
     fn handle(&self, hub: &mut Hub, request: IqRequest, out: &mut Vec<Delivery>) {
         let from = request.from.clone();
         let answer = match request.kind {
@@ -40,7 +56,7 @@ impl Service for RosterService {
                 if let Some(session) = hub.sessions.get_mut(&from) {
                     session.interested = true;
                 }
-                hub.roster_result(&from).map(Some)
+                hub.roster_result(&from, request.payload.attr("ver"))
             }
             Kind::Set => hub.roster_set(&from, &request.payload, out).map(|()| None),
         };
@@ -55,17 +71,28 @@ impl Service for RosterService {
 }
 
 impl Hub {
-    fn roster_result(&self, from: &FullJid) -> Result<Element, DefinedCondition> {
-        let items = self
+    /// The answer to a roster get that came with `client_ver` (RFC 6121 §2.1.3): the whole
+    /// roster with its version, or nothing (an empty result) when the client's version is the
+    /// current one (§2.6.3).
+    fn roster_result(
+        &self,
+        from: &FullJid,
+        client_ver: Option<&str>,
+    ) -> Result<Option<Element>, DefinedCondition> {
+        let (ver, items) = self
             .store
-            .roster(&node(from))
-            .map_err(|_| DefinedCondition::InternalServerError)?
+            .roster_with_ver(&node(from))
+            .map_err(|_| DefinedCondition::InternalServerError)?;
+        if client_ver == Some(ver.as_str()) {
+            return Ok(None);
+        }
+        let items = items
             .into_iter()
             // An inbound request from someone not (yet) in the roster is not a roster item.
             .filter(|item| !item.is_pending_in_only())
             .filter_map(|item| wire_item(&item))
             .collect();
-        Ok(roster_query(items))
+        Ok(Some(roster_query(Some(ver), items)))
     }
 
     /// RFC 6121 §2.3 (add/update) and §2.5 (remove).
@@ -147,8 +174,15 @@ impl Hub {
         }
     }
 
-    /// Sends a roster push (RFC 6121 §2.1.6) to every interested resource of `owner`.
+    /// Sends a roster push (RFC 6121 §2.1.6) to every interested resource of `owner`, with
+    /// the roster's version after the change (§2.6.4). Called right after the change is
+    /// stored, so that version is the change's own.
     fn push_roster(&self, owner: &BareJid, item: Item, out: &mut Vec<Delivery>) {
+        // Without a version (the store could not be read) the push still goes out; the
+        // client's cached version is then older than the roster, so its next get fetches all.
+        let ver = owner
+            .node()
+            .and_then(|user| self.store.roster_ver(user.as_str()).ok());
         for jid in self.resources_of(owner) {
             if !self.sessions.get(&jid).is_some_and(|s| s.interested) {
                 continue;
@@ -157,7 +191,7 @@ impl Hub {
                 from: None,
                 to: Some(jid.clone().into()),
                 id: format!("push-{:x}", rand::random::<u64>()),
-                payload: roster_query(vec![item.clone()]),
+                payload: roster_query(ver.clone(), vec![item.clone()]),
             };
             out.push(Delivery::stanza(jid, push));
         }
@@ -201,6 +235,10 @@ impl Hub {
         to: &BareJid,
         out: &mut Vec<Delivery>,
     ) {
+        // A contact at an external component's domain: its component gets it (XEP-0114).
+        if self.presence_to_component_contact(presence, to, out) {
+            return;
+        }
         for (jid, _) in self.available_of(to) {
             let mut copy = presence.clone();
             copy.to = Some(jid.clone().into());
@@ -209,15 +247,18 @@ impl Hub {
     }
 }
 
-/// The `<query xmlns='jabber:iq:roster'/>` of a roster result or push, every item with its
-/// `subscription` attribute written out.
+/// The stream feature of roster versioning (RFC 6121 §2.6.1).
+const ROSTERVER: &str = "urn:xmpp:features:rosterver";
+
+/// The `<query xmlns='jabber:iq:roster'/>` of a roster result or push, with the roster's
+/// version `ver`, every item with its `subscription` attribute written out.
 ///
 /// xmpp-parsers leaves `subscription='none'` out, as the default of RFC 6121's schema allows;
 /// but clients such as slixmpp (1.8.3) skip an item without the attribute, so a contact with
 /// no subscription (just added, or after an unsubscription) never reaches their roster, or
 /// keeps its old state there. Writing the default out is always valid.
-fn roster_query(items: Vec<Item>) -> Element {
-    let mut query = Element::from(Roster { ver: None, items });
+fn roster_query(ver: Option<String>, items: Vec<Item>) -> Element {
+    let mut query = Element::from(Roster { ver, items });
     for item in query.children_mut() {
         if item.attr("subscription").is_none() {
             item.set_attr(

@@ -1,13 +1,22 @@
-//! Delivery rules for messages and IQs (RFC 6120 §10, RFC 6121 §8), one domain, no federation.
-//! Presence follows rules 1, 2 and 6 too; its other rules are in `presence.rs`.
+//! Delivery rules for messages and IQs (RFC 6120 §10, RFC 6121 §8), one domain, no federation,
+//! and the external components (XEP-0114) attached to it. Presence follows rules 1, 2 and 6
+//! too; its other rules are in `presence.rs`.
 //!
 //! The rules, in the order they are applied:
 //!
 //! 1. **Every stanza is stamped** with the sender's full JID (the connection has already refused a
 //!    `from` that is not the sender's own).
-//! 2. **Another domain**: there is no server-to-server, so `remote-server-not-found` (RFC 6120
-//!    §10.4.3), for messages, IQ get/set and presence alike (presence: see `presence.rs`);
-//!    errors and results are not answered (rule 6).
+//! 2. **Another domain**:
+//!    - **an external component's domain** (XEP-0114, `--component NAME`): a stanza of any
+//!      kind to `NAME`, `NAME/…` or `…@NAME…` goes to the component as it is, stamped, whether
+//!      or not the component knows the address. With no component connected for `NAME`,
+//!      get/set IQs, messages and presence get `remote-server-timeout` (type `wait`: it may
+//!      come back; Prosody answers the same); errors and IQ results are dropped. A `chat`
+//!      message to a component is carbon-copied to the sender's other resources like any
+//!      other (XEP-0280 §6);
+//!    - any other domain: there is no server-to-server, so `remote-server-not-found` (RFC 6120
+//!      §10.4.3), for messages, IQ get/set and presence alike (presence: see `presence.rs`);
+//!      errors and results are not answered (rule 6).
 //! 3. **No `to`, or the server's domain**: the server handles it.
 //!    - An IQ get/set to the server's domain goes to the service that handles it at
 //!      [`Target::Server`] (ping, disco, version, session), answered from the server's JID. One
@@ -25,7 +34,7 @@
 //!    - IQs are handled by the server on the account's behalf (RFC 6121 §8.5.2): to the
 //!      sender's own bare JID, by the services at [`Target::OwnAccount`] (roster, private
 //!      storage, carbons, session, ping, disco); to another account, by the services at
-//!      [`Target::OtherAccount`] (ping, disco#info); other get/set get `service-unavailable`,
+//!      [`Target::OtherAccount`] (ping, disco); other get/set get `service-unavailable`,
 //!      results and errors are dropped;
 //!    - `chat` and `normal` messages go to the available resources with the highest
 //!      non-negative priority (every one of them, if several tie); `headline` to every
@@ -49,6 +58,23 @@
 //! other element of the carbons namespace) or with the `<no-copy/>` hint (XEP-0334) are not
 //! copied.
 //!
+//! Stanzas **from an external component** (XEP-0114 §3; `components.rs`) follow the same rules
+//! with the component in the sender's place:
+//!
+//! - its `from` must be `NAME` or a JID at `NAME` (the connection ends with `invalid-from`
+//!   otherwise); a stanza with no `from` is sent from `NAME`, and one with no `to` gets
+//!   `bad-request`, as in Prosody;
+//! - to another domain: rule 2 (a component's domain, its own included, or none);
+//! - messages to an account: rules 4 and 5 (offline storage included, carbons for the
+//!   recipient's other resources); to the server's domain: `service-unavailable`;
+//! - IQs to a bound full JID are delivered; every other get/set (to the server's domain, to an
+//!   account's bare JID, to a resource that is not bound) gets `service-unavailable`: the
+//!   server's own services answer local sessions only;
+//! - presence to a bound full JID is delivered; to an account's bare JID it goes to that
+//!   account's available resources; to the server's domain it is dropped. Subscription
+//!   stanzas and probes, between an account and an address at a component, follow
+//!   `presence.rs` (the account's side of RFC 6121 §3, §4.3, in `components/subscriptions.rs`).
+//!
 //! Presence and subscriptions have rules of their own, written down in `presence.rs`.
 //!
 //! A new service that changes where a stanza goes (blocking, rooms at `conference.DOMAIN`,
@@ -62,7 +88,7 @@ use tokio_xmpp::parsers::stanza_error::DefinedCondition;
 use tokio_xmpp::Stanza;
 
 use super::service::Target;
-use super::{bounce, Delivery, Hub};
+use super::{bounce, Delivery, Hub, ReplyTo};
 
 impl Hub {
     /// Routes a message from the bound session `from` (rules 2–6 of the module docs).
@@ -115,17 +141,19 @@ impl Hub {
         self.deliver_to_bare(from, &bare, message, out);
     }
 
-    /// Rule 4 for messages: delivery to an account's bare JID.
-    fn deliver_to_bare(
+    /// Rule 4 for messages: delivery to an account's bare JID. Errors go to `from`, the session
+    /// or the component (XEP-0114) that sent the message.
+    pub(super) fn deliver_to_bare(
         &mut self,
-        from: &FullJid,
+        from: impl Into<ReplyTo>,
         bare: &BareJid,
         message: Message,
         out: &mut Vec<Delivery>,
     ) {
+        let from: ReplyTo = from.into();
         let bounce_to_sender = |condition, out: &mut Vec<Delivery>| {
             if let Some(error) = bounce(&Stanza::Message(message.clone()), condition) {
-                out.push(Delivery::stanza(from.clone(), error));
+                out.push(from.delivery(error));
             }
         };
         if !self.is_local_account(bare) {
@@ -157,7 +185,7 @@ impl Hub {
             MessageType::Chat | MessageType::Normal => {
                 let targets = highest(&available);
                 if targets.is_empty() {
-                    self.store_offline(from, bare, message, out);
+                    self.store_offline(from.clone(), bare, message, out);
                     return;
                 }
                 for jid in &targets {

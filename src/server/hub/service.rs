@@ -42,6 +42,15 @@ pub(crate) trait Service: Sync {
         false
     }
 
+    /// The element this service adds to the stream features a client gets after
+    /// authentication (RFC 6120 §4.3.2), if any: a feature the client may use without asking
+    /// disco (roster versioning). `services` are all the server's services, for a feature that
+    /// describes them together (the server's entity capabilities, XEP-0115 §6.3).
+    fn stream_feature(&self, services: &[&dyn Service]) -> Option<Element> {
+        let _ = services;
+        None
+    }
+
     /// Answers `request`, which [`Service::handles`] accepted, with
     /// [`IqRequest::answer`], and pushes any other deliveries it causes to `out`.
     fn handle(&self, hub: &mut Hub, request: IqRequest, out: &mut Vec<Delivery>) {
@@ -152,12 +161,31 @@ impl IqRequest {
     }
 }
 
+/// The disco features `services` list for `entity`, in their order.
+pub(crate) fn features_of<'a>(
+    services: &'a [&'a dyn Service],
+    entity: Entity,
+) -> impl Iterator<Item = &'static str> + 'a {
+    services
+        .iter()
+        .flat_map(move |service| service.features(entity).iter().copied())
+}
+
+/// What `services` add to the stream features after authentication
+/// ([`Service::stream_feature`]), in their order. The connections ask for it with the same
+/// list the hub runs ([`super::registry::SERVICES`]), so the features offered are those of the
+/// services plugged in.
+pub(crate) fn stream_features(services: &[&dyn Service]) -> Vec<Element> {
+    services
+        .iter()
+        .filter_map(|service| service.stream_feature(services))
+        .collect()
+}
+
 impl Hub {
     /// The features every service lists for `entity`, in the order of the hub's services.
     pub(super) fn features(&self, entity: Entity) -> impl Iterator<Item = &'static str> {
-        self.services
-            .iter()
-            .flat_map(move |service| service.features(entity).iter().copied())
+        features_of(self.services, entity)
     }
 
     /// Hands an IQ addressed to `at` to the service that handles it (rules 3 and 4 of

@@ -83,6 +83,20 @@ impl World {
     pub fn unbind(&mut self, jid: &FullJid) -> Deliveries {
         Deliveries(self.hub.unbind(jid))
     }
+
+    /// The hub also serves the external component `domain` (XEP-0114), which is connected.
+    pub fn component(&mut self, domain: &str) {
+        let domain = bare(domain);
+        assert!(self.hub.add_component(domain.clone()));
+        self.hub
+            .connect_component(&domain)
+            .expect("a configured component");
+    }
+
+    /// The component of `domain` sends `xml`, written without its namespace.
+    pub fn component_sends(&mut self, domain: &str, xml: &str) -> Deliveries {
+        Deliveries(self.hub.component_inbound(&bare(domain), stanza(xml)))
+    }
 }
 
 /// Parses a stanza written in a test, adding the `jabber:client` namespace.
@@ -130,12 +144,27 @@ impl Deliveries {
         found[0]
     }
 
-    /// The sessions that get something, in order, one entry per delivery.
+    /// The sessions that get something, in order, one entry per delivery (components, which
+    /// are not sessions, are left out: see [`Deliveries::to_component`]).
     pub fn recipients(&self) -> Vec<&FullJid> {
         self.0
             .iter()
-            .map(|delivery| match delivery {
-                Delivery::Stanza(jid, _) | Delivery::Batch(jid, _) | Delivery::Close(jid, _) => jid,
+            .filter_map(|delivery| match delivery {
+                Delivery::Stanza(jid, _) | Delivery::Batch(jid, _) | Delivery::Close(jid, _) => {
+                    Some(jid)
+                }
+                Delivery::Component(..) => None,
+            })
+            .collect()
+    }
+
+    /// The stanzas for the external component of `domain`, in order.
+    pub fn to_component(&self, domain: &str) -> Vec<&Stanza> {
+        self.0
+            .iter()
+            .filter_map(|delivery| match delivery {
+                Delivery::Component(to, stanza) if to.as_str() == domain => Some(&**stanza),
+                _ => None,
             })
             .collect()
     }
@@ -168,6 +197,9 @@ impl Deliveries {
                     format!("{jid}: batch [{}]", all.join(", "))
                 }
                 Delivery::Close(jid, reason) => format!("{jid}: close {reason:?}"),
+                Delivery::Component(domain, stanza) => {
+                    format!("component {domain}: {}", xml(stanza))
+                }
             };
             text.push_str("\n  ");
             text.push_str(&line);

@@ -10,6 +10,7 @@
 //! | `scram` | user × hash (`SHA-1`, `SHA-256`) | salt, iterations, StoredKey, ServerKey — never a password |
 //! | `roster` | owner × contact bare JID | RFC 6121 item: name, subscription, ask, pending-in (+ stanza), groups as JSON |
 //! | `roster_version_seq` | (single row) | the source of roster version numbers, see below |
+//! | `roster_version_tag` | (single row) | this database's random tag in every roster `ver`, see below |
 //! | `offline_messages` | stored stanza (XEP-0160) | `AUTOINCREMENT` id, so ids are never reused |
 //! | `private_xml` | owner × `{namespace}element` key (XEP-0049) | the XML text as given |
 //!
@@ -49,12 +50,20 @@
 //!
 //! # Roster versions
 //!
-//! [`Store::roster_version`] is a number per owner that increases on every change to that
-//! owner's roster, for XEP-0237 roster versioning. The numbers are drawn from one counter shared
+//! Roster versioning (RFC 6121 §2.6, formerly XEP-0237) needs a version per owner that changes
+//! on every change to that owner's roster and never comes back for a different roster.
+//! [`Store::roster_version`] is a number per owner that increases on every change (every write
+//! that changes an item, adds one or removes one). The numbers are drawn from one counter shared
 //! by all users (`roster_version_seq`), so they are strictly increasing per owner but not
 //! consecutive. The point: if an account is deleted and re-created, the new account can never
 //! reach a version that a client cached for the old one, so a stale cache is always detected.
 //! A fresh account is at version 0 with an empty roster.
+//!
+//! The `ver` handed to clients ([`Store::roster_ver`]) is `TAG-NUMBER`, where `TAG` is a random
+//! value drawn once per database (`roster_version_tag`). A server whose data directory was
+//! wiped starts counting at 0 again; the tag keeps the versions its clients cached from the old
+//! database from matching versions of the new one. Both live in the file, so versions survive
+//! a restart.
 //!
 //! # Schema versions
 //!
@@ -173,6 +182,13 @@ pub const MIGRATIONS: &[&str] = &[
         xml      TEXT NOT NULL,
         PRIMARY KEY (owner, item_key)
     );",
+    // 1 → 2: the tag that makes roster versions unique to this database (see "Roster
+    // versions" above), drawn once, when the database is created or upgraded.
+    "CREATE TABLE roster_version_tag (
+        id    INTEGER PRIMARY KEY CHECK (id = 0),
+        value TEXT NOT NULL
+    );
+    INSERT INTO roster_version_tag (id, value) VALUES (0, lower(hex(randomblob(8))));",
 ];
 
 /// The schema version this code writes and understands: the number of [`MIGRATIONS`].

@@ -1,6 +1,7 @@
 //! Rosters (RFC 6121 §2): each owner's items with their subscription states, the unanswered
-//! inbound subscription requests to re-deliver, and the roster versions of XEP-0237 (see the
-//! store's module documentation for why the numbers come from one shared counter).
+//! inbound subscription requests to re-deliver, and the roster versions of RFC 6121 §2.6 (see
+//! the store's module documentation for why the numbers come from one shared counter and carry
+//! a tag of the database).
 
 use rusqlite::types::Type;
 use rusqlite::{params, Connection, OptionalExtension, Row};
@@ -103,6 +104,29 @@ impl Store {
         Ok(items)
     }
 
+    /// The owner's whole roster, as [`Store::roster`], with its version as
+    /// [`Store::roster_ver`], both read in one transaction so that they match.
+    pub fn roster_with_ver(&self, owner: &str) -> Result<(String, Vec<RosterItem>), StoreError> {
+        let tx = self.conn.unchecked_transaction()?;
+        let items = self.roster(owner)?;
+        let ver = self.roster_ver(owner)?;
+        tx.commit()?;
+        Ok((ver, items))
+    }
+
+    /// The owner's roster version as clients see it (RFC 6121 §2.6): this database's tag and
+    /// the owner's version number, `TAG-NUMBER`. It changes with every change to the roster and
+    /// survives restarts; an unknown account is at `TAG-0`.
+    pub fn roster_ver(&self, owner: &str) -> Result<String, StoreError> {
+        Ok(self.conn.query_row(
+            "SELECT value || '-' || COALESCE(
+                 (SELECT roster_version FROM accounts WHERE username = ?1), 0)
+             FROM roster_version_tag WHERE id = 0",
+            [normalize_user(owner)],
+            |row| row.get(0),
+        )?)
+    }
+
     /// One roster item, if the owner has one for `contact` (a bare JID).
     pub fn roster_item(
         &self,
@@ -176,8 +200,8 @@ impl Store {
         Ok(true)
     }
 
-    /// The owner's roster version (XEP-0237): 0 for a new account or an unknown one, then
-    /// strictly increasing with every change. See the module documentation.
+    /// The owner's roster version number: 0 for a new account or an unknown one, then strictly
+    /// increasing with every change. See the module documentation.
     #[cfg(test)]
     pub fn roster_version(&self, owner: &str) -> Result<u64, StoreError> {
         let version: Option<i64> = self

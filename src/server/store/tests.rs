@@ -170,6 +170,7 @@ fn migrates_an_empty_file_and_reopens_idempotently() {
         "private_xml",
         "roster",
         "roster_version_seq",
+        "roster_version_tag",
         "scram",
     ] {
         assert!(
@@ -288,6 +289,13 @@ fn a_database_written_at_schema_version_1_opens_with_all_its_data() {
         .map(|user| store.roster_version(user).unwrap())
         .collect();
     assert_eq!(versions, [3, 4, 0]);
+    // The migration to schema 2 gave the database its tag: the clients' vers keep the numbers.
+    let tag: String = store
+        .conn
+        .query_row("SELECT value FROM roster_version_tag", [], |row| row.get(0))
+        .unwrap();
+    assert_eq!(tag.len(), 16);
+    assert_eq!(store.roster_ver("alice").unwrap(), format!("{tag}-3"));
 
     // Offline messages, in order, and private XML.
     let offline = store.offline_messages("alice").unwrap();

@@ -18,7 +18,7 @@ use tokio_xmpp::Stanza;
 
 use super::harness::{self, add_accounts, serve_from, tls_config, Start};
 use super::OUTBOX_CAPACITY;
-use crate::server::driver::{apply, Outboxes};
+use crate::server::driver::{apply, ComponentOutboxes, Outboxes};
 use crate::server::hub::Hub;
 use crate::server::limits::ServerLimits;
 use crate::server::shared::{HubCommand, Outbound, ServerShared};
@@ -77,6 +77,7 @@ async fn serve(stage: Stage, input: &[u8]) -> Vec<String> {
     let mut hub =
         Hub::new(DOMAIN, store(), crate::server::hub::registry::SERVICES).expect("a valid domain");
     let mut outboxes = Outboxes::new();
+    let mut components = ComponentOutboxes::new();
     // Two sessions already online, available, and (alice's tablet) with carbons on.
     let mut others = Vec::new();
     for (id, (user, resource)) in [("bob", "phone"), ("alice", "tablet")].iter().enumerate() {
@@ -90,7 +91,7 @@ async fn serve(stage: Stage, input: &[u8]) -> Vec<String> {
             outbox,
             reply,
         };
-        apply(&mut hub, &mut outboxes, command);
+        apply(&mut hub, &mut outboxes, &mut components, command);
         let jid = bound
             .try_recv()
             .ok()
@@ -112,7 +113,7 @@ async fn serve(stage: Stage, input: &[u8]) -> Vec<String> {
                 id,
                 stanza,
             };
-            apply(&mut hub, &mut outboxes, command);
+            apply(&mut hub, &mut outboxes, &mut components, command);
         }
         others.push((jid, inbox));
     }
@@ -139,7 +140,7 @@ async fn serve(stage: Stage, input: &[u8]) -> Vec<String> {
     };
     let hub_loop = async {
         while let Some(command) = hub_rx.recv().await {
-            apply(&mut hub, &mut outboxes, command);
+            apply(&mut hub, &mut outboxes, &mut components, command);
         }
     };
     tokio::join!(connection, hub_loop);

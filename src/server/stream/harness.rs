@@ -16,6 +16,7 @@ use super::errors::ConnectionEnd;
 use super::negotiation::starttls;
 use super::session::serve_authenticated;
 use super::READ_BUFFER;
+use crate::server::cert::{Identity, ServerTls};
 use crate::server::limits::{LimitedReader, Meter};
 use crate::server::sasl::ScramKeys;
 use crate::server::sasl::{derive_keys, ConnectionInfo, Hash};
@@ -81,7 +82,7 @@ where
                 domain: &shared.domain,
                 tls_active: true,
                 tls_exporter: Some(tls_exporter),
-                tls_server_end_point: Some(&tls_identity().1),
+                tls_server_end_point: Some(tls_server_end_point()),
             };
             let username = sasl(&mut io, PEER, &info, shared, &meter).await?;
             serve_authenticated(&mut io, &username, PEER, shared, &meter, shutdown).await
@@ -92,31 +93,38 @@ where
     }
 }
 
-/// A TLS configuration for [`ServerShared`] with a certificate for [`DOMAIN`], made once per
+/// A TLS identity for [`ServerShared`] with a certificate for [`DOMAIN`], made once per
 /// process; a harness connection never uses it, since it starts either before STARTTLS or
 /// inside TLS.
-pub(super) fn tls_config() -> Arc<rustls::ServerConfig> {
-    tls_identity().0.clone()
+pub(super) fn tls_config() -> Arc<ServerTls> {
+    static CONFIG: OnceLock<Arc<ServerTls>> = OnceLock::new();
+    CONFIG
+        .get_or_init(|| {
+            let generated = rcgen::generate_simple_self_signed(vec![DOMAIN.to_string()])
+                .expect("a self-signed certificate");
+            let key =
+                rustls::pki_types::PrivatePkcs8KeyDer::from(generated.key_pair.serialize_der());
+            let identity = Identity {
+                chain: vec![generated.cert.der().clone()],
+                key: key.into(),
+                cert_path: "localhost.crt".into(),
+                key_path: "localhost.key".into(),
+                self_signed: true,
+            };
+            Arc::new(ServerTls::new(&identity).expect("a valid certificate"))
+        })
+        .clone()
 }
 
-/// [`tls_config`] and the `tls-server-end-point` channel-binding bytes of its certificate
-/// (what a harness connection inside TLS has, `Start::Sasl`), made once per process.
-fn tls_identity() -> &'static (Arc<rustls::ServerConfig>, Vec<u8>) {
-    static CONFIG: OnceLock<(Arc<rustls::ServerConfig>, Vec<u8>)> = OnceLock::new();
-    CONFIG.get_or_init(|| {
-        let generated = rcgen::generate_simple_self_signed(vec![DOMAIN.to_string()])
-            .expect("a self-signed certificate");
-        let key = rustls::pki_types::PrivatePkcs8KeyDer::from(generated.key_pair.serialize_der());
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let config = rustls::ServerConfig::builder_with_provider(provider)
-            .with_safe_default_protocol_versions()
-            .expect("default TLS versions")
-            .with_no_client_auth()
-            .with_single_cert(vec![generated.cert.der().clone()], key.into())
-            .expect("a valid certificate");
-        let end_point = crate::tls::tls_server_end_point(generated.cert.der())
-            .expect("an ECDSA-SHA256 certificate has a tls-server-end-point binding");
-        (Arc::new(config), end_point)
+/// The `tls-server-end-point` channel-binding bytes of [`tls_config`]'s certificate: what a
+/// harness connection inside TLS has (`Start::Sasl`), computed once per process.
+fn tls_server_end_point() -> &'static [u8] {
+    static END_POINT: OnceLock<Vec<u8>> = OnceLock::new();
+    END_POINT.get_or_init(|| {
+        let served = tls_config().current();
+        let leaf = served.leaf().expect("a certificate");
+        crate::tls::tls_server_end_point(leaf)
+            .expect("an ECDSA-SHA256 certificate has a tls-server-end-point binding")
     })
 }
 

@@ -6,6 +6,11 @@
 //!   → header → features(bind, session optional) → bind → session loop
 //! ```
 //!
+//! On the direct TLS port (XEP-0368) the connection starts with the TLS handshake and goes on
+//! from the second line: no STARTTLS is offered inside TLS (XEP-0368 §3, rule 5). Everything
+//! else is the same code: admission per address, the login deadline (which covers the
+//! handshake), the pre-login byte limits, the certificate, the log lines.
+//!
 //! The XML layer is tokio-xmpp's responder side (`accept_stream`, `send_header`,
 //! `send_features`, `accept_reset`); rxml underneath parses restricted XML only, so comments
 //! and processing instructions end the stream with `restricted-xml` (and a DOCTYPE, which it
@@ -19,7 +24,7 @@
 //!
 //! | file | phase |
 //! |---|---|
-//! | `mod.rs` | the connection task: admission, login deadline, STARTTLS → TLS → SASL → session |
+//! | `mod.rs` | the connection task: admission, login deadline, STARTTLS or direct TLS → TLS → SASL → session |
 //! | `negotiation.rs` | stream headers, features, STARTTLS, reading before login |
 //! | `features.rs` | the features on the wire: only those that apply (no empty `<mechanisms/>`) |
 //! | `auth.rs` | the SASL exchanges and the delay after a failed login |
@@ -76,14 +81,24 @@ const READ_BUFFER: usize = 4096;
 type Plain = BufReader<LimitedReader<TcpStream>>;
 type Secure = BufReader<LimitedReader<TlsStream<TcpStream>>>;
 
-/// Serves one accepted TCP connection until it ends.
+/// How a connection's TLS begins.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Entry {
+    /// A plain-text stream that STARTTLS upgrades (RFC 6120 §5): the client port, 5222.
+    StartTls,
+    /// TLS from the first byte, then the stream (XEP-0368): the direct TLS port, 5223.
+    DirectTls,
+}
+
+/// Serves one accepted TCP connection, which begins as `entry` says, until it ends.
 pub async fn serve(
+    entry: Entry,
     tcp: TcpStream,
     peer: SocketAddr,
     shared: Arc<ServerShared>,
     shutdown: CancellationToken,
 ) {
-    let outcome = run(tcp, peer, &shared, shutdown).await;
+    let outcome = run(entry, tcp, peer, &shared, shutdown).await;
     match outcome {
         Ok(()) | Err(ConnectionEnd::ClientClosed) | Err(ConnectionEnd::Shutdown) => {
             tracing::debug!(%peer, "connection closed")
@@ -93,6 +108,7 @@ pub async fn serve(
 }
 
 async fn run(
+    entry: Entry,
     mut tcp: TcpStream,
     peer: SocketAddr,
     shared: &Arc<ServerShared>,
@@ -105,6 +121,12 @@ async fn run(
             "too many connections from {} that have not logged in",
             peer.ip()
         );
+        if entry == Entry::DirectTls {
+            // A client that starts with TLS cannot read a plain-text stream error.
+            let text = format!("{text}; closed before the TLS handshake");
+            let refused = std::io::Error::new(std::io::ErrorKind::ConnectionRefused, text);
+            return Err(ConnectionEnd::Io(refused));
+        }
         return Err(
             fail_before_header(&mut tcp, shared, StreamCondition::PolicyViolation, &text).await,
         );
@@ -115,7 +137,7 @@ async fn run(
     meter.set_login_deadline(Some(tokio::time::Instant::now() + limits.auth_timeout));
     // Each phase's future is boxed, and so freed when the phase ends: inline, the connection's
     // task would hold room for the largest phase (login) for as long as the session lasts.
-    let negotiation = Box::pin(negotiate(tcp, peer, shared, meter.clone()));
+    let negotiation = Box::pin(negotiate(entry, tcp, peer, shared, meter.clone()));
     let (mut secure, username) = tokio::select! {
         result = tokio::time::timeout(limits.auth_timeout + LOGIN_GRACE, negotiation) => match result {
             Ok(result) => result?,
@@ -127,39 +149,51 @@ async fn run(
     serve_authenticated(&mut secure, &username, peer, shared, &meter, shutdown).await
 }
 
-/// Plain stream, STARTTLS, TLS, SASL. Returns the transport right after `<success/>` and the
-/// authenticated (lowercase) username.
+/// Plain stream and STARTTLS (unless the connection starts with TLS), TLS, SASL. Returns the
+/// transport right after `<success/>` and the authenticated (lowercase) username.
 async fn negotiate(
+    entry: Entry,
     tcp: TcpStream,
     peer: SocketAddr,
     shared: &Arc<ServerShared>,
     meter: Arc<Meter>,
 ) -> Result<(Secure, String), ConnectionEnd> {
     let limits = &shared.limits;
-    let mut plain: Plain = BufReader::with_capacity(
-        READ_BUFFER,
-        LimitedReader::new(
-            tcp,
-            meter.clone(),
-            limits.bytes_per_second,
-            limits.burst_bytes,
-        ),
-    );
-    starttls(&mut plain, shared, &meter).await?;
-    let mut tcp = plain.into_inner().into_inner();
-    skip_whitespace_before_tls(&mut tcp).await?;
-    // The handshake in two steps, so that the certificate this connection is served with is
-    // known: its hash is the `tls-server-end-point` channel binding (RFC 5929 §4.1).
-    let config = shared.tls.clone();
-    let start =
-        tokio_rustls::LazyConfigAcceptor::new(rustls::server::Acceptor::default(), tcp).await?;
-    let end_point = config
-        .cert_resolver
-        .resolve(start.client_hello())
-        .and_then(|key| key.cert.first().cloned())
-        .and_then(|certificate| crate::tls::tls_server_end_point(&certificate));
-    let tls = start.into_stream(config).await?;
+    let tcp = match entry {
+        Entry::StartTls => {
+            let mut plain: Plain = BufReader::with_capacity(
+                READ_BUFFER,
+                LimitedReader::new(
+                    tcp,
+                    meter.clone(),
+                    limits.bytes_per_second,
+                    limits.burst_bytes,
+                ),
+            );
+            starttls(&mut plain, shared, &meter).await?;
+            let mut tcp = plain.into_inner().into_inner();
+            skip_whitespace_before_tls(&mut tcp).await?;
+            tcp
+        }
+        Entry::DirectTls => tcp,
+    };
+    // The certificate this connection presents, taken once: a reload from now on changes the
+    // next connections' certificate, not this one's.
+    let served = shared.tls.current();
+    let config = match entry {
+        Entry::StartTls => served.starttls.clone(),
+        Entry::DirectTls => served.direct_tls.clone(),
+    };
+    let tls = tokio_rustls::TlsAcceptor::from(config)
+        .accept(tcp)
+        .await
+        .map_err(|error| handshake_failed(entry, error))?;
     let exporter = crate::tls::tls_exporter(tls.get_ref().1);
+    // `served.leaf()` is the certificate this connection presented: what
+    // `tls-server-end-point` channel binding hashes (RFC 5929 §4.1).
+    let end_point = served
+        .leaf()
+        .and_then(|certificate| crate::tls::tls_server_end_point(certificate));
 
     let mut secure: Secure = BufReader::with_capacity(
         READ_BUFFER,
@@ -178,4 +212,17 @@ async fn negotiate(
     };
     let username = sasl(&mut secure, peer, &info, shared, &meter).await?;
     Ok((secure, username))
+}
+
+/// A failed TLS handshake, saying where: on the direct TLS port, the usual cause is a client
+/// that speaks plain XMPP (or STARTTLS) there.
+fn handshake_failed(entry: Entry, error: std::io::Error) -> ConnectionEnd {
+    let text = match entry {
+        Entry::StartTls => format!("TLS handshake after STARTTLS failed: {error}"),
+        Entry::DirectTls => format!(
+            "TLS handshake on the direct TLS port failed (a client that does not start with \
+             TLS?): {error}"
+        ),
+    };
+    ConnectionEnd::Io(std::io::Error::new(error.kind(), text))
 }

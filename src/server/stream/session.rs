@@ -105,6 +105,16 @@ fn write_stall_limit(shared: &ServerShared) -> Duration {
     shared.limits.idle_ping_after.min(MAX_WRITE_STALL)
 }
 
+/// What the hub's services add to the features after SASL: roster versioning (RFC 6121
+/// §2.6.1) and the server's entity capabilities (XEP-0115 §6.3). The same for every login, so
+/// built once.
+fn service_features() -> Vec<Element> {
+    use crate::server::hub::{registry, service};
+    static FEATURES: std::sync::LazyLock<Vec<Element>> =
+        std::sync::LazyLock::new(|| service::stream_features(registry::SERVICES));
+    FEATURES.clone()
+}
+
 /// After SASL: the restarted stream, bind (RFC 6120 §7), and the legacy session IQ.
 async fn bind<Io>(
     accepted: AcceptedStream<Io>,
@@ -128,6 +138,7 @@ where
             ))
             .build(),
     );
+    features.others.extend(service_features());
     let mut stream: SessionStream<Io> = respond(accepted, shared, &features).await?;
     loop {
         let Some(item) = before_login_deadline(stream.next(), meter).await else {

@@ -1,6 +1,6 @@
 //! Tests of rosters: items, subscription states, versions, pending requests.
 
-use super::super::tests::{keys, store_with};
+use super::super::tests::{db_path, keys, store_with};
 use super::super::*;
 
 #[test]
@@ -178,4 +178,93 @@ fn pending_in_requests_and_stanzas() {
         .record_subscription_request("nobody", "bob@example.org", None)
         .unwrap_err();
     assert!(matches!(err, StoreError::NoSuchAccount(_)), "{err}");
+}
+
+/// The tag of a `ver` (`TAG-NUMBER`) and its number.
+fn split_ver(ver: &str) -> (&str, u64) {
+    let (tag, number) = ver.rsplit_once('-').expect("TAG-NUMBER");
+    (tag, number.parse().expect("a number"))
+}
+
+#[test]
+fn the_ver_clients_see_is_the_database_tag_and_the_version_number() {
+    let store = store_with(&["alice"]);
+    let fresh = store.roster_ver("alice").unwrap();
+    let (tag, number) = split_ver(&fresh);
+    let tag = tag.to_string();
+    assert_eq!(number, 0);
+    assert_eq!(tag.len(), 16, "{fresh}");
+    assert!(tag.chars().all(|c| c.is_ascii_hexdigit()), "{fresh}");
+    // An unknown account reads as an empty roster at version 0 of this database.
+    assert_eq!(store.roster_ver("nobody").unwrap(), fresh);
+
+    // Every change gives a new ver: add, update, subscription state, remove.
+    let mut seen = vec![fresh];
+    let mut bob = RosterItem::new("bob@example.org");
+    store.upsert_roster_item("alice", &bob).unwrap();
+    seen.push(store.roster_ver("alice").unwrap());
+    bob.name = Some("Bob".into());
+    store.upsert_roster_item("alice", &bob).unwrap();
+    seen.push(store.roster_ver("alice").unwrap());
+    bob.subscription = Subscription::Both;
+    store.upsert_roster_item("alice", &bob).unwrap();
+    seen.push(store.roster_ver("alice").unwrap());
+    store
+        .remove_roster_item("alice", "bob@example.org")
+        .unwrap();
+    seen.push(store.roster_ver("alice").unwrap());
+    let mut distinct = seen.clone();
+    distinct.sort();
+    distinct.dedup();
+    assert_eq!(distinct.len(), seen.len(), "{seen:?}");
+    for ver in &seen {
+        assert_eq!(
+            split_ver(ver).0,
+            tag.as_str(),
+            "one tag for the database: {seen:?}"
+        );
+    }
+    assert_eq!(
+        split_ver(seen.last().unwrap()).1,
+        store.roster_version("alice").unwrap()
+    );
+    // No change, no new ver.
+    assert!(!store
+        .remove_roster_item("alice", "bob@example.org")
+        .unwrap());
+    assert_eq!(&store.roster_ver("alice").unwrap(), seen.last().unwrap());
+
+    // The roster and its ver, read together.
+    store.upsert_roster_item("alice", &bob).unwrap();
+    let (ver, items) = store.roster_with_ver("alice").unwrap();
+    assert_eq!(ver, store.roster_ver("alice").unwrap());
+    assert_eq!(items, [bob]);
+}
+
+#[test]
+fn roster_vers_survive_a_restart_and_differ_between_databases() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = db_path(&dir);
+    let before = {
+        let store = Store::open(&path).unwrap();
+        store.create_account("alice", &keys(1), &keys(2)).unwrap();
+        store
+            .upsert_roster_item("alice", &RosterItem::new("bob@example.org"))
+            .unwrap();
+        store.roster_ver("alice").unwrap()
+    };
+    let store = Store::open(&path).unwrap();
+    assert_eq!(store.roster_ver("alice").unwrap(), before);
+
+    // A database created anew (a wiped data directory) with the same account and the same
+    // changes reaches the same number, but never the same ver.
+    let other_dir = tempfile::tempdir().unwrap();
+    let other = Store::open(db_path(&other_dir)).unwrap();
+    other.create_account("alice", &keys(1), &keys(2)).unwrap();
+    other
+        .upsert_roster_item("alice", &RosterItem::new("bob@example.org"))
+        .unwrap();
+    let again = other.roster_ver("alice").unwrap();
+    assert_eq!(split_ver(&again).1, split_ver(&before).1);
+    assert_ne!(again, before);
 }
