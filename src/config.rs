@@ -276,6 +276,8 @@ pub fn server(args: &ServerArgs) -> ServerConfig {
                 .collect(),
             auth_timeout: args.auth_timeout,
             idle_ping_after: args.idle_ping,
+            resume_timeout: args.resume_timeout,
+            max_unacked: args.max_unacked as usize,
             ..Default::default()
         },
     }
@@ -331,6 +333,7 @@ pub fn up(args: &UpArgs) -> Result<UpConfig, ConfigError> {
         user: args.user.clone(),
         simulate: !args.no_simulator,
         sensors_file: args.sensors_file.clone(),
+        resume_timeout: args.resume_timeout,
         bot,
     })
 }

@@ -37,7 +37,7 @@ pub(crate) fn apply(hub: &mut Hub, outboxes: &mut Outboxes, command: HubCommand)
         } => match hub.bind(&username, resource.as_deref()) {
             Ok((jid, deliveries)) => {
                 // Deliveries first: they may close the session this one replaces.
-                deliver(outboxes, deliveries);
+                deliver(hub, outboxes, deliveries);
                 outboxes.insert(jid.clone(), (id, Some(outbox)));
                 let _ = reply.send(Some(jid));
                 Vec::new()
@@ -57,8 +57,8 @@ pub(crate) fn apply(hub: &mut Hub, outboxes: &mut Outboxes, command: HubCommand)
                 Vec::new()
             }
         }
-        HubCommand::Unbind { jid, id } => {
-            if outboxes
+        HubCommand::Unbind { jid, id, unacked } => {
+            let mut deliveries = if outboxes
                 .get(&jid)
                 .is_some_and(|(current, _)| *current == id)
             {
@@ -66,14 +66,24 @@ pub(crate) fn apply(hub: &mut Hub, outboxes: &mut Outboxes, command: HubCommand)
                 hub.unbind(&jid)
             } else {
                 Vec::new()
+            };
+            // Even for a session already replaced (`conflict`): what it was sent and never
+            // acknowledged must not be lost.
+            if !unacked.is_empty() {
+                deliveries.extend(hub.undelivered(&jid, unacked));
             }
+            deliveries
         }
     };
-    deliver(outboxes, deliveries);
+    deliver(hub, outboxes, deliveries);
 }
 
-fn deliver(outboxes: &mut Outboxes, deliveries: Vec<Delivery>) {
-    for delivery in deliveries {
+/// Hands deliveries to the sessions' queues. A stanza that no queue takes any more (the
+/// session's connection ended, or its queue overflowed) goes back to the hub as undelivered, so
+/// that a message is stored offline rather than lost.
+fn deliver(hub: &mut Hub, outboxes: &mut Outboxes, deliveries: Vec<Delivery>) {
+    let mut work = std::collections::VecDeque::from(deliveries);
+    while let Some(delivery) = work.pop_front() {
         let (jid, outbound) = match delivery {
             Delivery::Stanza(jid, stanza) => (jid, Outbound::Stanza(stanza)),
             Delivery::Batch(jid, stanzas) => (jid, Outbound::Batch(stanzas)),
@@ -87,24 +97,33 @@ fn deliver(outboxes: &mut Outboxes, deliveries: Vec<Delivery>) {
         let Some((_, queue)) = outboxes.get_mut(&jid) else {
             continue;
         };
-        let Some(outbox) = queue else {
-            continue; // Already cut off; its Unbind is on the way.
+        let refused = match queue {
+            // Already cut off; its Unbind is on the way.
+            None => outbound,
+            Some(outbox) => match outbox.try_send(outbound) {
+                Ok(()) => continue,
+                Err(mpsc::error::TrySendError::Full(outbound)) => {
+                    // The client does not read: rather than buffer without bound, drop the
+                    // queue's sender; the session drains what is queued, then closes with
+                    // `policy-violation`, and its Unbind still finds the entry.
+                    tracing::warn!(%jid, "outgoing queue full; closing the session");
+                    *queue = None;
+                    outbound
+                }
+                Err(mpsc::error::TrySendError::Closed(outbound)) => {
+                    // The connection ended after the hub routed this stanza to it; its
+                    // Unbind is queued behind the command being handled.
+                    tracing::debug!(%jid, "session already closed; stanza undelivered");
+                    outbound
+                }
+            },
         };
-        match outbox.try_send(outbound) {
-            Ok(()) => {}
-            Err(mpsc::error::TrySendError::Full(_)) => {
-                // The client does not read: rather than buffer without bound, drop the
-                // queue's sender; the session drains what is queued, then closes with
-                // `policy-violation`, and its Unbind still finds the entry.
-                tracing::warn!(%jid, "outgoing queue full; closing the session");
-                *queue = None;
-            }
-            Err(mpsc::error::TrySendError::Closed(_)) => {
-                // The connection ended after the hub routed this stanza to it; its
-                // Unbind is queued behind the command being handled.
-                tracing::debug!(%jid, "session already closed; stanza dropped");
-            }
-        }
+        let stanzas = match refused {
+            Outbound::Stanza(stanza) => vec![*stanza],
+            Outbound::Batch(stanzas) => stanzas,
+            Outbound::Close(_) => continue,
+        };
+        work.extend(hub.undelivered(&jid, stanzas));
     }
 }
 
@@ -194,7 +213,7 @@ mod tests {
     }
 
     #[test]
-    fn a_session_that_closed_while_a_stanza_was_routed_to_it_is_still_unbound() {
+    fn a_session_that_closed_while_a_message_was_routed_to_it_is_unbound_and_the_message_stored() {
         let dir = tempfile::tempdir().unwrap();
         let (commands, thread) = hub_thread(&dir);
         let (alice, alice_queue) = bind(&commands, "alice", "r", 1, 8);
@@ -207,18 +226,21 @@ mod tests {
             .blocking_send(HubCommand::Unbind {
                 jid: alice.clone(),
                 id: 1,
+                unacked: Vec::new(),
             })
             .unwrap();
         // alice is offline now, so the next message waits for her in storage.
         let alice_bare: BareJid = alice.to_bare();
         send(&commands, &bob, 2, chat(alice_bare.into(), "stored"));
         let stored = offline_for_alice(&dir, commands, thread);
-        assert_eq!(stored.len(), 1, "{stored:?}");
-        assert!(stored[0].contains("stored"), "{stored:?}");
+        // The message that found the queue closed is not lost either.
+        assert_eq!(stored.len(), 2, "{stored:?}");
+        assert!(stored[0].contains("too late"), "{stored:?}");
+        assert!(stored[1].contains("stored"), "{stored:?}");
     }
 
     #[test]
-    fn a_session_cut_off_for_a_full_queue_is_unbound_when_it_closes() {
+    fn a_session_cut_off_for_a_full_queue_is_unbound_and_the_message_that_did_not_fit_stored() {
         let dir = tempfile::tempdir().unwrap();
         let (commands, thread) = hub_thread(&dir);
         let (alice, mut alice_queue) = bind(&commands, "alice", "r", 1, 1);
@@ -237,11 +259,39 @@ mod tests {
             .blocking_send(HubCommand::Unbind {
                 jid: alice.clone(),
                 id: 1,
+                unacked: Vec::new(),
             })
             .unwrap();
         send(&commands, &bob, 2, chat(alice.to_bare().into(), "stored"));
         let stored = offline_for_alice(&dir, commands, thread);
+        // The message that did not fit the queue is not lost either.
+        assert_eq!(stored.len(), 2, "{stored:?}");
+        assert!(stored[0].contains("overflow"), "{stored:?}");
+        assert!(stored[1].contains("stored"), "{stored:?}");
+    }
+
+    #[test]
+    fn the_unacknowledged_messages_of_a_replaced_session_are_stored_offline() {
+        let dir = tempfile::tempdir().unwrap();
+        let (commands, thread) = hub_thread(&dir);
+        let (alice, _old_queue) = bind(&commands, "alice", "r", 1, 8);
+        let unacked = chat(alice.clone().into(), "unacknowledged");
+        let Stanza::Message(mut unacked) = unacked else {
+            unreachable!("a chat is a message")
+        };
+        unacked.from = Some(BareJid::new("bob@localhost").unwrap().into());
+        // A new login binds the same resource: the old session is replaced...
+        let (_, _new_queue) = bind(&commands, "alice", "r", 2, 8);
+        // ...and its connection, closing, hands back what was never acknowledged.
+        commands
+            .blocking_send(HubCommand::Unbind {
+                jid: alice.clone(),
+                id: 1,
+                unacked: vec![unacked.into(), Presence::available().into()],
+            })
+            .unwrap();
+        let stored = offline_for_alice(&dir, commands, thread);
         assert_eq!(stored.len(), 1, "{stored:?}");
-        assert!(stored[0].contains("stored"), "{stored:?}");
+        assert!(stored[0].contains("unacknowledged"), "{stored:?}");
     }
 }
