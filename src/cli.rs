@@ -189,9 +189,11 @@ pub struct ServerArgs {
     #[arg(long, env = "MQTT2XMPP_RESUME_TIMEOUT", default_value = "10m", value_parser = parse_duration)]
     pub resume_timeout: Duration,
 
-    /// Most stanzas a client with stream management may leave unacknowledged (or that wait
-    /// for a dropped session); a session that reaches it ends, and its unacknowledged messages
-    /// go to offline storage.
+    /// Most stanzas a client with stream management may leave unacknowledged: beyond it the
+    /// server waits for the client's acks (closing a client that acknowledges nothing within
+    /// 30 s, or --idle-ping if shorter), and a dropped session keeps at most this many for its
+    /// return. A session closed for it loses nothing: its unacknowledged messages go to offline
+    /// storage.
     #[arg(long, env = "MQTT2XMPP_MAX_UNACKED", default_value_t = 500,
         value_parser = clap::value_parser!(u32).range(1..))]
     pub max_unacked: u32,

@@ -62,8 +62,11 @@ pub struct ServerLimits {
     /// died: stanzas for it queue up, and its contacts still see it available. After that its
     /// unacknowledged messages go to offline storage.
     pub resume_timeout: Duration,
-    /// Most stanzas a session keeps unacknowledged (XEP-0198); a session that reaches it
-    /// ends, and its unacknowledged messages go to offline storage.
+    /// Most stanzas a session with stream management (XEP-0198) has written and not seen
+    /// acknowledged; more wait unwritten until acks make room, and a client that acknowledges
+    /// nothing for the write stall limit is closed. A hibernating session queues at most this
+    /// many. A session that ends for either reason hands its unacknowledged messages to
+    /// offline storage.
     pub max_unacked: usize,
     /// Most resumable sessions of one account at a time; beyond it, stream management is
     /// enabled without resumption.

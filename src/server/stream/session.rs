@@ -318,6 +318,8 @@ async fn hibernate(
     let (max_unacked, max_held) = (shared.limits.max_unacked, shared.limits.max_held_presences);
     // Nobody reads presence updates now: keep only the latest of each sender.
     session.csi.inactive();
+    // Stanzas queued since the link died; at most `max_unacked`.
+    let mut queued = 0;
     let why = loop {
         let event = tokio::select! {
             _ = tokio::time::sleep_until(deadline) => Hibernation::Expired,
@@ -345,13 +347,15 @@ async fn hibernate(
         };
         let sm = session.sm.get_or_insert_with(SmState::default);
         for stanza in stanzas {
-            match session.csi.filter(stanza, max_held) {
-                Filtered::Send(stanza) => sm.push_pending(stanza),
-                Filtered::Held => {}
-                Filtered::Flush(all) => all.into_iter().for_each(|s| sm.push_pending(s)),
-            }
+            let kept = match session.csi.filter(stanza, max_held) {
+                Filtered::Send(stanza) => vec![stanza],
+                Filtered::Held => Vec::new(),
+                Filtered::Flush(all) => all,
+            };
+            queued += kept.len();
+            kept.into_iter().for_each(|s| sm.push_pending(s));
         }
-        if sm.is_full(max_unacked + 1) {
+        if queued > max_unacked {
             break "too many stanzas wait for it";
         }
     };
@@ -662,8 +666,8 @@ where
 }
 
 /// Writes a stanza, keeping it until the client acknowledges it when stream management is on.
-/// A session with `max_unacked` stanzas unacknowledged ends (the stanza is kept, and goes to
-/// offline storage with the others).
+/// With `max_unacked` stanzas unacknowledged (or others already waiting), it waits in the queue
+/// instead, and the loop writes it when the client's acks make room (see [`session_loop`]).
 async fn send_stanza<Io>(
     stream: &mut SessionStream<Io>,
     session: &mut Session,
@@ -677,13 +681,9 @@ where
     let Some(sm) = &mut session.sm else {
         return write(stream, &stanza, &session.jid, limit).await;
     };
-    if sm.is_full(shared.limits.max_unacked) {
+    if sm.has_pending() || sm.is_full(shared.limits.max_unacked) {
         sm.push_pending(stanza);
-        tracing::info!(jid = %session.jid, "too many unacknowledged stanzas; closing the session");
-        let text = "too many unacknowledged stanzas";
-        return Err(LoopEnd::Closed(
-            fail(stream, StreamCondition::PolicyViolation, text).await,
-        ));
+        return Ok(());
     }
     let stanza = sm.push_written(stanza);
     write(stream, stanza, &session.jid, limit).await
@@ -711,7 +711,8 @@ where
     }
 }
 
-/// Writes what waits for a resumed session: every stanza the client did not acknowledge.
+/// Writes what waits in the queue (after a resumption, or for room), as far as
+/// `max_unacked` allows.
 async fn write_pending<Io>(
     stream: &mut SessionStream<Io>,
     session: &mut Session,
@@ -721,16 +722,21 @@ where
     Io: tokio::io::AsyncBufRead + tokio::io::AsyncWrite + Unpin,
 {
     let limit = write_stall_limit(shared);
+    let max = shared.limits.max_unacked;
     let Some(sm) = &mut session.sm else {
         return Ok(());
     };
-    while let Some(stanza) = sm.next_pending() {
+    while !sm.is_full(max) {
+        let Some(stanza) = sm.next_pending() else {
+            break;
+        };
         write(stream, stanza, &session.jid, limit).await?;
     }
     Ok(())
 }
 
-/// Asks the client for an ack at the end of a burst (see `sm.rs`).
+/// Asks the client for an ack at the end of a burst, or when stanzas wait for room (see
+/// `sm.rs`).
 async fn request_ack<Io>(
     stream: &mut SessionStream<Io>,
     session: &mut Session,
@@ -738,7 +744,10 @@ async fn request_ack<Io>(
 where
     Io: tokio::io::AsyncBufRead + tokio::io::AsyncWrite + Unpin,
 {
-    if session.inbox.is_empty() && session.sm.as_mut().is_some_and(SmState::request) {
+    let Some(sm) = &mut session.sm else {
+        return Ok(());
+    };
+    if (session.inbox.is_empty() || sm.has_pending()) && sm.request() {
         stream.send(&sm::R).await?;
     }
     Ok(())
@@ -838,6 +847,7 @@ where
 #[allow(clippy::large_enum_variant)] // The element moves through; boxing would allocate.
 enum Event {
     Shutdown,
+    AckOverdue,
     Takeover(Takeover),
     Outbound(Option<Outbound>),
     Element(Option<Result<SessionElement, ReadError>>),
@@ -855,15 +865,30 @@ async fn session_loop<Io>(
 where
     Io: tokio::io::AsyncBufRead + tokio::io::AsyncWrite + Unpin,
 {
-    // A resumed session first gets what it had not acknowledged (XEP-0198 §5).
-    write_pending(stream, session, shared).await?;
-    request_ack(stream, session).await?;
     let mut pinged = false;
+    // Since when stanzas wait for the client's acks to make room, and its count of acks then.
+    let mut blocked: Option<(tokio::time::Instant, u32)> = None;
     loop {
+        // What waits in the queue: after a resumption, the stanzas the client had not
+        // acknowledged (XEP-0198 §5); otherwise what did not fit under `max_unacked`.
+        write_pending(stream, session, shared).await?;
+        request_ack(stream, session).await?;
+        // While stanzas wait, the hub's queue is not read (it fills, and the hub cuts the
+        // session off if it overflows), and the client must acknowledge something within the
+        // write stall limit.
+        let waiting = session.sm.as_ref().filter(|sm| sm.has_pending());
+        blocked = match (waiting, blocked) {
+            (None, _) => None,
+            (Some(sm), Some((since, acked))) if sm.acked == acked => Some((since, acked)),
+            (Some(sm), _) => Some((tokio::time::Instant::now(), sm.acked)),
+        };
+        let ack_due = blocked.map(|(since, _)| since + write_stall_limit(shared));
         let event = tokio::select! {
             _ = shutdown.cancelled() => Event::Shutdown,
             request = takeover(&mut session.resume) => Event::Takeover(request),
-            outbound = session.inbox.recv() => Event::Outbound(outbound),
+            outbound = session.inbox.recv(), if ack_due.is_none() => Event::Outbound(outbound),
+            _ = tokio::time::sleep_until(ack_due.unwrap_or_else(tokio::time::Instant::now)),
+                if ack_due.is_some() => Event::AckOverdue,
             element = stream.next() => Event::Element(element),
         };
         let element = match event {
@@ -873,6 +898,13 @@ where
                 return Err(LoopEnd::Closed(ConnectionEnd::Shutdown));
             }
             Event::Takeover(request) => return Err(LoopEnd::TakenOver(request)),
+            Event::AckOverdue => {
+                tracing::info!(jid = %session.jid, "too many unacknowledged stanzas; closing the session");
+                let text = "too many unacknowledged stanzas";
+                return Err(LoopEnd::Closed(
+                    fail(stream, StreamCondition::PolicyViolation, text).await,
+                ));
+            }
             Event::Outbound(outbound) => {
                 match outbound {
                     Some(Outbound::Stanza(stanza)) => {

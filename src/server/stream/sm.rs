@@ -12,8 +12,9 @@
 //!   that keeps answering with the same `h` cannot make the two of them ping-pong.
 //! - **Resumption** (§5): the client's `h` in `<resume/>` acknowledges what it got; every stanza
 //!   left in the queue is written again on the new connection, exactly once.
-//! - **Bounds**: the queue holds at most `ServerLimits::max_unacked` stanzas; the caller ends a
-//!   session whose queue is full.
+//! - **Bounds**: at most `ServerLimits::max_unacked` written stanzas wait for an ack; more wait
+//!   in the queue unwritten (the session loop then stops taking stanzas from the hub, and ends
+//!   a session whose client acknowledges nothing within the write stall limit).
 
 use tokio_xmpp::parsers::sm::HandledCountTooHigh;
 use tokio_xmpp::Stanza;
@@ -37,9 +38,14 @@ impl SmState {
         self.acked.wrapping_add(self.written as u32)
     }
 
-    /// Whether the queue holds `max` stanzas or more.
+    /// Whether `max` written stanzas wait for an ack.
     pub(super) fn is_full(&self, max: usize) -> bool {
-        self.queue.len() >= max
+        self.written >= max
+    }
+
+    /// Whether stanzas wait to be written.
+    pub(super) fn has_pending(&self) -> bool {
+        self.written < self.queue.len()
     }
 
     /// Queues a stanza that is written right now, and returns it for writing.

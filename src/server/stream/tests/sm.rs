@@ -351,7 +351,12 @@ async fn a_clean_close_with_unacknowledged_messages_stores_them_offline() {
 
 #[tokio::test]
 async fn a_client_that_never_acknowledges_is_closed_at_the_limit_and_nothing_is_lost() {
-    let server = Server::with_limits(|limits| limits.max_unacked = 2);
+    // With the idle limit at 1 s, a client has 1 s to acknowledge something once the limit of
+    // unacknowledged stanzas is reached.
+    let server = Server::with_limits(|limits| {
+        limits.max_unacked = 2;
+        limits.idle_ping_after = Duration::from_secs(1);
+    });
     let mut alice = server.bound("alice").await;
     let (mut bob, _) = server.managed("bob", false).await;
     // No presence from bob: the messages go to his full JID.
@@ -365,6 +370,7 @@ async fn a_client_that_never_acknowledges_is_closed_at_the_limit_and_nothing_is_
     let answer = bob.read_to_end().await;
     assert_eq!(stream_error(answer), Some("policy-violation"), "{answer}");
     assert!(answer.contains("unacknowledged"), "{answer}");
+    assert!(!answer.contains(">n3<"), "only two written: {answer}");
     let stored = server.offline_eventually("bob", 4).await;
     let all = stored.join("");
     for n in 1..=4 {
@@ -374,6 +380,52 @@ async fn a_client_that_never_acknowledges_is_closed_at_the_limit_and_nothing_is_
             "n{n}: {stored:?}"
         );
     }
+}
+
+impl Client {
+    /// Reads until `needle`, answering every ack request with everything read since `from`.
+    async fn read_acking(&mut self, needle: &str, from: &str) {
+        let request = format!("<r xmlns='{SM}'>");
+        let mut answered = 0;
+        let deadline = tokio::time::Instant::now() + WAIT;
+        while !self.read.contains(needle) && tokio::time::Instant::now() < deadline {
+            let requests = self.read.matches(&request).count();
+            if requests > answered {
+                answered = requests;
+                let h = stanzas_since(&self.read, from);
+                self.send(&format!("<a xmlns='{SM}' h='{h}'/>")).await;
+            }
+            let _ = tokio::time::timeout(WAIT, self.read_some()).await;
+        }
+        assert!(
+            self.read.contains(needle),
+            "expected {needle:?}: {}",
+            self.read
+        );
+    }
+}
+
+#[tokio::test]
+async fn more_stored_messages_than_the_limit_arrive_as_the_client_acknowledges_them() {
+    let server = Server::with_limits(|limits| limits.max_unacked = 2);
+    let mut alice = server.bound("alice").await;
+    for n in 1..=7 {
+        alice.chat_to_bob(&format!("stored-{n}")).await;
+    }
+    alice.round_trip().await;
+    let (mut bob, _) = server.managed("bob", false).await;
+    bob.send("<presence/>").await;
+    bob.read_acking("stored-7", "<enabled").await;
+    bob.round_trip().await;
+    for n in 1..=7 {
+        assert_eq!(
+            bob.read.matches(&format!("stored-{n}<")).count(),
+            1,
+            "{}",
+            bob.read
+        );
+    }
+    assert!(!bob.read.contains("stream:error"), "{}", bob.read);
 }
 
 #[tokio::test]
