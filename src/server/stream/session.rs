@@ -195,7 +195,7 @@ where
         Err(failure) => return Err(refuse_header(io, shared, failure).await),
     };
     let session = Box::pin(bind(accepted, username, shared, meter));
-    let (mut stream, mut session, resumed) = tokio::select! {
+    let (stream, mut session, resumed) = tokio::select! {
         result = tokio::time::timeout(limits.auth_timeout + LOGIN_GRACE, session) => match result {
             Ok(result) => result?,
             Err(_) => return Err(ConnectionEnd::AuthTimeout),
@@ -203,6 +203,9 @@ where
         _ = shutdown.cancelled() => return Err(ConnectionEnd::Shutdown),
     };
     meter.set_login_deadline(None);
+    // On the heap, as it was inside the boxed session loop before the loop began to hand it back
+    // (to close it after a takeover): inline, it would make every connection's task larger.
+    let mut stream = Box::new(stream);
     let jid = session.jid.clone();
     if resumed {
         tracing::info!(%peer, %jid, "session resumed");
