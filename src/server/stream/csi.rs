@@ -18,7 +18,7 @@
 use tokio_xmpp::jid::Jid;
 use tokio_xmpp::parsers::csi::{Active, Inactive};
 use tokio_xmpp::parsers::ns;
-use tokio_xmpp::parsers::presence::{Presence, Type as PresenceType};
+use tokio_xmpp::parsers::presence::Type as PresenceType;
 use tokio_xmpp::xmlstream::FallibleStreamElement;
 use tokio_xmpp::Stanza;
 use xso::error::{Error, FromEventsError};
@@ -99,22 +99,42 @@ impl FromXml for SessionElement {
 #[derive(Debug, Default)]
 pub(super) struct ClientState {
     inactive: bool,
-    /// The latest held presence of each sender, in the order they arrived.
-    held: Vec<Presence>,
+    /// The latest held presence of each sender, in the order they arrived, still in the box the
+    /// hub sent it in (unboxing would copy each, and reboxing allocate).
+    #[allow(clippy::vec_box)]
+    held: Vec<Box<Stanza>>,
 }
 
 /// What to do with a stanza for the client.
-#[allow(clippy::large_enum_variant)] // The stanza moves through; boxing would allocate.
 #[derive(Debug)]
 pub(super) enum Filtered {
     /// Write it now.
-    Send(Stanza),
+    Send(Box<Stanza>),
     /// Held back until the client is active.
     Held,
     /// Too many senders held: write all of these now, in order.
-    Flush(Vec<Stanza>),
+    #[allow(clippy::vec_box)]
+    Flush(Vec<Box<Stanza>>),
 }
 
+/// The sender of a presence update that an inactive client does not need at once; `None` for
+/// anything else.
+fn update_from(stanza: &Stanza) -> Option<Option<&Jid>> {
+    match stanza {
+        Stanza::Presence(presence)
+            if matches!(
+                presence.type_,
+                PresenceType::None | PresenceType::Unavailable
+            ) =>
+        {
+            Some(presence.from.as_ref())
+        }
+        _ => None,
+    }
+}
+
+// The held stanzas stay in the hub's boxes (see `held`).
+#[allow(clippy::vec_box)]
 impl ClientState {
     /// `<inactive/>`.
     pub(super) fn inactive(&mut self) {
@@ -122,17 +142,14 @@ impl ClientState {
     }
 
     /// `<active/>`: the held presence, to write now.
-    pub(super) fn active(&mut self) -> Vec<Stanza> {
+    pub(super) fn active(&mut self) -> Vec<Box<Stanza>> {
         self.inactive = false;
         self.take_held()
     }
 
     /// The held presence, for a session whose connection ends.
-    pub(super) fn take_held(&mut self) -> Vec<Stanza> {
+    pub(super) fn take_held(&mut self) -> Vec<Box<Stanza>> {
         std::mem::take(&mut self.held)
-            .into_iter()
-            .map(Stanza::Presence)
-            .collect()
     }
 
     /// Whether any presence is held.
@@ -142,32 +159,27 @@ impl ClientState {
     }
 
     /// Decides about a stanza for the client: held if the client is inactive and it is a
-    /// presence update (see the module documentation).
-    pub(super) fn filter(&mut self, stanza: Stanza, max: usize) -> Filtered {
+    /// presence update (see the module documentation). The stanza stays in its box.
+    pub(super) fn filter(&mut self, stanza: Box<Stanza>, max: usize) -> Filtered {
         if !self.inactive {
             return Filtered::Send(stanza);
         }
-        let presence = match stanza {
-            Stanza::Presence(presence)
-                if matches!(
-                    presence.type_,
-                    PresenceType::None | PresenceType::Unavailable
-                ) =>
-            {
-                presence
-            }
-            other => return Filtered::Send(other),
+        let Some(sender) = update_from(&stanza) else {
+            return Filtered::Send(stanza);
         };
-        let sender: Option<&Jid> = presence.from.as_ref();
-        if let Some(at) = self.held.iter().position(|p| p.from.as_ref() == sender) {
+        let same = self
+            .held
+            .iter()
+            .position(|held| update_from(held).is_some_and(|from| from == sender));
+        if let Some(at) = same {
             // Only the latest counts; it takes its place at the end, where it arrived.
             self.held.remove(at);
         } else if self.held.len() >= max {
             let mut all = self.take_held();
-            all.push(Stanza::Presence(presence));
+            all.push(stanza);
             return Filtered::Flush(all);
         }
-        self.held.push(presence);
+        self.held.push(stanza);
         Filtered::Held
     }
 }
@@ -179,13 +191,15 @@ mod tests {
     use tokio_xmpp::parsers::message::Message;
     use tokio_xmpp::xmlstream::{accept_stream, Timeouts, XmlStream, XmppStreamElement};
 
+    use tokio_xmpp::parsers::presence::Presence;
+
     use super::*;
 
-    fn presence_from(from: &str, show: &str) -> Stanza {
+    fn presence_from(from: &str, show: &str) -> Box<Stanza> {
         let mut presence = Presence::available();
         presence.from = Some(Jid::new(from).unwrap());
         presence.set_status("", show);
-        presence.into()
+        Box::new(presence.into())
     }
 
     fn describe(stanza: &Stanza) -> String {
@@ -221,19 +235,22 @@ mod tests {
         ));
         let message = Message::chat(None).with_body(Default::default(), "alert".into());
         assert!(matches!(
-            state.filter(message.into(), 8),
-            Filtered::Send(Stanza::Message(_))
+            state.filter(Box::new(message.into()), 8),
+            Filtered::Send(stanza) if matches!(*stanza, Stanza::Message(_))
         ));
         // A subscription request is not an update: it goes at once.
         let mut request = Presence::new(PresenceType::Subscribe);
         request.from = Some(Jid::new("carol@localhost").unwrap());
-        assert!(matches!(state.filter(request.into(), 8), Filtered::Send(_)));
+        assert!(matches!(
+            state.filter(Box::new(request.into()), 8),
+            Filtered::Send(_)
+        ));
         // The bot's newest reading arrived last.
         assert!(matches!(
             state.filter(presence_from("bot@localhost/x", "21.7"), 8),
             Filtered::Held
         ));
-        let flushed: Vec<String> = state.active().iter().map(describe).collect();
+        let flushed: Vec<String> = state.active().iter().map(|s| describe(s)).collect();
         assert_eq!(flushed, ["bob@localhost/y away", "bot@localhost/x 21.7"]);
         assert!(!state.holds());
         assert!(matches!(
@@ -253,7 +270,7 @@ mod tests {
         let Filtered::Flush(all) = state.filter(presence_from("u3@localhost/r", "on"), 3) else {
             panic!("expected a flush");
         };
-        let senders: Vec<String> = all.iter().map(describe).collect();
+        let senders: Vec<String> = all.iter().map(|s| describe(s)).collect();
         assert_eq!(
             senders,
             [

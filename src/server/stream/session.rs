@@ -122,7 +122,7 @@ impl Session {
     fn into_handover(mut self) -> Handover {
         let mut sm = self.sm.take().unwrap_or_default();
         for stanza in self.csi.take_held() {
-            sm.push_pending(stanza);
+            sm.push_pending(*stanza);
         }
         let (token, timeout) = self
             .resume
@@ -330,7 +330,7 @@ async fn hibernate(
             request = takeover(&mut session.resume) => Hibernation::Takeover(request),
             outbound = session.inbox.recv() => Hibernation::Outbound(outbound),
         };
-        let stanzas = match event {
+        let outbound = match event {
             Hibernation::Expired => break "the time to resume it is over",
             Hibernation::Shutdown => break "the server is shutting down",
             Hibernation::Takeover(reply) => match reply.send(session.into_handover()) {
@@ -341,22 +341,28 @@ async fn hibernate(
                     continue;
                 }
             },
-            Hibernation::Outbound(Some(Outbound::Stanza(stanza))) => vec![*stanza],
-            Hibernation::Outbound(Some(Outbound::Batch(stanzas))) => stanzas,
-            Hibernation::Outbound(Some(Outbound::Close(CloseReason::Conflict))) => {
-                break "a new login replaced it"
-            }
+            Hibernation::Outbound(Some(outbound)) => outbound,
             Hibernation::Outbound(None) => break "its queue overflowed",
         };
         let sm = session.sm.get_or_insert_with(SmState::default);
-        for stanza in stanzas {
-            let kept = match session.csi.filter(stanza, max_held) {
-                Filtered::Send(stanza) => vec![stanza],
-                Filtered::Held => Vec::new(),
-                Filtered::Flush(all) => all,
-            };
-            queued += kept.len();
-            kept.into_iter().for_each(|s| sm.push_pending(s));
+        match outbound {
+            Outbound::Stanza(stanza) => match session.csi.filter(stanza, max_held) {
+                Filtered::Send(stanza) => {
+                    queued += 1;
+                    sm.push_pending(*stanza);
+                }
+                Filtered::Held => {}
+                Filtered::Flush(all) => {
+                    queued += all.len();
+                    all.into_iter().for_each(|s| sm.push_pending(*s));
+                }
+            },
+            // Stored offline messages: nothing to hold back.
+            Outbound::Batch(stanzas) => {
+                queued += stanzas.len();
+                stanzas.into_iter().for_each(|s| sm.push_pending(s));
+            }
+            Outbound::Close(CloseReason::Conflict) => break "a new login replaced it",
         }
         if queued > max_unacked {
             break "too many stanzas wait for it";
@@ -671,10 +677,12 @@ where
 /// Writes a stanza, keeping it until the client acknowledges it when stream management is on.
 /// With `max_unacked` stanzas unacknowledged (or others already waiting), it waits in the queue
 /// instead, and the loop writes it when the client's acks make room (see [`session_loop`]).
+/// The stanza stays in the hub's box until it moves into the queue: the futures on the way
+/// then hold a pointer rather than a stanza, which keeps every session's loop smaller.
 async fn send_stanza<Io>(
     stream: &mut SessionStream<Io>,
     session: &mut Session,
-    stanza: Stanza,
+    stanza: Box<Stanza>,
     shared: &ServerShared,
 ) -> Result<(), LoopEnd>
 where
@@ -685,10 +693,10 @@ where
         return write(stream, &stanza, &session.jid, limit).await;
     };
     if sm.has_pending() || sm.is_full(shared.limits.max_unacked) {
-        sm.push_pending(stanza);
+        sm.push_pending(*stanza);
         return Ok(());
     }
-    let stanza = sm.push_written(stanza);
+    let stanza = sm.push_written(*stanza);
     write(stream, stanza, &session.jid, limit).await
 }
 
@@ -696,7 +704,7 @@ where
 async fn deliver<Io>(
     stream: &mut SessionStream<Io>,
     session: &mut Session,
-    stanza: Stanza,
+    stanza: Box<Stanza>,
     shared: &ServerShared,
 ) -> Result<(), LoopEnd>
 where
@@ -712,6 +720,29 @@ where
             Ok(())
         }
     }
+}
+
+/// Stored offline messages, in order: with stream management they join the queue and the loop
+/// writes them as `max_unacked` allows; without, they are written at once.
+async fn send_batch<Io>(
+    stream: &mut SessionStream<Io>,
+    session: &mut Session,
+    stanzas: Vec<Stanza>,
+    shared: &ServerShared,
+) -> Result<(), LoopEnd>
+where
+    Io: tokio::io::AsyncBufRead + tokio::io::AsyncWrite + Unpin,
+{
+    match &mut session.sm {
+        Some(sm) => stanzas.into_iter().for_each(|s| sm.push_pending(s)),
+        None => {
+            let limit = write_stall_limit(shared);
+            for stanza in &stanzas {
+                write(stream, stanza, &session.jid, limit).await?;
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Writes what waits in the queue (after a resumption, or for room), as far as
@@ -911,13 +942,11 @@ where
             Event::Outbound(outbound) => {
                 match outbound {
                     Some(Outbound::Stanza(stanza)) => {
-                        deliver(stream, session, *stanza, shared).await?
+                        deliver(stream, session, stanza, shared).await?
                     }
                     // Stored offline messages: not presence, nothing to hold back.
                     Some(Outbound::Batch(stanzas)) => {
-                        for stanza in stanzas {
-                            send_stanza(stream, session, stanza, shared).await?;
-                        }
+                        send_batch(stream, session, stanzas, shared).await?
                     }
                     Some(Outbound::Close(CloseReason::Conflict)) => {
                         let text = "replaced by a new session";
