@@ -193,6 +193,23 @@ pub struct ServerArgs {
     #[arg(long, env = "MQTT2XMPP_IDLE_PING", default_value = "5m", value_parser = parse_duration)]
     pub idle_ping: Duration,
 
+    /// How long a phone or laptop whose connection dropped without a goodbye keeps its session
+    /// (XEP-0198 stream management with resumption): it reconnects within this time and gets
+    /// every message it missed, exactly once, while its contacts still see it online. After
+    /// that its unacknowledged messages go to offline storage and arrive at its next login.
+    /// `0s` turns resumption off.
+    #[arg(long, env = "MQTT2XMPP_RESUME_TIMEOUT", default_value = "10m", value_parser = parse_duration)]
+    pub resume_timeout: Duration,
+
+    /// Most stanzas a client with stream management may leave unacknowledged: beyond it the
+    /// server waits for the client's acks (closing a client that acknowledges nothing within
+    /// 30 s, or --idle-ping if shorter), and a dropped session keeps at most this many for its
+    /// return. A session closed for it loses nothing: its unacknowledged messages go to offline
+    /// storage.
+    #[arg(long, env = "MQTT2XMPP_MAX_UNACKED", default_value_t = 500,
+        value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_unacked: u32,
+
     #[command(flatten)]
     #[allow(missing_docs)]
     pub components: ComponentArgs,
@@ -558,6 +575,14 @@ pub struct UpArgs {
     /// Port of the MQTT broker (embedded on 127.0.0.1, or on --mqtt-host).
     #[arg(long, env = "MQTT2XMPP_MQTT_PORT", default_value_t = 1883)]
     pub mqtt_port: u16,
+
+    /// How long a phone or laptop whose connection dropped without a goodbye keeps its session
+    /// (XEP-0198 stream management with resumption): it reconnects within this time and gets
+    /// every message it missed, exactly once, while its contacts still see it online. After
+    /// that its unacknowledged messages go to offline storage and arrive at its next login.
+    /// `0s` turns resumption off.
+    #[arg(long, env = "MQTT2XMPP_RESUME_TIMEOUT", default_value = "10m", value_parser = parse_duration)]
+    pub resume_timeout: Duration,
 
     /// Use this MQTT broker instead of starting the embedded one.
     #[arg(long, env = "MQTT2XMPP_MQTT_HOST")]

@@ -294,6 +294,8 @@ pub fn server(args: &ServerArgs) -> ServerConfig {
                 .collect(),
             auth_timeout: args.auth_timeout,
             idle_ping_after: args.idle_ping,
+            resume_timeout: args.resume_timeout,
+            max_unacked: args.max_unacked as usize,
             ..Default::default()
         },
         reload: None,
@@ -400,6 +402,7 @@ pub fn up(args: &UpArgs) -> Result<UpConfig, ConfigError> {
         user: args.user.clone(),
         simulate: !args.no_simulator,
         sensors_file: args.sensors_file.clone(),
+        resume_timeout: args.resume_timeout,
         bot,
         reload: None,
     })
@@ -837,5 +840,39 @@ mod tests {
             simulate_error(other).to_string(),
             "the MQTT event loop stopped unexpectedly"
         );
+    }
+
+    #[test]
+    fn resumption_flags_reach_the_servers_limits_on_server_and_up() {
+        use clap::Parser;
+        let parse = |argv: &[&str]| {
+            crate::cli::Cli::try_parse_from(argv).unwrap_or_else(|e| panic!("{argv:?}: {e}"))
+        };
+        let cli = parse(&["mqtt2xmpp", "server"]);
+        let crate::cli::Command::Server(args) = cli.command else {
+            panic!("not server")
+        };
+        let limits = server(&args).limits;
+        assert_eq!(limits.resume_timeout, Duration::from_secs(600));
+        assert_eq!(limits.max_unacked, 500);
+        let cli = parse(&[
+            "mqtt2xmpp",
+            "server",
+            "--resume-timeout",
+            "90s",
+            "--max-unacked",
+            "40",
+        ]);
+        let crate::cli::Command::Server(args) = cli.command else {
+            panic!("not server")
+        };
+        let limits = server(&args).limits;
+        assert_eq!(limits.resume_timeout, Duration::from_secs(90));
+        assert_eq!(limits.max_unacked, 40);
+        let cli = parse(&["mqtt2xmpp", "up", "--resume-timeout", "0s"]);
+        let crate::cli::Command::Up(args) = cli.command else {
+            panic!("not up")
+        };
+        assert_eq!(up(&args).unwrap().resume_timeout, Duration::ZERO);
     }
 }

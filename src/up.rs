@@ -59,6 +59,8 @@ pub struct UpConfig {
     pub simulate: bool,
     /// Sensors to answer about instead of `topic` alone.
     pub sensors_file: Option<PathBuf>,
+    /// How long the server keeps a dropped session resumable (XEP-0198).
+    pub resume_timeout: Duration,
     /// How the bot behaves and whom it answers besides the accounts of [`DOMAIN`], which
     /// [`run`] adds to `allow_domains`.
     pub bot: bot::BotSettings,
@@ -267,6 +269,7 @@ pub async fn run(config: UpConfig, shutdown: CancellationToken) -> Result<(), Up
         // The bot answers everyone: no per-connection byte rate for it.
         limits: ServerLimits {
             unthrottled: vec![BOT.into()],
+            resume_timeout: config.resume_timeout,
             ..ServerLimits::default()
         },
         reload: config.reload.clone(),

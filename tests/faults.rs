@@ -391,10 +391,23 @@ async fn offline_delivery(server: &impl XmppEndpoint, jid: &str, password: &str)
         };
         match stanza {
             Stanza::Iq(Iq::Result { id, .. }) if id == "drained" => {
+                // The client uses stream management: it acknowledges when the server asks, and
+                // the server asked before this answer. A second round trip makes sure that ack
+                // reached the server before the client closes; unacknowledged messages would go
+                // back to offline storage (XEP-0198 §5).
+                client.send_stanza(ping("acked")).await;
+                loop {
+                    let left = deadline.saturating_duration_since(Instant::now());
+                    match client.next_stanza(left).await {
+                        Some(Stanza::Iq(Iq::Result { id, .. })) if id == "acked" => break,
+                        Some(_) => {}
+                        None => panic!("{jid}: no answer to the second ping within {limit:?}"),
+                    }
+                }
                 return Delivered {
                     numbers,
                     complete: true,
-                }
+                };
             }
             Stanza::Message(m) if !m.bodies.is_empty() => {
                 let text = body(&m);

@@ -1354,6 +1354,195 @@ async fn a_client_that_stops_reading_is_disconnected() {
     );
 }
 
+// ----- stream management and client state ------------------------------------------------------
+
+const SM: &str = "urn:xmpp:sm:3";
+
+/// mallory enables stream management (with resumption); returns the resumption id.
+async fn enable_sm(attacker: &mut Raw) -> String {
+    attacker
+        .send(format!("<enable xmlns='{SM}' resume='true'/>"))
+        .await;
+    let enabled = attacker.read_until("</enabled>", WAIT).await;
+    let elements = raw::parse(&enabled).unwrap_or_else(|e| panic!("{e}: {enabled}"));
+    elements
+        .iter()
+        .find(|e| e.is("enabled", SM))
+        .and_then(|e| e.attr("id"))
+        .unwrap_or_else(|| panic!("no resumption id: {enabled}"))
+        .to_string()
+}
+
+/// A new connection of `user`, logged in, that sends `<resume/>` with `previd` instead of
+/// binding; returns the connection and the answer.
+async fn resume_as(server: &ServerProcess, user: &str, previd: &str) -> (Raw, String) {
+    let mut raw = Raw::connect(server.port).await;
+    raw.starttls(&server.ca_file).await;
+    raw.open_stream().await;
+    let success = raw.auth_plain(user, &format!("{user}-secret")).await;
+    assert!(success.contains("<success"), "{success}");
+    raw.open_stream().await;
+    raw.send(format!("<resume xmlns='{SM}' previd='{previd}' h='0'/>"))
+        .await;
+    let answer = raw
+        .read_until_any(&["</failed>", "</resumed>", "</stream:stream>"], WAIT)
+        .await;
+    (raw, answer)
+}
+
+/// An `<r/>` flood (XEP-0198 ack requests): each is answered with `<a h='0'/>`, in order, read
+/// at the connection's byte rate like any other input; nothing is queued for it but the
+/// answer being written, and a client that stops reading the answers is cut off like any slow
+/// reader. The session goes on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ack_request_flood() {
+    const REQUESTS: usize = 20_000;
+    let (server, mut honest) = scene(&[]).await;
+    let mut attacker = mallory(&server, "acks").await;
+    enable_sm(&mut attacker).await;
+    let mut flood = format!("<r xmlns='{SM}'/>").repeat(REQUESTS);
+    flood.push_str(
+        "<iq type='get' id='after-acks' to='localhost'><ping xmlns='urn:xmpp:ping'/></iq>",
+    );
+    let gauge = Gauge::start(server.pid());
+    let answer = honest
+        .during(async {
+            attacker.send(&flood).await;
+            attacker.read_until("</iq>", Duration::from_secs(30)).await
+        })
+        .await;
+    assert!(
+        answer.contains("id='after-acks'"),
+        "the ping after the flood: {answer}"
+    );
+    assert_eq!(
+        answer.matches("<a xmlns='urn:xmpp:sm:3' h='0'>").count(),
+        REQUESTS,
+        "one answer per request"
+    );
+    assert_session_continues(&mut attacker, "after-ack-flood").await;
+    honest.assert_unaffected().await;
+    gauge.check("ack request flood", SMALL);
+}
+
+/// Resuming with an id that does not exist, with one of the attacker's own that has ended, and
+/// with another account's live one: the same `<failed><item-not-found/></failed>`, byte for
+/// byte, so nothing tells mallory whether another account's id is real; the other account's
+/// session is untouched, and mallory may bind as usual afterwards (XEP-0198 §5).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn resume_with_a_wrong_a_stale_or_another_accounts_id() {
+    let (server, mut honest) = scene(&[]).await;
+    server.add_user("victim", "victim-secret");
+    let mut victim = Raw::login(
+        server.port,
+        &server.ca_file,
+        "victim",
+        "victim-secret",
+        "phone",
+    )
+    .await;
+    let victims_id = enable_sm(&mut victim).await;
+    let mut old = mallory(&server, "old").await;
+    let stale_id = enable_sm(&mut old).await;
+    old.send("</stream:stream>").await;
+    old.read_to_close(WAIT).await;
+    let gauge = Gauge::start(server.pid());
+    let answers = honest
+        .during(async {
+            let mut answers = Vec::new();
+            for id in [
+                "0123456789abcdef0123456789abcdef",
+                stale_id.as_str(),
+                victims_id.as_str(),
+            ] {
+                let (mut raw, answer) = resume_as(&server, MALLORY, id).await;
+                let bound = raw.bind("after-resume").await;
+                assert!(bound.contains("mallory@localhost/after-resume"), "{bound}");
+                answers.push(answer);
+            }
+            answers
+        })
+        .await;
+    let elements = raw::parse(&answers[0]).unwrap_or_else(|e| panic!("{e}: {}", answers[0]));
+    assert!(
+        elements.len() == 1
+            && elements[0].is("failed", SM)
+            && elements[0].has_child("item-not-found", NS_STANZA_ERRORS),
+        "{}",
+        answers[0]
+    );
+    assert_eq!(answers[0], answers[1], "a stale id is told apart");
+    assert_eq!(answers[0], answers[2], "another account's id is told apart");
+    // The victim's session goes on, on its own connection.
+    assert_session_continues(&mut victim, "victim-still-here").await;
+    honest.assert_unaffected().await;
+    gauge.check("resumption with foreign ids", SMALL);
+}
+
+/// An ack for more stanzas than the server sent (XEP-0198 §4): the stream ends with
+/// `undefined-condition` and the `<handled-count-too-high/>` child, with both counts.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_ack_beyond_what_was_sent() {
+    let (server, mut honest) = scene(&[]).await;
+    let mut attacker = mallory(&server, "acks").await;
+    enable_sm(&mut attacker).await;
+    let gauge = Gauge::start(server.pid());
+    let answer = honest
+        .during(session_attack(
+            &mut attacker,
+            format!("<a xmlns='{SM}' h='1000'/>"),
+        ))
+        .await;
+    assert_stream_error(
+        &answer,
+        "undefined-condition",
+        "You acknowledged 1000 stanza(s), while I only sent 0 so far.",
+    );
+    let error = answer
+        .elements()
+        .into_iter()
+        .find(|e| e.is("error", NS_STREAMS))
+        .expect("the stream error");
+    let too_high = error
+        .get_child("handled-count-too-high", SM)
+        .unwrap_or_else(|| panic!("no handled-count-too-high: {}", answer.text));
+    assert_eq!(too_high.attr("h"), Some("1000"));
+    assert_eq!(too_high.attr("send-count"), Some("0"));
+    honest.assert_unaffected().await;
+    gauge.check("ack beyond what was sent", SMALL);
+}
+
+/// A CSI flood (XEP-0352 `<inactive/><active/>` over and over): each costs a flag and an empty
+/// flush, read at the byte rate; the session goes on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn client_state_flood() {
+    const PAIRS: usize = 20_000;
+    let (server, mut honest) = scene(&[]).await;
+    let mut attacker = mallory(&server, "csi").await;
+    let mut flood =
+        "<inactive xmlns='urn:xmpp:csi:0'/><active xmlns='urn:xmpp:csi:0'/>".repeat(PAIRS);
+    flood.push_str(
+        "<iq type='get' id='after-csi' to='localhost'><ping xmlns='urn:xmpp:ping'/></iq>",
+    );
+    let gauge = Gauge::start(server.pid());
+    let answer = honest
+        .during(async {
+            attacker.send(&flood).await;
+            attacker.read_until("</iq>", Duration::from_secs(30)).await
+        })
+        .await;
+    let elements = raw::parse(&answer).unwrap_or_else(|e| panic!("{e}: {answer}"));
+    assert!(
+        elements.len() == 1
+            && elements[0].attr("id") == Some("after-csi")
+            && elements[0].attr("type") == Some("result"),
+        "only the ping's result expected: {answer}"
+    );
+    assert_session_continues(&mut attacker, "after-csi-flood").await;
+    honest.assert_unaffected().await;
+    gauge.check("client state flood", SMALL);
+}
+
 // ----- addressing -------------------------------------------------------------------------------
 
 /// A message that claims to be from alice: `invalid-from`, and bob never sees it.

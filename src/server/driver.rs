@@ -47,7 +47,7 @@ pub(crate) fn apply(
         } => match hub.bind(&username, resource.as_deref()) {
             Ok((jid, deliveries)) => {
                 // Deliveries first: they may close the session this one replaces.
-                deliver(outboxes, components, deliveries);
+                deliver(hub, outboxes, components, deliveries);
                 outboxes.insert(jid.clone(), (id, Some(outbox)));
                 let _ = reply.send(Some(jid));
                 Vec::new()
@@ -67,8 +67,8 @@ pub(crate) fn apply(
                 Vec::new()
             }
         }
-        HubCommand::Unbind { jid, id } => {
-            if outboxes
+        HubCommand::Unbind { jid, id, unacked } => {
+            let mut deliveries = if outboxes
                 .get(&jid)
                 .is_some_and(|(current, _)| *current == id)
             {
@@ -76,7 +76,13 @@ pub(crate) fn apply(
                 hub.unbind(&jid)
             } else {
                 Vec::new()
+            };
+            // Even for a session already replaced (`conflict`): what it was sent and never
+            // acknowledged must not be lost.
+            if !unacked.is_empty() {
+                deliveries.extend(hub.undelivered(&jid, unacked));
             }
+            deliveries
         }
         HubCommand::ComponentConnect {
             domain,
@@ -112,11 +118,20 @@ pub(crate) fn apply(
             Vec::new()
         }
     };
-    deliver(outboxes, components, deliveries);
+    deliver(hub, outboxes, components, deliveries);
 }
 
-fn deliver(outboxes: &mut Outboxes, components: &mut ComponentOutboxes, deliveries: Vec<Delivery>) {
-    for delivery in deliveries {
+/// Hands deliveries to the sessions' and components' queues. A stanza that no session's queue
+/// takes any more (the session's connection ended, or its queue overflowed) goes back to the hub
+/// as undelivered, so that a message is stored offline rather than lost.
+fn deliver(
+    hub: &mut Hub,
+    outboxes: &mut Outboxes,
+    components: &mut ComponentOutboxes,
+    deliveries: Vec<Delivery>,
+) {
+    let mut work = std::collections::VecDeque::from(deliveries);
+    while let Some(delivery) = work.pop_front() {
         let (jid, outbound) = match delivery {
             Delivery::Stanza(jid, stanza) => (jid, Outbound::Stanza(stanza)),
             Delivery::Batch(jid, stanzas) => (jid, Outbound::Batch(stanzas)),
@@ -127,8 +142,10 @@ fn deliver(outboxes: &mut Outboxes, components: &mut ComponentOutboxes, deliveri
                 continue;
             }
             Delivery::Component(domain, stanza) => {
+                // A stanza a component's queue refuses is dropped: the component's
+                // connection is ending, or it stopped reading and is being closed.
                 if let Some((_, queue)) = components.get_mut(&domain) {
-                    offer(queue, Outbound::Stanza(stanza), &domain);
+                    let _ = offer(queue, Outbound::Stanza(stanza), &domain);
                 }
                 continue;
             }
@@ -136,32 +153,43 @@ fn deliver(outboxes: &mut Outboxes, components: &mut ComponentOutboxes, deliveri
         let Some((_, queue)) = outboxes.get_mut(&jid) else {
             continue;
         };
-        offer(queue, outbound, &jid);
+        let Some(refused) = offer(queue, outbound, &jid) else {
+            continue;
+        };
+        let stanzas = match refused {
+            Outbound::Stanza(stanza) => vec![*stanza],
+            Outbound::Batch(stanzas) => stanzas,
+            Outbound::Close(_) => continue,
+        };
+        work.extend(hub.undelivered(&jid, stanzas));
     }
 }
 
-/// Puts `outbound` in the queue of the session or component `who`, unless the queue was cut off.
+/// Puts `outbound` in the queue of the session or component `who`; hands it back when the queue
+/// is cut off, closed or full.
 fn offer(
     queue: &mut Option<mpsc::Sender<Outbound>>,
     outbound: Outbound,
     who: &dyn std::fmt::Display,
-) {
+) -> Option<Outbound> {
     let Some(outbox) = queue else {
-        return; // Already cut off; its Unbind is on the way.
+        return Some(outbound); // Already cut off; its Unbind is on the way.
     };
     match outbox.try_send(outbound) {
-        Ok(()) => {}
-        Err(mpsc::error::TrySendError::Full(_)) => {
-            // The client does not read: rather than buffer without bound, drop the
-            // queue's sender; the session drains what is queued, then closes with
-            // `policy-violation`, and its Unbind still finds the entry.
+        Ok(()) => None,
+        Err(mpsc::error::TrySendError::Full(outbound)) => {
+            // The client does not read: rather than buffer without bound, drop the queue's
+            // sender; the session drains what is queued, then closes with `policy-violation`,
+            // and its Unbind still finds the entry.
             tracing::warn!(%who, "outgoing queue full; closing the session");
             *queue = None;
+            Some(outbound)
         }
-        Err(mpsc::error::TrySendError::Closed(_)) => {
-            // The connection ended after the hub routed this stanza to it; its
-            // Unbind is queued behind the command being handled.
-            tracing::debug!(%who, "session already closed; stanza dropped");
+        Err(mpsc::error::TrySendError::Closed(outbound)) => {
+            // The connection ended after the hub routed this stanza to it; its Unbind is
+            // queued behind the command being handled.
+            tracing::debug!(%who, "session already closed; stanza undelivered");
+            Some(outbound)
         }
     }
 }
@@ -252,7 +280,7 @@ mod tests {
     }
 
     #[test]
-    fn a_session_that_closed_while_a_stanza_was_routed_to_it_is_still_unbound() {
+    fn a_session_that_closed_while_a_message_was_routed_to_it_is_unbound_and_the_message_stored() {
         let dir = tempfile::tempdir().unwrap();
         let (commands, thread) = hub_thread(&dir);
         let (alice, alice_queue) = bind(&commands, "alice", "r", 1, 8);
@@ -265,18 +293,21 @@ mod tests {
             .blocking_send(HubCommand::Unbind {
                 jid: alice.clone(),
                 id: 1,
+                unacked: Vec::new(),
             })
             .unwrap();
         // alice is offline now, so the next message waits for her in storage.
         let alice_bare: BareJid = alice.to_bare();
         send(&commands, &bob, 2, chat(alice_bare.into(), "stored"));
         let stored = offline_for_alice(&dir, commands, thread);
-        assert_eq!(stored.len(), 1, "{stored:?}");
-        assert!(stored[0].contains("stored"), "{stored:?}");
+        // The message that found the queue closed is not lost either.
+        assert_eq!(stored.len(), 2, "{stored:?}");
+        assert!(stored[0].contains("too late"), "{stored:?}");
+        assert!(stored[1].contains("stored"), "{stored:?}");
     }
 
     #[test]
-    fn a_session_cut_off_for_a_full_queue_is_unbound_when_it_closes() {
+    fn a_session_cut_off_for_a_full_queue_is_unbound_and_the_message_that_did_not_fit_stored() {
         let dir = tempfile::tempdir().unwrap();
         let (commands, thread) = hub_thread(&dir);
         let (alice, mut alice_queue) = bind(&commands, "alice", "r", 1, 1);
@@ -295,11 +326,39 @@ mod tests {
             .blocking_send(HubCommand::Unbind {
                 jid: alice.clone(),
                 id: 1,
+                unacked: Vec::new(),
             })
             .unwrap();
         send(&commands, &bob, 2, chat(alice.to_bare().into(), "stored"));
         let stored = offline_for_alice(&dir, commands, thread);
+        // The message that did not fit the queue is not lost either.
+        assert_eq!(stored.len(), 2, "{stored:?}");
+        assert!(stored[0].contains("overflow"), "{stored:?}");
+        assert!(stored[1].contains("stored"), "{stored:?}");
+    }
+
+    #[test]
+    fn the_unacknowledged_messages_of_a_replaced_session_are_stored_offline() {
+        let dir = tempfile::tempdir().unwrap();
+        let (commands, thread) = hub_thread(&dir);
+        let (alice, _old_queue) = bind(&commands, "alice", "r", 1, 8);
+        let unacked = chat(alice.clone().into(), "unacknowledged");
+        let Stanza::Message(mut unacked) = unacked else {
+            unreachable!("a chat is a message")
+        };
+        unacked.from = Some(BareJid::new("bob@localhost").unwrap().into());
+        // A new login binds the same resource: the old session is replaced...
+        let (_, _new_queue) = bind(&commands, "alice", "r", 2, 8);
+        // ...and its connection, closing, hands back what was never acknowledged.
+        commands
+            .blocking_send(HubCommand::Unbind {
+                jid: alice.clone(),
+                id: 1,
+                unacked: vec![unacked.into(), Presence::available().into()],
+            })
+            .unwrap();
+        let stored = offline_for_alice(&dir, commands, thread);
         assert_eq!(stored.len(), 1, "{stored:?}");
-        assert!(stored[0].contains("stored"), "{stored:?}");
+        assert!(stored[0].contains("unacknowledged"), "{stored:?}");
     }
 }

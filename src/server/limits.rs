@@ -58,6 +58,22 @@ pub struct ServerLimits {
     pub max_login_delay: Duration,
     /// A connection silent for this long gets a ping; silent for twice as long, it is closed.
     pub idle_ping_after: Duration,
+    /// How long a session with stream management (XEP-0198) stays resumable after its link
+    /// died: stanzas for it queue up, and its contacts still see it available. After that its
+    /// unacknowledged messages go to offline storage.
+    pub resume_timeout: Duration,
+    /// Most stanzas a session with stream management (XEP-0198) has written and not seen
+    /// acknowledged; more wait unwritten until acks make room, and a client that acknowledges
+    /// nothing for the write stall limit is closed. A hibernating session queues at most this
+    /// many. A session that ends for either reason hands its unacknowledged messages to
+    /// offline storage.
+    pub max_unacked: usize,
+    /// Most resumable sessions of one account at a time; beyond it, stream management is
+    /// enabled without resumption.
+    pub max_resumable_per_account: usize,
+    /// Most presence updates held back for an inactive client (XEP-0352), one per sender;
+    /// when another sender would exceed it, all of them are sent at once.
+    pub max_held_presences: usize,
 }
 
 impl Default for ServerLimits {
@@ -76,6 +92,10 @@ impl Default for ServerLimits {
             login_failure_delay: Duration::from_secs(1),
             max_login_delay: Duration::from_secs(8),
             idle_ping_after: Duration::from_secs(300),
+            resume_timeout: Duration::from_secs(600),
+            max_unacked: 500,
+            max_resumable_per_account: 10,
+            max_held_presences: 256,
         }
     }
 }
@@ -263,6 +283,8 @@ pub struct Meter {
     restarted: AtomicBool,
     unthrottle: AtomicBool,
     tripped: AtomicBool,
+    /// The transport reported the end of its input.
+    ended: AtomicBool,
     exceeded: std::sync::Mutex<Option<LimitExceeded>>,
     login_deadline: std::sync::Mutex<Option<tokio::time::Instant>>,
 }
@@ -279,6 +301,7 @@ impl Meter {
             restarted: AtomicBool::new(false),
             unthrottle: AtomicBool::new(false),
             tripped: AtomicBool::new(false),
+            ended: AtomicBool::new(false),
             exceeded: std::sync::Mutex::new(None),
             login_deadline: std::sync::Mutex::new(None),
         })
@@ -299,6 +322,12 @@ impl Meter {
             .login_deadline
             .lock()
             .unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Whether the transport reported the end of its input: a parse error after it is a
+    /// connection that ended without closing its stream (a dead link), not bad XML.
+    pub fn transport_ended(&self) -> bool {
+        self.ended.load(Ordering::Relaxed)
     }
 
     /// Call when the parser delivered a complete top-level element: its bytes no longer count.
@@ -468,6 +497,9 @@ impl<S: AsyncRead + Unpin> AsyncRead for LimitedReader<S> {
         match Pin::new(&mut this.inner).poll_read(cx, &mut limited) {
             Poll::Ready(Ok(())) => {
                 let filled = limited.filled().len();
+                if filled == 0 && room > 0 {
+                    this.meter.ended.store(true, Ordering::Relaxed);
+                }
                 // Hand the parser everything up to the first byte over a limit (so that, for
                 // instance, the stream header before an oversized element is still answered),
                 // and fail the next read.

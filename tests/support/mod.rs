@@ -15,6 +15,7 @@ pub mod peers;
 pub mod ports;
 pub mod process;
 pub mod profanity;
+pub mod proxy;
 pub mod raw;
 pub mod server;
 pub mod world;

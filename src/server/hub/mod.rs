@@ -9,6 +9,11 @@
 //! The driver runs the hub on a thread of its own (the store is synchronous SQLite) and forwards
 //! the deliveries to the sessions' outgoing queues.
 //!
+//! Stream management (XEP-0198) needs nothing of the hub while a session lives: a session whose
+//! link died and that waits to be resumed is still bound here, its queue still filled, and its
+//! contacts still see it available (as Prosody does). Only when a session ends for good does the
+//! hub hear of what its client never acknowledged ([`Hub::undelivered`]).
+//!
 //! | file | what it does |
 //! |---|---|
 //! | `mod.rs` | [`Hub`], [`Delivery`], [`CloseReason`]; stamps and dispatches every stanza |
@@ -19,7 +24,7 @@
 //! | `presence.rs` | presence broadcast, probes answered locally, subscriptions (RFC 6121 §3, §4) |
 //! | `roster.rs` | roster get/set/remove and pushes, with versioning (RFC 6121 §2) |
 //! | `carbons.rs` | message carbons (XEP-0280): the switch and the copies |
-//! | `offline.rs` | offline messages (XEP-0160): stored, then delivered on available presence |
+//! | `offline.rs` | offline messages (XEP-0160): stored, then delivered on available presence; what an ended session never acknowledged (XEP-0198) |
 //! | `private.rs` | private XML storage (XEP-0049) |
 //! | `disco.rs` | service discovery (XEP-0030), its features collected from the services, and the server's entity capabilities (XEP-0115) |
 //! | `components.rs` | external components (XEP-0114): their domains, and stanzas to and from them |

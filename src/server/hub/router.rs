@@ -58,6 +58,13 @@
 //! other element of the carbons namespace) or with the `<no-copy/>` hint (XEP-0334) are not
 //! copied.
 //!
+//! 7. **Undelivered** (XEP-0198 §5): a stanza delivered to a session that ended before its
+//!    client acknowledged it (with stream management), or that found the session's queue closed
+//!    or full, is treated as sent to an unavailable resource ([`Hub::undelivered`], in
+//!    `offline.rs`): `chat` and `normal` messages with a body are stored offline for the account
+//!    (even if another resource is online); IQ get/set get `recipient-unavailable`; the rest is
+//!    dropped.
+//!
 //! Stanzas **from an external component** (XEP-0114 §3; `components.rs`) follow the same rules
 //! with the component in the sender's place:
 //!

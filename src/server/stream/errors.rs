@@ -47,8 +47,19 @@ pub(super) async fn fail<Io, T: FromXml>(
 where
     Io: tokio::io::AsyncBufRead + tokio::io::AsyncWrite + Unpin,
 {
-    let name = condition_name(&condition);
-    let error = StreamError::new(condition, "en", text);
+    fail_with(stream, StreamError::new(condition, "en", text)).await
+}
+
+/// Sends `error` (which may carry an application-specific condition, such as XEP-0198's
+/// `handled-count-too-high`) and closes the stream.
+pub(super) async fn fail_with<Io, T: FromXml>(
+    stream: &mut XmlStream<Io, T>,
+    error: StreamError,
+) -> ConnectionEnd
+where
+    Io: tokio::io::AsyncBufRead + tokio::io::AsyncWrite + Unpin,
+{
+    let name = condition_name(&error.condition);
     let send = async {
         stream.send(&error).await?;
         <XmlStream<Io, T> as SinkExt<&StreamError>>::close(stream).await

@@ -3,7 +3,8 @@
 //! ```text
 //! header → features(STARTTLS required) → <starttls/> → TLS handshake
 //!   → header → features(SASL mechanisms) → SASL exchange (up to 3 attempts)
-//!   → header → features(bind, session optional) → bind → session loop
+//!   → header → features(bind, session optional, sm, csi) → bind → session loop
+//!                                                        or resume (XEP-0198) ↗
 //! ```
 //!
 //! On the direct TLS port (XEP-0368) the connection starts with the TLS handshake and goes on
@@ -20,7 +21,10 @@
 //!
 //! After binding, the session loop forwards the client's stanzas to the hub (after checking
 //! their `from`), writes what the hub sends to it, pings the client when it goes quiet, and on
-//! shutdown sends `system-shutdown`.
+//! shutdown sends `system-shutdown`. With stream management (XEP-0198) it counts and keeps what
+//! the client has not acknowledged; a resumable session whose link dies hibernates in a task of
+//! its own until a new connection resumes it or its time is over (`session.rs` says how). With
+//! client state indication (XEP-0352) it holds back presence updates for an inactive client.
 //!
 //! | file | phase |
 //! |---|---|
@@ -28,15 +32,19 @@
 //! | `negotiation.rs` | stream headers, features, STARTTLS, reading before login |
 //! | `features.rs` | the features on the wire: only those that apply (no empty `<mechanisms/>`) |
 //! | `auth.rs` | the SASL exchanges and the delay after a failed login |
-//! | `session.rs` | bind, the session loop, idle pings, writing to the client |
+//! | `session.rs` | bind or resume, the session loop, idle pings, writing to the client, hibernation |
+//! | `sm.rs` | stream management (XEP-0198), sans-IO: counting, acks, what a resumption writes again |
+//! | `csi.rs` | client state indication (XEP-0352): the session's element type, held presence |
 //! | `errors.rs` | how a connection ends: stream error conditions, `fail`, closing |
 //! | `upstream.rs` | the dependencies' errors the server tells apart by their text |
 //! | `harness.rs` | a connection over any byte transport, for the tests and the fuzz target |
 //!
 //! The imports point one way: `mod.rs` uses the phases, `session.rs` and `auth.rs` use
-//! `negotiation.rs`, and all of them use `errors.rs` and `upstream.rs`, which use none of them.
+//! `negotiation.rs`, `session.rs` uses `sm.rs` and `csi.rs`, and all of them use `errors.rs` and
+//! `upstream.rs`, which use none of them.
 
 mod auth;
+mod csi;
 mod errors;
 mod features;
 #[cfg(feature = "fuzzing")]
@@ -46,6 +54,7 @@ pub mod fuzzing;
 mod harness;
 mod negotiation;
 mod session;
+mod sm;
 #[cfg(test)]
 mod tests;
 mod upstream;

@@ -41,6 +41,11 @@ struct Server {
 
 impl Server {
     fn new() -> Self {
+        Self::with_limits(|_| {})
+    }
+
+    /// A server whose limits `change` adjusts.
+    fn with_limits(change: impl FnOnce(&mut ServerLimits)) -> Self {
         let dir = tempfile::tempdir().expect("a temporary directory");
         let db = database_path(dir.path());
         let store = Store::open(&db).expect("the database");
@@ -55,6 +60,8 @@ impl Server {
             max_login_delay: Duration::ZERO,
             ..ServerLimits::default()
         };
+        let mut limits = limits;
+        change(&mut limits);
         let auth = Store::open(&db).expect("the database");
         let shared = ServerShared::new("localhost".into(), tls_config(), limits, commands, auth);
         Self {
@@ -161,6 +168,8 @@ fn stream_error(xml: &str) -> Option<&str> {
     let name = &error[1..];
     name.find([' ', '/', '>']).map(|end| &name[..end])
 }
+
+mod sm;
 
 #[tokio::test]
 async fn starttls_is_offered_as_required_and_answered_with_proceed() {

@@ -2,6 +2,7 @@
 //! the next available presence with a non-negative priority, then deleted.
 
 use tokio_xmpp::parsers::ns;
+use tokio_xmpp::parsers::stanza_error::DefinedCondition;
 use tokio_xmpp::Stanza;
 
 use super::super::testing::*;
@@ -98,4 +99,42 @@ fn offline_storage_is_advertised_by_the_server() {
         .features(super::super::service::Entity::Server)
         .collect();
     assert!(features.contains(&"msgoffline"), "{features:?}");
+}
+
+#[test]
+fn unacknowledged_messages_of_an_ended_session_are_stored_iqs_bounced_and_the_rest_dropped() {
+    let mut world = World::with_accounts(&["alice", "bob"]);
+    let alice = world.online("alice/phone", 0);
+    let bob = world.online("bob/phone", 0);
+    let unacked = vec![
+        stanza("<message from='alice@localhost/phone' to='bob@localhost' type='chat'><body>one</body></message>"),
+        stanza("<message from='alice@localhost/phone' to='bob@localhost' type='chat'><composing xmlns='http://jabber.org/protocol/chatstates'/></message>"),
+        stanza("<message from='alice@localhost/phone' to='bob@localhost' type='headline'><body>news</body></message>"),
+        stanza("<presence from='alice@localhost/phone' to='bob@localhost/phone'/>"),
+        stanza("<iq from='alice@localhost/phone' to='bob@localhost/phone' type='get' id='v1'><query xmlns='jabber:iq:version'/></iq>"),
+        stanza("<iq from='alice@localhost/phone' to='bob@localhost/phone' type='result' id='r1'/>"),
+        stanza("<message from='alice@localhost/phone' to='bob@localhost' type='normal'><body>two</body></message>"),
+    ];
+    world.unbind(&bob);
+    let got = Deliveries(world.hub.undelivered(&bob, unacked));
+    // The IQ request is answered for bob, so alice does not wait for her timeout.
+    let answer = got.only_to(&alice);
+    assert_eq!(
+        error_condition(answer),
+        Some(DefinedCondition::RecipientUnavailable)
+    );
+    assert_eq!(got.0.len(), 1, "{}", got.describe());
+    let stored: Vec<String> = world
+        .hub
+        .store()
+        .offline_messages("bob")
+        .unwrap()
+        .into_iter()
+        .map(|(_, xml)| xml)
+        .collect();
+    assert_eq!(stored.len(), 2, "{stored:?}");
+    assert!(
+        stored[0].contains(">one<") && stored[1].contains(">two<"),
+        "{stored:?}"
+    );
 }
