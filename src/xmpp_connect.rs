@@ -200,6 +200,10 @@ impl Connector {
             id: None,
         };
         let tcp = self.dns.resolve().await?;
+        // Chat is small writes that follow each other (a stream-management `<a/>`, then the
+        // reply): with Nagle's algorithm the second waits for the server's delayed ACK, up to
+        // 40 ms on Linux. tokio-xmpp leaves the option alone; the servers set it too.
+        let _ = tcp.set_nodelay(true);
         let plain = initiate_stream(BufStream::new(tcp), ns, header(), timeouts).await?;
         let (features, mut plain): (_, XmppStream<BufStream<TcpStream>>) = plain
             .recv_features()
