@@ -218,6 +218,8 @@ class Bundled:
     """`mqtt2xmpp server` with its data in a private directory."""
 
     name = 'mqtt2xmpp'
+    # Whether loadgen's clients enable XEP-0198 (the server always offers it).
+    stream_management = False
 
     def __init__(self, workdir, cert, key, extra=()):
         self.dir = Path(workdir) / 'bundled'
@@ -274,6 +276,18 @@ class Bundled:
 PROSODY_SNIPPET = (ROOT / 'deploy' / 'prosody-mqtt2xmpp.cfg.lua').read_text()
 
 
+def with_modules(snippet, modules):
+    """The Prosody snippet with `modules` added to its `modules_enabled` list."""
+    if not modules:
+        return snippet
+    added = ''.join(f'{lua(m)}, ' for m in modules)
+    changed, n = re.subn(r'^modules_enabled = \{ ', lambda m: m.group(0) + added, snippet,
+                         count=1, flags=re.M)
+    if n != 1:
+        raise RuntimeError('the Prosody snippet has no `modules_enabled = { ...` line')
+    return changed
+
+
 def lua(text):
     return '"' + str(text).replace('\\', '\\\\').replace('"', '\\"') + '"'
 
@@ -282,8 +296,11 @@ class Prosody:
     """Prosody 0.12 from `deploy/prosody-mqtt2xmpp.cfg.lua`, as the tests run it (c2s only)."""
 
     name = 'Prosody'
+    stream_management = False
 
-    def __init__(self, workdir, cert, key, extra_config=''):
+    def __init__(self, workdir, cert, key, extra_config='', modules=()):
+        """`modules`: more modules to load, added to the snippet's `modules_enabled` (e.g.
+        `smacks`, XEP-0198, which Prosody 0.12 ships but the snippet does not enable)."""
         self.dir = Path(workdir) / 'prosody'
         self.data = self.dir / 'data'
         self.certs = self.dir / 'certs'
@@ -312,8 +329,8 @@ https_ports = {{}}
 storage = "internal"
 modules_disabled = {{ "s2s" }}
 
--- deploy/prosody-mqtt2xmpp.cfg.lua, verbatim:
-{PROSODY_SNIPPET}
+-- deploy/prosody-mqtt2xmpp.cfg.lua{', with more modules' if modules else ', verbatim'}:
+{with_modules(PROSODY_SNIPPET, modules)}
 -- Benchmark settings:
 {extra_config}
 
@@ -365,6 +382,8 @@ class Ejabberd:
     private node as tests/deploy.rs starts it. Needs root (ejabberdctl runs it as `ejabberd`)."""
 
     name = 'ejabberd'
+    # mod_stream_mgmt is in deploy/ejabberd-mqtt2xmpp.yml: only the clients choose.
+    stream_management = False
 
     def __init__(self, workdir, cert, both, replace=()):
         self.dir = Path(workdir) / 'ejabberd'
@@ -607,8 +626,11 @@ def run_loadgen(mode, *args, watch=None, timeout=600):
 
 
 def conn_args(server, prefix='u', first=0):
+    """How loadgen reaches `server`; with `--stream-management` when the server's
+    `stream_management` is set (XEP-0198 on every connection)."""
     return ['--server', f'127.0.0.1:{server.port}', '--ca', server.ca, '--password', PASSWORD,
-            '--prefix', prefix, '--first', first]
+            '--prefix', prefix, '--first', first] + (
+                ['--stream-management'] if getattr(server, 'stream_management', False) else [])
 
 
 # ---------------------------------------------------------------------------------------------
@@ -626,7 +648,8 @@ def fmt(value, digits=1):
 
 
 def ratio(ours, theirs):
-    if ours is None or theirs is None or not theirs:
+    if ours is None or theirs is None or isinstance(ours, str) or isinstance(theirs, str) \
+            or not theirs:
         return '–'
     return f'{ours / theirs:.2f}×'
 

@@ -4,7 +4,8 @@ installed, and run as root), one after the other in one run, under the same load
 examples/loadgen.rs, on the same certificate and the same accounts. Prints one table with the
 ratios ours/Prosody and ours/ejabberd.
 
-    bench/run_server.py            # 5 to 7 minutes on 2 cores
+    bench/run_server.py                          # 5 to 7 minutes on 2 cores
+    bench/run_server.py --stream-management      # every client enables XEP-0198
 
 What it measures, per server (see bench/README.md for the settings that make it fair):
 
@@ -16,6 +17,13 @@ What it measures, per server (see bench/README.md for the settings that make it 
    1 000, and with 10 000 connections (authenticated, bound, available presence), divided by
    the connections;
 5. routing at saturation again, with those 10 000 idle connections still online.
+
+With --stream-management, every loadgen client of the servers it names (all three by default)
+enables XEP-0198 stream management after binding, answers the server's ack requests and asks
+for acks itself (an <r/> after every fifth stanza sent, as slixmpp does). Prosody then loads its
+mod_smacks (shipped with 0.12, not in the deploy snippet's modules); ejabberd's mod_stream_mgmt
+is in the deploy YAML already; the bundled server always offers it. The table says per column
+whether it was on.
 """
 
 import argparse
@@ -129,9 +137,17 @@ def main():
     ap.add_argument('--login-concurrency', type=int, default=16)
     ap.add_argument('--idle', default='1000,10000', help='connection counts, ascending')
     ap.add_argument('--no-build', action='store_true')
+    ap.add_argument('--stream-management', nargs='?', const='mqtt2xmpp,prosody,ejabberd',
+                    default='', metavar='SERVERS',
+                    help='clients enable XEP-0198 stream management on these servers (all '
+                    'three when given alone)')
     args = ap.parse_args()
     args.idle = [int(n) for n in args.idle.split(',')]
     wanted = args.servers.lower().split(',')
+    with_sm = {n for n in args.stream_management.lower().split(',') if n}
+    if with_sm - {'mqtt2xmpp', 'prosody', 'ejabberd'}:
+        ap.error('--stream-management: unknown servers '
+                 f"{sorted(with_sm - {'mqtt2xmpp', 'prosody', 'ejabberd'})}")
 
     started = time.monotonic()
     if not args.no_build:
@@ -152,11 +168,14 @@ def main():
             servers.append(common.Bundled(work, cert, key, extra=[
                 '--max-connections', str(max(args.idle) + 1000),
                 '--bytes-per-second', '1000000000', '--burst-bytes', '1000000000']))
+            servers[-1].stream_management = 'mqtt2xmpp' in with_sm
         if 'prosody' in wanted:
             if common.prosody_available():
                 # Prosody's default is 10 000 PBKDF2 iterations; the others use 4 096.
-                servers.append(common.Prosody(work, cert, key,
-                                              extra_config='default_iteration_count = 4096'))
+                servers.append(common.Prosody(
+                    work, cert, key, extra_config='default_iteration_count = 4096',
+                    modules=['smacks'] if 'prosody' in with_sm else []))
+                servers[-1].stream_management = 'prosody' in with_sm
             else:
                 notes.append('Prosody: not installed')
         if 'ejabberd' in wanted:
@@ -166,6 +185,7 @@ def main():
                     ('c2s_shaper: normal', 'c2s_shaper: none'),
                     # The snippet's `backlog: 128` is the listen queue the other two get.
                 ]))
+                servers[-1].stream_management = 'ejabberd' in with_sm
             else:
                 notes.append('ejabberd: not installed, or not running as root')
         for server in servers:
@@ -196,7 +216,11 @@ def main():
     names = [s.name for s in servers if s.name in results]
     ours = results.get('mqtt2xmpp', {})
     others = [n for n in names if n != 'mqtt2xmpp']
+    for n in names:
+        results[n]['sm'] = ('on' if next(s for s in servers if s.name == n).stream_management
+                            else 'off')
     rows_spec = [
+        ('stream management (XEP-0198) in the clients', '', 'sm'),
         ('routing at saturation, msg/s', '↑', 'route_msgs_per_s'),
         ('  latency p50 / p99 at saturation, ms', '↓', ('route_sat_p50', 'route_sat_p99')),
         ('  server CPU per routed message, µs', '↓', 'route_cpu_us'),
@@ -244,6 +268,14 @@ def main():
         extra.append(f"RSS after the login and routing runs {r.get('rss_after_load_mib', 0):.1f} "
                      'MiB')
         print(f'{n}: ' + '; '.join(extra))
+    if any(results[n]['sm'] == 'on' for n in names):
+        print('stream management on: every client enables it after binding (no resumption), '
+              'answers each <r/> and sends <r/> after every fifth stanza; off: the same '
+              'clients without it.')
+        for n in names:
+            if results[n]['sm'] == 'off':
+                print(f'{n}: stream management off in this run (--stream-management names the '
+                      'servers it is on for).')
     for note in notes:
         print(note)
     print(f'total time {time.monotonic() - started:.0f} s')

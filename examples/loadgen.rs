@@ -37,6 +37,15 @@
 //! server, Prosody 0.12 and ejabberd all offer, so every server does the same work), or `auto`
 //! for what the bridge itself does (tokio-xmpp's preference, with tls-exporter channel binding).
 //!
+//! With `--stream-management` (any mode that logs in) every client enables XEP-0198 stream
+//! management right after binding, as phone clients do: `<enable/>` without resumption, then
+//! `<enabled/>` (a server that does not advertise `<sm xmlns='urn:xmpp:sm:3'/>`, or answers
+//! `<failed/>`, fails the login). From then on it counts the stanzas it receives and answers
+//! every `<r/>` with `<a h='…'/>` (idle connections too), requests acks for what it sends the
+//! way slixmpp does (an `<r/>` after every fifth stanza), checks the server's `<a/>`, sends a
+//! last `<a/>` before closing, and turns Nagle's algorithm off (see `login`). The summary and
+//! the JSON (`"sm"`) count the sessions, requests and acks.
+//!
 //! Every mode prints one JSON object on the last line of standard output (the drivers in
 //! `bench/` read it) and a human summary on standard error; `route`, `login` and `ask` also
 //! print `MARK start` and `MARK end` when the measured window opens and closes, so that the
@@ -69,6 +78,7 @@ use tokio_xmpp::parsers::iq::Iq;
 use tokio_xmpp::parsers::message::{Id, Message, MessageType};
 use tokio_xmpp::parsers::ns;
 use tokio_xmpp::parsers::presence::Presence;
+use tokio_xmpp::parsers::sm;
 use tokio_xmpp::xmlstream::{
     FallibleStreamElement, ReadError, StreamHeader, Timeouts, XmppStream, XmppStreamElement,
 };
@@ -145,6 +155,11 @@ struct Conn {
     /// Logins in progress at once while connecting the clients of a run.
     #[arg(long, default_value_t = 32)]
     setup_concurrency: usize,
+    /// XEP-0198 stream management: enable it after binding (without resumption), answer the
+    /// server's `<r/>`, and ask for acks as slixmpp does (an `<r/>` after every fifth stanza
+    /// sent). Fails if the server does not offer it.
+    #[arg(long)]
+    stream_management: bool,
 }
 
 #[derive(Debug, Args)]
@@ -297,7 +312,26 @@ fn main() -> anyhow::Result<()> {
         }
     })?;
     eprintln!("{}", report.human);
-    println!("{}", report.json);
+    let mut json = report.json;
+    let sessions = SM_SESSIONS.load(Ordering::Relaxed);
+    if sessions > 0 {
+        let (requested, acked, answered) = (
+            SM_REQUESTS_SENT.load(Ordering::Relaxed),
+            SM_ACKS_RECEIVED.load(Ordering::Relaxed),
+            SM_REQUESTS_ANSWERED.load(Ordering::Relaxed),
+        );
+        eprintln!(
+            "stream management: enabled on {sessions} connections; {requested} acks requested, \
+             {acked} received; {answered} of the server's requests answered"
+        );
+        if let Some(open) = json.strip_suffix('}') {
+            json = format!(
+                "{open}, \"sm\": {{\"sessions\": {sessions}, \"requested\": {requested}, \
+                 \"acked\": {acked}, \"answered\": {answered}}}}}"
+            );
+        }
+    }
+    println!("{json}");
     // Idle connections and the MQTT event loop may still be running: do not wait for them.
     runtime.shutdown_timeout(Duration::from_millis(500));
     Ok(())
@@ -429,15 +463,205 @@ impl LoginSetup {
 struct Client {
     stream: Stream,
     jid: FullJid,
+    /// The XEP-0198 counters, once the server has enabled stream management.
+    sm: Option<SmCounters>,
 }
 
-/// TCP, STARTTLS, TLS, SASL with the chosen mechanism, stream restart, resource binding.
+/// How often a client with stream management asks the server to acknowledge what it sent: an
+/// `<r/>` after every fifth stanza, slixmpp's default (its XEP-0198 plugin's `window = 5`). A
+/// client that never asks would leave the server's queue of unacknowledged stanzas unread;
+/// one that asks after every stanza (as Conversations does for messages) doubles the nonzas.
+const ACK_REQUEST_EVERY: u32 = 5;
+
+/// A client's XEP-0198 counters (§4), all modulo 2^32.
+#[derive(Debug, Default)]
+struct SmCounters {
+    /// Stanzas received since `<enabled/>`: the `h` of our `<a/>`.
+    handled: u32,
+    /// Stanzas sent since `<enable/>`.
+    sent: u32,
+    /// The server's latest `h`: how many of them it has acknowledged.
+    acked: u32,
+}
+
+/// Stream management counts over the whole run, for the summary.
+static SM_SESSIONS: AtomicU64 = AtomicU64::new(0);
+static SM_REQUESTS_SENT: AtomicU64 = AtomicU64::new(0);
+static SM_ACKS_RECEIVED: AtomicU64 = AtomicU64::new(0);
+static SM_REQUESTS_ANSWERED: AtomicU64 = AtomicU64::new(0);
+
+impl Client {
+    /// Queues a stanza for writing (see [`Client::flush`]); with stream management, counts it
+    /// and queues an `<r/>` after every [`ACK_REQUEST_EVERY`]th.
+    async fn feed(&mut self, stanza: impl Into<Stanza>) -> anyhow::Result<()> {
+        self.stream
+            .feed(&XmppStreamElement::Stanza(stanza.into()))
+            .await
+            .context("write")?;
+        if let Some(sm) = &mut self.sm {
+            sm.sent = sm.sent.wrapping_add(1);
+            if sm.sent % ACK_REQUEST_EVERY == 0 {
+                self.stream
+                    .feed(&XmppStreamElement::SM(sm::Nonza::Req(sm::R)))
+                    .await
+                    .context("write")?;
+                SM_REQUESTS_SENT.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        Ok(())
+    }
+
+    async fn flush(&mut self) -> anyhow::Result<()> {
+        <Stream as SinkExt<&XmppStreamElement>>::flush(&mut self.stream)
+            .await
+            .context("write")
+    }
+
+    async fn send(&mut self, stanza: impl Into<Stanza>) -> anyhow::Result<()> {
+        self.feed(stanza).await?;
+        self.flush().await
+    }
+
+    /// Handles what the stream yielded: a stanza is returned (and counted, with stream
+    /// management); the server's `<r/>` is answered with our count and its `<a/>` recorded;
+    /// stream errors, closes and read errors are errors. Takes the item rather than reading it,
+    /// so that a `select!` can read with the cancel-safe `stream.next()`.
+    async fn on_item(
+        &mut self,
+        item: Option<Result<FallibleStreamElement, ReadError>>,
+    ) -> anyhow::Result<Option<Stanza>> {
+        match item {
+            Some(Ok(FallibleStreamElement::Ok(XmppStreamElement::Stanza(stanza)))) => {
+                if let Some(sm) = &mut self.sm {
+                    sm.handled = sm.handled.wrapping_add(1);
+                }
+                Ok(Some(stanza))
+            }
+            Some(Ok(FallibleStreamElement::Ok(XmppStreamElement::StreamError(e)))) => {
+                bail!("stream error from the server: {e:?}")
+            }
+            Some(Ok(FallibleStreamElement::Ok(XmppStreamElement::SM(nonza)))) => {
+                self.on_sm(nonza).await?;
+                Ok(None)
+            }
+            Some(Ok(_)) | Some(Err(ReadError::SoftTimeout)) => Ok(None),
+            Some(Err(e)) => bail!("read: {e}"),
+            None => bail!("the server closed the connection"),
+        }
+    }
+
+    /// A stream management nonza from the server, once enabled.
+    async fn on_sm(&mut self, nonza: sm::Nonza) -> anyhow::Result<()> {
+        let Some(counters) = &mut self.sm else {
+            bail!("stream management element without stream management: {nonza:?}")
+        };
+        match nonza {
+            // XEP-0198 §4: answer a request with the stanzas handled so far.
+            sm::Nonza::Req(_) => {
+                let h = counters.handled;
+                self.stream
+                    .send(&XmppStreamElement::SM(sm::Nonza::Ack(sm::A::new(h))))
+                    .await
+                    .context("write")?;
+                SM_REQUESTS_ANSWERED.fetch_add(1, Ordering::Relaxed);
+            }
+            // §4: an `h` acknowledges stanzas we sent; more than we sent is the server's error.
+            sm::Nonza::Ack(sm::A { h }) => {
+                let unacked = counters.sent.wrapping_sub(counters.acked);
+                if h.wrapping_sub(counters.acked) > unacked {
+                    bail!(
+                        "the server acknowledged h={h}, but only {} stanzas were sent",
+                        counters.sent
+                    );
+                }
+                counters.acked = h;
+                SM_ACKS_RECEIVED.fetch_add(1, Ordering::Relaxed);
+            }
+            sm::Nonza::Failed(failed) => bail!("stream management failed: {failed:?}"),
+            other => bail!("unexpected stream management element: {other:?}"),
+        }
+        Ok(())
+    }
+
+    /// The next stanza, answering stream management requests on the way.
+    async fn next_stanza(&mut self) -> anyhow::Result<Stanza> {
+        loop {
+            let item = self.stream.next().await;
+            if let Some(stanza) = self.on_item(item).await? {
+                return Ok(stanza);
+            }
+        }
+    }
+
+    /// XEP-0198 §3: `<enable/>` (no resumption: a benchmark client does not come back), then
+    /// wait for `<enabled/>`. Stanzas the server sends before it are not counted (§4 counts
+    /// from `<enabled/>` on) and are dropped: right after binding there are none.
+    async fn enable_sm(&mut self) -> anyhow::Result<()> {
+        self.stream
+            .send(&XmppStreamElement::SM(sm::Nonza::Enable(sm::Enable::new())))
+            .await
+            .context("write")?;
+        loop {
+            match self.stream.next().await {
+                Some(Ok(FallibleStreamElement::Ok(XmppStreamElement::SM(nonza)))) => match nonza {
+                    sm::Nonza::Enabled(_) => {
+                        self.sm = Some(SmCounters::default());
+                        SM_SESSIONS.fetch_add(1, Ordering::Relaxed);
+                        return Ok(());
+                    }
+                    sm::Nonza::Failed(failed) => {
+                        bail!("the server refused to enable stream management: {failed:?}")
+                    }
+                    other => bail!("expected <enabled/>, got {other:?}"),
+                },
+                item => {
+                    self.on_item(item).await?;
+                }
+            }
+        }
+    }
+
+    /// Answers an IQ get (a server's ping) so the server keeps the connection; ignores the rest.
+    async fn answer_iq(&mut self, iq: Iq) -> anyhow::Result<()> {
+        if let Iq::Get { from, id, .. } = iq {
+            let to = from.unwrap_or_else(|| Jid::from(self.jid.domain().to_owned()));
+            self.send(Iq::empty_result(to, id)).await?;
+        }
+        Ok(())
+    }
+
+    /// Sends the stream footer and waits briefly for the server's. With stream management, an
+    /// `<a/>` goes first: the server then knows that everything it sent arrived, and keeps no
+    /// stanza of ours for offline storage.
+    async fn close(mut self) {
+        let closing = async {
+            if let Some(sm) = &self.sm {
+                let ack = XmppStreamElement::SM(sm::Nonza::Ack(sm::A::new(sm.handled)));
+                let _ = self.stream.feed(&ack).await;
+            }
+            let _ = <Stream as SinkExt<&XmppStreamElement>>::close(&mut self.stream).await;
+            while let Some(item) = self.stream.next().await {
+                if item.is_err() {
+                    break;
+                }
+            }
+        };
+        let _ = tokio::time::timeout(Duration::from_secs(2), closing).await;
+    }
+}
+
+/// TCP, STARTTLS, TLS, SASL with the chosen mechanism, stream restart, resource binding, and
+/// with `--stream-management`, XEP-0198's `<enable/>`.
 async fn login(setup: &LoginSetup, user: &str, resource: &str) -> anyhow::Result<Client> {
     let attempt = async {
         let conn = &setup.conn;
         let bare = BareJid::new(&format!("{user}@{}", conn.domain))
             .with_context(|| format!("bad account {user}@{}", conn.domain))?;
         let jid = Jid::from(bare.clone());
+        // Until the server binds a resource (and may choose another).
+        let requested = bare
+            .with_resource_str(resource)
+            .with_context(|| format!("bad resource {resource}"))?;
         // A connector per connection: its login guard counts attempts per account.
         let connector = Connector::new(
             setup.dns.clone(),
@@ -472,7 +696,7 @@ async fn login(setup: &LoginSetup, user: &str, resource: &str) -> anyhow::Result
         let authenticated = tokio_xmpp::client_login(stream, mechanisms, creds)
             .await
             .context("SASL")?;
-        let (_, mut stream) = authenticated
+        let (features, mut stream) = authenticated
             .send_header(StreamHeader {
                 to: Some(conn.domain.clone().into()),
                 from: None,
@@ -482,10 +706,22 @@ async fn login(setup: &LoginSetup, user: &str, resource: &str) -> anyhow::Result
             .recv_features::<FallibleStreamElement>()
             .await
             .context("stream features after SASL")?;
+        // XEP-0198 §2: the server advertises stream management in these features.
+        if conn.stream_management && features.stream_management.is_none() {
+            bail!(
+                "--stream-management: the server does not offer stream management (no <sm \
+                 xmlns='urn:xmpp:sm:3'/> in its stream features)"
+            );
+        }
         let bind = Iq::from_set("bind", BindQuery::new(Some(resource.to_owned())));
         stream.send(&XmppStreamElement::Stanza(bind.into())).await?;
+        let mut client = Client {
+            stream,
+            jid: requested,
+            sm: None,
+        };
         loop {
-            match next_element(&mut stream).await? {
+            match client.next_stanza().await? {
                 Stanza::Iq(Iq::Result {
                     id,
                     payload: Some(payload),
@@ -493,65 +729,33 @@ async fn login(setup: &LoginSetup, user: &str, resource: &str) -> anyhow::Result
                 }) if id == "bind" => {
                     let bound = BindResponse::try_from(payload)
                         .map_err(|e| anyhow!("bad bind result: {e:?}"))?;
-                    return Ok(Client {
-                        stream,
-                        jid: bound.jid,
-                    });
+                    client.jid = bound.jid;
+                    break;
                 }
                 Stanza::Iq(iq) if iq.id() == "bind" => bail!("bind refused: {iq:?}"),
                 _ => {}
             }
         }
+        // XEP-0198 §3: enabled after binding, as clients do.
+        if conn.stream_management {
+            // Acks are small writes of their own between stanzas: with Nagle's algorithm a
+            // message written right after an `<a/>` waits for the peer's delayed ACK (up to
+            // 40 ms). Clients turn it off (asyncio, under slixmpp, does by default); without
+            // stream management every write is a whole batch, and the setting stays as it was.
+            let _ = client
+                .stream
+                .get_stream()
+                .get_ref()
+                .get_ref()
+                .0
+                .set_nodelay(true);
+            client.enable_sm().await.context("stream management")?;
+        }
+        Ok(client)
     };
     tokio::time::timeout(LOGIN_TIMEOUT, attempt)
         .await
         .map_err(|_| anyhow!("no login within {LOGIN_TIMEOUT:?}"))?
-}
-
-/// The next stanza; stream errors, closes and unparsable elements are errors.
-async fn next_element(stream: &mut Stream) -> anyhow::Result<Stanza> {
-    loop {
-        match stream.next().await {
-            Some(Ok(FallibleStreamElement::Ok(XmppStreamElement::Stanza(stanza)))) => {
-                return Ok(stanza)
-            }
-            Some(Ok(FallibleStreamElement::Ok(XmppStreamElement::StreamError(e)))) => {
-                bail!("stream error from the server: {e:?}")
-            }
-            Some(Ok(_)) | Some(Err(ReadError::SoftTimeout)) => {}
-            Some(Err(e)) => bail!("read: {e}"),
-            None => bail!("the server closed the connection"),
-        }
-    }
-}
-
-async fn send(stream: &mut Stream, stanza: impl Into<Stanza>) -> anyhow::Result<()> {
-    stream
-        .send(&XmppStreamElement::Stanza(stanza.into()))
-        .await
-        .context("write")
-}
-
-/// Answers an IQ get (a server's ping) so the server keeps the connection; ignores the rest.
-async fn answer_iq(stream: &mut Stream, iq: Iq, own: &FullJid) -> anyhow::Result<()> {
-    if let Iq::Get { from, id, .. } = iq {
-        let to = from.unwrap_or_else(|| Jid::from(own.domain().to_owned()));
-        send(stream, Iq::empty_result(to, id)).await?;
-    }
-    Ok(())
-}
-
-/// Sends the stream footer and waits briefly for the server's.
-async fn close(mut stream: Stream) {
-    let closing = async {
-        let _ = <Stream as SinkExt<&XmppStreamElement>>::close(&mut stream).await;
-        while let Some(item) = stream.next().await {
-            if item.is_err() {
-                break;
-            }
-        }
-    };
-    let _ = tokio::time::timeout(Duration::from_secs(2), closing).await;
 }
 
 /// Logs in `count` clients (accounts 0 … count − 1 of the run, resource `resource`), at most
@@ -618,7 +822,7 @@ async fn route(args: RouteArgs) -> anyhow::Result<Report> {
     let mut clients = login_all(&setup, clients_n, "route").await?;
     let setup_time = started.elapsed();
     for client in &mut clients {
-        send(&mut client.stream, Presence::available()).await?;
+        client.send(Presence::available()).await?;
     }
     let jids: Vec<FullJid> = clients.iter().map(|c| c.jid.clone()).collect();
     let run_id = format!("{:08x}", rand::random::<u32>());
@@ -733,30 +937,22 @@ async fn route_client(
             let sending = Instant::now() < plan.measure_until;
             tokio::select! {
                 biased;
-                element = client.stream.next() => match element {
-                    Some(Ok(FallibleStreamElement::Ok(XmppStreamElement::Stanza(stanza)))) => {
-                        match stanza {
-                            Stanza::Message(message) => {
-                                let Some(sent_us) = timestamp(&message, &run_id) else {
-                                    continue;
-                                };
-                                let now = Instant::now();
-                                if now >= plan.measure_from && now < plan.measure_until {
-                                    stats.received += 1;
-                                    stats.latencies_us.push(now_us().saturating_sub(sent_us));
-                                }
-                                partners.add_permits(1);
-                            }
-                            Stanza::Iq(iq) => answer_iq(&mut client.stream, iq, &client.jid).await?,
-                            Stanza::Presence(_) => {}
+                // `next()` is cancel-safe; what it read is handled in full (an `<r/>` is
+                // answered) before the next `select!`.
+                element = client.stream.next() => match client.on_item(element).await? {
+                    Some(Stanza::Message(message)) => {
+                        let Some(sent_us) = timestamp(&message, &run_id) else {
+                            continue;
+                        };
+                        let now = Instant::now();
+                        if now >= plan.measure_from && now < plan.measure_until {
+                            stats.received += 1;
+                            stats.latencies_us.push(now_us().saturating_sub(sent_us));
                         }
+                        partners.add_permits(1);
                     }
-                    Some(Ok(FallibleStreamElement::Ok(XmppStreamElement::StreamError(e)))) => {
-                        bail!("stream error: {e:?}")
-                    }
-                    Some(Ok(_)) | Some(Err(ReadError::SoftTimeout)) => {}
-                    Some(Err(e)) => bail!("read: {e}"),
-                    None => bail!("closed by the server"),
+                    Some(Stanza::Iq(iq)) => client.answer_iq(iq).await?,
+                    Some(Stanza::Presence(_)) | None => {}
                 },
                 permit = own.acquire(), if sending && ticker.is_none() => {
                     if let Ok(permit) = permit {
@@ -772,16 +968,16 @@ async fn route_client(
                         for _ in 0..batch {
                             let message = chat(&partner, &run_id, seq, &padding);
                             seq += 1;
-                            client.stream.feed(&XmppStreamElement::Stanza(message.into())).await?;
+                            client.feed(message).await?;
                         }
-                        <Stream as SinkExt<&XmppStreamElement>>::flush(&mut client.stream).await?;
+                        client.flush().await?;
                         stats.sent += batch as u64;
                     }
                 }
                 _ = tick(&mut ticker), if sending && ticker.is_some() => {
                     let message = chat(&partner, &run_id, seq, &padding);
                     seq += 1;
-                    send(&mut client.stream, message).await?;
+                    client.send(message).await?;
                     stats.sent += 1;
                 }
                 _ = tokio::time::sleep_until(plan.stop.into()) => return Ok(()),
@@ -792,7 +988,7 @@ async fn route_client(
     if let Err(e) = result {
         stats.error = Some(format!("{}: {e:#}", client.jid));
     } else {
-        close(client.stream).await;
+        client.close().await;
     }
     stats
 }
@@ -859,7 +1055,7 @@ async fn login_mode(args: LoginArgs) -> anyhow::Result<Report> {
                     Ok(client) => {
                         latencies.push(began.elapsed().as_micros() as u64);
                         // Closing is not part of a login: do it on the side.
-                        closing.push(tokio::spawn(close(client.stream)));
+                        closing.push(tokio::spawn(client.close()));
                     }
                     Err(e) => {
                         failures.fetch_add(1, Ordering::SeqCst);
@@ -949,7 +1145,7 @@ async fn idle(args: IdleArgs) -> anyhow::Result<Report> {
                 }
             };
             if presence {
-                if let Err(e) = send(&mut client.stream, Presence::available()).await {
+                if let Err(e) = client.send(Presence::available()).await {
                     let _ = ready_tx.send(Err(format!("{user}: {e:#}")));
                     return;
                 }
@@ -961,9 +1157,9 @@ async fn idle(args: IdleArgs) -> anyhow::Result<Report> {
             loop {
                 tokio::select! {
                     _ = stop.notified() => break,
-                    stanza = next_element(&mut client.stream) => match stanza {
+                    stanza = client.next_stanza() => match stanza {
                         Ok(Stanza::Iq(iq)) => {
-                            if answer_iq(&mut client.stream, iq, &client.jid).await.is_err() {
+                            if client.answer_iq(iq).await.is_err() {
                                 lost.fetch_add(1, Ordering::SeqCst);
                                 return;
                             }
@@ -1055,11 +1251,11 @@ async fn ask_once(
     let mut message =
         Message::chat(Some(to.clone())).with_body(Default::default(), question.into());
     message.id = Some(Id(format!("ask{n}")));
-    send(&mut client.stream, message).await?;
+    client.send(message).await?;
     let to_bare = to.to_bare();
     let wait = async {
         loop {
-            match next_element(&mut client.stream).await? {
+            match client.next_stanza().await? {
                 Stanza::Message(reply) => {
                     if reply.from.as_ref().map(|f| f.to_bare()) != Some(to_bare.clone()) {
                         continue;
@@ -1071,7 +1267,7 @@ async fn ask_once(
                         return Ok(body.clone());
                     }
                 }
-                Stanza::Iq(iq) => answer_iq(&mut client.stream, iq, &client.jid).await?,
+                Stanza::Iq(iq) => client.answer_iq(iq).await?,
                 Stanza::Presence(_) => {}
             }
         }
@@ -1088,7 +1284,7 @@ async fn ask(args: AskArgs) -> anyhow::Result<Report> {
     let mut clients = login_all(&setup, args.askers.max(1), "ask").await?;
     for client in &mut clients {
         // Negative priority: replies to the full JID still come here.
-        send(&mut client.stream, Presence::available().with_priority(-1)).await?;
+        client.send(Presence::available().with_priority(-1)).await?;
     }
     let now = Instant::now();
     let measure_from = now + args.warmup;
@@ -1122,7 +1318,7 @@ async fn ask(args: AskArgs) -> anyhow::Result<Report> {
                     }
                 }
             }
-            close(client.stream).await;
+            client.close().await;
             stats
         }));
     }
@@ -1211,7 +1407,7 @@ async fn fresh(args: FreshArgs) -> anyhow::Result<Report> {
     let to: Jid = args.to.parse().context("--to")?;
     let setup = LoginSetup::new(args.conn.clone())?;
     let mut client = login(&setup, &setup.account(0), "fresh").await?;
-    send(&mut client.stream, Presence::available().with_priority(-1)).await?;
+    client.send(Presence::available().with_priority(-1)).await?;
     let mqtt = mqtt_connect(&args.mqtt, "fresh")?;
     let samples = args.samples.max(1);
     // Marker k (the value base + k) is published at start + k × interval, whatever the bot
@@ -1289,7 +1485,7 @@ async fn fresh(args: FreshArgs) -> anyhow::Result<Report> {
     if last_published.is_none() && !args.first_only {
         publisher.await??;
     }
-    close(client.stream).await;
+    client.close().await;
     let missed = samples - settled;
     let latency = Percentiles::of(freshness);
     let human = format!(
