@@ -134,7 +134,8 @@ where
                 Upstream::NotStreamHeader
                 | Upstream::UnsupportedVersion
                 | Upstream::NotWellFormed
-                | Upstream::UnknownMechanism,
+                | Upstream::UnknownMechanism
+                | Upstream::InvalidShow,
             ) => fail(stream, StreamCondition::NotWellFormed, &e.to_string()).await,
             Some(Upstream::BeforeStreamHeader) | None => ConnectionEnd::Io(e),
         },

@@ -305,7 +305,8 @@ fn header_condition(upstream: Upstream, error: String) -> (StreamCondition, Stri
         Upstream::BeforeStreamHeader
         | Upstream::NotWellFormed
         | Upstream::UnknownElement
-        | Upstream::UnknownMechanism => (StreamCondition::NotWellFormed, error),
+        | Upstream::UnknownMechanism
+        | Upstream::InvalidShow => (StreamCondition::NotWellFormed, error),
     }
 }
 

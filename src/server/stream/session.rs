@@ -52,6 +52,7 @@ use super::negotiation::{
     accept_header, before_login_deadline, login_timed_out, refuse_header, respond, LOGIN_GRACE,
 };
 use super::sm::new_token;
+use super::upstream::{classify_parse, Upstream};
 use crate::server::hub::{bounce, CloseReason};
 use crate::server::limits::Meter;
 use crate::server::shared::{Handover, HubCommand, Outbound, ServerShared, SmState, Takeover};
@@ -646,6 +647,41 @@ fn invalid_stanza_reply(kind: &str, header: &RawStanzaHeader, jid: &FullJid) -> 
     }
 }
 
+/// A presence that xmpp-parsers refused only for its `<show>`, taken with its addressing and
+/// type but without its payloads; `None` for anything else.
+///
+/// go-xmpp (go-sendxmpp, and bots written with it) sends `<show></show>` in its available
+/// presence. RFC 6121 §4.7.2.1 allows only away, chat, dnd and xa there, so the whole stanza
+/// does not parse; answering it with `bad-request` would leave such a client unavailable for
+/// good (messages to its bare JID would all go to offline storage), while Prosody and ejabberd
+/// take it. So it counts as a presence without a show; its status and priority are lost with
+/// the rest of the payloads, which cannot be read back once parsing failed. Only available and
+/// unavailable presence without a `from` is taken this way.
+fn presence_without_show(
+    kind: &str,
+    header: &RawStanzaHeader,
+    error: &xso::error::Error,
+) -> Option<Stanza> {
+    if kind != "presence" || classify_parse(error) != Some(Upstream::InvalidShow) {
+        return None;
+    }
+    let type_ = match header.type_.as_deref() {
+        None => PresenceType::None,
+        Some("unavailable") => PresenceType::Unavailable,
+        Some(_) => return None,
+    };
+    if header.from.is_some() {
+        return None;
+    }
+    let mut presence = Presence::new(type_);
+    presence.to = match header.to.as_deref() {
+        None => None,
+        Some(to) => Some(Jid::new(to).ok()?),
+    };
+    presence.id = header.id.clone();
+    Some(presence.into())
+}
+
 /// Whether a client-supplied `from` is acceptable: absent, or the session's full or bare JID.
 fn from_is_own(stanza: &Stanza, jid: &FullJid) -> bool {
     let from = match stanza {
@@ -1039,6 +1075,21 @@ where
                     ..
                 },
             )) => {
+                if let Some(presence) = presence_without_show(&name.to_string(), &header, &error) {
+                    if let Some(sm) = &mut session.sm {
+                        sm.received();
+                    }
+                    // It has no `from`: nothing to check.
+                    let command = HubCommand::Stanza {
+                        jid: session.jid.clone(),
+                        id: session.id,
+                        stanza: Box::new(presence),
+                    };
+                    if shared.hub.send(command).await.is_err() {
+                        return Err(LoopEnd::Closed(ConnectionEnd::Shutdown));
+                    }
+                    continue;
+                }
                 // Answered, so handled: XEP-0198 counts it.
                 if let Some(sm) = &mut session.sm {
                     sm.received();

@@ -401,6 +401,29 @@ async fn alice_sends_bob_a_chat_and_bob_receives_it_from_her_full_jid() {
     );
 }
 
+/// go-xmpp's available presence carries an empty `<show>`, which RFC 6121 §4.7.2.1 does not
+/// allow; it is taken as a presence without a show, so its contacts see it online.
+#[tokio::test]
+async fn a_presence_with_an_empty_show_from_go_xmpp_makes_the_client_available() {
+    let server = Server::new();
+    let mut alice = server.bound("alice").await;
+    let mut bob = server.bound("bob").await;
+    bob.send("<presence/>").await;
+    bob.read_until("<presence").await;
+    bob.read.clear();
+    alice
+        .send("<presence xml:lang='en'><show></show><status></status></presence>")
+        .await;
+    let seen = bob.read_until("from='alice@localhost/phone'").await;
+    assert!(!seen.contains("type="), "an available presence: {seen}");
+    // No error came back to alice: her next IQ is answered and is all she reads.
+    alice
+        .send("<iq type='get' id='p1' to='localhost'><ping xmlns='urn:xmpp:ping'/></iq>")
+        .await;
+    let answer = alice.read_until("id='p1'").await;
+    assert!(!answer.contains("type='error'"), "{answer}");
+}
+
 #[tokio::test]
 async fn a_stanza_with_a_forged_from_ends_the_stream_with_invalid_from() {
     let server = Server::new();

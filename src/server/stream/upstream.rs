@@ -42,6 +42,9 @@ pub(super) enum Upstream {
     NotWellFormed,
     /// xmpp-parsers: an `<auth>` whose `mechanism` it has no name for (DIGEST-MD5, say).
     UnknownMechanism,
+    /// xmpp-parsers: a presence whose `<show>` is not one of away, chat, dnd, xa (RFC 6121
+    /// §4.7.2.1); go-xmpp sends an empty `<show></show>`.
+    InvalidShow,
 }
 
 /// What `error`, from reading a client's stream header or its elements, is; `None` for an error
@@ -79,10 +82,14 @@ pub(super) fn classify_read(error: &io::Error) -> Option<Upstream> {
 /// What `error`, from parsing a complete element, is; `None` for any parse error the server
 /// does not tell apart from others.
 pub(super) fn classify_parse(error: &xso::error::Error) -> Option<Upstream> {
-    error
-        .to_string()
-        .contains("'mechanism'")
-        .then_some(Upstream::UnknownMechanism)
+    let text = error.to_string();
+    if text.contains("'mechanism'") {
+        Some(Upstream::UnknownMechanism)
+    } else if text.contains("Invalid value for show") {
+        Some(Upstream::InvalidShow)
+    } else {
+        None
+    }
 }
 
 #[cfg(test)]
@@ -264,6 +271,27 @@ mod tests {
     async fn an_auth_with_a_known_mechanism_but_bad_data_is_not_an_unknown_mechanism() {
         let auth = "<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' mechanism='PLAIN'>!!</auth>";
         let ReadError::ParseError(error) = element_error(auth).await else {
+            panic!("not a parse error");
+        };
+        assert_eq!(classify_parse(&error), None, "{error}");
+    }
+
+    #[tokio::test]
+    async fn a_presence_with_an_empty_or_unknown_show_is_an_invalid_show() {
+        for show in ["<show></show>", "<show/>", "<show>online</show>"] {
+            let presence = format!("<presence>{show}<status></status></presence>");
+            let ReadError::ParseError(error) = element_error(&presence).await else {
+                panic!("not a parse error: {presence}");
+            };
+            assert_eq!(
+                classify_parse(&error),
+                Some(Upstream::InvalidShow),
+                "{error}"
+            );
+        }
+        let ReadError::ParseError(error) =
+            element_error("<presence><priority>high</priority></presence>").await
+        else {
             panic!("not a parse error");
         };
         assert_eq!(classify_parse(&error), None, "{error}");
