@@ -27,7 +27,7 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 use support::bridge::InProcessBridge;
 use support::mqtt::publish;
-use support::peers::{find_peer, peers_required};
+use support::peers::{find_peer, peers_required, python_imports};
 use support::world::{Kind, World, BOT};
 
 /// Runs each named client against the bundled server and against Prosody.
@@ -257,20 +257,8 @@ fn ask_with_script(command: Command) -> Run {
 /// Debian's Python with `module`, or `None` (skip) when it is missing; panics under CI=true.
 fn python_with(module: &str, package: &str) -> Option<PathBuf> {
     let python = find_peer("python3", &[PYTHON])?;
-    let found = Command::new(&python)
-        .args(["-c", &format!("import {module}")])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|status| status.success());
-    if found {
-        return Some(python);
-    }
-    if peers_required() {
-        panic!("{PYTHON} cannot import {module}, and CI=true requires it: install {package}");
-    }
-    eprintln!("skipping: {package} not installed");
-    None
+    let python_name = python.to_string_lossy().into_owned();
+    python_imports(&python_name, module, &format!("install {package}")).then_some(python)
 }
 
 /// The `node_modules` directory holding `@xmpp/client`: `XMPPJS_MODULES`, or where `.ci/run`

@@ -19,7 +19,7 @@ use mqtt2xmpp::server::limits::ServerLimits;
 use serde_json::Value;
 use sha1::{Digest, Sha1};
 use support::chat::{body, ChatClient};
-use support::peers::peers_required;
+use support::peers::python_imports;
 use support::raw::{Answer, Raw, NS_STANZA_ERRORS};
 use support::server::{InProcessServer, XmppEndpoint};
 use tokio_xmpp::jid::{BareJid, Jid};
@@ -400,24 +400,11 @@ async fn a_component_is_read_at_the_byte_rate_unless_it_is_unthrottled() {
 /// Whether `/usr/bin/python3` can import slixmpp; if not, panics under CI=true and otherwise
 /// prints "skipping…".
 fn slixmpp_installed() -> bool {
-    let importable = Command::new(PYTHON)
-        .args(["-c", "import slixmpp.componentxmpp"])
-        .env_remove("PYTHONPATH")
-        .env_remove("PYTHONHOME")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|status| status.success());
-    if !importable {
-        if peers_required() {
-            panic!(
-                "{PYTHON} cannot import slixmpp, and CI=true requires every peer: install the \
-                 Debian package python3-slixmpp"
-            );
-        }
-        eprintln!("skipping: {PYTHON} cannot import slixmpp (Debian package python3-slixmpp)");
-    }
-    importable
+    python_imports(
+        PYTHON,
+        "slixmpp.componentxmpp",
+        "install the Debian package python3-slixmpp",
+    )
 }
 
 /// `component.py` running, and the events it prints.

@@ -21,7 +21,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use serde_json::{json, Value};
-use support::peers::peers_required;
+use support::peers::python_imports;
 use support::server::ServerProcess;
 
 /// Debian's interpreter, which sees `python3-slixmpp`.
@@ -39,24 +39,11 @@ const POLL_INTERVAL: Duration = Duration::from_millis(20);
 /// Whether `/usr/bin/python3` can import slixmpp; if not, panics under CI=true and otherwise
 /// prints "skipping…".
 fn slixmpp_installed() -> bool {
-    let importable = Command::new(PYTHON)
-        .args(["-c", "import slixmpp"])
-        .env_remove("PYTHONPATH")
-        .env_remove("PYTHONHOME")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|status| status.success());
-    if !importable {
-        if peers_required() {
-            panic!(
-                "{PYTHON} cannot import slixmpp, and CI=true requires every peer: install the \
-                 Debian package python3-slixmpp"
-            );
-        }
-        eprintln!("skipping: {PYTHON} cannot import slixmpp (Debian package python3-slixmpp)");
-    }
-    importable
+    python_imports(
+        PYTHON,
+        "slixmpp",
+        "install the Debian package python3-slixmpp",
+    )
 }
 
 /// A server for `localhost` with the accounts alice and bob.

@@ -14,7 +14,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
-use support::peers::peers_required;
+use support::peers::python_imports;
 use support::raw::{Raw, HEADER};
 use support::server::{limits, InProcessServer, ServerProcess, XmppEndpoint};
 
@@ -235,21 +235,11 @@ async fn a_plain_text_client_on_the_direct_tls_port_is_closed_and_logged() {
 fn slixmpp_logs_in_over_direct_tls_and_chats() {
     const PYTHON: &str = "/usr/bin/python3";
     const CLIENT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/slixmpp/direct_tls.py");
-    let importable = Command::new(PYTHON)
-        .args(["-c", "import slixmpp"])
-        .env_remove("PYTHONPATH")
-        .env_remove("PYTHONHOME")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|status| status.success());
-    if !importable {
-        assert!(
-            !peers_required(),
-            "{PYTHON} cannot import slixmpp, and CI=true requires every peer: install the \
-             Debian package python3-slixmpp"
-        );
-        eprintln!("skipping: {PYTHON} cannot import slixmpp (Debian package python3-slixmpp)");
+    if !python_imports(
+        PYTHON,
+        "slixmpp",
+        "install the Debian package python3-slixmpp",
+    ) {
         return;
     }
     let server = ServerProcess::start_with_tls(&[]);

@@ -17,7 +17,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use serde_json::Value;
-use support::peers::peers_required;
+use support::peers::python_imports;
 use support::proxy::Proxy;
 use support::raw::Raw;
 use support::server::{limits, InProcessServer, XmppEndpoint};
@@ -49,19 +49,7 @@ async fn server_with(
 /// Whether `python` can import slixmpp; if not, panics under CI=true (with `install`, the way to
 /// get it) and otherwise prints "skipping…".
 fn slixmpp_at(python: &str, install: &str) -> bool {
-    let importable = Command::new(python)
-        .args(["-c", "import slixmpp"])
-        .env_remove("PYTHONPATH")
-        .env_remove("PYTHONHOME")
-        .output()
-        .is_ok_and(|out| out.status.success());
-    if !importable {
-        if peers_required() {
-            panic!("{python} cannot import slixmpp, and CI=true requires every peer: {install}");
-        }
-        eprintln!("skipping: {python} cannot import slixmpp ({install})");
-    }
-    importable
+    python_imports(python, "slixmpp", install)
 }
 
 /// Runs `modern.py` with `python` against `server`; returns its report.

@@ -32,6 +32,27 @@ pub fn peers_required() -> bool {
     std::env::var("CI").is_ok_and(|value| value.trim().eq_ignore_ascii_case("true"))
 }
 
+/// Whether the interpreter `python` can import `module` (with no `PYTHONPATH`/`PYTHONHOME` of
+/// the caller's); if not, panics when peers_required() (naming `install`, the way to get it),
+/// else prints "skipping: …" to stderr and returns false.
+pub fn python_imports(python: &str, module: &str, install: &str) -> bool {
+    let importable = Command::new(python)
+        .args(["-c", &format!("import {module}")])
+        .env_remove("PYTHONPATH")
+        .env_remove("PYTHONHOME")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|status| status.success());
+    if !importable {
+        if peers_required() {
+            panic!("{python} cannot import {module}, and CI=true requires every peer: {install}");
+        }
+        eprintln!("skipping: {python} cannot import {module} ({install})");
+    }
+    importable
+}
+
 /// Returns Some(path) if the program exists; if missing: panics with a clear message when
 /// peers_required(), else prints "skipping: <name> not installed" to stderr and returns None.
 ///
