@@ -9,13 +9,12 @@
 
 mod support;
 
-use std::io::Read;
 use std::path::Path;
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Command;
+use std::time::Duration;
 
 use serde_json::{json, Value};
-use support::peers::python_imports;
+use support::peers::{python_imports, run_event_script};
 use support::server::ServerProcess;
 
 /// Debian's interpreter, which sees `python3-slixmpp`.
@@ -25,8 +24,6 @@ const ALICE_PASSWORD: &str = "alice-secret";
 const BOB: &str = "bob@localhost";
 /// How long one run of the client may take (each of its waits is 10 s at most).
 const CLIENT_DEADLINE: Duration = Duration::from_secs(40);
-/// Interval between two looks at the client process.
-const POLL_INTERVAL: Duration = Duration::from_millis(20);
 
 /// Whether `/usr/bin/python3` can import slixmpp; if not, panics under CI=true and otherwise
 /// prints "skipping…".
@@ -91,62 +88,13 @@ fn session(
     if let Some(name) = set_name {
         command.args(["--set-name", name]);
     }
-    let mut child = command
-        .env_remove("PYTHONPATH")
-        .env_remove("PYTHONHOME")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap_or_else(|e| panic!("cannot start {PYTHON} {CLIENT}: {e}"));
-    let drain = |mut pipe: Box<dyn Read + Send>| {
-        std::thread::spawn(move || {
-            let mut text = String::new();
-            let _ = pipe.read_to_string(&mut text);
-            text
-        })
-    };
-    let stdout = drain(Box::new(child.stdout.take().expect("stdout piped")));
-    let stderr = drain(Box::new(child.stderr.take().expect("stderr piped")));
-    let started = Instant::now();
-    let status = loop {
-        if let Some(status) = child.try_wait().expect("wait for rosterver.py") {
-            break Some(status);
-        }
-        if started.elapsed() >= CLIENT_DEADLINE {
-            let _ = child.kill();
-            let _ = child.wait();
-            break None;
-        }
-        // Polling a child's exit: there is no portable blocking wait with a timeout.
-        std::thread::sleep(POLL_INTERVAL);
-    };
-    let stdout = stdout.join().unwrap_or_default();
-    let stderr = stderr.join().unwrap_or_default();
-    let explain = |what: &str| {
-        format!(
-            "rosterver.py ({resource}) {what}\n--- stdout ---\n{stdout}--- stderr ---\n{stderr}\
-             --- server log ---\n{}",
-            server.log()
-        )
-    };
-    let events: Vec<Value> = stdout
-        .lines()
-        .map(|line| {
-            serde_json::from_str(line)
-                .unwrap_or_else(|e| panic!("{}", explain(&format!("printed {line:?}: {e}"))))
-        })
-        .collect();
-    match status {
-        None => panic!(
-            "{}",
-            explain(&format!("ran longer than {CLIENT_DEADLINE:?}"))
-        ),
-        Some(status) if !status.success() || events.last().is_none_or(|e| e["event"] != "done") => {
-            panic!("{}", explain(&format!("failed ({status})")))
-        }
-        Some(_) => Session { events, stdout },
-    }
+    let (events, stdout) = run_event_script(
+        &mut command,
+        &format!("rosterver.py ({resource})"),
+        CLIENT_DEADLINE,
+        || server.log(),
+    );
+    Session { events, stdout }
 }
 
 /// A server for `localhost` with the accounts alice and bob.

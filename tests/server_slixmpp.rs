@@ -16,12 +16,11 @@
 
 mod support;
 
-use std::io::Read;
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::process::Command;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde_json::{json, Value};
-use support::peers::python_imports;
+use support::peers::{python_imports, run_event_script};
 use support::server::ServerProcess;
 
 /// Debian's interpreter, which sees `python3-slixmpp`.
@@ -33,8 +32,6 @@ const ALICE_PASSWORD: &str = "alice-secret";
 const BOB_PASSWORD: &str = "bob-secret";
 /// How long one run of the client may take (each of its waits is 10 s at most).
 const CLIENT_DEADLINE: Duration = Duration::from_secs(40);
-/// Interval between two looks at the client process.
-const POLL_INTERVAL: Duration = Duration::from_millis(20);
 
 /// Whether `/usr/bin/python3` can import slixmpp; if not, panics under CI=true and otherwise
 /// prints "skipping…".
@@ -93,67 +90,17 @@ impl Run {
 fn run_client(server: &ServerProcess, command: &[&str]) -> Run {
     let port = server.port.to_string();
     let ca = server.ca_file.to_string_lossy().into_owned();
-    let mut child = Command::new(PYTHON)
-        .arg(CLIENT)
-        .args(["--port", &port, "--ca", &ca])
-        .args(["--alice-password", ALICE_PASSWORD])
-        .args(["--bob-password", BOB_PASSWORD])
-        .args(command)
-        .env_remove("PYTHONPATH")
-        .env_remove("PYTHONHOME")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap_or_else(|e| panic!("cannot start {PYTHON} {CLIENT}: {e}"));
-    let drain = |mut pipe: Box<dyn Read + Send>| {
-        std::thread::spawn(move || {
-            let mut text = String::new();
-            let _ = pipe.read_to_string(&mut text);
-            text
-        })
-    };
-    let stdout = drain(Box::new(child.stdout.take().expect("stdout piped")));
-    let stderr = drain(Box::new(child.stderr.take().expect("stderr piped")));
-    let started = Instant::now();
-    let finished = loop {
-        if let Some(status) = child.try_wait().expect("wait for client.py") {
-            break Some(status);
-        }
-        if started.elapsed() >= CLIENT_DEADLINE {
-            let _ = child.kill();
-            let _ = child.wait();
-            break None;
-        }
-        // Polling a child's exit: there is no portable blocking wait with a timeout.
-        std::thread::sleep(POLL_INTERVAL);
-    };
-    let stdout = stdout.join().unwrap_or_default();
-    let stderr = stderr.join().unwrap_or_default();
-    let explain = |what: &str| {
-        format!(
-            "client.py {command:?} {what}\n--- stdout ---\n{stdout}--- stderr ---\n{stderr}\
-             --- server log ---\n{}",
-            server.log()
-        )
-    };
-    let Some(status) = finished else {
-        panic!(
-            "{}",
-            explain(&format!("ran longer than {CLIENT_DEADLINE:?}"))
-        );
-    };
-    let events: Vec<Value> = stdout
-        .lines()
-        .map(|line| {
-            serde_json::from_str(line)
-                .unwrap_or_else(|e| panic!("{}", explain(&format!("printed {line:?}: {e}"))))
-        })
-        .collect();
-    let done = events.last().is_some_and(|e| e["event"] == "done");
-    if !status.success() || !done {
-        panic!("{}", explain(&format!("failed ({status})")));
-    }
+    let (events, stdout) = run_event_script(
+        Command::new(PYTHON)
+            .arg(CLIENT)
+            .args(["--port", &port, "--ca", &ca])
+            .args(["--alice-password", ALICE_PASSWORD])
+            .args(["--bob-password", BOB_PASSWORD])
+            .args(command),
+        &format!("client.py {command:?}"),
+        CLIENT_DEADLINE,
+        || server.log(),
+    );
     Run { events, stdout }
 }
 

@@ -53,6 +53,72 @@ pub fn python_imports(python: &str, module: &str, install: &str) -> bool {
     importable
 }
 
+/// Runs a client script that prints one JSON event per line and ends with `{"event": "done"}`,
+/// within `deadline`, and returns its events and its standard output. Panics, with the
+/// script's output and `server_log()`, if it cannot start, runs longer, prints anything but
+/// JSON lines, exits with failure or without `done`. `label` names the run in that message.
+pub fn run_event_script(
+    command: &mut Command,
+    label: &str,
+    deadline: Duration,
+    server_log: impl Fn() -> String,
+) -> (Vec<serde_json::Value>, String) {
+    let mut child = command
+        .env_remove("PYTHONPATH")
+        .env_remove("PYTHONHOME")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot start {label}: {e}"));
+    let drain = |mut pipe: Box<dyn Read + Send>| {
+        std::thread::spawn(move || {
+            let mut text = String::new();
+            let _ = pipe.read_to_string(&mut text);
+            text
+        })
+    };
+    let stdout = drain(Box::new(child.stdout.take().expect("stdout piped")));
+    let stderr = drain(Box::new(child.stderr.take().expect("stderr piped")));
+    let started = Instant::now();
+    let finished = loop {
+        if let Some(status) = child.try_wait().expect("wait for the client script") {
+            break Some(status);
+        }
+        if started.elapsed() >= deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            break None;
+        }
+        // Polling a child's exit: there is no portable blocking wait with a timeout.
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let stdout = stdout.join().unwrap_or_default();
+    let stderr = stderr.join().unwrap_or_default();
+    let explain = |what: &str| {
+        format!(
+            "{label} {what}\n--- stdout ---\n{stdout}--- stderr ---\n{stderr}\
+             --- server log ---\n{}",
+            server_log()
+        )
+    };
+    let Some(status) = finished else {
+        panic!("{}", explain(&format!("ran longer than {deadline:?}")));
+    };
+    let events: Vec<serde_json::Value> = stdout
+        .lines()
+        .map(|line| {
+            serde_json::from_str(line)
+                .unwrap_or_else(|e| panic!("{}", explain(&format!("printed {line:?}: {e}"))))
+        })
+        .collect();
+    let done = events.last().is_some_and(|e| e["event"] == "done");
+    if !status.success() || !done {
+        panic!("{}", explain(&format!("failed ({status})")));
+    }
+    (events, stdout)
+}
+
 /// Returns Some(path) if the program exists; if missing: panics with a clear message when
 /// peers_required(), else prints "skipping: <name> not installed" to stderr and returns None.
 ///
