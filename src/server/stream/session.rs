@@ -934,6 +934,26 @@ enum Event {
     Element(Option<Result<SessionElement, ReadError>>),
 }
 
+/// Hands a stanza the client sent to the hub, counting it as handled (XEP-0198).
+async fn to_hub(
+    session: &mut Session,
+    stanza: Stanza,
+    shared: &ServerShared,
+) -> Result<(), LoopEnd> {
+    if let Some(sm) = &mut session.sm {
+        sm.received();
+    }
+    let command = HubCommand::Stanza {
+        jid: session.jid.clone(),
+        id: session.id,
+        stanza: Box::new(stanza),
+    };
+    if shared.hub.send(command).await.is_err() {
+        return Err(LoopEnd::Closed(ConnectionEnd::Shutdown));
+    }
+    Ok(())
+}
+
 /// The bound session until it ends: the client's stanzas to the hub, the hub's to the client.
 async fn session_loop<Io>(
     stream: &mut SessionStream<Io>,
@@ -1040,23 +1060,13 @@ where
             SessionElement::Stream(FallibleStreamElement::Ok(XmppStreamElement::Stanza(
                 stanza,
             ))) => {
-                if let Some(sm) = &mut session.sm {
-                    sm.received();
-                }
                 if !from_is_own(&stanza, &session.jid) {
                     let text = "from must be your own JID";
                     return Err(LoopEnd::Closed(
                         fail(stream, StreamCondition::InvalidFrom, text).await,
                     ));
                 }
-                let command = HubCommand::Stanza {
-                    jid: session.jid.clone(),
-                    id: session.id,
-                    stanza: Box::new(stanza),
-                };
-                if shared.hub.send(command).await.is_err() {
-                    return Err(LoopEnd::Closed(ConnectionEnd::Shutdown));
-                }
+                to_hub(session, stanza, shared).await?;
             }
             SessionElement::Stream(FallibleStreamElement::Ok(XmppStreamElement::SM(nonza))) => {
                 handle_sm(stream, session, nonza, username, shared).await?
@@ -1076,18 +1086,8 @@ where
                 },
             )) => {
                 if let Some(presence) = presence_without_show(&name.to_string(), &header, &error) {
-                    if let Some(sm) = &mut session.sm {
-                        sm.received();
-                    }
                     // It has no `from`: nothing to check.
-                    let command = HubCommand::Stanza {
-                        jid: session.jid.clone(),
-                        id: session.id,
-                        stanza: Box::new(presence),
-                    };
-                    if shared.hub.send(command).await.is_err() {
-                        return Err(LoopEnd::Closed(ConnectionEnd::Shutdown));
-                    }
+                    to_hub(session, presence, shared).await?;
                     continue;
                 }
                 // Answered, so handled: XEP-0198 counts it.
