@@ -210,6 +210,16 @@ pub struct ServerArgs {
         value_parser = clap::value_parser!(u32).range(1..))]
     pub max_unacked: u32,
 
+    /// Largest vCard (the profile with name, avatar photo, e-mail … that clients show) one
+    /// account may store, in bytes of its XML; a larger one is refused (`not-acceptable`) and
+    /// the stored one stays. The photo is in it in base64, a third larger than the image: the
+    /// default 128 KiB holds a photo of up to about 95 KiB, plenty for an avatar (XEP-0153
+    /// asks for 64x64 pixels in under 8 KiB; phones send larger ones). It cannot usefully
+    /// exceed --max-stanza-bytes, since the vCard arrives in one stanza.
+    #[arg(long, env = "MQTT2XMPP_MAX_VCARD_BYTES", default_value_t = 128 * 1024,
+        value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_vcard_bytes: u32,
+
     #[command(flatten)]
     #[allow(missing_docs)]
     pub components: ComponentArgs,

@@ -296,6 +296,7 @@ pub fn server(args: &ServerArgs) -> ServerConfig {
             idle_ping_after: args.idle_ping,
             resume_timeout: args.resume_timeout,
             max_unacked: args.max_unacked as usize,
+            max_vcard_bytes: args.max_vcard_bytes as usize,
             ..Default::default()
         },
         reload: None,
@@ -874,5 +875,32 @@ mod tests {
             panic!("not up")
         };
         assert_eq!(up(&args).unwrap().resume_timeout, Duration::ZERO);
+    }
+
+    #[test]
+    fn the_vcard_limit_reaches_the_servers_limits_and_its_default_fits_in_a_stanza() {
+        use clap::Parser;
+        let limits = |argv: &[&str]| {
+            let cli =
+                crate::cli::Cli::try_parse_from(argv).unwrap_or_else(|e| panic!("{argv:?}: {e}"));
+            let crate::cli::Command::Server(args) = cli.command else {
+                panic!("not server")
+            };
+            server(&args).limits
+        };
+        let default = limits(&["mqtt2xmpp", "server"]);
+        assert_eq!(default.max_vcard_bytes, 128 * 1024);
+        assert_eq!(
+            default.max_vcard_bytes,
+            server::limits::ServerLimits::default().max_vcard_bytes
+        );
+        // A vCard set is one stanza: the default must leave room for the IQ around it.
+        assert!(default.max_vcard_bytes + 1024 <= default.max_stanza_bytes);
+        let set = limits(&["mqtt2xmpp", "server", "--max-vcard-bytes", "4096"]);
+        assert_eq!(set.max_vcard_bytes, 4096);
+        assert!(
+            crate::cli::Cli::try_parse_from(["mqtt2xmpp", "server", "--max-vcard-bytes", "0"])
+                .is_err()
+        );
     }
 }

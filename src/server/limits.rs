@@ -74,6 +74,10 @@ pub struct ServerLimits {
     /// Most presence updates held back for an inactive client (XEP-0352), one per sender;
     /// when another sender would exceed it, all of them are sent at once.
     pub max_held_presences: usize,
+    /// Largest vCard (XEP-0054) an account may store, in bytes of its XML. A photo travels
+    /// inside it in base64 (a third larger than the image), and a vCard set must also fit in
+    /// one stanza, so a value above `max_stanza_bytes` allows nothing more.
+    pub max_vcard_bytes: usize,
 }
 
 impl Default for ServerLimits {
@@ -96,6 +100,9 @@ impl Default for ServerLimits {
             max_unacked: 500,
             max_resumable_per_account: 10,
             max_held_presences: 256,
+            // An avatar of up to 96 KiB (128 KiB in base64, less the vCard's other fields),
+            // half the stanza limit.
+            max_vcard_bytes: 128 * 1024,
         }
     }
 }

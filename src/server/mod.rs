@@ -172,6 +172,7 @@ pub async fn run(
     let db = database_path(&config.data_dir);
     let mut hub = Hub::new(&config.domain, Store::open(&db)?, hub::registry::SERVICES)
         .ok_or_else(|| ServerError::Domain(config.domain.clone()))?;
+    hub.apply_limits(&config.limits);
     for spec in &config.components.components {
         hub.add_component(spec.domain.clone());
     }

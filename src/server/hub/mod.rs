@@ -26,6 +26,7 @@
 //! | `carbons.rs` | message carbons (XEP-0280): the switch and the copies |
 //! | `offline.rs` | offline messages (XEP-0160): stored, then delivered on available presence; what an ended session never acknowledged (XEP-0198) |
 //! | `private.rs` | private XML storage (XEP-0049) |
+//! | `vcard.rs` | vCards (XEP-0054) and the photo hash in every available presence (XEP-0153, XEP-0398 §4) |
 //! | `disco.rs` | service discovery (XEP-0030), its features collected from the services, and the server's entity capabilities (XEP-0115) |
 //! | `components.rs` | external components (XEP-0114): their domains, and stanzas to and from them |
 //! | `ping.rs`, `version.rs`, `legacy_session.rs` | XEP-0199, XEP-0092, the RFC 3921 session IQ |
@@ -77,6 +78,7 @@ mod roster;
 mod router;
 pub(crate) mod service;
 mod sessions;
+mod vcard;
 mod version;
 
 #[cfg(test)]
@@ -92,6 +94,7 @@ use tokio_xmpp::parsers::presence::{Presence, Type as PresenceType};
 use tokio_xmpp::parsers::stanza_error::{DefinedCondition, ErrorType, StanzaError};
 use tokio_xmpp::Stanza;
 
+use super::limits::ServerLimits;
 use super::store::Store;
 
 pub(crate) use self::components::{sender_in_domain, ComponentRefused};
@@ -167,6 +170,8 @@ pub struct Hub {
     services: &'static [&'static dyn Service],
     /// The external components' domains (XEP-0114), and whether one is connected now.
     components: BTreeMap<BareJid, bool>,
+    /// Largest vCard an account may store (`ServerLimits::max_vcard_bytes`).
+    max_vcard_bytes: usize,
 }
 
 impl std::fmt::Debug for Hub {
@@ -194,7 +199,13 @@ impl Hub {
             resources: HashMap::new(),
             services,
             components: BTreeMap::new(),
+            max_vcard_bytes: ServerLimits::default().max_vcard_bytes,
         })
+    }
+
+    /// Takes the limits its services enforce from `limits` (the defaults until then).
+    pub fn apply_limits(&mut self, limits: &ServerLimits) {
+        self.max_vcard_bytes = limits.max_vcard_bytes;
     }
 
     /// The store, for tests that look at what the hub stored.
@@ -205,11 +216,13 @@ impl Hub {
 
     /// Handles one stanza from the bound session `from`. The caller has already checked that
     /// any `from` attribute the client put on it is its own JID; the hub stamps the full JID.
-    pub fn inbound(&mut self, from: &FullJid, stanza: Stanza) -> Vec<Delivery> {
+    pub fn inbound(&mut self, from: &FullJid, mut stanza: Stanza) -> Vec<Delivery> {
         let mut out = Vec::new();
         if !self.sessions.contains_key(from) {
             return out;
         }
+        // XEP-0398 §4: available presence carries the vCard photo hash, wherever it goes.
+        self.stamp_photo_hash(from, &mut stanza);
         if let Some(domain) = self.component_addressed(&stanza) {
             self.session_to_component(from, domain, stanza, &mut out);
             return out;

@@ -9,6 +9,13 @@
 //!   priority, stored offline messages are delivered and then deleted.
 //! - **Later available presence** and **unavailable presence** are broadcast the same way;
 //!   unavailable also makes the session unavailable (it stays bound).
+//! - **The vCard photo hash** (XEP-0153 §3.2, XEP-0398 §4): every available presence a session
+//!   sends, broadcast or directed, to a local JID or to a component, carries
+//!   `<x xmlns='vcard-temp:x:update'><photo>SHA-1</photo></x>` with the hash of the photo in
+//!   the account's stored vCard (an empty `<photo/>` without one), in place of any the client
+//!   put there; it is put in before routing (`vcard.rs`, [`Hub::inbound`]). A vCard set that
+//!   changes the photo makes each available resource of the account broadcast its current
+//!   presence again with the new hash.
 //! - **Contacts at an external component's domain** (XEP-0114) get the broadcasts like local
 //!   contacts, through their component, and are probed at initial presence; their subscription
 //!   stanzas change the account's side of the roster (`components/subscriptions.rs`).

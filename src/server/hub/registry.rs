@@ -12,6 +12,7 @@ use super::ping::Ping;
 use super::private::PrivateStorage;
 use super::roster::RosterService;
 use super::service::Service;
+use super::vcard::VCardService;
 use super::version::Version;
 
 /// Every service of the hub. A new service is added here (see the hub's module docs); the
@@ -25,4 +26,5 @@ pub(crate) const SERVICES: &[&dyn Service] = &[
     &PrivateStorage,
     &RosterService,
     &Offline,
+    &VCardService,
 ];

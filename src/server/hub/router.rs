@@ -5,7 +5,8 @@
 //! The rules, in the order they are applied:
 //!
 //! 1. **Every stanza is stamped** with the sender's full JID (the connection has already refused a
-//!    `from` that is not the sender's own).
+//!    `from` that is not the sender's own), and every available presence with the sender's
+//!    vCard photo hash (XEP-0398 §4, `vcard.rs`; see `presence.rs`).
 //! 2. **Another domain**:
 //!    - **an external component's domain** (XEP-0114, `--component NAME`): a stanza of any
 //!      kind to `NAME`, `NAME/…` or `…@NAME…` goes to the component as it is, stamped, whether
@@ -33,8 +34,9 @@
 //!      dropped;
 //!    - IQs are handled by the server on the account's behalf (RFC 6121 §8.5.2): to the
 //!      sender's own bare JID, by the services at [`Target::OwnAccount`] (roster, private
-//!      storage, carbons, session, ping, disco); to another account, by the services at
-//!      [`Target::OtherAccount`] (ping, disco); other get/set get `service-unavailable`,
+//!      storage, carbons, session, ping, disco, vCard); to another account, by the services at
+//!      [`Target::OtherAccount`] (ping, disco, vCard get; a vCard set there is `forbidden`,
+//!      XEP-0054 §3.2); other get/set get `service-unavailable`,
 //!      results and errors are dropped;
 //!    - `chat` and `normal` messages go to the available resources with the highest
 //!      non-negative priority (every one of them, if several tie); `headline` to every

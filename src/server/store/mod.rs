@@ -13,6 +13,7 @@
 //! | `roster_version_tag` | (single row) | this database's random tag in every roster `ver`, see below |
 //! | `offline_messages` | stored stanza (XEP-0160) | `AUTOINCREMENT` id, so ids are never reused |
 //! | `private_xml` | owner × `{namespace}element` key (XEP-0049) | the XML text as given |
+//! | `vcards` | owner (XEP-0054) | the vCard's XML text as given, and its photo's SHA-1 (XEP-0153) |
 //!
 //! Every per-user table references `accounts(username)` with `ON DELETE CASCADE`, and
 //! [`Store::delete_account`] additionally deletes those rows explicitly, in the same transaction,
@@ -92,8 +93,8 @@
 //! One file per kind of data, each adding its methods to [`Store`] with an `impl Store` block:
 //! this file (opening, the schema and its migrations, [`StoreError`], the helpers every
 //! kind shares), `accounts.rs` (accounts and their SCRAM keys), `roster.rs` (RFC 6121 rosters
-//! and subscription requests), `offline.rs` (XEP-0160 offline messages) and `private.rs`
-//! (XEP-0049 private XML). Their tests sit beside them in `tests.rs` files.
+//! and subscription requests), `offline.rs` (XEP-0160 offline messages), `private.rs`
+//! (XEP-0049 private XML) and `vcard.rs` (XEP-0054 vCards). Their tests sit beside them in `tests.rs` files.
 //!
 //! The SCRAM types are not the store's own: [`Hash`](enum@Hash) and [`ScramKeys`] belong to
 //! the SASL code (`crate::server::sasl`), which derives and checks them. The store keeps them
@@ -133,6 +134,7 @@ mod accounts;
 mod offline;
 mod private;
 mod roster;
+mod vcard;
 
 /// Schema migrations, in order: entry *i* upgrades a database at `user_version` *i* to *i + 1*.
 ///
@@ -189,6 +191,13 @@ pub const MIGRATIONS: &[&str] = &[
         value TEXT NOT NULL
     );
     INSERT INTO roster_version_tag (id, value) VALUES (0, lower(hex(randomblob(8))));",
+    // 2 → 3: vCards (XEP-0054), one per account, with the SHA-1 of the photo (XEP-0153) that
+    // every available presence of the account carries.
+    "CREATE TABLE vcards (
+        owner      TEXT PRIMARY KEY NOT NULL REFERENCES accounts(username) ON DELETE CASCADE,
+        xml        TEXT NOT NULL,
+        photo_hash TEXT
+    );",
 ];
 
 /// The schema version this code writes and understands: the number of [`MIGRATIONS`].

@@ -172,6 +172,7 @@ fn migrates_an_empty_file_and_reopens_idempotently() {
         "roster_version_seq",
         "roster_version_tag",
         "scram",
+        "vcards",
     ] {
         assert!(
             tables.iter().any(|t| t == table),

@@ -83,6 +83,9 @@ fn delete_account_cascades_but_keeps_other_rosters() {
     store
         .set_private("alice", "{storage:bookmarks}storage", "<storage/>")
         .unwrap();
+    store
+        .set_vcard("alice", "<vCard xmlns='vcard-temp'/>", Some("ab"))
+        .unwrap();
 
     store.delete_account("Alice").unwrap();
     assert_eq!(store.list_accounts().unwrap(), ["bob"]);
@@ -91,6 +94,7 @@ fn delete_account_cascades_but_keeps_other_rosters() {
         "SELECT COUNT(*) FROM roster WHERE owner = ?1",
         "SELECT COUNT(*) FROM offline_messages WHERE owner = ?1",
         "SELECT COUNT(*) FROM private_xml WHERE owner = ?1",
+        "SELECT COUNT(*) FROM vcards WHERE owner = ?1",
     ] {
         assert_eq!(count(&store, sql, "alice"), 0, "{sql}");
     }
@@ -113,4 +117,6 @@ fn delete_account_cascades_but_keeps_other_rosters() {
         None
     );
     assert_eq!(store.roster_version("alice").unwrap(), 0);
+    assert_eq!(store.get_vcard("alice").unwrap(), None);
+    assert_eq!(store.vcard_photo_hash("alice").unwrap(), None);
 }
