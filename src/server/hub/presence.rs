@@ -12,8 +12,9 @@
 //! - **The vCard photo hash** (XEP-0153 §3.2, XEP-0398 §4): every available presence a session
 //!   sends, broadcast or directed, to a local JID or to a component, carries
 //!   `<x xmlns='vcard-temp:x:update'><photo>SHA-1</photo></x>` with the hash of the photo in
-//!   the account's stored vCard (an empty `<photo/>` without one), in place of any the client
-//!   put there; it is put in before routing (`vcard.rs`, [`Hub::inbound`]). A vCard set that
+//!   the account's stored vCard (an empty `<photo/>` without one), in place of any hash the
+//!   client put there (a client's empty `<photo/>`, "no avatar to show", is kept); it is put in
+//!   before routing (`vcard.rs`, [`Hub::inbound`]). A vCard set that
 //!   changes the photo makes each available resource of the account broadcast its current
 //!   presence again with the new hash.
 //! - **Contacts at an external component's domain** (XEP-0114) get the broadcasts like local

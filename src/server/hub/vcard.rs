@@ -17,11 +17,11 @@
 //! - **The photo hash in presence** (XEP-0153 §3.2, XEP-0398 §4): every available presence an
 //!   account sends, broadcast or directed (to a component too), leaves the server with
 //!   `<x xmlns='vcard-temp:x:update'><photo>SHA-1</photo></x>`, the hash of the photo in the
-//!   account's stored vCard, or an empty `<photo/>` when it has none; any such element the
-//!   client put there is replaced. XEP-0398 §4 lets a client's empty `<photo/>` through, but
-//!   clients compute their hash once at login (slixmpp does) and go stale when another device
-//!   changes the avatar; the server's copy is the truth, so contacts always see the stored
-//!   picture. The hash is worked out when a vCard is stored and kept beside it, so a presence
+//!   account's stored vCard, or an empty `<photo/>` when it has none. A client's empty
+//!   `<photo/>` ("no avatar to show", XEP-0153 §4.1) goes through untouched, as in the
+//!   example of XEP-0398 §4; a client's hash is replaced by the stored one (which §4 allows),
+//!   because clients compute their hash once at login (slixmpp does) and go stale when
+//!   another device changes the avatar. The hash is worked out when a vCard is stored and kept beside it, so a presence
 //!   costs one indexed read, not a vCard parse.
 //! - **A new photo is announced** (XEP-0153 §3.2, as Prosody does after a vCard change): when a
 //!   set changes the photo's hash, each available resource of the account broadcasts its
@@ -275,7 +275,7 @@ impl Hub {
             let Some(presence) = session.presence.as_mut() else {
                 continue;
             };
-            put_photo_hash(presence, hash);
+            replace_photo_hash(presence, hash);
             let presence = presence.clone();
             self.broadcast_presence(&jid, presence, out);
         }
@@ -298,9 +298,28 @@ impl Hub {
     }
 }
 
-/// Replaces any `<x xmlns='vcard-temp:x:update'/>` in `presence` with one carrying `hash`
-/// (an empty `<photo/>` for none: XEP-0153 §4.1, "no avatar").
+/// Puts `hash` (an empty `<photo/>` for none: XEP-0153 §4.1, "no avatar") into `presence` as
+/// XEP-0398 §4 says: a presence without `<x xmlns='vcard-temp:x:update'/>`, or with one that
+/// has no `<photo/>`, gets the server's; a client's empty `<photo/>` is left as it is (the
+/// XEP's example: the client says it has no avatar to show, or is not ready to); a client's
+/// hash that differs from the stored one is replaced (which the XEP allows), since a client
+/// works out its hash once at login and goes stale when another device changes the avatar.
 fn put_photo_hash(presence: &mut Presence, hash: Option<&str>) {
+    let client_says_none = presence
+        .payloads
+        .iter()
+        .filter(|payload| payload.is("x", ns::VCARD_UPDATE))
+        .filter_map(|x| x.get_child("photo", ns::VCARD_UPDATE))
+        .any(|photo| photo.text().trim().is_empty());
+    if !client_says_none {
+        replace_photo_hash(presence, hash);
+    }
+}
+
+/// Replaces any `<x xmlns='vcard-temp:x:update'/>` in `presence` with one carrying `hash`: for
+/// a presence the server announces again after the photo changed, where the new photo is the
+/// newer news.
+fn replace_photo_hash(presence: &mut Presence, hash: Option<&str>) {
     presence
         .payloads
         .retain(|payload| !payload.is("x", ns::VCARD_UPDATE));

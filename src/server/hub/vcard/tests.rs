@@ -242,7 +242,6 @@ fn every_available_presence_carries_the_stored_photo_hash_in_place_of_the_client
     for sent in [
         "<presence/>",
         "<presence><x xmlns='vcard-temp:x:update'/></presence>",
-        "<presence><x xmlns='vcard-temp:x:update'><photo/></x></presence>",
         "<presence><x xmlns='vcard-temp:x:update'><photo>0000000000000000000000000000000000000000</photo></x><x xmlns='vcard-temp:x:update'/></presence>",
     ] {
         let got = world.send(&alice, sent);
@@ -252,6 +251,12 @@ fn every_available_presence_carries_the_stored_photo_hash_in_place_of_the_client
             "{sent}"
         );
     }
+    // A client's empty <photo/> says "no avatar to show": it goes through (XEP-0398 §4).
+    let got = world.send(
+        &alice,
+        "<presence><x xmlns='vcard-temp:x:update'><photo/></x></presence>",
+    );
+    assert_eq!(photo_claim(got.only_to(&bob)), (Some(String::new()), 1));
     // Directed presence carries it too (XEP-0398 §4).
     let got = world.send(&alice, "<presence to='bob@localhost/laptop'/>");
     assert_eq!(
