@@ -74,6 +74,40 @@ pub struct ServerLimits {
     /// Most presence updates held back for an inactive client (XEP-0352), one per sender;
     /// when another sender would exceed it, all of them are sent at once.
     pub max_held_presences: usize,
+    /// What one account may keep in PEP (XEP-0163).
+    pub pep: PepLimits,
+}
+
+/// Per-account limits of PEP (XEP-0163): nodes, items, bytes. Each is enforced by the PEP
+/// service before it writes, with the error XEP-0060 names.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PepLimits {
+    /// Most nodes per account; one more is refused with `policy-violation` +
+    /// `max-nodes-exceeded`.
+    pub max_nodes: usize,
+    /// Most items one node keeps: what `pubsub#max_items` = `max` means, and the largest
+    /// number it may be set to (`not-acceptable` above it).
+    pub max_items: usize,
+    /// Largest payload of one item, in bytes of XML; larger is refused with `not-acceptable` +
+    /// `payload-too-big` (XEP-0060 §7.1.3.4).
+    pub max_item_bytes: usize,
+    /// Most bytes of payloads one account keeps in all its nodes; a publication beyond it is
+    /// refused with `resource-constraint`.
+    pub max_account_bytes: u64,
+    /// Most client feature lists (XEP-0115 caps hashes) remembered in memory.
+    pub max_cached_caps: usize,
+}
+
+impl Default for PepLimits {
+    fn default() -> Self {
+        Self {
+            max_nodes: 100,
+            max_items: 1000,
+            max_item_bytes: 128 * 1024,
+            max_account_bytes: 16 * 1024 * 1024,
+            max_cached_caps: 1000,
+        }
+    }
 }
 
 impl Default for ServerLimits {
@@ -96,6 +130,7 @@ impl Default for ServerLimits {
             max_unacked: 500,
             max_resumable_per_account: 10,
             max_held_presences: 256,
+            pep: PepLimits::default(),
         }
     }
 }

@@ -9,7 +9,9 @@
 //! - **An account** (a bare JID of this domain) is answered by the server on the account's
 //!   behalf (RFC 6121 §8.5.2, as Prosody's mod_disco does): `account/registered` and the
 //!   account features of the services, the same for the account itself and for the other
-//!   accounts that ask; its disco#items are empty (no PEP nodes).
+//!   accounts that ask, plus the identities services add (PEP's `pubsub/pep`); its
+//!   disco#items are what the services list for the asker (PEP: the nodes it may read, and a
+//!   node's items), and its nodes are those a service knows (a PEP node: `pubsub/leaf`).
 //! - **Nodes**: only the server's caps node `NODE#VER` (XEP-0115 §6.2) is known, and answered
 //!   like the server itself; any other node gets `item-not-found` (XEP-0030 §3.2). disco#items
 //!   echo the node asked for.
@@ -64,10 +66,17 @@ impl Service for Disco {
         let answer = match request.at {
             Target::Server if info => server_info(query, hub.features(Entity::Server)),
             Target::Server => Ok(server_items(query, hub.component_domains())),
-            Target::OwnAccount | Target::OtherAccount if info => {
-                account_info(query, hub.features(Entity::Account))
+            Target::OwnAccount | Target::OtherAccount => {
+                let Some(account) = request.account() else {
+                    return request.answer(Err(DefinedCondition::ServiceUnavailable), out);
+                };
+                let asker = request.from.to_bare();
+                if info {
+                    account_info(hub, query, &account, &asker)
+                } else {
+                    Ok(account_items(hub, query, &account, &asker))
+                }
             }
-            Target::OwnAccount | Target::OtherAccount => Ok(empty_items(query)),
         };
         request.answer(answer.map(Some), out);
     }
@@ -150,25 +159,67 @@ fn empty_items(query: &Element) -> Element {
     .into()
 }
 
-/// disco#info of an account's bare JID (XEP-0030 §3.1 "account/registered"); an account has
-/// no nodes.
-fn account_info<'a>(
+/// disco#info of an account's bare JID (XEP-0030 §3.1 "account/registered", and the
+/// identities the services add: PEP's `pubsub/pep`); of one of its nodes a service knows
+/// for `asker` (a PEP node, XEP-0060 §5.3: `pubsub/leaf`); any other node is `item-not-found`.
+fn account_info(
+    hub: &Hub,
     query: &Element,
-    features: impl Iterator<Item = &'a str>,
+    account: &BareJid,
+    asker: &BareJid,
 ) -> Result<Element, DefinedCondition> {
-    if node_of(query).is_some() {
-        return Err(DefinedCondition::ItemNotFound);
+    if let Some(node) = node_of(query) {
+        let services = hub.services;
+        if !services
+            .iter()
+            .any(|s| s.account_node_exists(hub, account, asker, &node))
+        {
+            return Err(DefinedCondition::ItemNotFound);
+        }
+        return Ok(DiscoInfoResult {
+            node: Some(node),
+            identities: vec![Identity::new_anonymous::<_, _, String, String>(
+                "pubsub", "leaf",
+            )],
+            features: [ns::DISCO_INFO.to_string(), ns::DISCO_ITEMS.to_string()].into(),
+            extensions: Vec::new(),
+        }
+        .into());
+    }
+    let mut identities = vec![Identity::new_anonymous::<_, _, String, String>(
+        "account",
+        "registered",
+    )];
+    for service in hub.services {
+        for (category, type_) in service.identities(Entity::Account) {
+            identities.push(Identity::new_anonymous::<_, _, String, String>(
+                *category, *type_,
+            ));
+        }
     }
     Ok(DiscoInfoResult {
         node: None,
-        identities: vec![Identity::new_anonymous::<_, _, String, String>(
-            "account",
-            "registered",
-        )],
-        features: features.map(str::to_string).collect(),
+        identities,
+        features: hub.features(Entity::Account).map(str::to_string).collect(),
         extensions: Vec::new(),
     }
     .into())
+}
+
+/// disco#items of an account's bare JID for `asker` (XEP-0030 §4.1): what the services list
+/// (PEP's nodes it may read, or a node's items), echoing the node asked for.
+fn account_items(hub: &Hub, query: &Element, account: &BareJid, asker: &BareJid) -> Element {
+    let node = node_of(query);
+    DiscoItemsResult {
+        items: hub
+            .services
+            .iter()
+            .flat_map(|s| s.account_items(hub, account, asker, node.as_deref()))
+            .collect(),
+        node,
+        rsm: None,
+    }
+    .into()
 }
 
 #[cfg(test)]

@@ -26,6 +26,7 @@
 //! | `carbons.rs` | message carbons (XEP-0280): the switch and the copies |
 //! | `offline.rs` | offline messages (XEP-0160): stored, then delivered on available presence; what an ended session never acknowledged (XEP-0198) |
 //! | `private.rs` | private XML storage (XEP-0049) |
+//! | `pep.rs` | PEP (XEP-0163 on XEP-0060 pubsub) per account; `pep/caps.rs` learns whom to notify from entity capabilities (XEP-0115) |
 //! | `disco.rs` | service discovery (XEP-0030), its features collected from the services, and the server's entity capabilities (XEP-0115) |
 //! | `components.rs` | external components (XEP-0114): their domains, and stanzas to and from them |
 //! | `ping.rs`, `version.rs`, `legacy_session.rs` | XEP-0199, XEP-0092, the RFC 3921 session IQ |
@@ -69,6 +70,7 @@ mod components;
 mod disco;
 mod legacy_session;
 mod offline;
+mod pep;
 mod ping;
 mod presence;
 mod private;
@@ -167,6 +169,8 @@ pub struct Hub {
     services: &'static [&'static dyn Service],
     /// The external components' domains (XEP-0114), and whether one is connected now.
     components: BTreeMap<BareJid, bool>,
+    /// PEP's limits and the client caps it learnt (`pep.rs`).
+    pep: pep::PepState,
 }
 
 impl std::fmt::Debug for Hub {
@@ -194,7 +198,17 @@ impl Hub {
             resources: HashMap::new(),
             services,
             components: BTreeMap::new(),
+            pep: pep::PepState::new(Default::default()),
         })
+    }
+
+    /// Sets PEP's limits, and forgets the items of PEP nodes that do not persist theirs
+    /// (`pubsub#persist_items` false): called once, when the server starts.
+    pub fn start_pep(&mut self, limits: crate::server::limits::PepLimits) {
+        self.pep = pep::PepState::new(limits);
+        if let Err(error) = self.store.pep_forget_transient() {
+            tracing::error!("could not forget transient PEP items: {error}");
+        }
     }
 
     /// The store, for tests that look at what the hub stored.

@@ -90,6 +90,10 @@ impl Hub {
         session.presence = available.then(|| presence.clone());
         let priority = presence.priority.0;
         self.broadcast_presence(from, presence, out);
+        // XEP-0163 §4.3: the caps of the session, and the last PEP items it wants.
+        if available {
+            self.pep_presence(from, initial, out);
+        }
         if initial {
             self.send_contacts_presence(from, out);
             self.redeliver_subscription_requests(from, out);
@@ -260,6 +264,8 @@ impl Hub {
                 };
                 self.save_and_push(contact, theirs, out);
                 self.presence_to_user(&stanza(PresenceType::Subscribed, user), contact, out);
+                // XEP-0060 §12.20 `on_sub`: the new subscriber gets the user's last PEP items.
+                self.pep_new_subscriber(user, contact, out);
                 // The new subscriber sees the user's current presence.
                 for (session, _) in self.available_of(user) {
                     for (target, _) in self.available_of(contact) {

@@ -8,6 +8,7 @@ use super::carbons::Carbons;
 use super::disco::Disco;
 use super::legacy_session::LegacySession;
 use super::offline::Offline;
+use super::pep::Pep;
 use super::ping::Ping;
 use super::private::PrivateStorage;
 use super::roster::RosterService;
@@ -25,4 +26,5 @@ pub(crate) const SERVICES: &[&dyn Service] = &[
     &PrivateStorage,
     &RosterService,
     &Offline,
+    &Pep,
 ];
