@@ -33,14 +33,23 @@
 //! [`Hub::pep_publish_internal`] publishes as the owner, with notifications;
 //! [`Hub::after_pep_publish`] is called after every publication by a client; and
 //! `Store::pep_last_item` reads a node's newest item.
+//!
+//! | file | what it does |
+//! |---|---|
+//! | `pep.rs` | the service, its errors, the dispatch of requests, publishing |
+//! | `pep/owner.rs` | create, retract, configure, delete |
+//! | `pep/read.rs` | items, the access models, notifications, disco#items |
+//! | `pep/config.rs` | the configuration form and publish-options |
+//! | `pep/caps.rs` | whom to notify: caps (XEP-0115), and the last items at login |
 
 mod caps;
 mod config;
+mod owner;
+mod read;
 
-use tokio_xmpp::jid::{BareJid, FullJid, Jid};
+use tokio_xmpp::jid::BareJid;
 use tokio_xmpp::minidom::Element;
 use tokio_xmpp::parsers::iq::Iq;
-use tokio_xmpp::parsers::message::{Id, Message, MessageType};
 use tokio_xmpp::parsers::ns;
 use tokio_xmpp::parsers::stanza_error::DefinedCondition;
 
@@ -48,7 +57,7 @@ use self::config::{config_form, name, PublishOptions as Options, Refused, Unknow
 use super::service::{Entity, IqRequest, Kind, Service, Target};
 use super::{stanza_error, Delivery, Hub};
 use crate::server::limits::PepLimits;
-use crate::server::store::{AccessModel, PepItem, PepNodeConfig, Subscription};
+use crate::server::store::{PepItem, PepNodeConfig};
 
 pub use self::caps::SessionCaps;
 #[allow(unused_imports)] // For the vCard-avatar bridge (XEP-0398).
@@ -416,7 +425,17 @@ impl Hub {
             .store
             .pep_account_bytes(owner)
             .map_err(|_| PubsubError::internal())?;
-        if stored.saturating_add(serialized.len() as u64) > limits.max_account_bytes {
+        // An item replaced in place gives its bytes back.
+        let replaced = self
+            .store
+            .pep_items_by_id(owner, node, &[item_id.to_string()])
+            .map_err(|_| PubsubError::internal())?
+            .iter()
+            .map(|old| old.payload.len() as u64)
+            .sum::<u64>();
+        if (stored - replaced.min(stored)).saturating_add(serialized.len() as u64)
+            > limits.max_account_bytes
+        {
             return Err(PubsubError::plain(DefinedCondition::ResourceConstraint));
         }
         let item = PepItem {
@@ -432,7 +451,7 @@ impl Hub {
             }
         }
         if config.deliver_notifications {
-            if let Some(event) = items_event(node, &item, config.deliver_payloads) {
+            if let Some(event) = read::items_event(node, &item, config.deliver_payloads) {
                 self.pep_notify(&owner_jid, node, &config, &event, out);
             }
         }
@@ -478,326 +497,6 @@ impl Hub {
             })
     }
 
-    /// XEP-0060 §8.1.2, §8.1.3: a node with a name, configured or not.
-    fn pep_create(
-        &mut self,
-        owner: &BareJid,
-        pubsub: &Element,
-        create: &Element,
-    ) -> Result<(), PubsubError> {
-        let node = match create.attr("node") {
-            // Instant nodes (§8.1.2) are not offered.
-            None => {
-                return Err(PubsubError::new(
-                    DefinedCondition::NotAcceptable,
-                    Some("nodeid-required"),
-                ))
-            }
-            Some(_) => node_of(create)?,
-        };
-        let user = owner_name(owner)?;
-        if self
-            .store
-            .pep_node(&user, node)
-            .map_err(|_| PubsubError::internal())?
-            .is_some()
-        {
-            return Err(PubsubError::plain(DefinedCondition::Conflict));
-        }
-        let options = child(pubsub, "configure", ns::PUBSUB)
-            .and_then(Options::from_form_in)
-            .unwrap_or_default();
-        let config = options
-            .apply(
-                &PepNodeConfig::default(),
-                self.pep.limits.max_items,
-                Unknown::Ignore,
-            )
-            .map_err(|_| PubsubError::plain(DefinedCondition::NotAcceptable))?;
-        self.pep_new_node(&user, node, &config)
-    }
-
-    /// XEP-0060 §7.2: removes one item, notifying if asked to (§7.2.2.1) or configured to.
-    fn pep_retract(
-        &mut self,
-        owner: &BareJid,
-        retract: &Element,
-        out: &mut Vec<Delivery>,
-    ) -> Result<(), PubsubError> {
-        let node = node_of(retract)?;
-        let user = owner_name(owner)?;
-        let Some(id) = child(retract, "item", ns::PUBSUB).and_then(|item| item.attr("id")) else {
-            return Err(PubsubError::bad_request("item-required"));
-        };
-        let config = self
-            .store
-            .pep_node(&user, node)
-            .map_err(|_| PubsubError::internal())?
-            .ok_or_else(PubsubError::not_found)?;
-        if !self
-            .store
-            .pep_retract(&user, node, id)
-            .map_err(|_| PubsubError::internal())?
-        {
-            return Err(PubsubError::not_found());
-        }
-        let notify = match retract.attr("notify") {
-            Some("1" | "true") => true,
-            Some(_) => false,
-            None => config.notify_retract,
-        };
-        if notify && config.deliver_notifications {
-            let event = Element::builder("items", ns::PUBSUB_EVENT)
-                .attr(name("node"), node)
-                .append(Element::builder("retract", ns::PUBSUB_EVENT).attr(name("id"), id))
-                .build();
-            self.pep_notify(owner, node, &config, &event, out);
-        }
-        Ok(())
-    }
-
-    /// XEP-0060 §8.4: deletes a node and its items, notifying its readers first if configured to.
-    fn pep_delete(
-        &mut self,
-        owner: &BareJid,
-        delete: &Element,
-        out: &mut Vec<Delivery>,
-    ) -> Result<(), PubsubError> {
-        let node = node_of(delete)?;
-        let user = owner_name(owner)?;
-        let config = self
-            .store
-            .pep_node(&user, node)
-            .map_err(|_| PubsubError::internal())?
-            .ok_or_else(PubsubError::not_found)?;
-        self.store
-            .pep_delete_node(&user, node)
-            .map_err(|_| PubsubError::internal())?;
-        if config.notify_delete {
-            let event = Element::builder("delete", ns::PUBSUB_EVENT)
-                .attr(name("node"), node)
-                .build();
-            self.pep_notify(owner, node, &config, &event, out);
-        }
-        Ok(())
-    }
-
-    /// XEP-0060 §6.5: items for `reader`, by id, the newest `max_items`, or all; oldest first.
-    fn pep_items(
-        &self,
-        owner: &BareJid,
-        reader: &BareJid,
-        items: &Element,
-    ) -> Result<Element, PubsubError> {
-        let node = node_of(items)?;
-        let user = owner_name(owner)?;
-        let config = self
-            .store
-            .pep_node(&user, node)
-            .map_err(|_| PubsubError::internal())?
-            .ok_or_else(PubsubError::not_found)?;
-        self.pep_may_read(owner, &config, reader)?;
-        let ids: Vec<String> = items
-            .children()
-            .filter(|c| c.is("item", ns::PUBSUB))
-            .filter_map(|item| item.attr("id").map(str::to_string))
-            .collect();
-        let found = if ids.is_empty() {
-            let max = match items.attr("max_items") {
-                None => None,
-                Some(max) => Some(
-                    max.parse::<usize>()
-                        .map_err(|_| PubsubError::plain(DefinedCondition::BadRequest))?,
-                ),
-            };
-            self.store.pep_items(&user, node, max)
-        } else {
-            self.store.pep_items_by_id(&user, node, &ids)
-        }
-        .map_err(|_| PubsubError::internal())?;
-        let mut answer = Element::builder("items", ns::PUBSUB).attr(name("node"), node);
-        for item in found {
-            if let Some(payload) = parse_payload(&item) {
-                answer = answer.append(
-                    Element::builder("item", ns::PUBSUB)
-                        .attr(name("id"), item.id.as_str())
-                        .append(payload),
-                );
-            }
-        }
-        Ok(Element::builder("pubsub", ns::PUBSUB)
-            .append(answer)
-            .build())
-    }
-
-    /// XEP-0060 §8.2.1: the node's configuration form.
-    fn pep_configure_get(
-        &self,
-        owner: &BareJid,
-        configure: &Element,
-    ) -> Result<Element, PubsubError> {
-        let node = node_of(configure)?;
-        let user = owner_name(owner)?;
-        let config = self
-            .store
-            .pep_node(&user, node)
-            .map_err(|_| PubsubError::internal())?
-            .ok_or_else(PubsubError::not_found)?;
-        Ok(Element::builder("pubsub", ns::PUBSUB_OWNER)
-            .append(
-                Element::builder("configure", ns::PUBSUB_OWNER)
-                    .attr(name("node"), node)
-                    .append(config_form(&config)),
-            )
-            .build())
-    }
-
-    /// XEP-0060 §8.2.4: a submitted configuration form; a cancelled one changes nothing.
-    fn pep_configure_set(
-        &mut self,
-        owner: &BareJid,
-        configure: &Element,
-    ) -> Result<(), PubsubError> {
-        let node = node_of(configure)?;
-        let user = owner_name(owner)?;
-        let config = self
-            .store
-            .pep_node(&user, node)
-            .map_err(|_| PubsubError::internal())?
-            .ok_or_else(PubsubError::not_found)?;
-        let form = child(configure, "x", config::DATA_FORMS)
-            .ok_or_else(|| PubsubError::plain(DefinedCondition::BadRequest))?;
-        if form.attr("type") == Some("cancel") {
-            return Ok(());
-        }
-        let options = Options::from_form_in(configure).unwrap_or_default();
-        let changed = options
-            .apply(&config, self.pep.limits.max_items, Unknown::Ignore)
-            .map_err(|_| PubsubError::plain(DefinedCondition::NotAcceptable))?;
-        self.store
-            .pep_set_node(&user, node, &changed, self.pep.limits.max_items)
-            .map_err(|_| PubsubError::internal())
-    }
-
-    /// Whether `reader` may read `owner`'s node configured with `config` (XEP-0060 §6.5.9).
-    fn pep_may_read(
-        &self,
-        owner: &BareJid,
-        config: &PepNodeConfig,
-        reader: &BareJid,
-    ) -> Result<(), PubsubError> {
-        if reader == owner {
-            return Ok(());
-        }
-        match config.access_model {
-            AccessModel::Open => Ok(()),
-            AccessModel::Presence => {
-                let item = self.roster_entry(owner, reader);
-                if matches!(item.subscription, Subscription::From | Subscription::Both) {
-                    Ok(())
-                } else {
-                    Err(PubsubError::new(
-                        DefinedCondition::NotAuthorized,
-                        Some("presence-subscription-required"),
-                    ))
-                }
-            }
-            AccessModel::Whitelist => Err(PubsubError::new(
-                DefinedCondition::NotAllowed,
-                Some("closed-node"),
-            )),
-        }
-    }
-
-    /// Sends the event `event` about `owner`'s `node` to every session that may read the node
-    /// and wants it (see the module docs).
-    fn pep_notify(
-        &self,
-        owner: &BareJid,
-        node: &str,
-        config: &PepNodeConfig,
-        event: &Element,
-        out: &mut Vec<Delivery>,
-    ) {
-        let mut readers = vec![owner.clone()];
-        if config.access_model != AccessModel::Whitelist {
-            readers.extend(
-                self.contacts_where(owner, |item| {
-                    matches!(item.subscription, Subscription::From | Subscription::Both)
-                })
-                .into_iter()
-                .filter(|contact| self.pep_may_read(owner, config, contact).is_ok()),
-            );
-        }
-        for reader in readers {
-            for (session, _) in self.available_of(&reader) {
-                let wants = self
-                    .sessions
-                    .get(&session)
-                    .is_some_and(|s| s.pep.wants(node));
-                if wants {
-                    out.push(notification(owner, &session, event.clone()));
-                }
-            }
-        }
-    }
-
-    /// The node `node` of `account` if `asker` may read it.
-    fn pep_readable_node(
-        &self,
-        account: &BareJid,
-        asker: &BareJid,
-        node: &str,
-    ) -> Option<PepNodeConfig> {
-        let user = account.node()?;
-        let config = self.store.pep_node(user.as_str(), node).ok()??;
-        self.pep_may_read(account, &config, asker).ok()?;
-        Some(config)
-    }
-
-    /// XEP-0060 §5.2, §5.5: the nodes of `account` that `asker` may read, or the item ids of
-    /// one of them.
-    fn pep_disco_items(
-        &self,
-        account: &BareJid,
-        asker: &BareJid,
-        node: Option<&str>,
-    ) -> Vec<tokio_xmpp::parsers::disco::Item> {
-        let Some(user) = account.node() else {
-            return Vec::new();
-        };
-        let jid: Jid = account.clone().into();
-        match node {
-            None => self
-                .store
-                .pep_nodes(user.as_str())
-                .unwrap_or_default()
-                .into_iter()
-                .filter(|(_, config)| self.pep_may_read(account, config, asker).is_ok())
-                .map(|(node, config)| tokio_xmpp::parsers::disco::Item {
-                    jid: jid.clone(),
-                    node: Some(node),
-                    name: config.title,
-                })
-                .collect(),
-            Some(node) => {
-                if self.pep_readable_node(account, asker, node).is_none() {
-                    return Vec::new();
-                }
-                self.store
-                    .pep_items(user.as_str(), node, None)
-                    .unwrap_or_default()
-                    .into_iter()
-                    .map(|item| tokio_xmpp::parsers::disco::Item {
-                        jid: jid.clone(),
-                        node: None,
-                        name: Some(item.id),
-                    })
-                    .collect()
-            }
-        }
-    }
-
     /// The bare JID of the local account `owner`; `item-not-found` for anything else.
     fn account_jid(&self, owner: &str) -> Result<BareJid, PubsubError> {
         let jid = BareJid::new(&format!("{owner}@{}", self.domain))
@@ -827,34 +526,6 @@ fn parse_payload(item: &PepItem) -> Option<Element> {
             None
         }
     }
-}
-
-/// The `<items node=…><item id=…>payload</item></items>` of a notification (XEP-0060 §7.1.2.1),
-/// the payload left out if the node does not deliver payloads.
-fn items_event(node: &str, item: &PepItem, with_payload: bool) -> Option<Element> {
-    let mut entry = Element::builder("item", ns::PUBSUB_EVENT).attr(name("id"), item.id.as_str());
-    if with_payload {
-        entry = entry.append(parse_payload(item)?);
-    }
-    Some(
-        Element::builder("items", ns::PUBSUB_EVENT)
-            .attr(name("node"), node)
-            .append(entry)
-            .build(),
-    )
-}
-
-/// A notification (XEP-0060 §7.1.2.1, XEP-0163 §4.3): a headline from the owner's bare JID.
-fn notification(owner: &BareJid, to: &FullJid, event: Element) -> Delivery {
-    let mut message = Message::new_with_type(MessageType::Headline, Some(to.clone().into()));
-    message.from = Some(owner.clone().into());
-    message.id = Some(Id(format!("pep-{:016x}", rand::random::<u64>())));
-    message.payloads.push(
-        Element::builder("event", ns::PUBSUB_EVENT)
-            .append(event)
-            .build(),
-    );
-    Delivery::stanza(to.clone(), message)
 }
 
 #[cfg(test)]

@@ -9,6 +9,10 @@
 //!   priority, stored offline messages are delivered and then deleted.
 //! - **Later available presence** and **unavailable presence** are broadcast the same way;
 //!   unavailable also makes the session unavailable (it stays bound).
+//! - **PEP** (XEP-0163 §4.3, `pep/caps.rs`): every available presence hands its entity
+//!   capabilities to PEP, which learns from them which nodes the session wants and sends it
+//!   the last items of those nodes when it becomes available; a contact granted a
+//!   subscription (`subscribed`) gets the user's last items too.
 //! - **Contacts at an external component's domain** (XEP-0114) get the broadcasts like local
 //!   contacts, through their component, and are probed at initial presence; their subscription
 //!   stanzas change the account's side of the roster (`components/subscriptions.rs`).

@@ -28,8 +28,7 @@ use std::sync::Arc;
 use base64::prelude::{Engine, BASE64_STANDARD};
 use tokio_xmpp::jid::{BareJid, FullJid};
 use tokio_xmpp::minidom::Element;
-use tokio_xmpp::parsers::caps::{compute_disco, hash_caps};
-use tokio_xmpp::parsers::disco::DiscoInfoResult;
+use tokio_xmpp::parsers::caps::hash_caps;
 use tokio_xmpp::parsers::hashes::Algo;
 use tokio_xmpp::parsers::iq::Iq;
 use tokio_xmpp::parsers::ns;
@@ -268,6 +267,12 @@ impl Hub {
             .as_ref()
             .filter(|announced| hashes_to(&query, announced))
             .map(Announced::key);
+        tracing::debug!(
+            session = %from,
+            verified = verified.is_some(),
+            nodes = interests.len(),
+            "learnt which PEP nodes a client wants from its caps"
+        );
         session.pep.state = CapsState::Known(interests.clone());
         let available = session.available;
         if let Some(key) = verified {
@@ -341,8 +346,10 @@ impl Hub {
             }
             match self.store.pep_last_item(user.as_str(), &node) {
                 Ok(Some(item)) => {
-                    if let Some(event) = super::items_event(&node, &item, config.deliver_payloads) {
-                        out.push(super::notification(owner, session, event));
+                    if let Some(event) =
+                        super::read::items_event(&node, &item, config.deliver_payloads)
+                    {
+                        out.push(super::read::notification(owner, session, event));
                     }
                 }
                 Ok(None) => {}
@@ -357,11 +364,191 @@ fn hashes_to(query: &Element, announced: &Announced) -> bool {
     let Ok(algo) = announced.hash.parse::<Algo>() else {
         return false;
     };
-    let Ok(mut info) = DiscoInfoResult::try_from(query.clone()) else {
+    let Some(input) = verification_string(query) else {
         return false;
     };
-    // The hash covers the answer itself, whatever node it echoes.
-    info.node = None;
-    hash_caps(&compute_disco(&info), algo)
-        .is_ok_and(|hash| BASE64_STANDARD.encode(&hash.hash) == announced.ver)
+    hash_caps(&input, algo).is_ok_and(|hash| BASE64_STANDARD.encode(&hash.hash) == announced.ver)
+}
+
+/// The input of the verification string of a disco#info `query` (XEP-0115 §5.1), or `None` if
+/// the answer must not be cached (§5.4: duplicate identities or features, a form without a
+/// single `FORM_TYPE`, or two forms with the same one).
+///
+/// Written here rather than taken from xmpp-parsers 0.23, whose `compute_disco` sorts each
+/// feature with its `<` separator attached: `X+notify<` then sorts before `X<`, while §5.1
+/// sorts the features themselves (`X` before `X+notify`). Every PEP client lists both a
+/// namespace and its `+notify`, so its correct hash would never match.
+fn verification_string(query: &Element) -> Option<Vec<u8>> {
+    let mut identities: Vec<String> = query
+        .children()
+        .filter(|c| c.is("identity", ns::DISCO_INFO))
+        .map(|identity| {
+            let lang = identity
+                .attr_ns(tokio_xmpp::minidom::rxml::Namespace::xml(), "lang")
+                .unwrap_or_default();
+            format!(
+                "{}/{}/{}/{}",
+                identity.attr("category").unwrap_or_default(),
+                identity.attr("type").unwrap_or_default(),
+                lang,
+                identity.attr("name").unwrap_or_default()
+            )
+        })
+        .collect();
+    let mut features: Vec<&str> = query
+        .children()
+        .filter(|c| c.is("feature", ns::DISCO_INFO))
+        .filter_map(|feature| feature.attr("var"))
+        .collect();
+    let mut forms: Vec<(String, Vec<u8>)> = Vec::new();
+    for form in query
+        .children()
+        .filter(|c| c.is("x", super::config::DATA_FORMS))
+    {
+        let mut form_type = None;
+        let mut fields: Vec<(&str, Vec<String>)> = Vec::new();
+        for field in form
+            .children()
+            .filter(|c| c.is("field", super::config::DATA_FORMS))
+        {
+            let var = field.attr("var")?;
+            let mut values: Vec<String> = field
+                .children()
+                .filter(|c| c.is("value", super::config::DATA_FORMS))
+                .map(Element::text)
+                .collect();
+            if var == "FORM_TYPE" {
+                if form_type.is_some() || values.len() != 1 {
+                    return None;
+                }
+                form_type = values.pop();
+            } else {
+                values.sort();
+                fields.push((var, values));
+            }
+        }
+        let form_type = form_type?;
+        fields.sort();
+        let mut bytes = format!("{form_type}<").into_bytes();
+        for (var, values) in fields {
+            bytes.extend_from_slice(var.as_bytes());
+            bytes.push(b'<');
+            for value in values {
+                bytes.extend_from_slice(value.as_bytes());
+                bytes.push(b'<');
+            }
+        }
+        forms.push((form_type, bytes));
+    }
+    identities.sort();
+    features.sort_unstable();
+    forms.sort();
+    let identity_count = identities.len();
+    identities.dedup();
+    let feature_count = features.len();
+    features.dedup();
+    let form_count = forms.len();
+    forms.dedup_by(|a, b| a.0 == b.0);
+    if identities.len() != identity_count
+        || features.len() != feature_count
+        || forms.len() != form_count
+    {
+        return None;
+    }
+    let mut input = Vec::new();
+    for identity in identities {
+        input.extend_from_slice(identity.as_bytes());
+        input.push(b'<');
+    }
+    for feature in features {
+        input.extend_from_slice(feature.as_bytes());
+        input.push(b'<');
+    }
+    for (_, form) in forms {
+        input.extend_from_slice(&form);
+    }
+    Some(input)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ver(query: &str) -> Option<String> {
+        let query: Element = query.parse().unwrap();
+        let input = verification_string(&query)?;
+        Some(BASE64_STANDARD.encode(hash_caps(&input, Algo::Sha_1).unwrap().hash))
+    }
+
+    /// XEP-0115 §5.2 and §5.3, byte for byte.
+    #[test]
+    fn the_verification_strings_of_xep_0115s_examples() {
+        assert_eq!(
+            ver("<query xmlns='http://jabber.org/protocol/disco#info'>\
+                   <identity category='client' name='Exodus 0.9.1' type='pc'/>\
+                   <feature var='http://jabber.org/protocol/caps'/>\
+                   <feature var='http://jabber.org/protocol/disco#info'/>\
+                   <feature var='http://jabber.org/protocol/disco#items'/>\
+                   <feature var='http://jabber.org/protocol/muc'/>\
+                 </query>")
+            .as_deref(),
+            Some("QgayPKawpkPSDYmwT/WM94uAlu0=")
+        );
+        assert_eq!(
+            ver("<query xmlns='http://jabber.org/protocol/disco#info'>\
+                   <identity xml:lang='en' category='client' name='Psi 0.11' type='pc'/>\
+                   <identity xml:lang='el' category='client' name='Ψ 0.11' type='pc'/>\
+                   <feature var='http://jabber.org/protocol/caps'/>\
+                   <feature var='http://jabber.org/protocol/disco#info'/>\
+                   <feature var='http://jabber.org/protocol/disco#items'/>\
+                   <feature var='http://jabber.org/protocol/muc'/>\
+                   <x xmlns='jabber:x:data' type='result'>\
+                     <field var='FORM_TYPE' type='hidden'><value>urn:xmpp:dataforms:softwareinfo</value></field>\
+                     <field var='ip_version'><value>ipv4</value><value>ipv6</value></field>\
+                     <field var='os'><value>Mac</value></field>\
+                     <field var='os_version'><value>10.5.1</value></field>\
+                     <field var='software'><value>Psi</value></field>\
+                     <field var='software_version'><value>0.11</value></field>\
+                   </x>\
+                 </query>")
+            .as_deref(),
+            Some("q07IKJEyjvHSyhy//CH0CxmKi8w=")
+        );
+    }
+
+    /// What slixmpp 1.8.3 answered, with the ver it announced: a namespace sorts before its
+    /// `+notify`.
+    #[test]
+    fn a_namespace_sorts_before_its_notify_feature() {
+        assert_eq!(
+            ver("<query xmlns='http://jabber.org/protocol/disco#info'>\
+                   <identity category='client' type='bot'/>\
+                   <feature var='http://jabber.org/protocol/disco#info'/>\
+                   <feature var='jabber:x:data'/>\
+                   <feature var='http://jabber.org/protocol/caps'/>\
+                   <feature var='http://jabber.org/protocol/shim'/>\
+                   <feature var='http://jabber.org/protocol/shim#SubID'/>\
+                   <feature var='http://jabber.org/protocol/nick+notify'/>\
+                   <feature var='http://jabber.org/protocol/nick'/>\
+                   <feature var='urn:xmpp:avatar:metadata+notify'/>\
+                   <feature var='urn:xmpp:avatar:metadata'/>\
+                   <feature var='urn:xmpp:ping'/>\
+                 </query>")
+            .as_deref(),
+            Some("iTVNsqb1+MdJt5p3iw9DoWKnHOA=")
+        );
+    }
+
+    /// XEP-0115 §5.4: answers that must not be cached.
+    #[test]
+    fn duplicates_and_forms_without_one_form_type_are_not_verifiable() {
+        for query in [
+            "<query xmlns='http://jabber.org/protocol/disco#info'><feature var='a'/><feature var='a'/></query>",
+            "<query xmlns='http://jabber.org/protocol/disco#info'><identity category='client' type='pc'/><identity category='client' type='pc'/></query>",
+            "<query xmlns='http://jabber.org/protocol/disco#info'><x xmlns='jabber:x:data' type='result'><field var='os'><value>x</value></field></x></query>",
+            "<query xmlns='http://jabber.org/protocol/disco#info'><x xmlns='jabber:x:data' type='result'><field var='FORM_TYPE'><value>a</value></field></x><x xmlns='jabber:x:data' type='result'><field var='FORM_TYPE'><value>a</value></field></x></query>",
+        ] {
+            assert_eq!(ver(query), None, "{query}");
+        }
+    }
 }

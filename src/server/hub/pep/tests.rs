@@ -860,6 +860,9 @@ fn hostile_an_oversized_item_is_payload_too_big_and_the_account_quota_holds() {
             .len(),
         0
     );
+    // Replacing an item in place counts its new bytes instead of its old ones.
+    let got = publish(&mut world, &alice, "n1", Some("h"), &fits, &[]);
+    assert!(is_result(&got, &alice), "{}", got.describe());
 }
 
 #[test]
