@@ -4,7 +4,7 @@ use std::collections::BTreeSet;
 
 use base64::prelude::{Engine, BASE64_STANDARD};
 use tokio_xmpp::minidom::Element;
-use tokio_xmpp::parsers::caps::{compute_disco, hash_caps};
+use tokio_xmpp::parsers::caps::hash_caps;
 use tokio_xmpp::parsers::disco::{DiscoInfoResult, DiscoItemsResult, Identity};
 use tokio_xmpp::parsers::hashes::Algo;
 use tokio_xmpp::parsers::iq::Iq;
@@ -220,10 +220,16 @@ fn the_caps_in_the_stream_features_are_the_hash_of_the_servers_disco_info() {
         "<iq to='localhost' type='get' id='i'><query xmlns='http://jabber.org/protocol/disco#info'/></iq>",
     );
     let info = info_from(&got, &alice);
-    let hash = hash_caps(&compute_disco(&info), Algo::Sha_1).unwrap();
+    let hash = hash_caps(
+        &verification_string(&Element::from(info.clone())).unwrap(),
+        Algo::Sha_1,
+    )
+    .unwrap();
     assert_eq!(BASE64_STANDARD.encode(&hash.hash), ver);
     // The hash input: the server's identity first, named after the software.
-    assert!(compute_disco(&info).starts_with(b"server/im/en/mqtt2xmpp<"));
+    assert!(verification_string(&Element::from(info.clone()))
+        .unwrap()
+        .starts_with(b"server/im/en/mqtt2xmpp<"));
 
     // The caps node is answered as the server itself, with the node echoed (§6.2).
     let node = format!("{CAPS_NODE}#{ver}");
@@ -455,8 +461,14 @@ fn every_feature_an_account_lists_answers() {
             features: ["http://jabber.org/protocol/nick+notify".to_string()].into(),
             extensions: Vec::new(),
         };
-        let ver =
-            BASE64_STANDARD.encode(hash_caps(&compute_disco(&info), Algo::Sha_1).unwrap().hash);
+        let ver = BASE64_STANDARD.encode(
+            hash_caps(
+                &verification_string(&Element::from(info.clone())).unwrap(),
+                Algo::Sha_1,
+            )
+            .unwrap()
+            .hash,
+        );
         let got = world.send(&jid, &format!("<presence><c xmlns='http://jabber.org/protocol/caps' hash='sha-1' node='urn:probe' ver='{ver}'/></presence>"));
         let id = got.to(&jid).into_iter().find_map(|s| match s {
             tokio_xmpp::Stanza::Iq(Iq::Get { id, .. }) => Some(id.clone()),
@@ -672,5 +684,87 @@ fn every_feature_an_account_lists_answers() {
     );
     for (feature, probe) in &probes {
         assert!(probe(&mut world), "{feature} is listed but does not work");
+    }
+}
+
+fn ver_of_query(query: &str) -> Option<String> {
+    let query: Element = query.parse().unwrap();
+    let input = verification_string(&query)?;
+    Some(BASE64_STANDARD.encode(hash_caps(&input, Algo::Sha_1).unwrap().hash))
+}
+
+/// XEP-0115 §5.2 and §5.3, byte for byte.
+#[test]
+fn the_verification_strings_of_xep_0115s_examples() {
+    assert_eq!(
+        ver_of_query(
+            "<query xmlns='http://jabber.org/protocol/disco#info'>\
+               <identity category='client' name='Exodus 0.9.1' type='pc'/>\
+               <feature var='http://jabber.org/protocol/caps'/>\
+               <feature var='http://jabber.org/protocol/disco#info'/>\
+               <feature var='http://jabber.org/protocol/disco#items'/>\
+               <feature var='http://jabber.org/protocol/muc'/>\
+             </query>"
+        )
+        .as_deref(),
+        Some("QgayPKawpkPSDYmwT/WM94uAlu0=")
+    );
+    assert_eq!(
+        ver_of_query("<query xmlns='http://jabber.org/protocol/disco#info'>\
+               <identity xml:lang='en' category='client' name='Psi 0.11' type='pc'/>\
+               <identity xml:lang='el' category='client' name='Ψ 0.11' type='pc'/>\
+               <feature var='http://jabber.org/protocol/caps'/>\
+               <feature var='http://jabber.org/protocol/disco#info'/>\
+               <feature var='http://jabber.org/protocol/disco#items'/>\
+               <feature var='http://jabber.org/protocol/muc'/>\
+               <x xmlns='jabber:x:data' type='result'>\
+                 <field var='FORM_TYPE' type='hidden'><value>urn:xmpp:dataforms:softwareinfo</value></field>\
+                 <field var='ip_version'><value>ipv4</value><value>ipv6</value></field>\
+                 <field var='os'><value>Mac</value></field>\
+                 <field var='os_version'><value>10.5.1</value></field>\
+                 <field var='software'><value>Psi</value></field>\
+                 <field var='software_version'><value>0.11</value></field>\
+               </x>\
+             </query>")
+        .as_deref(),
+        Some("q07IKJEyjvHSyhy//CH0CxmKi8w=")
+    );
+}
+
+/// What slixmpp 1.8.3 answered, with the ver it announced: a namespace sorts before its
+/// `+notify`.
+#[test]
+fn a_namespace_sorts_before_its_notify_feature() {
+    assert_eq!(
+        ver_of_query(
+            "<query xmlns='http://jabber.org/protocol/disco#info'>\
+               <identity category='client' type='bot'/>\
+               <feature var='http://jabber.org/protocol/disco#info'/>\
+               <feature var='jabber:x:data'/>\
+               <feature var='http://jabber.org/protocol/caps'/>\
+               <feature var='http://jabber.org/protocol/shim'/>\
+               <feature var='http://jabber.org/protocol/shim#SubID'/>\
+               <feature var='http://jabber.org/protocol/nick+notify'/>\
+               <feature var='http://jabber.org/protocol/nick'/>\
+               <feature var='urn:xmpp:avatar:metadata+notify'/>\
+               <feature var='urn:xmpp:avatar:metadata'/>\
+               <feature var='urn:xmpp:ping'/>\
+             </query>"
+        )
+        .as_deref(),
+        Some("iTVNsqb1+MdJt5p3iw9DoWKnHOA=")
+    );
+}
+
+/// XEP-0115 §5.4: answers that must not be cached.
+#[test]
+fn duplicates_and_forms_without_one_form_type_are_not_verifiable() {
+    for query in [
+        "<query xmlns='http://jabber.org/protocol/disco#info'><feature var='a'/><feature var='a'/></query>",
+        "<query xmlns='http://jabber.org/protocol/disco#info'><identity category='client' type='pc'/><identity category='client' type='pc'/></query>",
+        "<query xmlns='http://jabber.org/protocol/disco#info'><x xmlns='jabber:x:data' type='result'><field var='os'><value>x</value></field></x></query>",
+        "<query xmlns='http://jabber.org/protocol/disco#info'><x xmlns='jabber:x:data' type='result'><field var='FORM_TYPE'><value>a</value></field></x><x xmlns='jabber:x:data' type='result'><field var='FORM_TYPE'><value>a</value></field></x></query>",
+    ] {
+        assert_eq!(ver_of_query(query), None, "{query}");
     }
 }

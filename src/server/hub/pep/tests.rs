@@ -5,7 +5,7 @@
 use base64::prelude::{Engine, BASE64_STANDARD};
 use tokio_xmpp::jid::FullJid;
 use tokio_xmpp::minidom::Element;
-use tokio_xmpp::parsers::caps::{compute_disco, hash_caps};
+use tokio_xmpp::parsers::caps::hash_caps;
 use tokio_xmpp::parsers::disco::{DiscoInfoResult, DiscoItemsResult, Identity};
 use tokio_xmpp::parsers::hashes::Algo;
 use tokio_xmpp::parsers::iq::Iq;
@@ -14,6 +14,7 @@ use tokio_xmpp::parsers::ns;
 use tokio_xmpp::parsers::stanza_error::{DefinedCondition, StanzaError};
 use tokio_xmpp::Stanza;
 
+use super::super::disco::verification_string;
 use super::super::testing::*;
 use crate::server::limits::PepLimits;
 
@@ -37,7 +38,8 @@ fn client_info(nodes: &[&str]) -> DiscoInfoResult {
 
 /// The XEP-0115 `ver` of `info`.
 fn ver_of(info: &DiscoInfoResult) -> String {
-    let hash = hash_caps(&compute_disco(info), Algo::Sha_1).unwrap();
+    let input = verification_string(&Element::from(info.clone())).unwrap();
+    let hash = hash_caps(&input, Algo::Sha_1).unwrap();
     BASE64_STANDARD.encode(&hash.hash)
 }
 
