@@ -1181,3 +1181,96 @@ fn pubsub_errors_carry_their_specific_condition_in_the_pubsub_errors_namespace()
     );
     assert!(xml.contains("presence-subscription-required"), "{xml}");
 }
+
+/// What nbxmpp (Gajim) does on `precondition-not-met`: it fetches the form, sets the fields of
+/// its options that the form has, submits it and publishes again. Every field publish-options
+/// takes must be in the form for that to work.
+#[test]
+fn a_client_meeting_precondition_not_met_reconfigures_through_the_form_and_publishes() {
+    let mut world = World::with_accounts(&["alice"]);
+    let alice = world.online("alice/phone", 0);
+    let conference = "<conference xmlns='urn:xmpp:bookmarks:1'/>";
+    // An older client made the node with PEP's defaults.
+    let got = publish(&mut world, &alice, BOOKMARKS, Some("a"), conference, &[]);
+    assert!(is_result(&got, &alice));
+    let options = [
+        ("pubsub#notify_delete", "true"),
+        ("pubsub#notify_retract", "true"),
+        ("pubsub#persist_items", "true"),
+        ("pubsub#max_items", "max"),
+        ("pubsub#access_model", "whitelist"),
+        ("pubsub#send_last_published_item", "never"),
+        ("pubsub#deliver_payloads", "true"),
+        ("pubsub#deliver_notifications", "true"),
+        ("pubsub#title", "Bookmarks"),
+    ];
+    let got = publish(
+        &mut world,
+        &alice,
+        BOOKMARKS,
+        Some("b"),
+        conference,
+        &options,
+    );
+    assert_eq!(
+        pubsub_error(&got, &alice),
+        (
+            DefinedCondition::Conflict,
+            Some("precondition-not-met".into())
+        )
+    );
+    let got = world.send(&alice, "<iq type='get' id='c'><pubsub xmlns='http://jabber.org/protocol/pubsub#owner'><configure node='urn:xmpp:bookmarks:1'/></pubsub></iq>");
+    let payload = result_payload(&got, &alice);
+    let form = payload
+        .get_child("configure", ns::PUBSUB_OWNER)
+        .and_then(|c| c.get_child("x", "jabber:x:data"))
+        .unwrap();
+    let vars: Vec<&str> = form.children().filter_map(|f| f.attr("var")).collect();
+    for (var, _) in options {
+        assert!(vars.contains(&var), "{var} is not in the form");
+    }
+    // The form's fields with their values, the options' values in place of theirs.
+    let fields: String = form
+        .children()
+        .filter_map(|field| {
+            let var = field.attr("var")?;
+            let values: Vec<String> = match options.iter().find(|(v, _)| *v == var) {
+                Some((_, value)) => vec![value.to_string()],
+                None => field
+                    .children()
+                    .filter(|c| c.is("value", "jabber:x:data"))
+                    .map(|v| v.text())
+                    .collect(),
+            };
+            let values: String = values
+                .iter()
+                .map(|v| format!("<value>{v}</value>"))
+                .collect();
+            Some(format!("<field var='{var}'>{values}</field>"))
+        })
+        .collect();
+    let submit = format!(
+        "<iq type='set' id='s'><pubsub xmlns='http://jabber.org/protocol/pubsub#owner'><configure node='urn:xmpp:bookmarks:1'><x xmlns='jabber:x:data' type='submit'>{fields}</x></configure></pubsub></iq>"
+    );
+    let got = world.send(&alice, &submit);
+    assert!(is_result(&got, &alice), "{}", got.describe());
+    let got = publish(
+        &mut world,
+        &alice,
+        BOOKMARKS,
+        Some("b"),
+        conference,
+        &options,
+    );
+    assert!(is_result(&got, &alice), "{}", got.describe());
+    // max_items is max now: both bookmarks are kept.
+    assert_eq!(
+        world
+            .hub
+            .store()
+            .pep_items("alice", BOOKMARKS, None)
+            .unwrap()
+            .len(),
+        2
+    );
+}
