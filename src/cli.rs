@@ -222,7 +222,41 @@ pub struct ServerArgs {
 
     #[command(flatten)]
     #[allow(missing_docs)]
+    pub pep: PepArgs,
+
+    #[command(flatten)]
+    #[allow(missing_docs)]
     pub components: ComponentArgs,
+}
+
+/// What one account may keep in PEP (XEP-0163): the nickname, avatar, bookmarks and OMEMO keys
+/// clients publish at the user's own address.
+#[derive(Debug, Args)]
+#[command(next_help_heading = "Personal eventing, PEP (XEP-0163)")]
+pub struct PepArgs {
+    /// Most PEP nodes per account. A client uses about one per feature (nickname, avatar data
+    /// and metadata, bookmarks, OMEMO device list and one bundle per device …); a client that
+    /// would create more gets `policy-violation`.
+    #[arg(long, env = "MQTT2XMPP_PEP_MAX_NODES", default_value_t = 100,
+        value_parser = clap::value_parser!(u32).range(1..))]
+    pub pep_max_nodes: u32,
+
+    /// Most items one PEP node keeps, and what a client asking for `max` gets (bookmarks keep
+    /// one item per room); the oldest items go first.
+    #[arg(long, env = "MQTT2XMPP_PEP_MAX_ITEMS", default_value_t = 1000,
+        value_parser = clap::value_parser!(u32).range(1..))]
+    pub pep_max_items: u32,
+
+    /// Largest PEP item, in bytes of XML. An avatar is published base64-encoded (4/3 of the
+    /// image), so 128 KiB takes a 96 KiB picture; raise it together with --max-stanza-bytes.
+    #[arg(long, env = "MQTT2XMPP_PEP_MAX_ITEM_BYTES", default_value_t = 128 * 1024,
+        value_parser = clap::value_parser!(u32).range(1..))]
+    pub pep_max_item_bytes: u32,
+
+    /// Most bytes of PEP items one account keeps in all its nodes together.
+    #[arg(long, env = "MQTT2XMPP_PEP_MAX_ACCOUNT_BYTES", default_value_t = 16 * 1024 * 1024,
+        value_parser = clap::value_parser!(u64).range(1..))]
+    pub pep_max_account_bytes: u64,
 }
 
 /// External components (XEP-0114) of `mqtt2xmpp server`.

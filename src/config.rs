@@ -297,6 +297,13 @@ pub fn server(args: &ServerArgs) -> ServerConfig {
             resume_timeout: args.resume_timeout,
             max_unacked: args.max_unacked as usize,
             max_vcard_bytes: args.max_vcard_bytes as usize,
+            pep: server::limits::PepLimits {
+                max_nodes: args.pep.pep_max_nodes as usize,
+                max_items: args.pep.pep_max_items as usize,
+                max_item_bytes: args.pep.pep_max_item_bytes as usize,
+                max_account_bytes: args.pep.pep_max_account_bytes,
+                ..Default::default()
+            },
             ..Default::default()
         },
         reload: None,
@@ -901,6 +908,45 @@ mod tests {
         assert!(
             crate::cli::Cli::try_parse_from(["mqtt2xmpp", "server", "--max-vcard-bytes", "0"])
                 .is_err()
+        );
+    }
+
+    #[test]
+    fn pep_flags_reach_the_servers_limits_with_defaults_otherwise() {
+        use clap::Parser;
+        let parse = |argv: &[&str]| {
+            crate::cli::Cli::try_parse_from(argv).unwrap_or_else(|e| panic!("{argv:?}: {e}"))
+        };
+        let cli = parse(&["mqtt2xmpp", "server"]);
+        let crate::cli::Command::Server(args) = cli.command else {
+            panic!("not server")
+        };
+        let limits = server(&args).limits;
+        assert_eq!(limits.pep, server::limits::PepLimits::default());
+        let cli = parse(&[
+            "mqtt2xmpp",
+            "server",
+            "--pep-max-nodes",
+            "7",
+            "--pep-max-items",
+            "50",
+            "--pep-max-item-bytes",
+            "4096",
+            "--pep-max-account-bytes",
+            "65536",
+        ]);
+        let crate::cli::Command::Server(args) = cli.command else {
+            panic!("not server")
+        };
+        let pep = server(&args).limits.pep;
+        assert_eq!(
+            (
+                pep.max_nodes,
+                pep.max_items,
+                pep.max_item_bytes,
+                pep.max_account_bytes
+            ),
+            (7, 50, 4096, 65536)
         );
     }
 }

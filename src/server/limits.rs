@@ -78,6 +78,40 @@ pub struct ServerLimits {
     /// inside it in base64 (a third larger than the image), and a vCard set must also fit in
     /// one stanza, so a value above `max_stanza_bytes` allows nothing more.
     pub max_vcard_bytes: usize,
+    /// What one account may keep in PEP (XEP-0163).
+    pub pep: PepLimits,
+}
+
+/// Per-account limits of PEP (XEP-0163): nodes, items, bytes. Each is enforced by the PEP
+/// service before it writes, with the error XEP-0060 names.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PepLimits {
+    /// Most nodes per account; one more is refused with `policy-violation` +
+    /// `max-nodes-exceeded`.
+    pub max_nodes: usize,
+    /// Most items one node keeps: what `pubsub#max_items` = `max` means, and the largest
+    /// number it may be set to (`not-acceptable` above it).
+    pub max_items: usize,
+    /// Largest payload of one item, in bytes of XML; larger is refused with `not-acceptable` +
+    /// `payload-too-big` (XEP-0060 §7.1.3.4).
+    pub max_item_bytes: usize,
+    /// Most bytes of payloads one account keeps in all its nodes; a publication beyond it is
+    /// refused with `resource-constraint`.
+    pub max_account_bytes: u64,
+    /// Most client feature lists (XEP-0115 caps hashes) remembered in memory.
+    pub max_cached_caps: usize,
+}
+
+impl Default for PepLimits {
+    fn default() -> Self {
+        Self {
+            max_nodes: 100,
+            max_items: 1000,
+            max_item_bytes: 128 * 1024,
+            max_account_bytes: 16 * 1024 * 1024,
+            max_cached_caps: 1000,
+        }
+    }
 }
 
 impl Default for ServerLimits {
@@ -103,6 +137,7 @@ impl Default for ServerLimits {
             // An avatar of up to 96 KiB (128 KiB in base64, less the vCard's other fields),
             // half the stanza limit.
             max_vcard_bytes: 128 * 1024,
+            pep: PepLimits::default(),
         }
     }
 }

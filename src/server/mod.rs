@@ -20,9 +20,9 @@
 //! | `shared.rs` | what connections and the hub thread share: commands, queues, login counts |
 //! | `driver.rs` | the hub thread: applies commands in order, fills the sessions' queues |
 //! | `sasl/` | SCRAM-SHA-1/256(-PLUS) and PLAIN, sans-IO: keys, exchange, messages, PLAIN |
-//! | `hub/` | the single owner of all routing state, and its services, one file each (roster, presence, carbons, disco, private storage, offline, ping, version); how to add a service is written there |
-//! | `store/` | SQLite: accounts, rosters, offline messages, private XML, one file each |
-//! | `limits.rs` | stanza size, depth, byte rate, connection and login limits |
+//! | `hub/` | the single owner of all routing state, and its services, one file each (roster, presence, carbons, disco, private storage, offline, PEP, ping, version); how to add a service is written there |
+//! | `store/` | SQLite: accounts, rosters, offline messages, private XML, PEP nodes and items, one file each |
+//! | `limits.rs` | stanza size, depth, byte rate, connection and login limits, PEP's per-account limits |
 //! | `cert.rs` | certificate from files or self-signed, reloaded on request |
 //! | `admin.rs` | `mqtt2xmpp user add/del/list/passwd` |
 //!
@@ -172,7 +172,7 @@ pub async fn run(
     let db = database_path(&config.data_dir);
     let mut hub = Hub::new(&config.domain, Store::open(&db)?, hub::registry::SERVICES)
         .ok_or_else(|| ServerError::Domain(config.domain.clone()))?;
-    hub.apply_limits(&config.limits);
+    hub.start(&config.limits);
     for spec in &config.components.components {
         hub.add_component(spec.domain.clone());
     }

@@ -9,21 +9,25 @@
 //! - **An account** (a bare JID of this domain) is answered by the server on the account's
 //!   behalf (RFC 6121 §8.5.2, as Prosody's mod_disco does): `account/registered` and the
 //!   account features of the services, the same for the account itself and for the other
-//!   accounts that ask; its disco#items are empty (no PEP nodes).
+//!   accounts that ask, plus the identities services add (PEP's `pubsub/pep`); its
+//!   disco#items are what the services list for the asker (PEP: the nodes it may read, and a
+//!   node's items), and its nodes are those a service knows (a PEP node: `pubsub/leaf`).
 //! - **Nodes**: only the server's caps node `NODE#VER` (XEP-0115 §6.2) is known, and answered
 //!   like the server itself; any other node gets `item-not-found` (XEP-0030 §3.2). disco#items
 //!   echo the node asked for.
 //! - **Entity capabilities** (XEP-0115 §6.3): the stream features after authentication carry
 //!   `<c xmlns='http://jabber.org/protocol/caps' hash='sha-1' node='NODE' ver='VER'/>`, where
 //!   `VER` is the §5.1 hash of the server's disco#info, computed by the function that builds
-//!   that answer ([`server_disco_info`]), so the two cannot drift apart. The identity's name
-//!   is fixed (not the domain) and the features are the services' constant lists: the same
-//!   services give the same `ver` on every start and on every server, so a client caches it
-//!   once. The server lists the caps feature itself (XEP-0115 §7).
+//!   that answer ([`server_disco_info`]), so the two cannot drift apart. The verification
+//!   string is built here ([`verification_string`], also used by PEP to check the caps of
+//!   clients), not by xmpp-parsers, whose sort breaks on a feature that prefixes another
+//!   (`urn:xmpp:mam:2` and `urn:xmpp:mam:2#extended`). The identity's name is fixed (not the
+//!   domain) and the features are the services' constant lists: the same services give the
+//!   same `ver` on every start and on every server, so a client caches it once. The server lists the caps feature itself (XEP-0115 §7).
 
 use tokio_xmpp::jid::BareJid;
 use tokio_xmpp::minidom::Element;
-use tokio_xmpp::parsers::caps::{compute_disco, hash_caps, Caps};
+use tokio_xmpp::parsers::caps::{hash_caps, Caps};
 use tokio_xmpp::parsers::disco::{DiscoInfoResult, DiscoItemsResult, Identity, Item};
 use tokio_xmpp::parsers::hashes::Algo;
 use tokio_xmpp::parsers::ns;
@@ -64,10 +68,17 @@ impl Service for Disco {
         let answer = match request.at {
             Target::Server if info => server_info(query, hub.features(Entity::Server)),
             Target::Server => Ok(server_items(query, hub.component_domains())),
-            Target::OwnAccount | Target::OtherAccount if info => {
-                account_info(query, hub.features(Entity::Account))
+            Target::OwnAccount | Target::OtherAccount => {
+                let Some(account) = request.account() else {
+                    return request.answer(Err(DefinedCondition::ServiceUnavailable), out);
+                };
+                let asker = request.from.to_bare();
+                if info {
+                    account_info(hub, query, &account, &asker)
+                } else {
+                    Ok(account_items(hub, query, &account, &asker))
+                }
             }
-            Target::OwnAccount | Target::OtherAccount => Ok(empty_items(query)),
         };
         request.answer(answer.map(Some), out);
     }
@@ -94,8 +105,106 @@ pub(super) fn server_disco_info<'a>(features: impl Iterator<Item = &'a str>) -> 
 /// The entity capabilities of `info` (XEP-0115 §5.1, with SHA-1, the hash every client
 /// implements, XEP-0115 §9.1), under [`CAPS_NODE`].
 pub(super) fn caps(info: &DiscoInfoResult) -> Option<Caps> {
-    let hash = hash_caps(&compute_disco(info), Algo::Sha_1).ok()?;
+    let input = verification_string(&Element::from(info.clone()))?;
+    let hash = hash_caps(&input, Algo::Sha_1).ok()?;
     Some(Caps::new(CAPS_NODE, hash))
+}
+
+/// The data forms namespace (XEP-0004), of the forms in a disco#info (XEP-0128).
+const DATA_FORMS: &str = "jabber:x:data";
+
+/// The input of the verification string of a disco#info `query` (XEP-0115 §5.1), or `None` if
+/// the answer must not be cached (§5.4: duplicate identities or features, a form without a
+/// single `FORM_TYPE`, or two forms with the same one).
+///
+/// Written here rather than taken from xmpp-parsers 0.23, whose `compute_disco` sorts each
+/// feature with its `<` separator attached: `X+notify<` then sorts before `X<`, while §5.1
+/// sorts the features themselves (`X` before `X+notify`). Every PEP client lists both a
+/// namespace and its `+notify`, so its correct hash would never match.
+pub(super) fn verification_string(query: &Element) -> Option<Vec<u8>> {
+    let mut identities: Vec<String> = query
+        .children()
+        .filter(|c| c.is("identity", ns::DISCO_INFO))
+        .map(|identity| {
+            let lang = identity
+                .attr_ns(tokio_xmpp::minidom::rxml::Namespace::xml(), "lang")
+                .unwrap_or_default();
+            format!(
+                "{}/{}/{}/{}",
+                identity.attr("category").unwrap_or_default(),
+                identity.attr("type").unwrap_or_default(),
+                lang,
+                identity.attr("name").unwrap_or_default()
+            )
+        })
+        .collect();
+    let mut features: Vec<&str> = query
+        .children()
+        .filter(|c| c.is("feature", ns::DISCO_INFO))
+        .filter_map(|feature| feature.attr("var"))
+        .collect();
+    let mut forms: Vec<(String, Vec<u8>)> = Vec::new();
+    for form in query.children().filter(|c| c.is("x", DATA_FORMS)) {
+        let mut form_type = None;
+        let mut fields: Vec<(&str, Vec<String>)> = Vec::new();
+        for field in form.children().filter(|c| c.is("field", DATA_FORMS)) {
+            let var = field.attr("var")?;
+            let mut values: Vec<String> = field
+                .children()
+                .filter(|c| c.is("value", DATA_FORMS))
+                .map(Element::text)
+                .collect();
+            if var == "FORM_TYPE" {
+                if form_type.is_some() || values.len() != 1 {
+                    return None;
+                }
+                form_type = values.pop();
+            } else {
+                values.sort();
+                fields.push((var, values));
+            }
+        }
+        let form_type = form_type?;
+        fields.sort();
+        let mut bytes = format!("{form_type}<").into_bytes();
+        for (var, values) in fields {
+            bytes.extend_from_slice(var.as_bytes());
+            bytes.push(b'<');
+            for value in values {
+                bytes.extend_from_slice(value.as_bytes());
+                bytes.push(b'<');
+            }
+        }
+        forms.push((form_type, bytes));
+    }
+    identities.sort();
+    features.sort_unstable();
+    forms.sort();
+    let identity_count = identities.len();
+    identities.dedup();
+    let feature_count = features.len();
+    features.dedup();
+    let form_count = forms.len();
+    forms.dedup_by(|a, b| a.0 == b.0);
+    if identities.len() != identity_count
+        || features.len() != feature_count
+        || forms.len() != form_count
+    {
+        return None;
+    }
+    let mut input = Vec::new();
+    for identity in identities {
+        input.extend_from_slice(identity.as_bytes());
+        input.push(b'<');
+    }
+    for feature in features {
+        input.extend_from_slice(feature.as_bytes());
+        input.push(b'<');
+    }
+    for (_, form) in forms {
+        input.extend_from_slice(&form);
+    }
+    Some(input)
 }
 
 /// The caps node of `info`, `NODE#VER`, under which a client asks for it (XEP-0115 §6.2).
@@ -150,25 +259,67 @@ fn empty_items(query: &Element) -> Element {
     .into()
 }
 
-/// disco#info of an account's bare JID (XEP-0030 §3.1 "account/registered"); an account has
-/// no nodes.
-fn account_info<'a>(
+/// disco#info of an account's bare JID (XEP-0030 §3.1 "account/registered", and the
+/// identities the services add: PEP's `pubsub/pep`); of one of its nodes a service knows
+/// for `asker` (a PEP node, XEP-0060 §5.3: `pubsub/leaf`); any other node is `item-not-found`.
+fn account_info(
+    hub: &Hub,
     query: &Element,
-    features: impl Iterator<Item = &'a str>,
+    account: &BareJid,
+    asker: &BareJid,
 ) -> Result<Element, DefinedCondition> {
-    if node_of(query).is_some() {
-        return Err(DefinedCondition::ItemNotFound);
+    if let Some(node) = node_of(query) {
+        let services = hub.services;
+        if !services
+            .iter()
+            .any(|s| s.account_node_exists(hub, account, asker, &node))
+        {
+            return Err(DefinedCondition::ItemNotFound);
+        }
+        return Ok(DiscoInfoResult {
+            node: Some(node),
+            identities: vec![Identity::new_anonymous::<_, _, String, String>(
+                "pubsub", "leaf",
+            )],
+            features: [ns::DISCO_INFO.to_string(), ns::DISCO_ITEMS.to_string()].into(),
+            extensions: Vec::new(),
+        }
+        .into());
+    }
+    let mut identities = vec![Identity::new_anonymous::<_, _, String, String>(
+        "account",
+        "registered",
+    )];
+    for service in hub.services {
+        for (category, type_) in service.identities(Entity::Account) {
+            identities.push(Identity::new_anonymous::<_, _, String, String>(
+                *category, *type_,
+            ));
+        }
     }
     Ok(DiscoInfoResult {
         node: None,
-        identities: vec![Identity::new_anonymous::<_, _, String, String>(
-            "account",
-            "registered",
-        )],
-        features: features.map(str::to_string).collect(),
+        identities,
+        features: hub.features(Entity::Account).map(str::to_string).collect(),
         extensions: Vec::new(),
     }
     .into())
+}
+
+/// disco#items of an account's bare JID for `asker` (XEP-0030 §4.1): what the services list
+/// (PEP's nodes it may read, or a node's items), echoing the node asked for.
+fn account_items(hub: &Hub, query: &Element, account: &BareJid, asker: &BareJid) -> Element {
+    let node = node_of(query);
+    DiscoItemsResult {
+        items: hub
+            .services
+            .iter()
+            .flat_map(|s| s.account_items(hub, account, asker, node.as_deref()))
+            .collect(),
+        node,
+        rsm: None,
+    }
+    .into()
 }
 
 #[cfg(test)]

@@ -27,6 +27,7 @@
 //! | `offline.rs` | offline messages (XEP-0160): stored, then delivered on available presence; what an ended session never acknowledged (XEP-0198) |
 //! | `private.rs` | private XML storage (XEP-0049) |
 //! | `vcard.rs` | vCards (XEP-0054) and the photo hash in every available presence (XEP-0153, XEP-0398 §4) |
+//! | `pep.rs` | PEP (XEP-0163 on XEP-0060 pubsub) per account; `pep/caps.rs` learns whom to notify from entity capabilities (XEP-0115) |
 //! | `disco.rs` | service discovery (XEP-0030), its features collected from the services, and the server's entity capabilities (XEP-0115) |
 //! | `components.rs` | external components (XEP-0114): their domains, and stanzas to and from them |
 //! | `ping.rs`, `version.rs`, `legacy_session.rs` | XEP-0199, XEP-0092, the RFC 3921 session IQ |
@@ -70,6 +71,7 @@ mod components;
 mod disco;
 mod legacy_session;
 mod offline;
+mod pep;
 mod ping;
 mod presence;
 mod private;
@@ -172,6 +174,8 @@ pub struct Hub {
     components: BTreeMap<BareJid, bool>,
     /// Largest vCard an account may store (`ServerLimits::max_vcard_bytes`).
     max_vcard_bytes: usize,
+    /// PEP's limits and the client caps it learnt (`pep.rs`).
+    pep: pep::PepState,
 }
 
 impl std::fmt::Debug for Hub {
@@ -200,12 +204,19 @@ impl Hub {
             services,
             components: BTreeMap::new(),
             max_vcard_bytes: ServerLimits::default().max_vcard_bytes,
+            pep: pep::PepState::new(Default::default()),
         })
     }
 
-    /// Takes the limits its services enforce from `limits` (the defaults until then).
-    pub fn apply_limits(&mut self, limits: &ServerLimits) {
+    /// Takes the limits its services enforce from `limits` (the defaults until then), and
+    /// forgets the items of PEP nodes that do not persist theirs (`pubsub#persist_items`
+    /// false): called once, when the server starts.
+    pub fn start(&mut self, limits: &ServerLimits) {
         self.max_vcard_bytes = limits.max_vcard_bytes;
+        self.pep = pep::PepState::new(limits.pep.clone());
+        if let Err(error) = self.store.pep_forget_transient() {
+            tracing::error!("could not forget transient PEP items: {error}");
+        }
     }
 
     /// The store, for tests that look at what the hub stored.

@@ -17,6 +17,10 @@
 //!   before routing (`vcard.rs`, [`Hub::inbound`]). A vCard set that
 //!   changes the photo makes each available resource of the account broadcast its current
 //!   presence again with the new hash.
+//! - **PEP** (XEP-0163 §4.3, `pep/caps.rs`): every available presence hands its entity
+//!   capabilities to PEP, which learns from them which nodes the session wants and sends it
+//!   the last items of those nodes when it becomes available; a contact granted a
+//!   subscription (`subscribed`) gets the user's last items too.
 //! - **Contacts at an external component's domain** (XEP-0114) get the broadcasts like local
 //!   contacts, through their component, and are probed at initial presence; their subscription
 //!   stanzas change the account's side of the roster (`components/subscriptions.rs`).
@@ -98,6 +102,10 @@ impl Hub {
         session.presence = available.then(|| presence.clone());
         let priority = presence.priority.0;
         self.broadcast_presence(from, presence, out);
+        // XEP-0163 §4.3: the caps of the session, and the last PEP items it wants.
+        if available {
+            self.pep_presence(from, initial, out);
+        }
         if initial {
             self.send_contacts_presence(from, out);
             self.redeliver_subscription_requests(from, out);
@@ -268,6 +276,8 @@ impl Hub {
                 };
                 self.save_and_push(contact, theirs, out);
                 self.presence_to_user(&stanza(PresenceType::Subscribed, user), contact, out);
+                // XEP-0060 §12.20 `on_sub`: the new subscriber gets the user's last PEP items.
+                self.pep_new_subscriber(user, contact, out);
                 // The new subscriber sees the user's current presence.
                 for (session, _) in self.available_of(user) {
                     for (target, _) in self.available_of(contact) {

@@ -8,6 +8,7 @@ use super::carbons::Carbons;
 use super::disco::Disco;
 use super::legacy_session::LegacySession;
 use super::offline::Offline;
+use super::pep::Pep;
 use super::ping::Ping;
 use super::private::PrivateStorage;
 use super::roster::RosterService;
@@ -27,4 +28,5 @@ pub(crate) const SERVICES: &[&dyn Service] = &[
     &RosterService,
     &Offline,
     &VCardService,
+    &Pep,
 ];

@@ -28,7 +28,10 @@
 //!      §10.3.3), and answered with no `from`.
 //!    - Messages to the server get `service-unavailable` (errors and headlines are dropped);
 //!      a message with no `to` is handled as sent to the server.
-//!    - IQ results and errors to the server are dropped.
+//!    - IQ results and errors to the server are dropped, except the answer to the server's
+//!      own disco#info query about a session's entity capabilities (XEP-0115 §6.2), which PEP
+//!      asks to learn whom to notify (XEP-0163 §4.3): a result or error from that session
+//!      with that query's id goes to PEP (`pep/caps.rs`); nothing is ever answered.
 //! 4. **A bare JID `user@domain`**:
 //!    - no such account: messages and IQ get/set get `service-unavailable`; anything else is
 //!      dropped;
@@ -223,7 +226,14 @@ impl Hub {
                     fail(&iq, DefinedCondition::RemoteServerNotFound, out);
                 }
             }
-            Some(to) if to.node().is_none() => self.serve_iq(from, iq, Target::Server, out),
+            Some(to) if to.node().is_none() => {
+                if is_request {
+                    self.serve_iq(from, iq, Target::Server, out);
+                } else {
+                    // Answers to the server's own queries: only PEP asks (caps, XEP-0115).
+                    self.pep_caps_answer(from, iq, out);
+                }
+            }
             Some(to) => match to.clone().try_into_full() {
                 Ok(full) => {
                     if self.sessions.contains_key(&full) {

@@ -11,8 +11,9 @@
 //! There is no string-keyed table: a service says what it handles in its own `match`, by element
 //! name, namespace, IQ type and target.
 
-use tokio_xmpp::jid::{FullJid, Jid};
+use tokio_xmpp::jid::{BareJid, FullJid, Jid};
 use tokio_xmpp::minidom::Element;
+use tokio_xmpp::parsers::disco::Item;
 use tokio_xmpp::parsers::iq::Iq;
 use tokio_xmpp::parsers::stanza_error::DefinedCondition;
 
@@ -25,6 +26,39 @@ pub(crate) trait Service: Sync {
     fn features(&self, entity: Entity) -> &'static [&'static str] {
         let _ = entity;
         &[]
+    }
+
+    /// The identities this service adds to `entity`'s disco#info, as (category, type): PEP's
+    /// `pubsub/pep` on accounts (XEP-0163 §6.1).
+    fn identities(&self, entity: Entity) -> &'static [(&'static str, &'static str)] {
+        let _ = entity;
+        &[]
+    }
+
+    /// What this service lists in the disco#items of `account` asked by `asker`, for `node`
+    /// (`None`: the account itself): PEP's nodes and items (XEP-0060 §5.2, §5.5).
+    fn account_items(
+        &self,
+        hub: &Hub,
+        account: &BareJid,
+        asker: &BareJid,
+        node: Option<&str>,
+    ) -> Vec<Item> {
+        let _ = (hub, account, asker, node);
+        Vec::new()
+    }
+
+    /// Whether `account` has the disco node `node` for `asker` (a PEP node it may read): its
+    /// disco#info then answers (XEP-0060 §5.3) instead of `item-not-found`.
+    fn account_node_exists(
+        &self,
+        hub: &Hub,
+        account: &BareJid,
+        asker: &BareJid,
+        node: &str,
+    ) -> bool {
+        let _ = (hub, account, asker, node);
+        false
     }
 
     /// Whether this service answers `request` (an IQ get or set, addressed to `request.at`).
@@ -123,6 +157,16 @@ impl IqRequest {
             at,
             reply_from,
         })
+    }
+
+    /// The account the request is addressed to: the sender's own, or another local account
+    /// (whose bare JID answers); `None` for the server.
+    pub fn account(&self) -> Option<BareJid> {
+        match self.at {
+            Target::OwnAccount => Some(self.from.to_bare()),
+            Target::OtherAccount => self.reply_from.as_ref().map(Jid::to_bare),
+            Target::Server => None,
+        }
     }
 
     /// Whether this is a get whose child is `<name xmlns='namespace'/>`.

@@ -24,6 +24,8 @@ pub struct BoundSession {
     pub interested: bool,
     /// Enabled XEP-0280 message carbons.
     pub carbons: bool,
+    /// Its entity capabilities (XEP-0115) and the PEP nodes it wants notifications of.
+    pub pep: super::pep::SessionCaps,
 }
 
 /// Why binding a resource failed.

@@ -62,6 +62,8 @@ impl Store {
             "DELETE FROM offline_messages WHERE owner = ?1",
             "DELETE FROM private_xml WHERE owner = ?1",
             "DELETE FROM vcards WHERE owner = ?1",
+            "DELETE FROM pep_items WHERE owner = ?1",
+            "DELETE FROM pep_nodes WHERE owner = ?1",
             "DELETE FROM accounts WHERE username = ?1",
         ] {
             tx.execute(table, [&username])?;

@@ -14,6 +14,8 @@
 //! | `offline_messages` | stored stanza (XEP-0160) | `AUTOINCREMENT` id, so ids are never reused |
 //! | `private_xml` | owner × `{namespace}element` key (XEP-0049) | the XML text as given |
 //! | `vcards` | owner (XEP-0054) | the vCard's XML text as given, and its photo's SHA-1 (XEP-0153) |
+//! | `pep_nodes` | owner × node (XEP-0163) | the node's configuration as JSON |
+//! | `pep_items` | owner × node × item id | the payload's XML; `seq` orders by publication |
 //!
 //! Every per-user table references `accounts(username)` with `ON DELETE CASCADE`, and
 //! [`Store::delete_account`] additionally deletes those rows explicitly, in the same transaction,
@@ -94,7 +96,8 @@
 //! this file (opening, the schema and its migrations, [`StoreError`], the helpers every
 //! kind shares), `accounts.rs` (accounts and their SCRAM keys), `roster.rs` (RFC 6121 rosters
 //! and subscription requests), `offline.rs` (XEP-0160 offline messages), `private.rs`
-//! (XEP-0049 private XML) and `vcard.rs` (XEP-0054 vCards). Their tests sit beside them in `tests.rs` files.
+//! (XEP-0049 private XML), `vcard.rs` (XEP-0054 vCards) and `pep.rs` (XEP-0163 nodes and
+//! items). Their tests sit beside them in `tests.rs` files.
 //!
 //! The SCRAM types are not the store's own: [`Hash`](enum@Hash) and [`ScramKeys`] belong to
 //! the SASL code (`crate::server::sasl`), which derives and checks them. The store keeps them
@@ -128,10 +131,12 @@ use rusqlite::{Connection, Transaction, TransactionBehavior};
 use thiserror::Error;
 
 pub use crate::server::sasl::{Hash, ScramKeys};
+pub use pep::{AccessModel, PepItem, PepNodeConfig, SendLastItem};
 pub use roster::{RosterItem, Subscription};
 
 mod accounts;
 mod offline;
+mod pep;
 mod private;
 mod roster;
 mod vcard;
@@ -198,6 +203,25 @@ pub const MIGRATIONS: &[&str] = &[
         xml        TEXT NOT NULL,
         photo_hash TEXT
     );",
+    // 3 → 4: PEP (XEP-0163): each account's nodes and their items (see `pep.rs`).
+    "CREATE TABLE pep_nodes (
+        owner   TEXT NOT NULL REFERENCES accounts(username) ON DELETE CASCADE,
+        node    TEXT NOT NULL,
+        config  TEXT NOT NULL,
+        persist INTEGER NOT NULL DEFAULT 1,
+        PRIMARY KEY (owner, node)
+    );
+    CREATE TABLE pep_items (
+        seq          INTEGER PRIMARY KEY AUTOINCREMENT,
+        owner        TEXT NOT NULL,
+        node         TEXT NOT NULL,
+        item_id      TEXT NOT NULL,
+        payload      TEXT NOT NULL,
+        published_at INTEGER NOT NULL,
+        UNIQUE (owner, node, item_id),
+        FOREIGN KEY (owner, node) REFERENCES pep_nodes (owner, node) ON DELETE CASCADE
+    );
+    CREATE INDEX pep_items_by_node ON pep_items (owner, node, seq);",
 ];
 
 /// The schema version this code writes and understands: the number of [`MIGRATIONS`].

@@ -167,6 +167,8 @@ fn migrates_an_empty_file_and_reopens_idempotently() {
     for table in [
         "accounts",
         "offline_messages",
+        "pep_items",
+        "pep_nodes",
         "private_xml",
         "roster",
         "roster_version_seq",

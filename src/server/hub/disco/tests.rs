@@ -4,7 +4,7 @@ use std::collections::BTreeSet;
 
 use base64::prelude::{Engine, BASE64_STANDARD};
 use tokio_xmpp::minidom::Element;
-use tokio_xmpp::parsers::caps::{compute_disco, hash_caps};
+use tokio_xmpp::parsers::caps::hash_caps;
 use tokio_xmpp::parsers::disco::{DiscoInfoResult, DiscoItemsResult, Identity};
 use tokio_xmpp::parsers::hashes::Algo;
 use tokio_xmpp::parsers::iq::Iq;
@@ -64,8 +64,33 @@ fn the_advertised_features_are_those_of_the_plugged_in_services() {
     .into();
     assert_eq!(server, expected);
     let account: BTreeSet<&str> = world.hub.features(Entity::Account).collect();
-    assert_eq!(account, [ns::DISCO_INFO, ns::DISCO_ITEMS, ns::PING].into());
+    let mut expected: BTreeSet<&str> = [ns::DISCO_INFO, ns::DISCO_ITEMS, ns::PING].into();
+    expected.extend(PEP_FEATURES);
+    assert_eq!(account, expected);
 }
+
+/// What PEP (XEP-0163 §6.1) adds to every account's disco#info.
+const PEP_FEATURES: [&str; 19] = [
+    ns::PUBSUB,
+    "http://jabber.org/protocol/pubsub#access-open",
+    "http://jabber.org/protocol/pubsub#access-presence",
+    "http://jabber.org/protocol/pubsub#access-whitelist",
+    "http://jabber.org/protocol/pubsub#auto-create",
+    "http://jabber.org/protocol/pubsub#auto-subscribe",
+    "http://jabber.org/protocol/pubsub#config-node",
+    "http://jabber.org/protocol/pubsub#create-nodes",
+    "http://jabber.org/protocol/pubsub#delete-nodes",
+    "http://jabber.org/protocol/pubsub#filtered-notifications",
+    "http://jabber.org/protocol/pubsub#item-ids",
+    "http://jabber.org/protocol/pubsub#last-published",
+    "http://jabber.org/protocol/pubsub#persistent-items",
+    "http://jabber.org/protocol/pubsub#presence-notifications",
+    "http://jabber.org/protocol/pubsub#publish",
+    "http://jabber.org/protocol/pubsub#publish-options",
+    "http://jabber.org/protocol/pubsub#retract-items",
+    "http://jabber.org/protocol/pubsub#retrieve-default",
+    "http://jabber.org/protocol/pubsub#retrieve-items",
+];
 
 #[test]
 fn the_server_and_accounts_answer_disco_info_from_their_own_jid() {
@@ -196,10 +221,16 @@ fn the_caps_in_the_stream_features_are_the_hash_of_the_servers_disco_info() {
         "<iq to='localhost' type='get' id='i'><query xmlns='http://jabber.org/protocol/disco#info'/></iq>",
     );
     let info = info_from(&got, &alice);
-    let hash = hash_caps(&compute_disco(&info), Algo::Sha_1).unwrap();
+    let hash = hash_caps(
+        &verification_string(&Element::from(info.clone())).unwrap(),
+        Algo::Sha_1,
+    )
+    .unwrap();
     assert_eq!(BASE64_STANDARD.encode(&hash.hash), ver);
     // The hash input: the server's identity first, named after the software.
-    assert!(compute_disco(&info).starts_with(b"server/im/en/mqtt2xmpp<"));
+    assert!(verification_string(&Element::from(info.clone()))
+        .unwrap()
+        .starts_with(b"server/im/en/mqtt2xmpp<"));
 
     // The caps node is answered as the server itself, with the node echoed (§6.2).
     let node = format!("{CAPS_NODE}#{ver}");
@@ -260,17 +291,15 @@ fn an_accounts_disco_info_is_the_registered_account_and_the_features_the_server_
         let info = info_from(&got, &alice);
         assert_eq!(
             info.identities,
-            [Identity::new_anonymous::<_, _, String, String>(
-                "account",
-                "registered"
-            )]
+            [
+                Identity::new_anonymous::<_, _, String, String>("account", "registered"),
+                Identity::new_anonymous::<_, _, String, String>("pubsub", "pep"),
+            ]
         );
         let features: BTreeSet<&str> = info.features.iter().map(String::as_str).collect();
-        assert_eq!(
-            features,
-            [ns::DISCO_INFO, ns::DISCO_ITEMS, ns::PING].into(),
-            "{to}"
-        );
+        let mut expected: BTreeSet<&str> = [ns::DISCO_INFO, ns::DISCO_ITEMS, ns::PING].into();
+        expected.extend(PEP_FEATURES);
+        assert_eq!(features, expected, "{to}");
         // What is listed is answered: items (none), ping.
         for (payload, id) in [
             (
@@ -289,7 +318,7 @@ fn an_accounts_disco_info_is_the_registered_account_and_the_features_the_server_
                 got.describe()
             );
         }
-        // An account has no nodes.
+        // An account has no nodes but its PEP nodes (none here).
         let got = world.send(
             &alice,
             &format!("<iq to='{to}' type='get' id='n'><query xmlns='http://jabber.org/protocol/disco#info' node='x'/></iq>"),
@@ -403,5 +432,352 @@ fn every_feature_the_server_lists_answers() {
     );
     for (feature, probe) in &probes {
         assert!(probe(&mut world), "{feature} is listed but does not work");
+    }
+}
+
+/// Every feature an account lists is implemented, as for the server's: one probe per feature,
+/// and the list of probes is the list of features. PEP's need a contact (bob), a stranger
+/// (carol) and a client whose caps ask for nicknames (XEP-0115, answered here by hand).
+#[test]
+fn every_feature_an_account_lists_answers() {
+    let mut world = World::with_accounts(&["alice", "bob", "carol"]);
+    let alice = world.online("alice/phone", 0);
+    let bob = world.online("bob/phone", 0);
+    let carol = world.online("carol/phone", 0);
+    world.befriend(&alice, &bob);
+    let pubsub = |inner: &str| {
+        format!("<iq type='set' id='x'><pubsub xmlns='http://jabber.org/protocol/pubsub'>{inner}</pubsub></iq>")
+    };
+    let owner = |inner: &str| {
+        format!("<iq type='set' id='x'><pubsub xmlns='http://jabber.org/protocol/pubsub#owner'>{inner}</pubsub></iq>")
+    };
+    let publish = |node: &str, id: &str, options: &str| {
+        pubsub(&format!("<publish node='{node}'><item id='{id}'><nick xmlns='http://jabber.org/protocol/nick'>{id}</nick></item></publish>{options}"))
+    };
+    let options = |var: &str, value: &str| {
+        format!("<publish-options><x xmlns='jabber:x:data' type='submit'><field var='{var}'><value>{value}</value></field></x></publish-options>")
+    };
+    let read = |node: &str, inner: &str| {
+        format!("<iq type='get' to='alice@localhost' id='x'><pubsub xmlns='http://jabber.org/protocol/pubsub'><items node='{node}'>{inner}</items></pubsub></iq>")
+    };
+    let answered_by = |world: &mut World, who: &tokio_xmpp::jid::FullJid, xml: &str| {
+        let got = world.send(who, xml);
+        matches!(iq(got.only_to(who)), Iq::Result { .. })
+    };
+    // A client of bob's that wants nickname notifications (XEP-0163 §4.3): its caps query
+    // answered, it gets what alice published so far and what she publishes next.
+    let notified = |world: &mut World, resource: &str| -> Vec<String> {
+        let jid = world.bind(resource);
+        let info = DiscoInfoResult {
+            node: None,
+            identities: vec![Identity::new("client", "pc", "en", "probe")],
+            features: ["http://jabber.org/protocol/nick+notify".to_string()].into(),
+            extensions: Vec::new(),
+        };
+        let ver = BASE64_STANDARD.encode(
+            hash_caps(
+                &verification_string(&Element::from(info.clone())).unwrap(),
+                Algo::Sha_1,
+            )
+            .unwrap()
+            .hash,
+        );
+        let got = world.send(&jid, &format!("<presence><c xmlns='http://jabber.org/protocol/caps' hash='sha-1' node='urn:probe' ver='{ver}'/></presence>"));
+        let id = got.to(&jid).into_iter().find_map(|s| match s {
+            tokio_xmpp::Stanza::Iq(Iq::Get { id, .. }) => Some(id.clone()),
+            _ => None,
+        });
+        let got = match id {
+            Some(id) => world.send(
+                &jid,
+                &format!(
+                    "<iq type='result' to='localhost' id='{id}'>{}</iq>",
+                    String::from(&Element::from(info))
+                ),
+            ),
+            None => got,
+        };
+        got.to(&jid)
+            .into_iter()
+            .filter(|s| matches!(s, tokio_xmpp::Stanza::Message(_)))
+            .map(xml)
+            .collect()
+    };
+    const NICK: &str = "http://jabber.org/protocol/nick";
+    type Probe<'a> = Box<dyn Fn(&mut World) -> bool + 'a>;
+    let probes: Vec<(&str, Probe)> = vec![
+        (
+            ns::DISCO_INFO,
+            Box::new(|w: &mut World| {
+                answered_by(w, &bob, "<iq to='alice@localhost' type='get' id='x'><query xmlns='http://jabber.org/protocol/disco#info'/></iq>")
+            }),
+        ),
+        (
+            ns::DISCO_ITEMS,
+            Box::new(|w: &mut World| {
+                answered_by(w, &bob, "<iq to='alice@localhost' type='get' id='x'><query xmlns='http://jabber.org/protocol/disco#items'/></iq>")
+            }),
+        ),
+        (
+            ns::PING,
+            Box::new(|w: &mut World| {
+                answered_by(
+                    w,
+                    &bob,
+                    "<iq to='alice@localhost' type='get' id='x'><ping xmlns='urn:xmpp:ping'/></iq>",
+                )
+            }),
+        ),
+        (
+            ns::PUBSUB,
+            Box::new(|w: &mut World| answered_by(w, &alice, &publish(NICK, "current", ""))),
+        ),
+        (
+            "http://jabber.org/protocol/pubsub#publish",
+            Box::new(|w: &mut World| answered_by(w, &alice, &publish(NICK, "current", ""))),
+        ),
+        (
+            "http://jabber.org/protocol/pubsub#auto-create",
+            Box::new(|w: &mut World| {
+                answered_by(w, &alice, &publish("urn:probe:auto", "1", ""))
+                    && w.hub
+                        .store()
+                        .pep_node("alice", "urn:probe:auto")
+                        .unwrap()
+                        .is_some()
+            }),
+        ),
+        (
+            "http://jabber.org/protocol/pubsub#publish-options",
+            Box::new(|w: &mut World| {
+                answered_by(
+                    w,
+                    &alice,
+                    &publish("urn:probe:options", "1", &options("pubsub#max_items", "7")),
+                ) && !answered_by(
+                    w,
+                    &alice,
+                    &publish("urn:probe:options", "1", &options("pubsub#max_items", "8")),
+                )
+            }),
+        ),
+        (
+            "http://jabber.org/protocol/pubsub#access-open",
+            Box::new(|w: &mut World| {
+                answered_by(
+                    w,
+                    &alice,
+                    &publish(
+                        "urn:probe:open",
+                        "1",
+                        &options("pubsub#access_model", "open"),
+                    ),
+                ) && answered_by(w, &carol, &read("urn:probe:open", ""))
+            }),
+        ),
+        (
+            "http://jabber.org/protocol/pubsub#access-presence",
+            Box::new(|w: &mut World| {
+                answered_by(w, &alice, &publish(NICK, "current", ""))
+                    && answered_by(w, &bob, &read(NICK, ""))
+                    && !answered_by(w, &carol, &read(NICK, ""))
+            }),
+        ),
+        (
+            "http://jabber.org/protocol/pubsub#access-whitelist",
+            Box::new(|w: &mut World| {
+                answered_by(
+                    w,
+                    &alice,
+                    &publish(
+                        "urn:probe:white",
+                        "1",
+                        &options("pubsub#access_model", "whitelist"),
+                    ),
+                ) && answered_by(w, &alice, &read("urn:probe:white", ""))
+                    && !answered_by(w, &bob, &read("urn:probe:white", ""))
+            }),
+        ),
+        (
+            "http://jabber.org/protocol/pubsub#retrieve-items",
+            Box::new(|w: &mut World| answered_by(w, &bob, &read(NICK, ""))),
+        ),
+        (
+            "http://jabber.org/protocol/pubsub#item-ids",
+            Box::new(|w: &mut World| {
+                let got = w.send(&bob, &read(NICK, "<item id='current'/>"));
+                let text = xml(got.only_to(&bob));
+                text.contains("id='current'") || text.contains("id=\"current\"")
+            }),
+        ),
+        (
+            "http://jabber.org/protocol/pubsub#persistent-items",
+            Box::new(|w: &mut World| {
+                w.hub
+                    .store()
+                    .pep_last_item("alice", NICK)
+                    .unwrap()
+                    .is_some()
+            }),
+        ),
+        (
+            "http://jabber.org/protocol/pubsub#retract-items",
+            Box::new(|w: &mut World| {
+                answered_by(
+                    w,
+                    &alice,
+                    &pubsub("<retract node='urn:probe:auto'><item id='1'/></retract>"),
+                )
+            }),
+        ),
+        (
+            "http://jabber.org/protocol/pubsub#create-nodes",
+            Box::new(|w: &mut World| {
+                answered_by(w, &alice, &pubsub("<create node='urn:probe:created'/>"))
+            }),
+        ),
+        (
+            "http://jabber.org/protocol/pubsub#config-node",
+            Box::new(|w: &mut World| {
+                answered_by(w, &alice, &owner("<configure node='urn:probe:created'><x xmlns='jabber:x:data' type='submit'><field var='pubsub#title'><value>T</value></field></x></configure>"))
+            }),
+        ),
+        (
+            "http://jabber.org/protocol/pubsub#retrieve-default",
+            Box::new(|w: &mut World| {
+                answered_by(w, &alice, "<iq type='get' id='x'><pubsub xmlns='http://jabber.org/protocol/pubsub#owner'><default/></pubsub></iq>")
+            }),
+        ),
+        (
+            "http://jabber.org/protocol/pubsub#delete-nodes",
+            Box::new(|w: &mut World| {
+                answered_by(w, &alice, &owner("<delete node='urn:probe:created'/>"))
+            }),
+        ),
+        (
+            "http://jabber.org/protocol/pubsub#last-published",
+            Box::new(|w: &mut World| {
+                answered_by(w, &alice, &publish(NICK, "current", ""));
+                notified(w, "bob/last").len() == 1
+            }),
+        ),
+        (
+            "http://jabber.org/protocol/pubsub#presence-notifications",
+            Box::new(|w: &mut World| {
+                notified(w, "bob/presence");
+                let got = w.send(&alice, &publish(NICK, "current", ""));
+                got.to(&full("bob@localhost/presence")).len() == 1
+            }),
+        ),
+        (
+            "http://jabber.org/protocol/pubsub#filtered-notifications",
+            Box::new(|w: &mut World| {
+                notified(w, "bob/filtered");
+                let got = w.send(&alice, &publish("urn:probe:other", "1", ""));
+                got.to(&full("bob@localhost/filtered")).is_empty()
+            }),
+        ),
+        (
+            "http://jabber.org/protocol/pubsub#auto-subscribe",
+            Box::new(|w: &mut World| {
+                // No subscribe request: the presence subscription is the pubsub subscription.
+                notified(w, "bob/auto");
+                notified(w, "carol/auto");
+                let got = w.send(&alice, &publish(NICK, "current", ""));
+                got.to(&full("bob@localhost/auto")).len() == 1
+                    && got.to(&full("carol@localhost/auto")).is_empty()
+            }),
+        ),
+    ];
+    let listed: BTreeSet<&str> = world.hub.features(Entity::Account).collect();
+    let probed: BTreeSet<&str> = probes.iter().map(|(feature, _)| *feature).collect();
+    assert_eq!(
+        listed, probed,
+        "a feature without a probe, or a probe without a feature"
+    );
+    for (feature, probe) in &probes {
+        assert!(probe(&mut world), "{feature} is listed but does not work");
+    }
+}
+
+fn ver_of_query(query: &str) -> Option<String> {
+    let query: Element = query.parse().unwrap();
+    let input = verification_string(&query)?;
+    Some(BASE64_STANDARD.encode(hash_caps(&input, Algo::Sha_1).unwrap().hash))
+}
+
+/// XEP-0115 §5.2 and §5.3, byte for byte.
+#[test]
+fn the_verification_strings_of_xep_0115s_examples() {
+    assert_eq!(
+        ver_of_query(
+            "<query xmlns='http://jabber.org/protocol/disco#info'>\
+               <identity category='client' name='Exodus 0.9.1' type='pc'/>\
+               <feature var='http://jabber.org/protocol/caps'/>\
+               <feature var='http://jabber.org/protocol/disco#info'/>\
+               <feature var='http://jabber.org/protocol/disco#items'/>\
+               <feature var='http://jabber.org/protocol/muc'/>\
+             </query>"
+        )
+        .as_deref(),
+        Some("QgayPKawpkPSDYmwT/WM94uAlu0=")
+    );
+    assert_eq!(
+        ver_of_query("<query xmlns='http://jabber.org/protocol/disco#info'>\
+               <identity xml:lang='en' category='client' name='Psi 0.11' type='pc'/>\
+               <identity xml:lang='el' category='client' name='Ψ 0.11' type='pc'/>\
+               <feature var='http://jabber.org/protocol/caps'/>\
+               <feature var='http://jabber.org/protocol/disco#info'/>\
+               <feature var='http://jabber.org/protocol/disco#items'/>\
+               <feature var='http://jabber.org/protocol/muc'/>\
+               <x xmlns='jabber:x:data' type='result'>\
+                 <field var='FORM_TYPE' type='hidden'><value>urn:xmpp:dataforms:softwareinfo</value></field>\
+                 <field var='ip_version'><value>ipv4</value><value>ipv6</value></field>\
+                 <field var='os'><value>Mac</value></field>\
+                 <field var='os_version'><value>10.5.1</value></field>\
+                 <field var='software'><value>Psi</value></field>\
+                 <field var='software_version'><value>0.11</value></field>\
+               </x>\
+             </query>")
+        .as_deref(),
+        Some("q07IKJEyjvHSyhy//CH0CxmKi8w=")
+    );
+}
+
+/// What slixmpp 1.8.3 answered, with the ver it announced: a namespace sorts before its
+/// `+notify`.
+#[test]
+fn a_namespace_sorts_before_its_notify_feature() {
+    assert_eq!(
+        ver_of_query(
+            "<query xmlns='http://jabber.org/protocol/disco#info'>\
+               <identity category='client' type='bot'/>\
+               <feature var='http://jabber.org/protocol/disco#info'/>\
+               <feature var='jabber:x:data'/>\
+               <feature var='http://jabber.org/protocol/caps'/>\
+               <feature var='http://jabber.org/protocol/shim'/>\
+               <feature var='http://jabber.org/protocol/shim#SubID'/>\
+               <feature var='http://jabber.org/protocol/nick+notify'/>\
+               <feature var='http://jabber.org/protocol/nick'/>\
+               <feature var='urn:xmpp:avatar:metadata+notify'/>\
+               <feature var='urn:xmpp:avatar:metadata'/>\
+               <feature var='urn:xmpp:ping'/>\
+             </query>"
+        )
+        .as_deref(),
+        Some("iTVNsqb1+MdJt5p3iw9DoWKnHOA=")
+    );
+}
+
+/// XEP-0115 §5.4: answers that must not be cached.
+#[test]
+fn duplicates_and_forms_without_one_form_type_are_not_verifiable() {
+    for query in [
+        "<query xmlns='http://jabber.org/protocol/disco#info'><feature var='a'/><feature var='a'/></query>",
+        "<query xmlns='http://jabber.org/protocol/disco#info'><identity category='client' type='pc'/><identity category='client' type='pc'/></query>",
+        "<query xmlns='http://jabber.org/protocol/disco#info'><x xmlns='jabber:x:data' type='result'><field var='os'><value>x</value></field></x></query>",
+        "<query xmlns='http://jabber.org/protocol/disco#info'><x xmlns='jabber:x:data' type='result'><field var='FORM_TYPE'><value>a</value></field></x><x xmlns='jabber:x:data' type='result'><field var='FORM_TYPE'><value>a</value></field></x></query>",
+    ] {
+        assert_eq!(ver_of_query(query), None, "{query}");
     }
 }

@@ -165,7 +165,7 @@ fn setting_another_accounts_or_the_servers_vcard_is_forbidden_and_changes_nothin
 #[test]
 fn a_vcard_over_the_limit_is_not_acceptable_and_the_stored_one_stays() {
     let mut world = World::with_accounts(&["alice"]);
-    world.hub.apply_limits(&ServerLimits {
+    world.hub.start(&ServerLimits {
         max_vcard_bytes: 200,
         ..ServerLimits::default()
     });
@@ -393,7 +393,7 @@ fn setting_only_the_photo_keeps_the_rest_of_the_vcard_and_announces_it() {
     );
 
     // Over the limit: refused, nothing changes.
-    world.hub.apply_limits(&ServerLimits {
+    world.hub.start(&ServerLimits {
         max_vcard_bytes: 100,
         ..ServerLimits::default()
     });
