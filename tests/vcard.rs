@@ -7,7 +7,9 @@
 //!   photo; her contact bob sees the photo's hash in her presence and reads the vCard, photo
 //!   included; after a restart of the server, alice logs in with a client that says nothing
 //!   about photos, and bob still sees the hash (the server puts it in) and reads the same
-//!   vCard. Without the interpreter or the package the tests skip, unless CI=true.
+//!   vCard, and reads the same picture from her PEP avatar (XEP-0398 §3.2). And the other
+//!   way: alice publishes her avatar over PEP only (XEP-0084), and bob sees its hash in her
+//!   presence and reads it from her vCard (XEP-0398 §3.1). Without the interpreter or the package the tests skip, unless CI=true.
 //! - Hostile (`hostile_…`): an oversized vCard, a set of someone else's vCard, a vCard outside
 //!   `vcard-temp`, and IQ results and errors, none of which may change a stored vCard or get
 //!   an answer they must not get.
@@ -139,6 +141,13 @@ async fn slixmpp_avatar_story(python: &'static str) -> String {
     assert_bob_saw(&events, &hash);
     assert_alices_vcard(&events, "bob@localhost", &hash, image.len());
     assert_alices_vcard(&events, "alice@localhost", &hash, image.len());
+    // XEP-0398 §3.2: the server published the vCard photo as alice's PEP avatar.
+    let pep = event(&events, "pep_avatar", "reader", "bob@localhost");
+    assert_eq!(
+        (&pep["photo_sha1"], &pep["photo_bytes"]),
+        (&Value::from(hash.as_str()), &Value::from(image.len())),
+        "{pep}"
+    );
 
     // The vCard and its hash are on disk: a restarted server still has both.
     server.restart().await;
@@ -176,6 +185,47 @@ async fn current_slixmpp_sets_an_avatar_a_contact_sees_and_reads_even_after_a_re
     }
     let version = slixmpp_avatar_story(VENV_PYTHON).await;
     assert!(!version.starts_with("1.8"), "PyPI's slixmpp: {version}");
+}
+
+/// XEP-0398 §3.1 for one slixmpp: alice sets her avatar over PEP only; bob sees its hash in
+/// her presence and reads it from her vCard.
+async fn slixmpp_pep_avatar_becomes_the_vcard_photo(python: &'static str) {
+    let server = server_with(|_| {}).await;
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let image = avatar();
+    let path = dir.path().join("avatar.png");
+    std::fs::write(&path, &image).expect("write the avatar");
+    let hash = sha1_hex(&image);
+    let events = run_script(python, &server, "pep", &path).await;
+    assert_bob_saw(&events, &hash);
+    let card = event(&events, "vcard", "reader", "bob@localhost");
+    assert_eq!(card["photo_type"], "image/png", "{card}");
+    assert_eq!(card["photo_bytes"], image.len(), "{card}");
+    assert_eq!(card["photo_sha1"], hash.as_str(), "{card}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn debian_slixmpp_sets_a_pep_avatar_that_a_contact_reads_from_the_vcard() {
+    if !python_imports(
+        DEBIAN_PYTHON,
+        "slixmpp",
+        "install the Debian package python3-slixmpp",
+    ) {
+        return;
+    }
+    slixmpp_pep_avatar_becomes_the_vcard_photo(DEBIAN_PYTHON).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn current_slixmpp_sets_a_pep_avatar_that_a_contact_reads_from_the_vcard() {
+    if !python_imports(
+        VENV_PYTHON,
+        "slixmpp",
+        "make target/slixmpp-venv and pip install slixmpp into it (see .ci/run)",
+    ) {
+        return;
+    }
+    slixmpp_pep_avatar_becomes_the_vcard_photo(VENV_PYTHON).await;
 }
 
 // ----- hostile -----------------------------------------------------------------------------------

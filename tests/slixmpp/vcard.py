@@ -7,7 +7,12 @@ from PyPI (a virtual environment); it runs under either. Two commands:
 - set: alice and bob log in with both plugins and become contacts; alice stores a vCard with
   her name, then sets the image in --avatar as her photo with the XEP-0153 plugin. bob waits
   for alice's presence to carry the photo's hash (slixmpp's "vcard_avatar_update" event), then
-  reads alice's vCard.
+  reads alice's vCard, and her PEP avatar (the server published the vCard photo there,
+  XEP-0398 §3.2).
+- pep: alice and bob become contacts; alice publishes the image in --avatar as her PEP avatar
+  (XEP-0084: data, then metadata), and never touches her vCard; bob waits for her presence to
+  carry the image's hash (the server made it her vCard photo, XEP-0398 §3.1) and reads her
+  vCard.
 - read: (after a restart of the server) alice logs in WITHOUT the XEP-0153 plugin, so her
   presence says nothing about a photo; bob logs in with it, waits for alice's presence with the
   hash the server put in, and reads her vCard.
@@ -19,6 +24,7 @@ deadline.
 
 import argparse
 import asyncio
+import base64
 import hashlib
 import inspect
 import json
@@ -40,6 +46,7 @@ class Client(slixmpp.ClientXMPP):
         self.ca_certs = ca_file
         self.plugin['feature_mechanisms'].use_mech = 'PLAIN'
         self.register_plugin('xep_0054')
+        self.register_plugin('xep_0084')
         if avatars:
             self.register_plugin('xep_0153')
         self.photos = []
@@ -101,6 +108,43 @@ async def read_vcard(reader, owner):
          photo_sha1=hashlib.sha1(image).hexdigest() if image else None)
 
 
+async def read_pep_avatar(reader, owner, digest):
+    """`owner`'s PEP avatar data item `digest` as `reader` gets it (XEP-0084 §4.2)."""
+    iq = await reader.plugin['xep_0084'].retrieve_avatar(owner, digest, timeout=STEP_TIMEOUT)
+    data = iq.xml.find('.//{urn:xmpp:avatar:data}data')
+    image = base64.b64decode(data.text or '') if data is not None else b''
+    emit('pep_avatar', reader=str(reader.boundjid.bare), owner=owner, id=digest,
+         photo_bytes=len(image), photo_sha1=hashlib.sha1(image).hexdigest() if image else None)
+
+
+async def contacts(args, alice_avatars=True):
+    """alice and bob logged in, each subscribed to the other, both available."""
+    alice = Client('alice@localhost/laptop', args.alice_password, args.ca, avatars=alice_avatars)
+    bob = Client('bob@localhost/phone', args.bob_password, args.ca, avatars=True)
+    await alice.login(args.port)
+    await bob.login(args.port)
+    alice.send_presence()
+    bob.send_presence()
+    bob.send_presence_subscription(pto='alice@localhost')
+    await bob.until('alice online', lambda: 'alice@localhost/laptop' in bob.available)
+    return alice, bob
+
+
+async def pep_command(args, avatar):
+    alice, bob = await contacts(args, alice_avatars=False)
+    digest = hashlib.sha1(avatar).hexdigest()
+    await alice.plugin['xep_0084'].publish_avatar(avatar, timeout=STEP_TIMEOUT)
+    await alice.plugin['xep_0084'].publish_avatar_metadata(
+        items=[{'id': digest, 'type': 'image/png', 'bytes': len(avatar)}], timeout=STEP_TIMEOUT)
+    await bob.until('the PEP avatar\'s hash in alice\'s presence', lambda: any(
+        p['from'] == 'alice@localhost/laptop' and p['photo'] == digest for p in bob.photos))
+    emit('seen', who='bob', photos=[p['photo'] for p in bob.photos
+                                    if p['from'] == 'alice@localhost/laptop'])
+    await read_vcard(bob, 'alice@localhost')
+    alice.disconnect()
+    bob.disconnect()
+
+
 async def set_command(args, avatar):
     alice = Client('alice@localhost/laptop', args.alice_password, args.ca, avatars=True)
     bob = Client('bob@localhost/phone', args.bob_password, args.ca, avatars=True)
@@ -125,6 +169,7 @@ async def set_command(args, avatar):
                                     if p['from'] == 'alice@localhost/laptop'])
     await read_vcard(bob, 'alice@localhost')
     await read_vcard(alice, 'alice@localhost')
+    await read_pep_avatar(bob, 'alice@localhost', digest)
     alice.disconnect()
     bob.disconnect()
 
@@ -148,7 +193,7 @@ async def read_command(args, avatar):
 
 def main():
     parser = argparse.ArgumentParser()
-    parser.add_argument('command', choices=['set', 'read'])
+    parser.add_argument('command', choices=['set', 'pep', 'read'])
     parser.add_argument('--port', type=int, required=True)
     parser.add_argument('--ca', required=True)
     parser.add_argument('--alice-password', required=True)
@@ -157,7 +202,7 @@ def main():
     args = parser.parse_args()
     with open(args.avatar, 'rb') as image:
         avatar = image.read()
-    command = set_command if args.command == 'set' else read_command
+    command = {'set': set_command, 'pep': pep_command, 'read': read_command}[args.command]
     try:
         asyncio.run(asyncio.wait_for(command(args, avatar), 60))
     except Exception as error:  # reported to the Rust test, which shows it

@@ -28,6 +28,7 @@
 //! | `private.rs` | private XML storage (XEP-0049) |
 //! | `vcard.rs` | vCards (XEP-0054) and the photo hash in every available presence (XEP-0153, XEP-0398 §4) |
 //! | `pep.rs` | PEP (XEP-0163 on XEP-0060 pubsub) per account; `pep/caps.rs` learns whom to notify from entity capabilities (XEP-0115) |
+//! | `avatars.rs` | one avatar for old and new clients: PEP's (XEP-0084) and the vCard's photo (XEP-0153) kept the same (XEP-0398) |
 //! | `disco.rs` | service discovery (XEP-0030), its features collected from the services, and the server's entity capabilities (XEP-0115) |
 //! | `components.rs` | external components (XEP-0114): their domains, and stanzas to and from them |
 //! | `ping.rs`, `version.rs`, `legacy_session.rs` | XEP-0199, XEP-0092, the RFC 3921 session IQ |
@@ -66,6 +67,7 @@
 //!    payloads, IQ results and errors (never answered, RFC 6120 §8.3.1), in the unit tests and
 //!    in `tests/hostile.rs`.
 
+mod avatars;
 mod carbons;
 mod components;
 mod disco;

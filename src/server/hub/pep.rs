@@ -53,14 +53,14 @@ use tokio_xmpp::parsers::iq::Iq;
 use tokio_xmpp::parsers::ns;
 use tokio_xmpp::parsers::stanza_error::DefinedCondition;
 
-use self::config::{config_form, name, PublishOptions as Options, Refused, Unknown};
+pub(super) use self::config::name;
+use self::config::{config_form, PublishOptions as Options, Refused, Unknown};
 use super::service::{Entity, IqRequest, Kind, Service, Target};
 use super::{stanza_error, Delivery, Hub};
 use crate::server::limits::PepLimits;
 use crate::server::store::{PepItem, PepNodeConfig};
 
 pub use self::caps::SessionCaps;
-#[allow(unused_imports)] // For the vCard-avatar bridge (XEP-0398).
 pub use self::config::PublishOptions;
 
 /// Longest node name and item id accepted, in bytes.
@@ -460,7 +460,7 @@ impl Hub {
 
     /// Called after every publication by a client to its own PEP, once it is stored and
     /// notified: the place where another service reacts to what an account publishes (the
-    /// vCard avatar of XEP-0398 follows `urn:xmpp:avatar:metadata` here). Does nothing yet.
+    /// vCard avatar of XEP-0398 follows `urn:xmpp:avatar:metadata` here, `avatars.rs`).
     pub(crate) fn after_pep_publish(
         &mut self,
         owner: &BareJid,
@@ -469,7 +469,8 @@ impl Hub {
         payload: &Element,
         out: &mut Vec<Delivery>,
     ) {
-        let _ = (owner, node, item_id, payload, out);
+        let _ = item_id;
+        self.avatar_from_pep(owner, node, payload, out);
     }
 
     /// Creates `owner`'s `node` with `config`, within the node cap.

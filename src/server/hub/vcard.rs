@@ -192,24 +192,23 @@ impl Hub {
     }
 
     /// Called after an account's client stored a vCard, with the photo in it (`None`: the
-    /// vCard has none). Nothing else happens here yet: this is where XEP-0398 §3.2 publishes
-    /// the photo to the account's avatar nodes on PEP (XEP-0084), so that clients reading
-    /// avatars there see the same picture. A photo that comes from PEP must be stored with
-    /// [`Hub::set_vcard_photo`], which does not come back here.
+    /// vCard has none): XEP-0398 §3.2 publishes the photo to the account's avatar nodes on
+    /// PEP (XEP-0084, `avatars.rs`), so that clients reading avatars there see the same
+    /// picture. A photo that comes from PEP is stored with [`Hub::set_vcard_photo`], which
+    /// does not come back here.
     pub(super) fn vcard_photo_set_by_client(
         &mut self,
         owner: &BareJid,
         photo: Option<&Photo>,
         out: &mut Vec<Delivery>,
     ) {
-        let _ = (owner, photo, out);
+        self.avatar_to_pep(owner, photo, out);
     }
 
     /// Replaces only the photo of `owner`'s stored vCard (creating a vCard if there is none;
     /// `None` removes the photo), and announces it in presence like a client's set. For avatars
     /// published over PEP (XEP-0398 §3.1). Fails with `not-acceptable` when the vCard would
     /// exceed `--max-vcard-bytes`, and with `internal-server-error` when the store fails.
-    #[allow(dead_code)] // The PEP avatar conversion (XEP-0398 §3.1) calls it.
     pub(crate) fn set_vcard_photo(
         &mut self,
         owner: &BareJid,

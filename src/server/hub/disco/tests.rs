@@ -66,6 +66,7 @@ fn the_advertised_features_are_those_of_the_plugged_in_services() {
     let account: BTreeSet<&str> = world.hub.features(Entity::Account).collect();
     let mut expected: BTreeSet<&str> = [ns::DISCO_INFO, ns::DISCO_ITEMS, ns::PING].into();
     expected.extend(PEP_FEATURES);
+    expected.insert("urn:xmpp:pep-vcard-conversion:0");
     assert_eq!(account, expected);
 }
 
@@ -299,6 +300,8 @@ fn an_accounts_disco_info_is_the_registered_account_and_the_features_the_server_
         let features: BTreeSet<&str> = info.features.iter().map(String::as_str).collect();
         let mut expected: BTreeSet<&str> = [ns::DISCO_INFO, ns::DISCO_ITEMS, ns::PING].into();
         expected.extend(PEP_FEATURES);
+        expected.insert("urn:xmpp:pep-vcard-conversion:0");
+        expected.insert("urn:xmpp:pep-vcard-conversion:0");
         assert_eq!(features, expected, "{to}");
         // What is listed is answered: items (none), ping.
         for (payload, id) in [
@@ -686,6 +689,19 @@ fn every_feature_an_account_lists_answers() {
                 let got = w.send(&alice, &publish(NICK, "current", ""));
                 got.to(&full("bob@localhost/auto")).len() == 1
                     && got.to(&full("carol@localhost/auto")).is_empty()
+            }),
+        ),
+        (
+            "urn:xmpp:pep-vcard-conversion:0",
+            Box::new(|w: &mut World| {
+                // XEP-0398 §3.2: a vCard photo (the bytes `abc`) becomes the PEP avatar.
+                let got = w.send(&alice, "<iq type='set' id='x'><vCard xmlns='vcard-temp'><PHOTO><TYPE>image/png</TYPE><BINVAL>YWJj</BINVAL></PHOTO></vCard></iq>");
+                matches!(iq(got.to(&alice)[0]), Iq::Result { .. })
+                    && w.hub
+                        .store()
+                        .pep_last_item("alice", "urn:xmpp:avatar:metadata")
+                        .unwrap()
+                        .is_some_and(|item| item.id == "a9993e364706816aba3e25717850c26c9cd0d89d")
             }),
         ),
     ];

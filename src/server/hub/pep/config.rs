@@ -329,9 +329,9 @@ fn field(var: &str, kind: &str, label: &str, value: &str, options: &[&str]) -> E
 }
 
 /// An attribute name written in the code.
-pub(super) fn name(name: &'static str) -> tokio_xmpp::minidom::rxml::NcName {
+pub(in crate::server::hub) fn name(name: &'static str) -> tokio_xmpp::minidom::rxml::NcName {
     tokio_xmpp::minidom::rxml::NcName::try_from(name).unwrap_or_else(|_| {
-        // Only literal names of this file reach here, all valid.
+        // Only literal names written in the code reach here, all valid.
         tokio_xmpp::minidom::rxml::xml_ncname!("invalid").into()
     })
 }
