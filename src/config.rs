@@ -296,6 +296,7 @@ pub fn server(args: &ServerArgs) -> ServerConfig {
             idle_ping_after: args.idle_ping,
             resume_timeout: args.resume_timeout,
             max_unacked: args.max_unacked as usize,
+            max_blocklist: args.max_blocklist as usize,
             ..Default::default()
         },
         reload: None,
@@ -732,6 +733,8 @@ mod tests {
             "Bot@localhost,relay",
             "--max-unauthenticated-per-address",
             "7",
+            "--max-blocklist",
+            "25",
         ])
         .unwrap();
         let crate::cli::Command::Server(args) = cli.command else {
@@ -740,6 +743,7 @@ mod tests {
         let config = server(&args);
         assert_eq!(config.limits.unthrottled, ["bot", "relay"]);
         assert_eq!(config.limits.max_unauthenticated_per_address, 7);
+        assert_eq!(config.limits.max_blocklist, 25);
         assert_eq!(config.domain, "localhost");
     }
 

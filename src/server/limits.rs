@@ -74,6 +74,10 @@ pub struct ServerLimits {
     /// Most presence updates held back for an inactive client (XEP-0352), one per sender;
     /// when another sender would exceed it, all of them are sent at once.
     pub max_held_presences: usize,
+    /// Most JIDs one account may block (XEP-0191). The router keeps every account's list in
+    /// memory, so this bounds what one account costs there; a block past it is refused with
+    /// `policy-violation`.
+    pub max_blocklist: usize,
 }
 
 impl Default for ServerLimits {
@@ -96,6 +100,7 @@ impl Default for ServerLimits {
             max_unacked: 500,
             max_resumable_per_account: 10,
             max_held_presences: 256,
+            max_blocklist: 1000,
         }
     }
 }

@@ -175,6 +175,7 @@ pub async fn run(
     for spec in &config.components.components {
         hub.add_component(spec.domain.clone());
     }
+    hub.set_max_blocklist(config.limits.max_blocklist);
     let auth = Store::open(&db)?;
     let identity = cert::load_or_create(
         &config.data_dir,

@@ -23,6 +23,7 @@
 //! | `registry.rs` | the list of plugged-in services, which the server hands to [`Hub::new`] |
 //! | `presence.rs` | presence broadcast, probes answered locally, subscriptions (RFC 6121 §3, §4) |
 //! | `roster.rs` | roster get/set/remove and pushes, with versioning (RFC 6121 §2) |
+//! | `blocking.rs` | block lists (XEP-0191), and the rule that keeps the blocked out (rule 1a in `router.rs`) |
 //! | `carbons.rs` | message carbons (XEP-0280): the switch and the copies |
 //! | `offline.rs` | offline messages (XEP-0160): stored, then delivered on available presence; what an ended session never acknowledged (XEP-0198) |
 //! | `private.rs` | private XML storage (XEP-0049) |
@@ -64,6 +65,7 @@
 //!    payloads, IQ results and errors (never answered, RFC 6120 §8.3.1), in the unit tests and
 //!    in `tests/hostile.rs`.
 
+mod blocking;
 mod carbons;
 mod components;
 mod disco;
@@ -167,6 +169,8 @@ pub struct Hub {
     services: &'static [&'static dyn Service],
     /// The external components' domains (XEP-0114), and whether one is connected now.
     components: BTreeMap<BareJid, bool>,
+    /// Every account's block list (XEP-0191), loaded at first use.
+    blocklists: blocking::Blocklists,
 }
 
 impl std::fmt::Debug for Hub {
@@ -194,6 +198,7 @@ impl Hub {
             resources: HashMap::new(),
             services,
             components: BTreeMap::new(),
+            blocklists: Default::default(),
         })
     }
 
@@ -208,6 +213,10 @@ impl Hub {
     pub fn inbound(&mut self, from: &FullJid, stanza: Stanza) -> Vec<Delivery> {
         let mut out = Vec::new();
         if !self.sessions.contains_key(from) {
+            return out;
+        }
+        // Rule 1a of `router.rs` (XEP-0191).
+        if self.refuse_blocked(&from.into(), from, &stanza, &mut out) {
             return out;
         }
         if let Some(domain) = self.component_addressed(&stanza) {

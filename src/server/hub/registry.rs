@@ -4,6 +4,7 @@
 //! in `src/server/mod.rs`), not read by the hub itself: the services use the hub's types, so the
 //! hub must not import them back. Adding a service is one line here (see the hub's module docs).
 
+use super::blocking::Blocking;
 use super::carbons::Carbons;
 use super::disco::Disco;
 use super::legacy_session::LegacySession;
@@ -25,4 +26,5 @@ pub(crate) const SERVICES: &[&dyn Service] = &[
     &PrivateStorage,
     &RosterService,
     &Offline,
+    &Blocking,
 ];

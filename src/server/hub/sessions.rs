@@ -24,6 +24,8 @@ pub struct BoundSession {
     pub interested: bool,
     /// Enabled XEP-0280 message carbons.
     pub carbons: bool,
+    /// Asked for the block list: receives its pushes (XEP-0191 §3.3 "interested resource").
+    pub blocklist_interested: bool,
 }
 
 /// Why binding a resource failed.
@@ -56,10 +58,11 @@ impl Hub {
             out.push(Delivery::Close(jid.clone(), CloseReason::Conflict));
         }
         self.sessions.insert(jid.clone(), BoundSession::default());
-        self.resources
-            .entry(jid.to_bare())
-            .or_default()
-            .push(jid.clone());
+        let resources = self.resources.entry(jid.to_bare()).or_default();
+        resources.push(jid.clone());
+        if resources.len() == 1 {
+            self.forget_blocklist(username);
+        }
         Ok((jid, out))
     }
 

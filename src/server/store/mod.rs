@@ -13,6 +13,7 @@
 //! | `roster_version_tag` | (single row) | this database's random tag in every roster `ver`, see below |
 //! | `offline_messages` | stored stanza (XEP-0160) | `AUTOINCREMENT` id, so ids are never reused |
 //! | `private_xml` | owner × `{namespace}element` key (XEP-0049) | the XML text as given |
+//! | `blocklist` | owner × blocked JID (XEP-0191) | bare, full or domain JID, normalised |
 //!
 //! Every per-user table references `accounts(username)` with `ON DELETE CASCADE`, and
 //! [`Store::delete_account`] additionally deletes those rows explicitly, in the same transaction,
@@ -92,8 +93,9 @@
 //! One file per kind of data, each adding its methods to [`Store`] with an `impl Store` block:
 //! this file (opening, the schema and its migrations, [`StoreError`], the helpers every
 //! kind shares), `accounts.rs` (accounts and their SCRAM keys), `roster.rs` (RFC 6121 rosters
-//! and subscription requests), `offline.rs` (XEP-0160 offline messages) and `private.rs`
-//! (XEP-0049 private XML). Their tests sit beside them in `tests.rs` files.
+//! and subscription requests), `offline.rs` (XEP-0160 offline messages), `private.rs`
+//! (XEP-0049 private XML) and `blocking.rs` (XEP-0191 block lists). Their tests sit beside
+//! them in `tests.rs` files.
 //!
 //! The SCRAM types are not the store's own: [`Hash`](enum@Hash) and [`ScramKeys`] belong to
 //! the SASL code (`crate::server::sasl`), which derives and checks them. The store keeps them
@@ -130,6 +132,7 @@ pub use crate::server::sasl::{Hash, ScramKeys};
 pub use roster::{RosterItem, Subscription};
 
 mod accounts;
+mod blocking;
 mod offline;
 mod private;
 mod roster;
@@ -189,6 +192,12 @@ pub const MIGRATIONS: &[&str] = &[
         value TEXT NOT NULL
     );
     INSERT INTO roster_version_tag (id, value) VALUES (0, lower(hex(randomblob(8))));",
+    // → next: block lists (XEP-0191), one row per owner and blocked JID.
+    "CREATE TABLE blocklist (
+        owner TEXT NOT NULL REFERENCES accounts(username) ON DELETE CASCADE,
+        jid   TEXT NOT NULL,
+        PRIMARY KEY (owner, jid)
+    ) WITHOUT ROWID;",
 ];
 
 /// The schema version this code writes and understands: the number of [`MIGRATIONS`].

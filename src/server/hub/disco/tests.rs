@@ -59,6 +59,7 @@ fn the_advertised_features_are_those_of_the_plugged_in_services() {
         ns::PRIVATE,
         ns::ROSTER,
         "msgoffline",
+        ns::BLOCKING,
     ]
     .into();
     assert_eq!(server, expected);
@@ -379,6 +380,15 @@ fn every_feature_the_server_lists_answers() {
                     "<message to='bob@localhost' type='chat'><body>later</body></message>",
                 );
                 w.hub.store().offline_messages("bob").unwrap().len() == 1
+            }),
+        ),
+        (
+            ns::BLOCKING,
+            Box::new(|w: &mut World| {
+                answered(
+                    w,
+                    "<iq type='get' id='x'><blocklist xmlns='urn:xmpp:blocking'/></iq>",
+                )
             }),
         ),
     ];
