@@ -201,11 +201,17 @@ impl Hub {
         Some(answer)
     }
 
-    /// Forgets `user`'s list, to be read again from the store at its next use: called when the
-    /// account's first session binds, so that an account deleted and created again while the
+    /// Forgets the list of `session`'s account if `session` is its only one, to be read again
+    /// from the store at its next use: so that an account deleted and created again while the
     /// server runs (by `mqtt2xmpp user`, another process) does not keep the old list.
-    pub(super) fn forget_blocklist(&mut self, user: &str) {
-        self.blocklists.lists.get_mut().remove(user);
+    pub(super) fn forget_blocklist_at_first_login(&mut self, session: &FullJid) {
+        let first = self
+            .resources
+            .get(&session.to_bare())
+            .is_some_and(|resources| resources.len() == 1);
+        if let (true, Some(user)) = (first, session.node()) {
+            self.blocklists.lists.get_mut().remove(user.as_str());
+        }
     }
 
     /// Whether the local account `user` blocks `jid`.

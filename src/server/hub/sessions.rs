@@ -58,11 +58,11 @@ impl Hub {
             out.push(Delivery::Close(jid.clone(), CloseReason::Conflict));
         }
         self.sessions.insert(jid.clone(), BoundSession::default());
-        let resources = self.resources.entry(jid.to_bare()).or_default();
-        resources.push(jid.clone());
-        if resources.len() == 1 {
-            self.forget_blocklist(username);
-        }
+        self.resources
+            .entry(jid.to_bare())
+            .or_default()
+            .push(jid.clone());
+        self.forget_blocklist_at_first_login(&jid);
         Ok((jid, out))
     }
 
