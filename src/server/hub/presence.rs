@@ -183,6 +183,10 @@ impl Hub {
             let Ok(contact) = Jid::new(&contact) else {
                 continue;
             };
+            // Rule 1a of `router.rs` (XEP-0191): not from a JID the account blocks.
+            if self.presence_cut(&contact, session) {
+                continue;
+            }
             let mut request = Presence::new(PresenceType::Subscribe);
             request.from = Some(contact);
             request.to = Some(session.to_bare().into());

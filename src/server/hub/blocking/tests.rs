@@ -380,6 +380,28 @@ fn unblocking_one_item_while_another_still_matches_sends_no_presence() {
 }
 
 #[test]
+fn a_blocked_contacts_pending_subscription_request_is_not_delivered_again_at_login() {
+    let mut world = World::with_accounts(&["alice", "bob"]);
+    let alice = world.online("alice/phone", 0);
+    let bob = world.online("bob/x", 0);
+    let requests = |got: &Deliveries, to: &FullJid| {
+        got.to(to)
+            .into_iter()
+            .filter(|s| matches!(s, Stanza::Presence(p) if p.type_ == PresenceType::Subscribe))
+            .count()
+    };
+    world.send(&bob, "<presence to='alice@localhost' type='subscribe'/>");
+    // Before the block, a new session of alice's is told of the pending request again.
+    let tablet = world.bind("alice/tablet");
+    let got = world.send(&tablet, "<presence/>");
+    assert_eq!(requests(&got, &tablet), 1, "{}", got.describe());
+    world.send(&alice, &block(&["bob@localhost"]));
+    let laptop = world.bind("alice/laptop");
+    let got = world.send(&laptop, "<presence/>");
+    assert_eq!(requests(&got, &laptop), 0, "{}", got.describe());
+}
+
+#[test]
 fn a_contact_that_blocks_the_user_is_cut_off_too() {
     // The other direction: bob blocks alice; alice's messages bounce as if bob were absent.
     let mut world = World::with_accounts(&["alice", "bob"]);
