@@ -223,6 +223,13 @@ pub struct ServerArgs {
     #[command(flatten)]
     #[allow(missing_docs)]
     pub pep: PepArgs,
+    /// Most JIDs one account may block (XEP-0191 block list, as profanity's /blocked and
+    /// Conversations' "block" use it). Every list is kept in memory for routing, so this
+    /// bounds what one account can make the server hold; a block past it is refused with
+    /// policy-violation and the user can unblock to make room.
+    #[arg(long, env = "MQTT2XMPP_MAX_BLOCKLIST", default_value_t = 1000,
+        value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_blocklist: u32,
 
     #[command(flatten)]
     #[allow(missing_docs)]

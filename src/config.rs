@@ -304,6 +304,7 @@ pub fn server(args: &ServerArgs) -> ServerConfig {
                 max_account_bytes: args.pep.pep_max_account_bytes,
                 ..Default::default()
             },
+            max_blocklist: args.max_blocklist as usize,
             ..Default::default()
         },
         reload: None,
@@ -740,6 +741,8 @@ mod tests {
             "Bot@localhost,relay",
             "--max-unauthenticated-per-address",
             "7",
+            "--max-blocklist",
+            "25",
         ])
         .unwrap();
         let crate::cli::Command::Server(args) = cli.command else {
@@ -748,6 +751,7 @@ mod tests {
         let config = server(&args);
         assert_eq!(config.limits.unthrottled, ["bot", "relay"]);
         assert_eq!(config.limits.max_unauthenticated_per_address, 7);
+        assert_eq!(config.limits.max_blocklist, 25);
         assert_eq!(config.domain, "localhost");
     }
 

@@ -80,6 +80,10 @@ pub struct ServerLimits {
     pub max_vcard_bytes: usize,
     /// What one account may keep in PEP (XEP-0163).
     pub pep: PepLimits,
+    /// Most JIDs one account may block (XEP-0191). The router keeps every account's list in
+    /// memory, so this bounds what one account costs there; a block past it is refused with
+    /// `policy-violation`.
+    pub max_blocklist: usize,
 }
 
 /// Per-account limits of PEP (XEP-0163): nodes, items, bytes. Each is enforced by the PEP
@@ -138,6 +142,7 @@ impl Default for ServerLimits {
             // half the stanza limit.
             max_vcard_bytes: 128 * 1024,
             pep: PepLimits::default(),
+            max_blocklist: 1000,
         }
     }
 }

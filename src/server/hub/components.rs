@@ -134,6 +134,10 @@ impl Hub {
             }
             return out;
         };
+        // Rule 1a of `router.rs` (XEP-0191): an account may block addresses at a component.
+        if self.refuse_blocked_from_component(&sender, &stanza, &mut out) {
+            return out;
+        }
         if let Some(target) = self.component_serving(&to) {
             self.to_component(&sender, target, stanza, &mut out);
             return out;

@@ -23,6 +23,7 @@
 //! | `registry.rs` | the list of plugged-in services, which the server hands to [`Hub::new`] |
 //! | `presence.rs` | presence broadcast, probes answered locally, subscriptions (RFC 6121 §3, §4) |
 //! | `roster.rs` | roster get/set/remove and pushes, with versioning (RFC 6121 §2) |
+//! | `blocking.rs` | block lists (XEP-0191), and the rule that keeps the blocked out (rule 1a in `router.rs`) |
 //! | `carbons.rs` | message carbons (XEP-0280): the switch and the copies |
 //! | `offline.rs` | offline messages (XEP-0160): stored, then delivered on available presence; what an ended session never acknowledged (XEP-0198) |
 //! | `private.rs` | private XML storage (XEP-0049) |
@@ -68,6 +69,7 @@
 //!    in `tests/hostile.rs`.
 
 mod avatars;
+mod blocking;
 mod carbons;
 mod components;
 mod disco;
@@ -178,6 +180,8 @@ pub struct Hub {
     max_vcard_bytes: usize,
     /// PEP's limits and the client caps it learnt (`pep.rs`).
     pep: pep::PepState,
+    /// Every account's block list (XEP-0191), loaded at first use.
+    blocklists: blocking::Blocklists,
 }
 
 impl std::fmt::Debug for Hub {
@@ -207,6 +211,7 @@ impl Hub {
             components: BTreeMap::new(),
             max_vcard_bytes: ServerLimits::default().max_vcard_bytes,
             pep: pep::PepState::new(Default::default()),
+            blocklists: Default::default(),
         })
     }
 
@@ -215,6 +220,7 @@ impl Hub {
     /// false): called once, when the server starts.
     pub fn start(&mut self, limits: &ServerLimits) {
         self.max_vcard_bytes = limits.max_vcard_bytes;
+        self.set_max_blocklist(limits.max_blocklist);
         self.pep = pep::PepState::new(limits.pep.clone());
         if let Err(error) = self.store.pep_forget_transient() {
             tracing::error!("could not forget transient PEP items: {error}");
@@ -232,6 +238,10 @@ impl Hub {
     pub fn inbound(&mut self, from: &FullJid, mut stanza: Stanza) -> Vec<Delivery> {
         let mut out = Vec::new();
         if !self.sessions.contains_key(from) {
+            return out;
+        }
+        // Rule 1a of `router.rs` (XEP-0191).
+        if self.refuse_blocked(&from.into(), from, &stanza, &mut out) {
             return out;
         }
         // XEP-0398 §4: available presence carries the vCard photo hash, wherever it goes.

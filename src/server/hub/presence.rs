@@ -35,6 +35,9 @@
 //!   of waiting for its own timeout. Presence of type `error` is never answered (RFC 6120
 //!   §8.3.1). Prosody and ejabberd bounce the same stanzas with the same condition when
 //!   server-to-server fails.
+//! - **Block lists** (XEP-0191, rule 1a of `router.rs`): no presence of any kind, broadcast,
+//!   directed, probe answer or subscription stanza, goes between an account and a JID either
+//!   side blocks.
 //! - **Subscriptions**: `subscribe`, `subscribed`, `unsubscribe` and `unsubscribed` move both
 //!   rosters through the none/to/from/both states with the pending-out (`ask`) and pending-in
 //!   flags, push every change to interested resources, and deliver the stanza to the contact.
@@ -170,7 +173,16 @@ impl Hub {
         }
     }
 
-    fn session_presence_to(&self, session: &FullJid, to: &FullJid, out: &mut Vec<Delivery>) {
+    pub(super) fn session_presence_to(
+        &self,
+        session: &FullJid,
+        to: &FullJid,
+        out: &mut Vec<Delivery>,
+    ) {
+        // Rule 1a of `router.rs` (XEP-0191): no presence across a block, probes included.
+        if self.presence_cut(session, to) {
+            return;
+        }
         if let Some(mut presence) = self.sessions.get(session).and_then(|s| s.presence.clone()) {
             presence.from = Some(session.clone().into());
             presence.to = Some(to.clone().into());
@@ -187,6 +199,10 @@ impl Hub {
             let Ok(contact) = Jid::new(&contact) else {
                 continue;
             };
+            // Rule 1a of `router.rs` (XEP-0191): not from a JID the account blocks.
+            if self.presence_cut(&contact, session) {
+                continue;
+            }
             let mut request = Presence::new(PresenceType::Subscribe);
             request.from = Some(contact);
             request.to = Some(session.to_bare().into());

@@ -5,6 +5,7 @@
 //! hub must not import them back. Adding a service is one line here (see the hub's module docs).
 
 use super::avatars::AvatarConversion;
+use super::blocking::Blocking;
 use super::carbons::Carbons;
 use super::disco::Disco;
 use super::legacy_session::LegacySession;
@@ -31,4 +32,5 @@ pub(crate) const SERVICES: &[&dyn Service] = &[
     &VCardService,
     &Pep,
     &AvatarConversion,
+    &Blocking,
 ];

@@ -13,7 +13,7 @@
 //!
 //! [`Store::roster_ver`]: crate::server::store::Store::roster_ver
 
-use tokio_xmpp::jid::{BareJid, FullJid};
+use tokio_xmpp::jid::{BareJid, FullJid, Jid};
 use tokio_xmpp::minidom::Element;
 use tokio_xmpp::parsers::iq::Iq;
 use tokio_xmpp::parsers::ns;
@@ -235,11 +235,21 @@ impl Hub {
         to: &BareJid,
         out: &mut Vec<Delivery>,
     ) {
+        // Rule 1a of `router.rs` (XEP-0191): presence is cut both ways by a block.
+        let cut = |to: &Jid| {
+            presence
+                .from
+                .as_ref()
+                .is_some_and(|f| self.presence_cut(f, to))
+        };
         // A contact at an external component's domain: its component gets it (XEP-0114).
-        if self.presence_to_component_contact(presence, to, out) {
+        if cut(to) || self.presence_to_component_contact(presence, to, out) {
             return;
         }
         for (jid, _) in self.available_of(to) {
+            if cut(&jid) {
+                continue;
+            }
             let mut copy = presence.clone();
             copy.to = Some(jid.clone().into());
             out.push(Delivery::stanza(jid, copy));

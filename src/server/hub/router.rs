@@ -7,6 +7,28 @@
 //! 1. **Every stanza is stamped** with the sender's full JID (the connection has already refused a
 //!    `from` that is not the sender's own), and every available presence with the sender's
 //!    vCard photo hash (XEP-0398 §4, `vcard.rs`; see `presence.rs`).
+//!
+//!    **1a. Block lists** (XEP-0191, `blocking.rs`), before any other rule, for every stanza
+//!    between two parties (never between two resources of one account, and never for a
+//!    stanza to the server's own domain, which the user cannot cut itself off from):
+//!    - **from a JID the recipient account blocks** (§3.5; the item may be the sender's full
+//!      JID, its bare JID or its domain): it never reaches the account. `chat` and `normal`
+//!      messages and IQ get/set get `service-unavailable`, as if the account were not there;
+//!      presence of every kind (updates, subscription stanzas, probes) and other messages are
+//!      dropped without an answer; nothing is stored offline;
+//!    - **to a JID the sender blocks** (§3.6): not routed; messages and IQ get/set get
+//!      `not-acceptable` (type `cancel`) with `<blocked xmlns='urn:xmpp:blocking:errors'/>`;
+//!      the sender's presence is dropped (clients send much of it on the user's behalf;
+//!      Prosody drops it too);
+//!    - the same holds for the presence the server sends out itself (broadcasts, the
+//!      presence that answers probes at login, presence after a subscription is approved:
+//!      `presence.rs`), so presence is cut both ways, per resource when the item is a full
+//!      JID; and for stanzas from an external component's addresses to an account that
+//!      blocks them;
+//!    - errors and IQ results across a block are dropped (rule 6).
+//!
+//!    Blocking a contact sends it unavailable presence from the user's resources (§3.3);
+//!    unblocking sends the current presence again (§3.4); see `blocking.rs`.
 //! 2. **Another domain**:
 //!    - **an external component's domain** (XEP-0114, `--component NAME`): a stanza of any
 //!      kind to `NAME`, `NAME/…` or `…@NAME…` goes to the component as it is, stamped, whether
@@ -89,7 +111,7 @@
 //!
 //! Presence and subscriptions have rules of their own, written down in `presence.rs`.
 //!
-//! A new service that changes where a stanza goes (blocking, rooms at `conference.DOMAIN`,
+//! A new service that changes where a stanza goes (blocking, rule 1a; rooms at `conference.DOMAIN`,
 //! archiving) adds its rule to this list, at the point where it applies, and the call to it at
 //! the same point in the code below.
 

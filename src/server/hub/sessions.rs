@@ -26,6 +26,8 @@ pub struct BoundSession {
     pub carbons: bool,
     /// Its entity capabilities (XEP-0115) and the PEP nodes it wants notifications of.
     pub pep: super::pep::SessionCaps,
+    /// Asked for the block list: receives its pushes (XEP-0191 §3.3 "interested resource").
+    pub blocklist_interested: bool,
 }
 
 /// Why binding a resource failed.
@@ -62,6 +64,7 @@ impl Hub {
             .entry(jid.to_bare())
             .or_default()
             .push(jid.clone());
+        self.forget_blocklist_at_first_login(&jid);
         Ok((jid, out))
     }
 

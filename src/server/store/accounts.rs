@@ -64,6 +64,7 @@ impl Store {
             "DELETE FROM vcards WHERE owner = ?1",
             "DELETE FROM pep_items WHERE owner = ?1",
             "DELETE FROM pep_nodes WHERE owner = ?1",
+            "DELETE FROM blocklist WHERE owner = ?1",
             "DELETE FROM accounts WHERE username = ?1",
         ] {
             tx.execute(table, [&username])?;

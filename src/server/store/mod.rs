@@ -16,6 +16,7 @@
 //! | `vcards` | owner (XEP-0054) | the vCard's XML text as given, and its photo's SHA-1 (XEP-0153) |
 //! | `pep_nodes` | owner × node (XEP-0163) | the node's configuration as JSON |
 //! | `pep_items` | owner × node × item id | the payload's XML; `seq` orders by publication |
+//! | `blocklist` | owner × blocked JID (XEP-0191) | bare, full or domain JID, normalised |
 //!
 //! Every per-user table references `accounts(username)` with `ON DELETE CASCADE`, and
 //! [`Store::delete_account`] additionally deletes those rows explicitly, in the same transaction,
@@ -96,8 +97,9 @@
 //! this file (opening, the schema and its migrations, [`StoreError`], the helpers every
 //! kind shares), `accounts.rs` (accounts and their SCRAM keys), `roster.rs` (RFC 6121 rosters
 //! and subscription requests), `offline.rs` (XEP-0160 offline messages), `private.rs`
-//! (XEP-0049 private XML), `vcard.rs` (XEP-0054 vCards) and `pep.rs` (XEP-0163 nodes and
-//! items). Their tests sit beside them in `tests.rs` files.
+//! (XEP-0049 private XML), `vcard.rs` (XEP-0054 vCards), `pep.rs` (XEP-0163 nodes and
+//! items) and `blocking.rs` (XEP-0191 block lists). Their tests sit beside them in `tests.rs`
+//! files.
 //!
 //! The SCRAM types are not the store's own: [`Hash`](enum@Hash) and [`ScramKeys`] belong to
 //! the SASL code (`crate::server::sasl`), which derives and checks them. The store keeps them
@@ -135,6 +137,7 @@ pub use pep::{AccessModel, PepItem, PepNodeConfig, SendLastItem};
 pub use roster::{RosterItem, Subscription};
 
 mod accounts;
+mod blocking;
 mod offline;
 mod pep;
 mod private;
@@ -222,6 +225,12 @@ pub const MIGRATIONS: &[&str] = &[
         FOREIGN KEY (owner, node) REFERENCES pep_nodes (owner, node) ON DELETE CASCADE
     );
     CREATE INDEX pep_items_by_node ON pep_items (owner, node, seq);",
+    // 4 → 5: block lists (XEP-0191), one row per owner and blocked JID.
+    "CREATE TABLE blocklist (
+        owner TEXT NOT NULL REFERENCES accounts(username) ON DELETE CASCADE,
+        jid   TEXT NOT NULL,
+        PRIMARY KEY (owner, jid)
+    ) WITHOUT ROWID;",
 ];
 
 /// The schema version this code writes and understands: the number of [`MIGRATIONS`].

@@ -166,6 +166,7 @@ fn migrates_an_empty_file_and_reopens_idempotently() {
         .unwrap();
     for table in [
         "accounts",
+        "blocklist",
         "offline_messages",
         "pep_items",
         "pep_nodes",

@@ -60,6 +60,7 @@ fn the_advertised_features_are_those_of_the_plugged_in_services() {
         ns::ROSTER,
         "msgoffline",
         ns::VCARD,
+        ns::BLOCKING,
     ]
     .into();
     assert_eq!(server, expected);
@@ -423,6 +424,15 @@ fn every_feature_the_server_lists_answers() {
                 ) && answered(
                     w,
                     "<iq to='alice@localhost' type='get' id='y'><vCard xmlns='vcard-temp'/></iq>",
+                )
+            }),
+        ),
+        (
+            ns::BLOCKING,
+            Box::new(|w: &mut World| {
+                answered(
+                    w,
+                    "<iq type='get' id='x'><blocklist xmlns='urn:xmpp:blocking'/></iq>",
                 )
             }),
         ),

@@ -63,6 +63,9 @@ impl Hub {
     }
 
     /// Whether `reader` may read `owner`'s node configured with `config` (XEP-0060 §6.5.9).
+    /// Across a block list (XEP-0191 §3.5, §3.6: either account blocks the other), nothing is
+    /// readable and nothing is notified, whatever the access model; the reader's requests
+    /// never get here (rule 1a of `router.rs`), but notifications and last items do.
     pub(super) fn pep_may_read(
         &self,
         owner: &BareJid,
@@ -71,6 +74,12 @@ impl Hub {
     ) -> Result<(), PubsubError> {
         if reader == owner {
             return Ok(());
+        }
+        if self.presence_cut(&owner.clone().into(), &reader.clone().into()) {
+            return Err(PubsubError::new(
+                DefinedCondition::NotAllowed,
+                Some("closed-node"),
+            ));
         }
         match config.access_model {
             AccessModel::Open => Ok(()),

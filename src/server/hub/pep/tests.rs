@@ -1283,3 +1283,40 @@ fn a_client_meeting_precondition_not_met_reconfigures_through_the_form_and_publi
         2
     );
 }
+
+#[test]
+fn a_blocked_contact_gets_no_notifications_and_no_last_items_either_way() {
+    let mut world = World::with_accounts(&["alice", "bob"]);
+    let (alice, _) = online_with_caps(&mut world, "alice/phone", &[NICK]);
+    let (bob, _) = online_with_caps(&mut world, "bob/phone", &[NICK]);
+    world.befriend(&alice, &bob);
+    // XEP-0191 §3.5: bob is blocked by alice, so nothing of hers reaches him.
+    world.send(
+        &alice,
+        "<iq type='set' id='b'><block xmlns='urn:xmpp:blocking'><item jid='bob@localhost'/></block></iq>",
+    );
+    let got = publish(
+        &mut world,
+        &alice,
+        NICK,
+        Some("current"),
+        &nick("Alice"),
+        &[],
+    );
+    assert!(events(&got, &bob).is_empty(), "{}", got.describe());
+    let (laptop, got) = online_with_caps(&mut world, "bob/laptop", &[NICK]);
+    assert!(events(&got, &laptop).is_empty(), "{}", got.describe());
+    // §3.6: bob blocking alice cuts it too; unblocking brings the notifications back.
+    world.send(
+        &alice,
+        "<iq type='set' id='u'><unblock xmlns='urn:xmpp:blocking'/></iq>",
+    );
+    let got = publish(&mut world, &alice, NICK, Some("current"), &nick("Al"), &[]);
+    assert_eq!(events(&got, &bob).len(), 1, "{}", got.describe());
+    world.send(
+        &bob,
+        "<iq type='set' id='b'><block xmlns='urn:xmpp:blocking'><item jid='alice@localhost'/></block></iq>",
+    );
+    let got = publish(&mut world, &alice, NICK, Some("current"), &nick("A"), &[]);
+    assert!(events(&got, &bob).is_empty(), "{}", got.describe());
+}
