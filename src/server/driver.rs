@@ -1,6 +1,8 @@
 //! The hub thread: it owns the [`Hub`] (and through it the store), applies the connections'
 //! [`HubCommand`]s one at a time, in order, and hands the resulting deliveries to the sessions'
 //! bounded queues. A session whose queue is full is cut off rather than buffered without bound.
+//! Whenever the queue of commands is empty, it tells the hub ([`Hub::idle`]), which writes the
+//! message archive's pending rows then: under load, many messages share one transaction.
 //!
 //! The hub itself is sans-IO (commands in, deliveries out); this is the thin driver around it.
 
@@ -24,9 +26,23 @@ pub(crate) type ComponentOutboxes = HashMap<BareJid, (u64, Option<mpsc::Sender<O
 pub(crate) fn drive_hub(mut hub: Hub, mut commands: mpsc::Receiver<HubCommand>) {
     let mut outboxes: Outboxes = HashMap::new();
     let mut components = ComponentOutboxes::new();
-    while let Some(command) = commands.blocking_recv() {
+    loop {
+        let command = match commands.try_recv() {
+            Ok(command) => command,
+            Err(mpsc::error::TryRecvError::Empty) => {
+                // Nothing waiting: the archive's rows go to disk now, in one transaction for
+                // everything routed since the last time (a group commit, see `hub/mam.rs`).
+                hub.idle();
+                match commands.blocking_recv() {
+                    Some(command) => command,
+                    None => break,
+                }
+            }
+            Err(mpsc::error::TryRecvError::Disconnected) => break,
+        };
         apply(&mut hub, &mut outboxes, &mut components, command);
     }
+    hub.idle();
 }
 
 /// Applies one command to the hub and hands the resulting deliveries to the sessions' and the

@@ -20,8 +20,8 @@
 //! | `shared.rs` | what connections and the hub thread share: commands, queues, login counts |
 //! | `driver.rs` | the hub thread: applies commands in order, fills the sessions' queues |
 //! | `sasl/` | SCRAM-SHA-1/256(-PLUS) and PLAIN, sans-IO: keys, exchange, messages, PLAIN |
-//! | `hub/` | the single owner of all routing state, and its services, one file each (roster, presence, carbons, disco, private storage, offline, ping, version); how to add a service is written there |
-//! | `store/` | SQLite: accounts, rosters, offline messages, private XML, one file each |
+//! | `hub/` | the single owner of all routing state, and its services, one file each (roster, presence, carbons, disco, private storage, offline, archive, ping, version); how to add a service is written there |
+//! | `store/` | SQLite: accounts, rosters, offline messages, private XML, the message archive, one file each |
 //! | `limits.rs` | stanza size, depth, byte rate, connection and login limits |
 //! | `cert.rs` | certificate from files or self-signed, reloaded on request |
 //! | `admin.rs` | `mqtt2xmpp user add/del/list/passwd` |
@@ -175,6 +175,7 @@ pub async fn run(
     for spec in &config.components.components {
         hub.add_component(spec.domain.clone());
     }
+    hub.set_archive_limits(config.limits.archive.clone());
     let auth = Store::open(&db)?;
     let identity = cert::load_or_create(
         &config.data_dir,

@@ -26,6 +26,7 @@
 //! | `carbons.rs` | message carbons (XEP-0280): the switch and the copies |
 //! | `offline.rs` | offline messages (XEP-0160): stored, then delivered on available presence; what an ended session never acknowledged (XEP-0198) |
 //! | `private.rs` | private XML storage (XEP-0049) |
+//! | `mam.rs` | the message archive (XEP-0313) with stanza ids (XEP-0359): what is archived, queries, preferences, retention, group commit |
 //! | `disco.rs` | service discovery (XEP-0030), its features collected from the services, and the server's entity capabilities (XEP-0115) |
 //! | `components.rs` | external components (XEP-0114): their domains, and stanzas to and from them |
 //! | `ping.rs`, `version.rs`, `legacy_session.rs` | XEP-0199, XEP-0092, the RFC 3921 session IQ |
@@ -68,6 +69,7 @@ mod carbons;
 mod components;
 mod disco;
 mod legacy_session;
+mod mam;
 mod offline;
 mod ping;
 mod presence;
@@ -167,6 +169,8 @@ pub struct Hub {
     services: &'static [&'static dyn Service],
     /// The external components' domains (XEP-0114), and whether one is connected now.
     components: BTreeMap<BareJid, bool>,
+    /// The message archive's settings and the rows not yet written (XEP-0313, `mam.rs`).
+    archive: mam::Archive,
 }
 
 impl std::fmt::Debug for Hub {
@@ -194,6 +198,7 @@ impl Hub {
             resources: HashMap::new(),
             services,
             components: BTreeMap::new(),
+            archive: mam::Archive::default(),
         })
     }
 

@@ -7,6 +7,7 @@
 use super::carbons::Carbons;
 use super::disco::Disco;
 use super::legacy_session::LegacySession;
+use super::mam::Mam;
 use super::offline::Offline;
 use super::ping::Ping;
 use super::private::PrivateStorage;
@@ -25,4 +26,5 @@ pub(crate) const SERVICES: &[&dyn Service] = &[
     &PrivateStorage,
     &RosterService,
     &Offline,
+    &Mam,
 ];

@@ -61,6 +61,8 @@ impl Store {
             "DELETE FROM roster WHERE owner = ?1",
             "DELETE FROM offline_messages WHERE owner = ?1",
             "DELETE FROM private_xml WHERE owner = ?1",
+            "DELETE FROM archive WHERE owner = ?1",
+            "DELETE FROM archive_prefs WHERE owner = ?1",
             "DELETE FROM accounts WHERE username = ?1",
         ] {
             tx.execute(table, [&username])?;

@@ -63,7 +63,18 @@ fn the_advertised_features_are_those_of_the_plugged_in_services() {
     .into();
     assert_eq!(server, expected);
     let account: BTreeSet<&str> = world.hub.features(Entity::Account).collect();
-    assert_eq!(account, [ns::DISCO_INFO, ns::DISCO_ITEMS, ns::PING].into());
+    assert_eq!(
+        account,
+        [
+            ns::DISCO_INFO,
+            ns::DISCO_ITEMS,
+            ns::PING,
+            ns::MAM,
+            "urn:xmpp:mam:2#extended",
+            "urn:xmpp:sid:0"
+        ]
+        .into()
+    );
 }
 
 #[test]
@@ -265,9 +276,19 @@ fn an_accounts_disco_info_is_the_registered_account_and_the_features_the_server_
             )]
         );
         let features: BTreeSet<&str> = info.features.iter().map(String::as_str).collect();
+        // The archive (XEP-0313) is the account's own: listed for every account, answered
+        // only to the account itself (`mam/tests.rs`).
         assert_eq!(
             features,
-            [ns::DISCO_INFO, ns::DISCO_ITEMS, ns::PING].into(),
+            [
+                ns::DISCO_INFO,
+                ns::DISCO_ITEMS,
+                ns::PING,
+                ns::MAM,
+                "urn:xmpp:mam:2#extended",
+                "urn:xmpp:sid:0"
+            ]
+            .into(),
             "{to}"
         );
         // What is listed is answered: items (none), ping.
