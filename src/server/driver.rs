@@ -377,4 +377,26 @@ mod tests {
         assert_eq!(stored.len(), 1, "{stored:?}");
         assert!(stored[0].contains("unacknowledged"), "{stored:?}");
     }
+
+    #[test]
+    fn archived_messages_reach_the_disk_as_soon_as_the_hub_thread_is_idle() {
+        let dir = tempfile::tempdir().unwrap();
+        let (commands, thread) = hub_thread(&dir);
+        let (alice, _alice_queue) = bind(&commands, "alice", "r", 1, 8);
+        let (bob, _bob_queue) = bind(&commands, "bob", "r", 2, 8);
+        send(&commands, &bob, 2, Presence::available().into());
+        send(&commands, &alice, 1, chat(bob.clone().into(), "archived"));
+        // Another connection sees both copies (alice's and bob's) without any query or
+        // shutdown: the hub wrote them when its queue ran empty.
+        let reader = Store::open(database_path(dir.path())).unwrap();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        let archived = |user| reader.archive_count(user).unwrap();
+        while archived("alice") + archived("bob") < 2 {
+            assert!(std::time::Instant::now() < deadline, "not written");
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        assert_eq!((archived("alice"), archived("bob")), (1, 1));
+        drop(commands);
+        thread.join().unwrap();
+    }
 }

@@ -87,7 +87,7 @@ const HINTS: &str = "urn:xmpp:hints";
 pub(super) const FEATURES: &[&str] = &[ns::MAM, MAM_EXTENDED, SID];
 
 /// Pending rows are written once this many are waiting, even under load.
-pub(crate) const FLUSH_ROWS: usize = 512;
+pub(crate) const FLUSH_ROWS: usize = 2048;
 
 /// Expired rows are looked for at most this often.
 const EXPIRY_INTERVAL: Duration = Duration::from_secs(3600);

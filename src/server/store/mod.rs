@@ -48,7 +48,7 @@
 //! returns": archiving every message in a transaction of its own would cost an `fsync` per
 //! message and cut routing to about a thousand messages a second. The hub keeps the rows it
 //! archives in memory and writes them in one transaction ([`Store::append_archive`], a
-//! *group commit*) when the hub thread finds its command queue empty, every few hundred rows
+//! *group commit*) when the hub thread finds its command queue empty, every 2 048 rows
 //! under load, and always before anything reads or deletes archive rows (a query, expiry), so
 //! a query sees every message routed before it. A power cut or an OS crash therefore loses at
 //! most the last unwritten batch of archive rows (the messages themselves were delivered, or
