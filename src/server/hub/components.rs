@@ -100,7 +100,7 @@ impl Hub {
             if self.components.get(&domain) == Some(&true) {
                 // The sender's archive (XEP-0313) and its other devices.
                 let to = message.to.clone().unwrap_or_else(|| domain.clone().into());
-                let sent = self.archive_sent(from, &to, &message);
+                let sent = self.archive_sent(from, &to, &message, &mut None);
                 self.carbon_copy_sent(from, sent.as_ref().unwrap_or(&message), out);
             }
             stanza = message.into();
@@ -158,7 +158,7 @@ impl Hub {
             Stanza::Message(mut message) => {
                 self.strip_stanza_ids(&mut message);
                 if let Some(full) = bound {
-                    self.archive_received(&full.to_bare(), &mut message);
+                    self.archive_received(&full.to_bare(), &mut message, &mut None);
                     self.carbon_copy_received(
                         &full.to_bare(),
                         std::slice::from_ref(&full),

@@ -259,11 +259,15 @@ impl Hub {
     /// The sender's side: archives `message`, sent by the account of `from` to `to`, in the
     /// sender's archive, and returns the copy its other devices' `<sent/>` carbons carry (with
     /// the sender's stanza id), or `None` when it is not archived.
+    ///
+    /// `xml` caches the message's serialised form for the recipient's side of the same
+    /// message ([`Hub::archive_received`]), so that it is written out once.
     pub(super) fn archive_sent(
         &mut self,
         from: &FullJid,
         to: &Jid,
         message: &Message,
+        xml: &mut Option<String>,
     ) -> Option<Message> {
         let owner = from.to_bare();
         let with = to.to_bare();
@@ -271,19 +275,24 @@ impl Hub {
             // To the account itself: archived once, as received.
             return None;
         }
-        let id = self.archive_for(&owner, &with, message)?;
+        let id = self.archive_for(&owner, &with, message, xml)?;
         let mut copy = message.clone();
         copy.payloads.push(stanza_id(&owner, &id));
         Some(copy)
     }
 
     /// The recipient's side: archives `message` in the archive of `to` (an account of this
-    /// domain) and adds the recipient's stanza id to it.
-    pub(super) fn archive_received(&mut self, to: &BareJid, message: &mut Message) {
+    /// domain) and adds the recipient's stanza id to it. `xml`: see [`Hub::archive_sent`].
+    pub(super) fn archive_received(
+        &mut self,
+        to: &BareJid,
+        message: &mut Message,
+        xml: &mut Option<String>,
+    ) {
         let Some(with) = message.from.as_ref().map(Jid::to_bare) else {
             return;
         };
-        if let Some(id) = self.archive_for(to, &with, message) {
+        if let Some(id) = self.archive_for(to, &with, message, xml) {
             message.payloads.push(stanza_id(to, &id));
         }
     }
@@ -294,6 +303,7 @@ impl Hub {
         owner: &BareJid,
         with: &BareJid,
         message: &Message,
+        xml: &mut Option<String>,
     ) -> Option<String> {
         if !self.archive.limits.enabled || !archivable(message) {
             return None;
@@ -309,7 +319,9 @@ impl Hub {
             owner: user.clone(),
             with: with.to_string(),
             stamp_ms: now_ms(),
-            stanza: String::from(&Element::from(message.clone())),
+            stanza: xml
+                .get_or_insert_with(|| String::from(&Element::from(message.clone())))
+                .clone(),
         });
         if let Some(count) = self.archive.counts.get_mut(&user) {
             *count += 1;

@@ -139,8 +139,9 @@ impl Hub {
             .clone()
             .try_into_full()
             .is_ok_and(|full| self.sessions.contains_key(&full));
+        let mut xml = None;
         let sent = if self.archive_enabled() && (bound || self.is_local_account(&to.to_bare())) {
-            self.archive_sent(from, &to, &message)
+            self.archive_sent(from, &to, &message, &mut xml)
         } else {
             None
         };
@@ -149,7 +150,7 @@ impl Hub {
 
         if let Ok(full) = to.clone().try_into_full() {
             if self.sessions.contains_key(&full) {
-                self.archive_received(&full.to_bare(), &mut message);
+                self.archive_received(&full.to_bare(), &mut message, &mut xml);
                 // The recipient's other devices see the conversation too.
                 self.carbon_copy_received(
                     &full.to_bare(),
@@ -210,7 +211,7 @@ impl Hub {
                 }
             }
             MessageType::Chat | MessageType::Normal => {
-                self.archive_received(bare, &mut message);
+                self.archive_received(bare, &mut message, &mut None);
                 let targets = highest(&available);
                 if targets.is_empty() {
                     self.store_offline(from.clone(), bare, message, out);
