@@ -178,7 +178,7 @@ impl Hub {
             }
             self.trim_archives(&rows);
         }
-        self.expire_archive(false);
+        self.expire_archive();
     }
 
     /// Deletes the oldest rows of the accounts in `rows` that are over their limit.
@@ -204,19 +204,17 @@ impl Hub {
         }
     }
 
-    /// Deletes rows older than the age limit, if the last look was long enough ago (or
-    /// `now`).
-    fn expire_archive(&mut self, now: bool) {
+    /// Deletes rows older than the age limit, if the last look was long enough ago.
+    fn expire_archive(&mut self) {
         let Some(max_age) = self.archive.limits.max_age else {
             return;
         };
         let time = now_ms();
         let interval = i64::try_from(EXPIRY_INTERVAL.as_millis()).unwrap_or(i64::MAX);
-        if !now
-            && self
-                .archive
-                .expired_at
-                .is_some_and(|at| time.saturating_sub(at) < interval)
+        if self
+            .archive
+            .expired_at
+            .is_some_and(|at| time.saturating_sub(at) < interval)
         {
             return;
         }
@@ -416,9 +414,8 @@ impl Hub {
             // An account's archive has no nodes (those are pubsub archives, §3.3).
             return Err(DefinedCondition::ItemNotFound);
         }
-        // Everything routed so far is on disk before it is read.
+        // Everything routed so far is on disk before it is read, and what expired is gone.
         self.flush_archive();
-        self.expire_archive(false);
         let (_, mask) = self
             .archive_seq()
             .ok_or(DefinedCondition::InternalServerError)?;
