@@ -233,13 +233,13 @@ pub struct ArchiveArgs {
     /// Archived messages older than this are deleted (`0s`: kept until --archive-max-messages
     /// pushes them out), e.g. 7d, 30d, 1y.
     #[arg(long, env = "MQTT2XMPP_ARCHIVE_MAX_AGE", default_value = "30days",
-        value_parser = parse_duration)]
+        value_name = "AGE", value_parser = parse_duration)]
     pub archive_max_age: Duration,
 
-    /// Most archived messages kept per account; beyond it the oldest go first. Each takes
-    /// about a kilobyte on disk.
+    /// Most archived messages kept per account; beyond it the oldest go first. A short chat
+    /// message takes about 300 bytes on disk, so the default is a few MB per account.
     #[arg(long, env = "MQTT2XMPP_ARCHIVE_MAX_MESSAGES", default_value_t = 10_000,
-        value_parser = clap::value_parser!(u32).range(1..))]
+        value_name = "COUNT", value_parser = clap::value_parser!(u32).range(1..))]
     pub archive_max_messages: u32,
 }
 

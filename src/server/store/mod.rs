@@ -216,7 +216,6 @@ pub const MIGRATIONS: &[&str] = &[
         stanza   TEXT NOT NULL
     );
     CREATE INDEX archive_by_owner ON archive (owner, id);
-    CREATE INDEX archive_by_with ON archive (owner, with_jid, id);
     CREATE TABLE archive_seq (
         id    INTEGER PRIMARY KEY CHECK (id = 0),
         next  INTEGER NOT NULL,
