@@ -42,6 +42,11 @@ def build():
                    cwd=ROOT, check=True)
 
 
+def disk_bytes(directory):
+    """The bytes of every file under `directory`."""
+    return sum(p.stat().st_size for p in Path(directory).rglob('*') if p.is_file())
+
+
 def raise_nofile(wanted=60000):
     """Raises this process's open-file limit (inherited by every peer it starts)."""
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
@@ -253,6 +258,20 @@ class Bundled:
                 [(name, template) for name in names[1:]])
         db.close()
 
+    def set_archive(self, on):
+        """The message archive (XEP-0313) on (the default) or off (`--no-archive`) from the
+        next start."""
+        self.extra = [a for a in self.extra if a != '--no-archive'] + ([] if on else
+                                                                       ['--no-archive'])
+
+    def archived(self):
+        """Rows in the archive (read while the server is stopped)."""
+        db = sqlite3.connect(self.data / 'server.sqlite', timeout=30)
+        try:
+            return db.execute('SELECT COUNT(*) FROM archive').fetchone()[0]
+        finally:
+            db.close()
+
     def start(self):
         command = [str(BIN), 'server', '--listen', f'127.0.0.1:{self.port}', '--data-dir',
                    str(self.data), '--cert', str(self.cert), '--key', str(self.key)] + self.extra
@@ -301,6 +320,7 @@ class Prosody:
     def __init__(self, workdir, cert, key, extra_config='', modules=()):
         """`modules`: more modules to load, added to the snippet's `modules_enabled` (e.g.
         `smacks`, XEP-0198, which Prosody 0.12 ships but the snippet does not enable)."""
+        self.cert_files, self.extra_config, self.modules = (cert, key), extra_config, list(modules)
         self.dir = Path(workdir) / 'prosody'
         self.data = self.dir / 'data'
         self.certs = self.dir / 'certs'
@@ -312,6 +332,21 @@ class Prosody:
         self.port = free_port()
         self.config = self.dir / 'prosody.cfg.lua'
         self.logfile = self.dir / 'prosody.log'
+        self._write_config()
+        self.process = None
+
+    def set_archive(self, on):
+        """Loads mod_mam (XEP-0313, shipped with 0.12) with every message archived
+        (`default_archive_policy = true`) in its default storage (`internal`, files under
+        data_path) and default expiry (one week), or not; takes effect at the next start."""
+        self.modules = [m for m in self.modules if m != 'mam'] + (['mam'] if on else [])
+        self.archive_config = 'default_archive_policy = true' if on else ''
+        self._write_config()
+
+    archive_config = ''
+
+    def _write_config(self):
+        modules, extra_config = self.modules, self.extra_config + '\n' + self.archive_config
         write(self.config, f'''-- Private benchmark server written by bench/common.py
 run_as_root = true
 pidfile = {lua(self.dir / 'prosody.pid')}
@@ -337,7 +372,6 @@ modules_disabled = {{ "s2s" }}
 VirtualHost "{DOMAIN}"
     ssl = {{ certificate = {lua(self.certs / f'{DOMAIN}.crt')}, key = {lua(self.certs / f'{DOMAIN}.key')} }}
 ''')
-        self.process = None
 
     def add_accounts(self, names):
         """One account with `prosodyctl register`, then copies of its account file (same

@@ -24,6 +24,17 @@ for acks itself (an <r/> after every fifth stanza sent, as slixmpp does). Prosod
 mod_smacks (shipped with 0.12, not in the deploy snippet's modules); ejabberd's mod_stream_mgmt
 is in the deploy YAML already; the bundled server always offers it. The table says per column
 whether it was on.
+
+The rows above run without a message archive on either side (the bundled server with
+--no-archive, Prosody without mod_mam), as before the archive existed. With --archive, the
+bundled server and Prosody then restart with their archive on (ours by default; Prosody with
+mod_mam, `default_archive_policy = true`, its default `internal` storage and one-week expiry) and
+route at saturation once more: that run's rate, latency and CPU per message, and the disk bytes
+per archived message (growth of the data directory, measured with the server stopped, so with
+SQLite's WAL checkpointed, divided by the messages archived: rows in our archive, every routed
+message twice, sender's and recipient's copy, for Prosody).
+
+    bench/run_server.py --servers mqtt2xmpp,prosody --archive
 """
 
 import argparse
@@ -127,6 +138,30 @@ def bench(server, args):
     return out
 
 
+def archive_run(server, args, out):
+    """Routing at saturation with the server's message archive on, and the disk it takes
+    per archived message (see the module docs)."""
+    server.stop()
+    server.set_archive(True)
+    before = common.disk_bytes(server.data)
+    server.start()
+    common.run_loadgen('login', *common.conn_args(server), '--count', 20, '--concurrency', 4)
+    log(f'  {server.name}: routing at saturation with the archive on, {args.pairs} pairs')
+    sat = common.run_loadgen('route', *common.conn_args(server), '--pairs', args.pairs,
+                             '--duration', f'{args.duration}s', watch={'server': server.pid()})
+    out['archive_msgs_per_s'] = sat['msgs_per_s']
+    out['archive_p50'] = sat['p50_ms']
+    out['archive_p99'] = sat['p99_ms']
+    out['archive_cpu_us'] = (sat['cpu']['server'] * 1e6 / sat['received']
+                             if sat['received'] and sat['cpu']['server'] is not None else None)
+    server.stop()
+    grown = common.disk_bytes(server.data) - before
+    archived = server.archived() if hasattr(server, 'archived') else 2 * sat['received']
+    out['archived'] = archived
+    out['archive_bytes_per_msg'] = grown / archived if archived else None
+    log(f'  {server.name}: {archived} messages archived, data directory +{grown} bytes')
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
     ap.add_argument('--servers', default='mqtt2xmpp,prosody,ejabberd')
@@ -137,6 +172,9 @@ def main():
     ap.add_argument('--login-concurrency', type=int, default=16)
     ap.add_argument('--idle', default='1000,10000', help='connection counts, ascending')
     ap.add_argument('--no-build', action='store_true')
+    ap.add_argument('--archive', action='store_true',
+                    help='also route with the message archive on (ours and Prosody\'s '
+                    'mod_mam) and measure its disk use per message')
     ap.add_argument('--stream-management', nargs='?', const='mqtt2xmpp,prosody,ejabberd',
                     default='', metavar='SERVERS',
                     help='clients enable XEP-0198 stream management on these servers (all '
@@ -167,7 +205,9 @@ def main():
         if 'mqtt2xmpp' in wanted:
             servers.append(common.Bundled(work, cert, key, extra=[
                 '--max-connections', str(max(args.idle) + 1000),
-                '--bytes-per-second', '1000000000', '--burst-bytes', '1000000000']))
+                '--bytes-per-second', '1000000000', '--burst-bytes', '1000000000',
+                # The rows compare servers without an archive; --archive adds its own.
+                '--no-archive']))
             servers[-1].stream_management = 'mqtt2xmpp' in with_sm
         if 'prosody' in wanted:
             if common.prosody_available():
@@ -205,6 +245,8 @@ def main():
                 log(f'  {server.name}: up with {len(accounts)} accounts after '
                     f'{time.monotonic() - began:.1f} s')
                 results[server.name] = bench(server, args)
+                if args.archive and hasattr(server, 'set_archive'):
+                    archive_run(server, args, results[server.name])
                 log(f'  {server.name}: {results[server.name]}')
             except Exception as e:  # noqa: BLE001 - report and go on with the next server
                 notes.append(f'{server.name}: failed: {e}')
@@ -216,6 +258,8 @@ def main():
     names = [s.name for s in servers if s.name in results]
     ours = results.get('mqtt2xmpp', {})
     others = [n for n in names if n != 'mqtt2xmpp']
+    for n in names:
+        results[n]['archive_state'] = 'off'
     for n in names:
         results[n]['sm'] = ('on' if next(s for s in servers if s.name == n).stream_management
                             else 'off')
@@ -239,7 +283,14 @@ def main():
          for n in args.idle] + [
         (f'connections held (of {max(args.idle):,})', '↑', 'held'),
         ('RSS at start (after 20 logins), MiB', '↓', 'rss_start_mib'),
-    ]
+    ] + ([
+        ('message archive (XEP-0313) in the rows above', '', 'archive_state'),
+        ('routing at saturation, archive on, msg/s', '↑', 'archive_msgs_per_s'),
+        ('  latency p50 / p99, archive on, ms', '↓', ('archive_p50', 'archive_p99')),
+        ('  server CPU per routed message, archive on, µs', '↓', 'archive_cpu_us'),
+        ('  disk bytes per archived message', '↓', 'archive_bytes_per_msg'),
+        ('  messages archived in that run', '', 'archived'),
+    ] if args.archive else [])
     header = ['', 'better'] + names + [f'ours/{n}' for n in others]
     rows = []
     for label, better, key in rows_spec:

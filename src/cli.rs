@@ -233,6 +233,10 @@ pub struct ServerArgs {
 
     #[command(flatten)]
     #[allow(missing_docs)]
+    pub archive: ArchiveArgs,
+
+    #[command(flatten)]
+    #[allow(missing_docs)]
     pub components: ComponentArgs,
 }
 
@@ -264,6 +268,30 @@ pub struct PepArgs {
     #[arg(long, env = "MQTT2XMPP_PEP_MAX_ACCOUNT_BYTES", default_value_t = 16 * 1024 * 1024,
         value_parser = clap::value_parser!(u64).range(1..))]
     pub pep_max_account_bytes: u64,
+}
+
+/// The message archive (XEP-0313) of `mqtt2xmpp server`.
+#[derive(Debug, Args)]
+#[command(next_help_heading = "Message archive (XEP-0313)")]
+pub struct ArchiveArgs {
+    /// Keep no archive: one-to-one messages are no longer archived (what is stored stays until
+    /// it expires), and clients are told there is none. With the archive on (the default),
+    /// every account keeps its chats on the server, so a phone and a laptop show the same
+    /// history, the bot's alerts included.
+    #[arg(long, env = "MQTT2XMPP_NO_ARCHIVE")]
+    pub no_archive: bool,
+
+    /// Archived messages older than this are deleted (`0s`: kept until --archive-max-messages
+    /// pushes them out), e.g. 7d, 30d, 1y.
+    #[arg(long, env = "MQTT2XMPP_ARCHIVE_MAX_AGE", default_value = "30days",
+        value_name = "AGE", value_parser = parse_duration)]
+    pub archive_max_age: Duration,
+
+    /// Most archived messages kept per account; beyond it the oldest go first. A short chat
+    /// message takes about 300 bytes on disk, so the default is a few MB per account.
+    #[arg(long, env = "MQTT2XMPP_ARCHIVE_MAX_MESSAGES", default_value_t = 10_000,
+        value_name = "COUNT", value_parser = clap::value_parser!(u32).range(1..))]
+    pub archive_max_messages: u32,
 }
 
 /// External components (XEP-0114) of `mqtt2xmpp server`.

@@ -305,6 +305,12 @@ pub fn server(args: &ServerArgs) -> ServerConfig {
                 ..Default::default()
             },
             max_blocklist: args.max_blocklist as usize,
+            archive: server::limits::ArchiveLimits {
+                enabled: !args.archive.no_archive,
+                max_age: Some(args.archive.archive_max_age).filter(|age| !age.is_zero()),
+                max_per_user: args.archive.archive_max_messages as usize,
+                ..Default::default()
+            },
             ..Default::default()
         },
         reload: None,
@@ -952,5 +958,41 @@ mod tests {
             ),
             (7, 50, 4096, 65536)
         );
+    }
+
+    #[test]
+    fn archive_flags_switch_it_off_and_set_its_retention() {
+        use clap::Parser;
+        let limits = |argv: &[&str]| {
+            let cli = crate::cli::Cli::try_parse_from(argv).unwrap_or_else(|e| panic!("{e}"));
+            let crate::cli::Command::Server(args) = cli.command else {
+                panic!("not server")
+            };
+            server(&args).limits.archive
+        };
+        let defaults = limits(&["mqtt2xmpp", "server"]);
+        assert!(defaults.enabled);
+        assert_eq!(defaults.max_age, Some(Duration::from_secs(30 * 24 * 3600)));
+        assert_eq!(defaults.max_per_user, 10_000);
+        assert_eq!(defaults, server::limits::ArchiveLimits::default());
+        let set = limits(&[
+            "mqtt2xmpp",
+            "server",
+            "--no-archive",
+            "--archive-max-age",
+            "0s",
+            "--archive-max-messages",
+            "500",
+        ]);
+        assert!(!set.enabled);
+        assert_eq!(set.max_age, None);
+        assert_eq!(set.max_per_user, 500);
+        assert!(crate::cli::Cli::try_parse_from([
+            "mqtt2xmpp",
+            "server",
+            "--archive-max-messages",
+            "0"
+        ])
+        .is_err());
     }
 }

@@ -1,6 +1,8 @@
 //! The hub thread: it owns the [`Hub`] (and through it the store), applies the connections'
 //! [`HubCommand`]s one at a time, in order, and hands the resulting deliveries to the sessions'
 //! bounded queues. A session whose queue is full is cut off rather than buffered without bound.
+//! Whenever the queue of commands is empty, it tells the hub ([`Hub::idle`]), which writes the
+//! message archive's pending rows then: under load, many messages share one transaction.
 //!
 //! The hub itself is sans-IO (commands in, deliveries out); this is the thin driver around it.
 
@@ -24,9 +26,23 @@ pub(crate) type ComponentOutboxes = HashMap<BareJid, (u64, Option<mpsc::Sender<O
 pub(crate) fn drive_hub(mut hub: Hub, mut commands: mpsc::Receiver<HubCommand>) {
     let mut outboxes: Outboxes = HashMap::new();
     let mut components = ComponentOutboxes::new();
-    while let Some(command) = commands.blocking_recv() {
+    loop {
+        let command = match commands.try_recv() {
+            Ok(command) => command,
+            Err(mpsc::error::TryRecvError::Empty) => {
+                // Nothing waiting: the archive's rows go to disk now, in one transaction for
+                // everything routed since the last time (a group commit, see `hub/mam.rs`).
+                hub.idle();
+                match commands.blocking_recv() {
+                    Some(command) => command,
+                    None => break,
+                }
+            }
+            Err(mpsc::error::TryRecvError::Disconnected) => break,
+        };
         apply(&mut hub, &mut outboxes, &mut components, command);
     }
+    hub.idle();
 }
 
 /// Applies one command to the hub and hands the resulting deliveries to the sessions' and the
@@ -360,5 +376,27 @@ mod tests {
         let stored = offline_for_alice(&dir, commands, thread);
         assert_eq!(stored.len(), 1, "{stored:?}");
         assert!(stored[0].contains("unacknowledged"), "{stored:?}");
+    }
+
+    #[test]
+    fn archived_messages_reach_the_disk_as_soon_as_the_hub_thread_is_idle() {
+        let dir = tempfile::tempdir().unwrap();
+        let (commands, thread) = hub_thread(&dir);
+        let (alice, _alice_queue) = bind(&commands, "alice", "r", 1, 8);
+        let (bob, _bob_queue) = bind(&commands, "bob", "r", 2, 8);
+        send(&commands, &bob, 2, Presence::available().into());
+        send(&commands, &alice, 1, chat(bob.clone().into(), "archived"));
+        // Another connection sees both copies (alice's and bob's) without any query or
+        // shutdown: the hub wrote them when its queue ran empty.
+        let reader = Store::open(database_path(dir.path())).unwrap();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        let archived = |user| reader.archive_count(user).unwrap();
+        while archived("alice") + archived("bob") < 2 {
+            assert!(std::time::Instant::now() < deadline, "not written");
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        assert_eq!((archived("alice"), archived("bob")), (1, 1));
+        drop(commands);
+        thread.join().unwrap();
     }
 }

@@ -84,6 +84,8 @@ pub struct ServerLimits {
     /// memory, so this bounds what one account costs there; a block past it is refused with
     /// `policy-violation`.
     pub max_blocklist: usize,
+    /// The message archive (XEP-0313): on or off, how long and how much it keeps.
+    pub archive: ArchiveLimits,
 }
 
 /// Per-account limits of PEP (XEP-0163): nodes, items, bytes. Each is enforced by the PEP
@@ -118,6 +120,42 @@ impl Default for PepLimits {
     }
 }
 
+/// The message archive's switch and retention (XEP-0313), per account.
+///
+/// The defaults keep a month of messages, and at most 10 000 per account: Prosody keeps a week
+/// by default (`archive_expires_after = "1w"`), which loses the history of a user back from a
+/// fortnight away; a month covers a holiday, and 10 000 messages (about 3 MB at the 300-odd
+/// bytes a short chat message takes on disk, measured by `bench/run_server.py --archive`)
+/// bound what a chatty bot can make an account hold.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ArchiveLimits {
+    /// Whether one-to-one messages are archived at all. Off: nothing is archived, stanza ids
+    /// are not added, the account's disco#info does not list `urn:xmpp:mam:2`, and queries
+    /// get `service-unavailable` (what is already stored stays, and is expired as usual).
+    pub enabled: bool,
+    /// Messages older than this are deleted; `None` keeps them until the count limit.
+    pub max_age: Option<Duration>,
+    /// Most messages kept per account; the oldest go first.
+    pub max_per_user: usize,
+    /// Most results in one page of a query: a client asking for more gets this many (as
+    /// Prosody does with `max_archive_query_results`), and can page on.
+    pub max_page: usize,
+    /// Results in a page when the client does not say (XEP-0059 `<max/>`).
+    pub default_page: usize,
+}
+
+impl Default for ArchiveLimits {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            max_age: Some(Duration::from_secs(30 * 24 * 3600)),
+            max_per_user: 10_000,
+            max_page: 250,
+            default_page: 50,
+        }
+    }
+}
+
 impl Default for ServerLimits {
     fn default() -> Self {
         Self {
@@ -143,6 +181,7 @@ impl Default for ServerLimits {
             max_vcard_bytes: 128 * 1024,
             pep: PepLimits::default(),
             max_blocklist: 1000,
+            archive: ArchiveLimits::default(),
         }
     }
 }

@@ -20,9 +20,9 @@
 //! | `shared.rs` | what connections and the hub thread share: commands, queues, login counts |
 //! | `driver.rs` | the hub thread: applies commands in order, fills the sessions' queues |
 //! | `sasl/` | SCRAM-SHA-1/256(-PLUS) and PLAIN, sans-IO: keys, exchange, messages, PLAIN |
-//! | `hub/` | the single owner of all routing state, and its services, one file each (roster, presence, carbons, disco, private storage, offline, PEP, ping, version); how to add a service is written there |
-//! | `store/` | SQLite: accounts, rosters, offline messages, private XML, PEP nodes and items, one file each |
-//! | `limits.rs` | stanza size, depth, byte rate, connection and login limits, PEP's per-account limits |
+//! | `hub/` | the single owner of all routing state, and its services, one file each (roster, presence, carbons, disco, private storage, offline, vCard, PEP, avatars, blocking, archive, ping, version); how to add a service is written there |
+//! | `store/` | SQLite: accounts, rosters, offline messages, private XML, vCards, PEP nodes and items, block lists, the message archive, one file each |
+//! | `limits.rs` | stanza size, depth, byte rate, connection and login limits, and the services' per-account limits |
 //! | `cert.rs` | certificate from files or self-signed, reloaded on request |
 //! | `admin.rs` | `mqtt2xmpp user add/del/list/passwd` |
 //!

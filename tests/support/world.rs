@@ -149,6 +149,8 @@ pub struct Xmpp {
     hold: Option<PortHold>,
 }
 
+// One per test, never moved around in bulk: the size difference of the variants costs nothing.
+#[allow(clippy::large_enum_variant)]
 enum XmppServer {
     Bundled(InProcessServer),
     Prosody(Prosody),

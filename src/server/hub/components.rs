@@ -95,10 +95,15 @@ impl Hub {
             }
             stanza = presence.into();
         }
-        if let Stanza::Message(message) = &stanza {
+        if let Stanza::Message(mut message) = stanza {
+            self.strip_stanza_ids(&mut message);
             if self.components.get(&domain) == Some(&true) {
-                self.carbon_copy_sent(from, message, out);
+                // The sender's archive (XEP-0313) and its other devices.
+                let to = message.to.clone().unwrap_or_else(|| domain.clone().into());
+                let sent = self.archive_sent(from, &to, &message, &mut None);
+                self.carbon_copy_sent(from, sent.as_ref().unwrap_or(&message), out);
             }
+            stanza = message.into();
         }
         self.to_component(&ReplyTo::Session(from.clone()), domain, stanza, out);
     }
@@ -154,8 +159,10 @@ impl Hub {
             .ok()
             .filter(|full| self.sessions.contains_key(full));
         match stanza {
-            Stanza::Message(message) => {
+            Stanza::Message(mut message) => {
+                self.strip_stanza_ids(&mut message);
                 if let Some(full) = bound {
+                    self.archive_received(&full.to_bare(), &mut message, &mut None);
                     self.carbon_copy_received(
                         &full.to_bare(),
                         std::slice::from_ref(&full),

@@ -30,6 +30,7 @@
 //! | `vcard.rs` | vCards (XEP-0054) and the photo hash in every available presence (XEP-0153, XEP-0398 §4) |
 //! | `pep.rs` | PEP (XEP-0163 on XEP-0060 pubsub) per account; `pep/caps.rs` learns whom to notify from entity capabilities (XEP-0115) |
 //! | `avatars.rs` | one avatar for old and new clients: PEP's (XEP-0084) and the vCard's photo (XEP-0153) kept the same (XEP-0398) |
+//! | `mam.rs` | the message archive (XEP-0313) with stanza ids (XEP-0359): what is archived, queries, preferences, retention, group commit |
 //! | `disco.rs` | service discovery (XEP-0030), its features collected from the services, and the server's entity capabilities (XEP-0115) |
 //! | `components.rs` | external components (XEP-0114): their domains, and stanzas to and from them |
 //! | `ping.rs`, `version.rs`, `legacy_session.rs` | XEP-0199, XEP-0092, the RFC 3921 session IQ |
@@ -74,6 +75,7 @@ mod carbons;
 mod components;
 mod disco;
 mod legacy_session;
+mod mam;
 mod offline;
 mod pep;
 mod ping;
@@ -182,6 +184,8 @@ pub struct Hub {
     pep: pep::PepState,
     /// Every account's block list (XEP-0191), loaded at first use.
     blocklists: blocking::Blocklists,
+    /// The message archive's settings and the rows not yet written (XEP-0313, `mam.rs`).
+    archive: mam::Archive,
 }
 
 impl std::fmt::Debug for Hub {
@@ -212,6 +216,7 @@ impl Hub {
             max_vcard_bytes: ServerLimits::default().max_vcard_bytes,
             pep: pep::PepState::new(Default::default()),
             blocklists: Default::default(),
+            archive: mam::Archive::default(),
         })
     }
 
@@ -221,6 +226,7 @@ impl Hub {
     pub fn start(&mut self, limits: &ServerLimits) {
         self.max_vcard_bytes = limits.max_vcard_bytes;
         self.set_max_blocklist(limits.max_blocklist);
+        self.set_archive_limits(limits.archive.clone());
         self.pep = pep::PepState::new(limits.pep.clone());
         if let Err(error) = self.store.pep_forget_transient() {
             tracing::error!("could not forget transient PEP items: {error}");

@@ -9,6 +9,7 @@ use super::blocking::Blocking;
 use super::carbons::Carbons;
 use super::disco::Disco;
 use super::legacy_session::LegacySession;
+use super::mam::Mam;
 use super::offline::Offline;
 use super::pep::Pep;
 use super::ping::Ping;
@@ -33,4 +34,5 @@ pub(crate) const SERVICES: &[&dyn Service] = &[
     &Pep,
     &AvatarConversion,
     &Blocking,
+    &Mam,
 ];

@@ -85,6 +85,14 @@
 //! other element of the carbons namespace) or with the `<no-copy/>` hint (XEP-0334) are not
 //! copied.
 //!
+//! Message archive (XEP-0313 §6, `mam.rs`): a client's or a component's `<stanza-id/>` that
+//! claims to be by this domain or one of its accounts is removed first (XEP-0359 §5). Then a
+//! `chat` or `normal` message with a body is archived for the sender when it goes to a bound
+//! session or an existing account (rules 4, 5) or to a component (rule 2), and for the
+//! recipient account when it is delivered or stored offline (rules 4, 5), each as that
+//! account's preferences say; the delivered message, and the recipient's `<received/>`
+//! carbons, carry the recipient's `<stanza-id/>`, the sender's `<sent/>` carbons the sender's.
+//!
 //! 7. **Undelivered** (XEP-0198 §5): a stanza delivered to a session that ended before its
 //!    client acknowledged it (with stream management), or that found the session's queue closed
 //!    or full, is treated as sent to an unavailable resource ([`Hub::undelivered`], in
@@ -129,9 +137,10 @@ impl Hub {
     pub(super) fn route_message(
         &mut self,
         from: &FullJid,
-        message: Message,
+        mut message: Message,
         out: &mut Vec<Delivery>,
     ) {
+        self.strip_stanza_ids(&mut message);
         let reply = |condition, out: &mut Vec<Delivery>| {
             if let Some(error) = bounce(&Stanza::Message(message.clone()), condition) {
                 out.push(Delivery::stanza(from.clone(), error));
@@ -152,11 +161,23 @@ impl Hub {
             }
             return;
         }
+        // The sender's archive, for a message that reaches a session or an account.
+        let bound = to
+            .clone()
+            .try_into_full()
+            .is_ok_and(|full| self.sessions.contains_key(&full));
+        let mut xml = None;
+        let sent = if self.archive_enabled() && (bound || self.is_local_account(&to.to_bare())) {
+            self.archive_sent(from, &to, &message, &mut xml)
+        } else {
+            None
+        };
         // Outgoing carbons for the sender's other resources.
-        self.carbon_copy_sent(from, &message, out);
+        self.carbon_copy_sent(from, sent.as_ref().unwrap_or(&message), out);
 
         if let Ok(full) = to.clone().try_into_full() {
             if self.sessions.contains_key(&full) {
+                self.archive_received(&full.to_bare(), &mut message, &mut xml);
                 // The recipient's other devices see the conversation too.
                 self.carbon_copy_received(
                     &full.to_bare(),
@@ -181,7 +202,7 @@ impl Hub {
         &mut self,
         from: impl Into<ReplyTo>,
         bare: &BareJid,
-        message: Message,
+        mut message: Message,
         out: &mut Vec<Delivery>,
     ) {
         let from: ReplyTo = from.into();
@@ -217,6 +238,7 @@ impl Hub {
                 }
             }
             MessageType::Chat | MessageType::Normal => {
+                self.archive_received(bare, &mut message, &mut None);
                 let targets = highest(&available);
                 if targets.is_empty() {
                     self.store_offline(from.clone(), bare, message, out);

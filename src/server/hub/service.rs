@@ -228,8 +228,11 @@ pub(crate) fn stream_features(services: &[&dyn Service]) -> Vec<Element> {
 
 impl Hub {
     /// The features every service lists for `entity`, in the order of the hub's services.
+    /// With the archive switched off, its features are not listed (`mam.rs`).
     pub(super) fn features(&self, entity: Entity) -> impl Iterator<Item = &'static str> {
+        let archive = self.archive_enabled();
         features_of(self.services, entity)
+            .filter(move |feature| archive || !super::mam::FEATURES.contains(feature))
     }
 
     /// Hands an IQ addressed to `at` to the service that handles it (rules 3 and 4 of

@@ -65,6 +65,8 @@ impl Store {
             "DELETE FROM pep_items WHERE owner = ?1",
             "DELETE FROM pep_nodes WHERE owner = ?1",
             "DELETE FROM blocklist WHERE owner = ?1",
+            "DELETE FROM archive WHERE owner = ?1",
+            "DELETE FROM archive_prefs WHERE owner = ?1",
             "DELETE FROM accounts WHERE username = ?1",
         ] {
             tx.execute(table, [&username])?;

@@ -68,6 +68,9 @@ fn the_advertised_features_are_those_of_the_plugged_in_services() {
     let mut expected: BTreeSet<&str> = [ns::DISCO_INFO, ns::DISCO_ITEMS, ns::PING].into();
     expected.extend(PEP_FEATURES);
     expected.insert("urn:xmpp:pep-vcard-conversion:0");
+    // The archive (XEP-0313) is the account's own: listed for every account, answered
+    // only to the account itself (`mam/tests.rs`).
+    expected.extend([ns::MAM, "urn:xmpp:mam:2#extended", "urn:xmpp:sid:0"]);
     assert_eq!(account, expected);
 }
 
@@ -302,7 +305,9 @@ fn an_accounts_disco_info_is_the_registered_account_and_the_features_the_server_
         let mut expected: BTreeSet<&str> = [ns::DISCO_INFO, ns::DISCO_ITEMS, ns::PING].into();
         expected.extend(PEP_FEATURES);
         expected.insert("urn:xmpp:pep-vcard-conversion:0");
-        expected.insert("urn:xmpp:pep-vcard-conversion:0");
+        // The archive (XEP-0313) is the account's own: listed for every account, answered
+        // only to the account itself (`mam/tests.rs`).
+        expected.extend([ns::MAM, "urn:xmpp:mam:2#extended", "urn:xmpp:sid:0"]);
         assert_eq!(features, expected, "{to}");
         // What is listed is answered: items (none), ping.
         for (payload, id) in [
@@ -516,6 +521,43 @@ fn every_feature_an_account_lists_answers() {
             .map(xml)
             .collect()
     };
+    // bob chats to alice: the stanza id alice's copy carries (XEP-0359), if any.
+    let stanza_id_of_chat = |w: &mut World, text: &str| -> Option<String> {
+        let got = w.send(
+            &bob,
+            &format!("<message to='alice@localhost' type='chat'><body>{text}</body></message>"),
+        );
+        got.to(&alice).into_iter().find_map(|s| match s {
+            tokio_xmpp::Stanza::Message(m) => m
+                .payloads
+                .iter()
+                .find(|p| {
+                    p.is("stanza-id", "urn:xmpp:sid:0") && p.attr("by") == Some("alice@localhost")
+                })
+                .and_then(|p| p.attr("id"))
+                .map(str::to_string),
+            _ => None,
+        })
+    };
+    // The bodies of the archived messages in a query's results (XEP-0313 §4.2).
+    let archived_bodies = |got: &Deliveries| -> Vec<String> {
+        got.to(&alice)
+            .into_iter()
+            .filter_map(|s| match s {
+                tokio_xmpp::Stanza::Message(m) => {
+                    m.payloads.iter().find(|p| p.is("result", ns::MAM))
+                }
+                _ => None,
+            })
+            .filter_map(|result| {
+                result
+                    .get_child("forwarded", "urn:xmpp:forward:0")?
+                    .get_child("message", "jabber:client")?
+                    .get_child("body", "jabber:client")
+                    .map(|body| body.text())
+            })
+            .collect()
+    };
     const NICK: &str = "http://jabber.org/protocol/nick";
     type Probe<'a> = Box<dyn Fn(&mut World) -> bool + 'a>;
     let probes: Vec<(&str, Probe)> = vec![
@@ -699,6 +741,32 @@ fn every_feature_an_account_lists_answers() {
                 let got = w.send(&alice, &publish(NICK, "current", ""));
                 got.to(&full("bob@localhost/auto")).len() == 1
                     && got.to(&full("carol@localhost/auto")).is_empty()
+            }),
+        ),
+        (
+            "urn:xmpp:sid:0",
+            Box::new(|w: &mut World| stanza_id_of_chat(w, "sid").is_some()),
+        ),
+        (
+            ns::MAM,
+            Box::new(|w: &mut World| {
+                stanza_id_of_chat(w, "archived");
+                let got = w.send(
+                    &alice,
+                    "<iq type='set' id='q'><query xmlns='urn:xmpp:mam:2' queryid='f'/></iq>",
+                );
+                archived_bodies(&got).contains(&"archived".to_string())
+            }),
+        ),
+        (
+            "urn:xmpp:mam:2#extended",
+            Box::new(|w: &mut World| {
+                let Some(first) = stanza_id_of_chat(w, "first") else {
+                    return false;
+                };
+                stanza_id_of_chat(w, "second");
+                let got = w.send(&alice, &format!("<iq type='set' id='q'><query xmlns='urn:xmpp:mam:2'><x xmlns='jabber:x:data' type='submit'><field var='FORM_TYPE' type='hidden'><value>urn:xmpp:mam:2</value></field><field var='after-id'><value>{first}</value></field></x></query></iq>"));
+                archived_bodies(&got) == ["second"]
             }),
         ),
         (
