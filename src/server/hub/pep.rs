@@ -7,7 +7,7 @@
 //! | `publish` (+ `publish-options`) | owner | stores the item (id generated if none), creating the node on first use (XEP-0060 §7.1, §7.1.5) and notifies |
 //! | `retract` | owner | removes an item, notified if the request's `notify` (or else `pubsub#notify_retract`) says so (§7.2) |
 //! | `create` (+ `configure`) | owner | a node with a name (§8.1.2, §8.1.3); instant nodes are not offered |
-//! | `items` | readers | all, the newest `max_items`, or by id, oldest first (§6.5) |
+//! | `items` | readers | all, the newest `max_items`, or by id, oldest first (§6.5); at most 256 KiB of payloads beyond the newest item, with a result set when truncated (§6.5.4) |
 //! | owner `configure` get/set, `default` | owner | the node's configuration form (§8.2, §8.3) |
 //! | owner `delete` | owner | the node and its items, notified if `pubsub#notify_delete` (§8.4) |
 //!

@@ -13,6 +13,27 @@ use super::{node_of, owner_name, parse_payload, PubsubError};
 use crate::server::hub::{Delivery, Hub};
 use crate::server::store::{AccessModel, PepItem, PepNodeConfig, Subscription};
 
+/// The most payload bytes one items answer carries, beyond its newest item (which is always
+/// sent): a reader asking for a node its owner filled up to the account quota gets the newest
+/// items that fit and a result set saying how many there are (XEP-0060 §6.5.4), instead of one
+/// stanza of many megabytes that would sit in its queue and that no client accepts.
+const ITEMS_ANSWER_BYTES: usize = 256 * 1024;
+
+/// The newest of `items` (oldest first) whose payloads fit in `budget` bytes together, oldest
+/// first; the newest one always.
+fn newest_within(mut items: Vec<PepItem>, budget: usize) -> Vec<PepItem> {
+    let mut used = 0usize;
+    let mut keep = 0;
+    for item in items.iter().rev() {
+        used = used.saturating_add(item.payload.len());
+        if keep > 0 && used > budget {
+            break;
+        }
+        keep += 1;
+    }
+    items.split_off(items.len() - keep)
+}
+
 impl Hub {
     /// XEP-0060 §6.5: items for `reader`, by id, the newest `max_items`, or all; oldest first.
     pub(super) fn pep_items(
@@ -47,7 +68,20 @@ impl Hub {
             self.store.pep_items_by_id(&user, node, &ids)
         }
         .map_err(|_| PubsubError::internal())?;
+        let total = found.len();
+        let found = newest_within(found, ITEMS_ANSWER_BYTES);
         let mut answer = Element::builder("items", ns::PUBSUB).attr(name("node"), node);
+        // XEP-0060 §6.5.4: a truncated list says so with a result set (XEP-0059).
+        let truncated = (found.len() < total).then(|| {
+            let mut set = Element::builder("set", ns::RSM);
+            if let (Some(first), Some(last)) = (found.first(), found.last()) {
+                set = set
+                    .append(Element::builder("first", ns::RSM).append(first.id.as_str()))
+                    .append(Element::builder("last", ns::RSM).append(last.id.as_str()));
+            }
+            set.append(Element::builder("count", ns::RSM).append(total.to_string()))
+                .build()
+        });
         for item in found {
             if let Some(payload) = parse_payload(&item) {
                 answer = answer.append(
@@ -59,6 +93,7 @@ impl Hub {
         }
         Ok(Element::builder("pubsub", ns::PUBSUB)
             .append(answer)
+            .append_all(truncated)
             .build())
     }
 

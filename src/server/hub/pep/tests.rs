@@ -1320,3 +1320,60 @@ fn a_blocked_contact_gets_no_notifications_and_no_last_items_either_way() {
     let got = publish(&mut world, &alice, NICK, Some("current"), &nick("A"), &[]);
     assert!(events(&got, &bob).is_empty(), "{}", got.describe());
 }
+
+#[test]
+fn hostile_a_node_filled_to_the_quota_is_answered_with_the_newest_items_that_fit() {
+    let mut world = World::with_accounts(&["alice", "carol"]);
+    let alice = world.online("alice/phone", 0);
+    let carol = world.online("carol/desk", 0);
+    let big = |n: usize| {
+        format!(
+            "<data xmlns='urn:xmpp:avatar:data'>{}</data>",
+            n.to_string().repeat(100_000)
+        )
+    };
+    for n in 1..=5 {
+        let id = format!("i{n}");
+        let options: &[(&str, &str)] =
+            &[("pubsub#access_model", "open"), ("pubsub#max_items", "10")];
+        let got = publish(
+            &mut world,
+            &alice,
+            "urn:example:big",
+            Some(&id),
+            &big(n),
+            options,
+        );
+        assert!(is_result(&got, &alice), "{}", got.describe());
+    }
+    // 5 × 100 kB: the answer carries the newest two (XEP-0060 §6.5.4), and says there are five.
+    let got = get_items(
+        &mut world,
+        &carol,
+        "alice@localhost",
+        "urn:example:big",
+        "",
+        "",
+    );
+    let payload = result_payload(&got, &carol);
+    let ids: Vec<String> = items_of(&payload).into_iter().map(|(id, _)| id).collect();
+    assert_eq!(ids, ["i4", "i5"]);
+    let set = payload.get_child("set", ns::RSM).expect("a result set");
+    let text = |name: &str| set.get_child(name, ns::RSM).map(Element::text);
+    assert_eq!(
+        (text("first"), text("last"), text("count")),
+        (Some("i4".into()), Some("i5".into()), Some("5".into()))
+    );
+    // What fits is answered whole, without a result set.
+    let got = get_items(
+        &mut world,
+        &carol,
+        "alice@localhost",
+        "urn:example:big",
+        " max_items='1'",
+        "",
+    );
+    let payload = result_payload(&got, &carol);
+    assert_eq!(items_of(&payload).len(), 1);
+    assert!(payload.get_child("set", ns::RSM).is_none());
+}
