@@ -158,10 +158,15 @@ fn deliver(
                 continue;
             }
             Delivery::Component(domain, stanza) => {
-                // A stanza a component's queue refuses is dropped: the component's
-                // connection is ending, or it stopped reading and is being closed.
-                if let Some((_, queue)) = components.get_mut(&domain) {
-                    let _ = offer(queue, Outbound::Stanza(stanza), &domain);
+                // A stanza a component's queue refuses (its connection is ending, or it
+                // stopped reading and is being closed) comes back to its sender as if the
+                // component were gone already: `remote-server-timeout`, not silence.
+                let refused = match components.get_mut(&domain) {
+                    Some((_, queue)) => offer(queue, Outbound::Stanza(stanza), &domain),
+                    None => Some(Outbound::Stanza(stanza)),
+                };
+                if let Some(Outbound::Stanza(stanza)) = refused {
+                    work.extend(hub.component_undelivered(*stanza));
                 }
                 continue;
             }
@@ -396,6 +401,59 @@ mod tests {
             std::thread::sleep(std::time::Duration::from_millis(10));
         }
         assert_eq!((archived("alice"), archived("bob")), (1, 1));
+        drop(commands);
+        thread.join().unwrap();
+    }
+
+    #[test]
+    fn a_message_for_a_component_whose_connection_just_ended_comes_back_as_a_timeout() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(database_path(dir.path())).unwrap();
+        store.create_account("alice", &keys(), &keys()).unwrap();
+        let mut hub = Hub::new("localhost", store, crate::server::hub::registry::SERVICES).unwrap();
+        let gateway = BareJid::new("gateway.localhost").unwrap();
+        hub.add_component(gateway.clone());
+        let (commands, inbox) = mpsc::channel(16);
+        let thread = std::thread::spawn(move || drive_hub(hub, inbox));
+        let (outbox, component_queue) = mpsc::channel(8);
+        let (reply, connected) = oneshot::channel();
+        commands
+            .blocking_send(HubCommand::ComponentConnect {
+                domain: gateway.clone(),
+                id: 1,
+                outbox,
+                reply,
+            })
+            .unwrap();
+        assert!(connected.blocking_recv().unwrap().is_ok());
+        let (alice, mut alice_queue) = bind(&commands, "alice", "r", 1, 8);
+        // The component's connection ends; a message for it is routed before the hub hears.
+        drop(component_queue);
+        let sensor = Jid::new("sensor-7@gateway.localhost").unwrap();
+        send(&commands, &alice, 1, chat(sensor.clone(), "still there?"));
+        // Once another bind is answered, the hub has handled the message (commands are
+        // handled in order).
+        let _barrier = bind(&commands, "alice", "barrier", 2, 8);
+        let Ok(Outbound::Stanza(stanza)) = alice_queue.try_recv() else {
+            panic!("alice hears nothing");
+        };
+        let Stanza::Message(error) = *stanza else {
+            panic!("not a message: {stanza:?}");
+        };
+        assert_eq!(
+            error.type_,
+            tokio_xmpp::parsers::message::MessageType::Error
+        );
+        assert_eq!(error.from, Some(sensor));
+        let condition = error
+            .payloads
+            .iter()
+            .find_map(|p| tokio_xmpp::parsers::stanza_error::StanzaError::try_from(p.clone()).ok())
+            .map(|e| e.defined_condition);
+        assert_eq!(
+            condition,
+            Some(tokio_xmpp::parsers::stanza_error::DefinedCondition::RemoteServerTimeout)
+        );
         drop(commands);
         thread.join().unwrap();
     }

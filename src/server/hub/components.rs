@@ -124,6 +124,28 @@ impl Hub {
         }
     }
 
+    /// A stanza for a component that its queue did not take (its connection ended after the
+    /// hub routed the stanza to it, or it stopped reading): the sender, if it is a bound
+    /// session, hears `remote-server-timeout`, as when no component is connected (rule 2 of
+    /// `router.rs`). Errors and IQ results are dropped (RFC 6120 §8.3.1).
+    pub fn component_undelivered(&self, stanza: Stanza) -> Vec<Delivery> {
+        let sender = match &stanza {
+            Stanza::Message(message) => message.from.clone(),
+            Stanza::Presence(presence) => presence.from.clone(),
+            Stanza::Iq(iq) => iq.from().cloned(),
+        };
+        let Some(Ok(sender)) = sender.map(Jid::try_into_full) else {
+            return Vec::new();
+        };
+        if !self.sessions.contains_key(&sender) {
+            return Vec::new();
+        }
+        bounce(&stanza, DefinedCondition::RemoteServerTimeout)
+            .map(|error| Delivery::stanza(sender, error))
+            .into_iter()
+            .collect()
+    }
+
     /// A stanza from the component of `domain` (see "Stanzas from an external component" in
     /// `router.rs`). The connection has already checked its `from`; one outside the domain is
     /// dropped here all the same.

@@ -34,7 +34,10 @@
 //!      kind to `NAME`, `NAME/…` or `…@NAME…` goes to the component as it is, stamped, whether
 //!      or not the component knows the address. With no component connected for `NAME`,
 //!      get/set IQs, messages and presence get `remote-server-timeout` (type `wait`: it may
-//!      come back; Prosody answers the same); errors and IQ results are dropped. A `chat`
+//!      come back; Prosody answers the same); errors and IQ results are dropped. The same
+//!      answer comes back when the component's connection ended after the stanza was routed
+//!      to it, or it stopped reading (the driver hands the stanza back,
+//!      `Hub::component_undelivered`): never silence. A `chat`
 //!      message to a component is carbon-copied to the sender's other resources like any
 //!      other (XEP-0280 §6);
 //!    - any other domain: there is no server-to-server, so `remote-server-not-found` (RFC 6120
