@@ -21,22 +21,21 @@ PLAIN over TLS: which SASL mechanisms each slixmpp version manages is another te
 
 import argparse
 import asyncio
-import inspect
 import json
 import sys
 
 import slixmpp
 from slixmpp.xmlstream.handler import Callback
 from slixmpp.xmlstream.matcher import StanzaPath
+from steps import STEP_TIMEOUT, Steps
 
 DOMAIN = 'localhost'
-STEP_TIMEOUT = 10.0
 BLOCKING = '{urn:xmpp:blocking}'
 STANZAS = '{urn:ietf:params:xml:ns:xmpp-stanzas}'
 BLOCKED = '{urn:xmpp:blocking:errors}blocked'
 
 
-class Client(slixmpp.ClientXMPP):
+class Client(Steps, slixmpp.ClientXMPP):
     def __init__(self, jid, password, ca_file):
         super().__init__(jid, password)
         self.ca_certs = ca_file
@@ -46,17 +45,11 @@ class Client(slixmpp.ClientXMPP):
         self.register_plugin('xep_0191')
         self.messages = []
         self.pushes = []
-        self.changed = asyncio.Event()
-        self.started = None
-        self.add_event_handler('session_start', self._started)
+        self.watch_steps()
         # Every message, errors included (slixmpp's own 'message' event leaves some out).
         self.register_handler(Callback('every message', StanzaPath('message'), self._message))
         self.add_event_handler('blocked', self._push('block'))
         self.add_event_handler('unblocked', self._push('unblock'))
-
-    def _started(self, _event):
-        if self.started and not self.started.done():
-            self.started.set_result(None)
 
     def _message(self, msg):
         error = msg.xml.find('{jabber:client}error')
@@ -80,25 +73,9 @@ class Client(slixmpp.ClientXMPP):
         return handler
 
     async def login(self, port):
-        self.started = asyncio.get_running_loop().create_future()
-        if 'address' in inspect.signature(self.connect).parameters:
-            self.connect(('127.0.0.1', port))  # slixmpp 1.8
-        else:
-            self.connect('127.0.0.1', port)
-        await asyncio.wait_for(self.started, STEP_TIMEOUT)
+        await super().login(port)
         self.send_presence()
 
-    async def until(self, what, predicate):
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + STEP_TIMEOUT
-        while not predicate():
-            if loop.time() > deadline:
-                raise RuntimeError(f'timed out waiting for {what}')
-            self.changed.clear()
-            try:
-                await asyncio.wait_for(self.changed.wait(), deadline - loop.time())
-            except asyncio.TimeoutError:
-                pass
 
     async def barrier(self):
         await self.plugin['xep_0199'].send_ping(DOMAIN, timeout=STEP_TIMEOUT)

@@ -20,17 +20,16 @@ PLAIN over TLS: which SASL mechanisms each slixmpp version manages is another te
 
 import argparse
 import asyncio
-import inspect
 import json
 import sys
 
 import slixmpp
+from steps import STEP_TIMEOUT, Steps
 
 DOMAIN = 'localhost'
-STEP_TIMEOUT = 10.0
 
 
-class Client(slixmpp.ClientXMPP):
+class Client(Steps, slixmpp.ClientXMPP):
     def __init__(self, jid, password, ca_file, modern):
         super().__init__(jid, password)
         self.ca_certs = ca_file
@@ -43,15 +42,9 @@ class Client(slixmpp.ClientXMPP):
             self.register_plugin('xep_0352')
         self.messages = []
         self.presences = []
-        self.changed = asyncio.Event()
-        self.started = None
-        self.add_event_handler('session_start', self._started)
+        self.watch_steps()
         self.add_event_handler('message', self._message)
         self.add_event_handler('presence', self._presence)
-
-    def _started(self, _event):
-        if self.started and not self.started.done():
-            self.started.set_result(None)
 
     def _message(self, msg):
         self.messages.append(msg['body'])
@@ -61,26 +54,6 @@ class Client(slixmpp.ClientXMPP):
         self.presences.append({'from': str(presence['from']), 'type': presence['type'],
                                'status': presence['status']})
         self.changed.set()
-
-    async def login(self, port):
-        self.started = asyncio.get_running_loop().create_future()
-        if 'address' in inspect.signature(self.connect).parameters:
-            self.connect(('127.0.0.1', port))  # slixmpp 1.8
-        else:
-            self.connect('127.0.0.1', port)
-        await asyncio.wait_for(self.started, STEP_TIMEOUT)
-
-    async def until(self, what, predicate):
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + STEP_TIMEOUT
-        while not predicate():
-            if loop.time() > deadline:
-                raise RuntimeError(f'timed out waiting for {what}')
-            self.changed.clear()
-            try:
-                await asyncio.wait_for(self.changed.wait(), deadline - loop.time())
-            except asyncio.TimeoutError:
-                pass
 
     async def barrier(self):
         await self.plugin['xep_0199'].send_ping(DOMAIN, timeout=STEP_TIMEOUT)

@@ -23,16 +23,15 @@ PLAIN over TLS: which SASL mechanisms each slixmpp version manages is another te
 
 import argparse
 import asyncio
-import inspect
 import json
 import sys
 import xml.etree.ElementTree as ET
 
 import slixmpp
 from slixmpp.exceptions import IqError
+from steps import STEP_TIMEOUT, Steps
 
 DOMAIN = 'localhost'
-STEP_TIMEOUT = 10.0
 NICK = 'http://jabber.org/protocol/nick'
 AVATAR_DATA = 'urn:xmpp:avatar:data'
 AVATAR_METADATA = 'urn:xmpp:avatar:metadata'
@@ -47,7 +46,7 @@ def emit(event, **fields):
     print(json.dumps({'event': event, **fields}, sort_keys=True), flush=True)
 
 
-class Client(slixmpp.ClientXMPP):
+class Client(Steps, slixmpp.ClientXMPP):
     def __init__(self, jid, password, ca_file):
         super().__init__(jid, password)
         self.ca_certs = ca_file
@@ -57,15 +56,9 @@ class Client(slixmpp.ClientXMPP):
             self.register_plugin(plugin)
         self.events = []
         self.presences = []
-        self.changed = asyncio.Event()
-        self.started = None
-        self.add_event_handler('session_start', self._started)
+        self.watch_steps()
         self.add_event_handler('pubsub_publish', self._published)
         self.add_event_handler('presence_available', self._presence)
-
-    def _started(self, _event):
-        if self.started and not self.started.done():
-            self.started.set_result(None)
 
     def _published(self, msg):
         items = msg['pubsub_event']['items']
@@ -85,28 +78,12 @@ class Client(slixmpp.ClientXMPP):
         self.changed.set()
 
     async def login(self, port):
-        self.started = asyncio.get_running_loop().create_future()
-        if 'address' in inspect.signature(self.connect).parameters:
-            self.connect(('127.0.0.1', port))  # slixmpp 1.8
-        else:
-            self.connect('127.0.0.1', port)
-        await asyncio.wait_for(self.started, STEP_TIMEOUT)
+        await super().login(port)
         # The caps of the first presence must already list the +notify features the plugins
         # registered at bind time (they update the caps in the background).
         await self.plugin['xep_0115'].update_caps(broadcast=False)
         self.send_presence()
 
-    async def until(self, what, predicate):
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + STEP_TIMEOUT
-        while not predicate():
-            if loop.time() > deadline:
-                raise RuntimeError(f'timed out waiting for {what}')
-            self.changed.clear()
-            try:
-                await asyncio.wait_for(self.changed.wait(), deadline - loop.time())
-            except asyncio.TimeoutError:
-                pass
 
     async def barrier(self):
         await self.plugin['xep_0199'].send_ping(DOMAIN, timeout=STEP_TIMEOUT)

@@ -26,13 +26,12 @@ import argparse
 import asyncio
 import base64
 import hashlib
-import inspect
 import json
 import sys
 
 import slixmpp
+from steps import STEP_TIMEOUT, Steps
 
-STEP_TIMEOUT = 10.0
 
 
 def emit(event, **fields):
@@ -40,7 +39,7 @@ def emit(event, **fields):
     print(json.dumps({'event': event, **fields}, sort_keys=True), flush=True)
 
 
-class Client(slixmpp.ClientXMPP):
+class Client(Steps, slixmpp.ClientXMPP):
     def __init__(self, jid, password, ca_file, avatars):
         super().__init__(jid, password)
         self.ca_certs = ca_file
@@ -52,15 +51,9 @@ class Client(slixmpp.ClientXMPP):
         self.photos = []
         self.avatar_updates = []
         self.available = set()
-        self.changed = asyncio.Event()
-        self.started = None
-        self.add_event_handler('session_start', self._started)
+        self.watch_steps()
         self.add_event_handler('presence_available', self._presence)
         self.add_event_handler('vcard_avatar_update', self._avatar_update)
-
-    def _started(self, _event):
-        if self.started and not self.started.done():
-            self.started.set_result(None)
 
     def _presence(self, presence):
         sender = str(presence['from'])
@@ -76,26 +69,6 @@ class Client(slixmpp.ClientXMPP):
         self.avatar_updates.append({'from': str(presence['from']),
                                     'photo': presence['vcard_temp_update']['photo']})
         self.changed.set()
-
-    async def login(self, port):
-        self.started = asyncio.get_running_loop().create_future()
-        if 'address' in inspect.signature(self.connect).parameters:
-            self.connect(('127.0.0.1', port))  # slixmpp 1.8
-        else:
-            self.connect('127.0.0.1', port)
-        await asyncio.wait_for(self.started, STEP_TIMEOUT)
-
-    async def until(self, what, predicate):
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + STEP_TIMEOUT
-        while not predicate():
-            if loop.time() > deadline:
-                raise RuntimeError(f'timed out waiting for {what}')
-            self.changed.clear()
-            try:
-                await asyncio.wait_for(self.changed.wait(), deadline - loop.time())
-            except asyncio.TimeoutError:
-                pass
 
 
 async def read_vcard(reader, owner):
