@@ -32,7 +32,7 @@ use tokio_xmpp::minidom::Element;
 
 use super::pep::{name, PublishOptions};
 use super::service::{Entity, Service};
-use super::vcard::Photo;
+use super::vcard::{decode_base64, Photo};
 use super::{Delivery, Hub};
 
 /// XEP-0084's node of the image bytes.
@@ -118,14 +118,7 @@ impl Hub {
         };
         let item = items.into_iter().next()?;
         let data = item.payload.parse::<Element>().ok()?;
-        let text: String = data
-            .text()
-            .chars()
-            .filter(|c| !c.is_ascii_whitespace())
-            .collect();
-        let bytes = base64::engine::general_purpose::STANDARD
-            .decode(text)
-            .ok()?;
+        let bytes = decode_base64(&data.text())?;
         let photo = Photo {
             mime_type: String::new(),
             bytes,

@@ -136,14 +136,7 @@ pub(crate) fn photo_of(vcard: &Element) -> Result<Option<Photo>, DefinedConditio
     else {
         return Ok(None);
     };
-    let text: String = binval
-        .text()
-        .chars()
-        .filter(|c| !c.is_ascii_whitespace())
-        .collect();
-    let bytes = base64::engine::general_purpose::STANDARD
-        .decode(text)
-        .map_err(|_| DefinedCondition::BadRequest)?;
+    let bytes = decode_base64(&binval.text()).ok_or(DefinedCondition::BadRequest)?;
     if bytes.is_empty() {
         return Ok(None);
     }
@@ -152,6 +145,13 @@ pub(crate) fn photo_of(vcard: &Element) -> Result<Option<Photo>, DefinedConditio
         .map(|t| t.text().trim().to_string())
         .unwrap_or_default();
     Ok(Some(Photo { mime_type, bytes }))
+}
+
+/// The bytes of base64 `text` as clients send images (a vCard's `BINVAL`, XEP-0084's avatar
+/// data): line breaks and other whitespace are not part of it. `None` if it is not base64.
+pub(crate) fn decode_base64(text: &str) -> Option<Vec<u8>> {
+    let text: String = text.chars().filter(|c| !c.is_ascii_whitespace()).collect();
+    base64::engine::general_purpose::STANDARD.decode(text).ok()
 }
 
 /// `<vCard xmlns='vcard-temp'/>`: what an account without a vCard has.
