@@ -258,6 +258,9 @@ impl Hub {
         // §7.2.10: the room is full.
         if room.len() >= max_occupants {
             refuse(DefinedCondition::ServiceUnavailable, out);
+            if room.is_empty() {
+                self.muc.rooms.remove(&room_jid);
+            }
             return;
         }
         room.join(from, nick, presence, created, history, out);
