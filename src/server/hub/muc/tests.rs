@@ -538,3 +538,36 @@ fn a_component_at_the_services_domain_takes_its_place() {
         1
     );
 }
+
+#[test]
+fn a_presence_update_reaches_everyone_and_an_answer_between_occupants_comes_back() {
+    let (mut world, alice, bob, _) = world();
+    join(&mut world, &alice, "Alice");
+    join(&mut world, &bob, "Bob");
+    let got = world.send(
+        &bob,
+        &format!("<presence to='{ROOM}/Bob'><show>away</show></presence>"),
+    );
+    for who in [&alice, &bob] {
+        let p = got.only_to(who);
+        assert_eq!(from_text(p), format!("{ROOM}/Bob"));
+        assert_eq!(
+            presence(p).show,
+            Some(tokio_xmpp::parsers::presence::Show::Away)
+        );
+        assert_eq!(item(p, "role").as_deref(), Some("participant"));
+    }
+    // Bob pings Alice's room JID; her answer goes back to him from her room JID.
+    let got = world.send(
+        &bob,
+        &format!("<iq type='get' id='p1' to='{ROOM}/Alice'><ping xmlns='urn:xmpp:ping'/></iq>"),
+    );
+    assert_eq!(from_text(got.only_to(&alice)), format!("{ROOM}/Bob"));
+    let got = world.send(
+        &alice,
+        &format!("<iq type='result' id='p1' to='{ROOM}/Bob'/>"),
+    );
+    let answer = got.only_to(&bob);
+    assert!(matches!(iq(answer), Iq::Result { .. }));
+    assert_eq!(from_text(answer), format!("{ROOM}/Alice"));
+}
