@@ -86,6 +86,40 @@ pub struct ServerLimits {
     pub max_blocklist: usize,
     /// The message archive (XEP-0313): on or off, how long and how much it keeps.
     pub archive: ArchiveLimits,
+    /// The rooms (XEP-0045): how many, how full, how much they remember.
+    pub muc: MucLimits,
+}
+
+/// Limits of the rooms (XEP-0045), each enforced by the room service with the error the XEP
+/// names when one is hit.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MucLimits {
+    /// Most rooms one account may have created that still exist; one more is refused with
+    /// `not-allowed` (XEP-0045 §10.1.1), so that one account cannot fill the service.
+    pub max_rooms_per_user: usize,
+    /// Most occupants of one room; one more is refused with `service-unavailable` (XEP-0045
+    /// §7.2.10).
+    pub max_occupants: usize,
+    /// Longest nickname, in characters; longer, or one with control characters, is refused
+    /// with `not-acceptable`.
+    pub max_nick_chars: usize,
+    /// Most messages of discussion history a room keeps and replays to a joiner (XEP-0045
+    /// §7.2.15), whatever the joiner asks for.
+    pub max_history: usize,
+    /// Longest subject, in bytes; longer is refused with `not-acceptable`.
+    pub max_subject_bytes: usize,
+}
+
+impl Default for MucLimits {
+    fn default() -> Self {
+        Self {
+            max_rooms_per_user: 100,
+            max_occupants: 200,
+            max_nick_chars: 64,
+            max_history: 20,
+            max_subject_bytes: 1024,
+        }
+    }
 }
 
 /// Per-account limits of PEP (XEP-0163): nodes, items, bytes. Each is enforced by the PEP
@@ -182,6 +216,7 @@ impl Default for ServerLimits {
             pep: PepLimits::default(),
             max_blocklist: 1000,
             archive: ArchiveLimits::default(),
+            muc: MucLimits::default(),
         }
     }
 }

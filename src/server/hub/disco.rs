@@ -67,7 +67,10 @@ impl Service for Disco {
         let info = query.is("query", ns::DISCO_INFO);
         let answer = match request.at {
             Target::Server if info => server_info(query, hub.features(Entity::Server)),
-            Target::Server => Ok(server_items(query, hub.component_domains())),
+            Target::Server => Ok(server_items(
+                query,
+                hub.component_domains().chain(hub.muc_service()),
+            )),
             Target::OwnAccount | Target::OtherAccount => {
                 let Some(account) = request.account() else {
                     return request.answer(Err(DefinedCondition::ServiceUnavailable), out);
@@ -230,7 +233,7 @@ fn server_info<'a>(
 }
 
 /// disco#items of the server (XEP-0030 §4.1): the external components' domains (XEP-0114),
-/// connected or not, as Prosody lists its components. A node has no items.
+/// connected or not, as Prosody lists its components, and the room service (XEP-0045 §6.1). A node has no items.
 fn server_items<'a>(query: &Element, components: impl Iterator<Item = &'a BareJid>) -> Element {
     if node_of(query).is_some() {
         return empty_items(query);

@@ -31,6 +31,7 @@
 //! | `pep.rs` | PEP (XEP-0163 on XEP-0060 pubsub) per account; `pep/caps.rs` learns whom to notify from entity capabilities (XEP-0115) |
 //! | `avatars.rs` | one avatar for old and new clients: PEP's (XEP-0084) and the vCard's photo (XEP-0153) kept the same (XEP-0398) |
 //! | `mam.rs` | the message archive (XEP-0313) with stanza ids (XEP-0359): what is archived, queries, preferences, retention, group commit |
+//! | `muc/` | multi-user chat (XEP-0045) at `conference.DOMAIN`: rooms, occupants, history, self-ping (XEP-0410) |
 //! | `disco.rs` | service discovery (XEP-0030), its features collected from the services, and the server's entity capabilities (XEP-0115) |
 //! | `components.rs` | external components (XEP-0114): their domains, and stanzas to and from them |
 //! | `ping.rs`, `version.rs`, `legacy_session.rs` | XEP-0199, XEP-0092, the RFC 3921 session IQ |
@@ -76,6 +77,7 @@ mod components;
 mod disco;
 mod legacy_session;
 mod mam;
+mod muc;
 mod offline;
 mod pep;
 mod ping;
@@ -186,6 +188,8 @@ pub struct Hub {
     blocklists: blocking::Blocklists,
     /// The message archive's settings and the rows not yet written (XEP-0313, `mam.rs`).
     archive: mam::Archive,
+    /// The room service (XEP-0045, `muc/`): its domain and its rooms.
+    muc: muc::MucState,
 }
 
 impl std::fmt::Debug for Hub {
@@ -205,6 +209,7 @@ impl Hub {
         services: &'static [&'static dyn Service],
     ) -> Option<Self> {
         let domain_jid = BareJid::new(domain).ok().filter(|j| j.node().is_none())?;
+        let muc = muc::MucState::new(domain_jid.domain().as_str());
         Some(Self {
             domain: domain_jid.domain().as_str().to_string(),
             domain_jid,
@@ -217,6 +222,7 @@ impl Hub {
             pep: pep::PepState::new(Default::default()),
             blocklists: Default::default(),
             archive: mam::Archive::default(),
+            muc,
         })
     }
 
@@ -228,6 +234,7 @@ impl Hub {
         self.set_max_blocklist(limits.max_blocklist);
         self.set_archive_limits(limits.archive.clone());
         self.pep = pep::PepState::new(limits.pep.clone());
+        self.set_muc_limits(limits.muc.clone());
         if let Err(error) = self.store.pep_forget_transient() {
             tracing::error!("could not forget transient PEP items: {error}");
         }
@@ -254,6 +261,11 @@ impl Hub {
         self.stamp_photo_hash(from, &mut stanza);
         if let Some(domain) = self.component_addressed(&stanza) {
             self.session_to_component(from, domain, stanza, &mut out);
+            return out;
+        }
+        // Rule 2 of `router.rs`: the room service (XEP-0045).
+        if self.muc_addressed(&stanza) {
+            self.muc_inbound(from, stanza, &mut out);
             return out;
         }
         match stanza {

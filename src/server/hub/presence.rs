@@ -72,6 +72,10 @@ impl Hub {
         }
         match (&presence.type_, presence.to.clone()) {
             (PresenceType::None | PresenceType::Unavailable, None) => {
+                // RFC 6121 §4.6.3: unavailable goes to the rooms it was sent to as well.
+                if presence.type_ == PresenceType::Unavailable {
+                    self.muc_session_ended(from, out);
+                }
                 self.broadcast_from(from, presence, out)
             }
             (

@@ -40,6 +40,13 @@
 //!      `Hub::component_undelivered`): never silence. A `chat`
 //!      message to a component is carbon-copied to the sender's other resources like any
 //!      other (XEP-0280 §6);
+//!    - **the room service's domain** (XEP-0045, `conference.DOMAIN`, `muc/`), unless a
+//!      component serves that domain: a stanza of any kind from a local session to the
+//!      service, a room `room@service` or an occupant `room@service/nick` goes to the room
+//!      service, stamped, which answers it (disco, self-ping), refuses it (a non-occupant's
+//!      groupchat: `not-acceptable`) or sends the room's stanzas to the occupants' real full
+//!      JIDs. A session that ends, or sends unavailable presence with no `to` (RFC 6121
+//!      §4.6.3), leaves every room it is in;
 //!    - any other domain: there is no server-to-server, so `remote-server-not-found` (RFC 6120
 //!      §10.4.3), for messages, IQ get/set and presence alike (presence: see `presence.rs`);
 //!      errors and results are not answered (rule 6).

@@ -78,6 +78,8 @@ impl Hub {
                 self.broadcast_presence(jid, unavailable, &mut out);
             }
         }
+        // A session that ends leaves its rooms (XEP-0045 §7.14).
+        self.muc_session_ended(jid, &mut out);
         if self.sessions.remove(jid).is_some() {
             let bare = jid.to_bare();
             if let Some(resources) = self.resources.get_mut(&bare) {

@@ -363,7 +363,8 @@ fn the_server_lists_its_components_in_disco_items_and_never_serves_its_own_domai
     };
     let items = DiscoItemsResult::try_from(payload.clone()).unwrap();
     let jids: Vec<String> = items.items.iter().map(|i| i.jid.to_string()).collect();
-    assert_eq!(jids, [GATEWAY]);
+    // The room service (XEP-0045) is listed after the components.
+    assert_eq!(jids, [GATEWAY, "conference.localhost"]);
 }
 
 /// The stanzas for the component that are presence of `kind`.
