@@ -29,7 +29,12 @@ const STEP: Duration = Duration::from_secs(15);
 
 /// Joins `ROOM` as `nick` (XEP-0045 §7.2) and waits for the room's self-presence (status 110).
 async fn join(client: &mut ChatClient, nick: &str) {
-    let to = Jid::from_str(&format!("{ROOM}/{nick}")).unwrap();
+    join_room(client, ROOM, nick).await;
+}
+
+/// Joins `room` as `nick` and waits for the self-presence.
+async fn join_room(client: &mut ChatClient, room: &str, nick: &str) {
+    let to = Jid::from_str(&format!("{room}/{nick}")).unwrap();
     let presence = Presence::available()
         .with_to(to.clone())
         .with_payloads(vec![Element::builder("x", MUC).build()]);
@@ -55,7 +60,12 @@ async fn join(client: &mut ChatClient, nick: &str) {
 
 /// Says `text` in the room.
 async fn say(client: &mut ChatClient, text: &str) {
-    let room = Jid::from_str(ROOM).unwrap();
+    say_in(client, ROOM, text).await;
+}
+
+/// Says `text` in `room`.
+async fn say_in(client: &mut ChatClient, room: &str, text: &str) {
+    let room = Jid::from_str(room).unwrap();
     client
         .send(
             Message::new_with_type(MessageType::Groupchat, Some(room))
@@ -66,7 +76,12 @@ async fn say(client: &mut ChatClient, text: &str) {
 
 /// The next message of type `kind` with a body from the bot's room JID.
 async fn next_from_bot(client: &mut ChatClient, kind: MessageType) -> String {
-    let bot = Jid::from_str(&format!("{ROOM}/bot")).unwrap();
+    next_from(client, &format!("{ROOM}/bot"), kind).await
+}
+
+/// The next message of type `kind` with a body from `from` (a room JID).
+async fn next_from(client: &mut ChatClient, from: &str, kind: MessageType) -> String {
+    let bot = Jid::from_str(from).unwrap();
     let end = Instant::now() + STEP;
     loop {
         let left = end.saturating_duration_since(Instant::now());
@@ -83,13 +98,46 @@ async fn next_from_bot(client: &mut ChatClient, kind: MessageType) -> String {
 }
 
 async fn alice_login(prosody: &Prosody) -> ChatClient {
+    login(prosody, "alice").await
+}
+
+/// Logs `user` in with the password `USER-secret`.
+async fn login(prosody: &Prosody, user: &str) -> ChatClient {
     ChatClient::login(
-        "alice@localhost",
-        "alice-secret",
+        &format!("{user}@localhost"),
+        &format!("{user}-secret"),
         prosody.port,
         &prosody.ca_file,
     )
     .await
+}
+
+/// The bridge's flags for this Prosody and mosquitto, plus `extra`.
+fn bot_args(
+    prosody: &Prosody,
+    mqtt_port: u16,
+    dir: &std::path::Path,
+    extra: &[&str],
+) -> Vec<String> {
+    let mut args: Vec<String> = [
+        "bridge",
+        "--mqtt-port",
+        &mqtt_port.to_string(),
+        "--jid",
+        "bot@localhost",
+        "--password-file",
+        &password_file(dir, "bot.pw", "bot-secret"),
+        "--xmpp-server",
+        &format!("127.0.0.1:{}", prosody.port),
+        "--xmpp-ca",
+        &prosody.ca_file.to_string_lossy(),
+        "--unit",
+        "°C",
+    ]
+    .map(String::from)
+    .to_vec();
+    args.extend(extra.iter().map(|s| s.to_string()));
+    args
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -111,27 +159,13 @@ async fn answers_when_addressed_in_a_prosody_room_and_rejoins_after_a_restart() 
     join(&mut alice, "alice").await;
     say(&mut alice, "bot: help").await;
 
-    let args = [
-        "bridge",
-        "--mqtt-port",
-        &mosquitto.port.to_string(),
-        "--jid",
-        "bot@localhost",
-        "--password-file",
-        &password_file(dir.path(), "bot.pw", "bot-secret"),
-        "--xmpp-server",
-        &format!("127.0.0.1:{}", prosody.port),
-        "--xmpp-ca",
-        &prosody.ca_file.to_string_lossy(),
-        "--unit",
-        "°C",
-        "--room",
-        ROOM,
+    let args = bot_args(
+        &prosody,
+        mosquitto.port,
+        dir.path(),
         // Prosody shows real JIDs in this room, so the allow list decides by alice's.
-        "--allow",
-        "alice@localhost",
-    ]
-    .map(String::from);
+        &["--room", ROOM, "--allow", "alice@localhost"],
+    );
     let bot = InProcessBridge::start(&args).await;
     bot.wait_log("joined room", 1, STEP).await;
 
@@ -173,4 +207,82 @@ async fn answers_when_addressed_in_a_prosody_room_and_rejoins_after_a_restart() 
         "{}",
         bot.log()
     );
+}
+
+/// A second MUC service whose rooms hide real JIDs from everyone but moderators.
+const PROSODY_ANONYMOUS_MUC: &str = r#"
+Component "anon.localhost" "muc"
+    muc_room_locking = false
+    muc_room_default_public_jids = false
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn takes_another_nick_when_its_own_is_taken_and_needs_room_allow_where_jids_are_hidden() {
+    let Some(prosody) = Prosody::start_with(&format!("{PROSODY_MUC}{PROSODY_ANONYMOUS_MUC}"))
+    else {
+        return;
+    };
+    let Some(mosquitto) = Mosquitto::start() else {
+        return;
+    };
+    for user in ["bot", "alice", "carol"] {
+        prosody.register(user, &format!("{user}-secret"));
+    }
+    publish(mosquitto.port, "sensors/temperature", b"21.5", true).await;
+    let dir = tempfile::tempdir().unwrap();
+
+    // Carol already uses the nick "bot" in the lab; alice is in the lab and in two anonymous
+    // rooms, where she is the owner, so the bot (a plain participant) never sees her real JID.
+    let mut carol = login(&prosody, "carol").await;
+    join(&mut carol, "bot").await;
+    let mut alice = alice_login(&prosody).await;
+    join(&mut alice, "alice").await;
+    let (closed, open) = ("class@anon.localhost", "open@anon.localhost");
+    join_room(&mut alice, closed, "alice").await;
+    join_room(&mut alice, open, "alice").await;
+
+    let rooms = format!("{ROOM},{closed},{open}");
+    let bot = InProcessBridge::start(&bot_args(
+        &prosody,
+        mosquitto.port,
+        dir.path(),
+        &[
+            "--room",
+            &rooms,
+            "--allow",
+            "alice@localhost",
+            "--room-allow",
+            open,
+        ],
+    ))
+    .await;
+    bot.wait_log("room nick in use", 1, STEP).await;
+    bot.wait_log("joined room", 3, STEP).await;
+
+    // In the lab the bot is "bot-2", and answers to that name only (not to carol's).
+    say(&mut alice, "bot: help").await;
+    say(&mut alice, "bot-2: temperature?").await;
+    let lab = format!("{ROOM}/bot-2");
+    let answer = next_from(&mut alice, &lab, MessageType::Groupchat).await;
+    assert!(answer.starts_with("alice: 21.5 °C"), "{answer}");
+
+    // Where alice's JID is hidden, her place on the allow list cannot count: refused once...
+    say_in(&mut alice, closed, "bot: temperature?").await;
+    let refusal = next_from(&mut alice, &format!("{closed}/bot"), MessageType::Groupchat).await;
+    assert!(
+        refusal.starts_with("alice: Sorry, I only answer"),
+        "{refusal}"
+    );
+    // ...while a --room-allow room lets everyone read, but not set alerts.
+    say_in(&mut alice, open, "bot: temperature?").await;
+    let from_open = format!("{open}/bot");
+    let answer = next_from(&mut alice, &from_open, MessageType::Groupchat).await;
+    assert!(answer.starts_with("alice: 21.5 °C"), "{answer}");
+    say_in(&mut alice, open, "bot: alert temperature above 30").await;
+    let alert = next_from(&mut alice, &from_open, MessageType::Groupchat).await;
+    assert!(
+        alert.contains("only for the contacts on my allow list"),
+        "{alert}"
+    );
+    drop(carol);
 }
