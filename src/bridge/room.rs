@@ -13,6 +13,11 @@
 //!   `@nick` anywhere — and a private message through its room JID (§7.5) always; it never
 //!   answers delayed messages (history replay, XEP-0203), its own messages, the room's own
 //!   messages (no resource), or bodyless ones.
+//!
+//! Not yet: self-ping (XEP-0410) and rejoining with backoff after a silent removal, a kick, a ban
+//! or a destroyed room (the bot now rejoins only on reconnecting); alerts posted to a room; the
+//! room presence following the default reading; invitations; a guard against two bots
+//! answering each other's `@nick` mentions beyond the per-room rate limit.
 
 use std::collections::HashMap;
 use std::fmt;
@@ -217,7 +222,16 @@ impl Rooms {
                             nick = %room.nick,
                             "room nick in use; joining with another"
                         );
-                        out.extend(room.join_presence(status));
+                        match room.join_presence(status) {
+                            Some(join) => out.push(join),
+                            None => {
+                                room.state = RoomState::GaveUp;
+                                tracing::error!(
+                                    room = %room.join.room,
+                                    "could not join room: no other nick fits; giving up on it"
+                                );
+                            }
+                        }
                     }
                     _ => {
                         room.state = RoomState::GaveUp;

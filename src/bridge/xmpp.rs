@@ -10,9 +10,10 @@
 //! fast the sensor publishes.
 //!
 //! Loop safety: the bot only ever answers `chat` and `normal` messages that have a body and come
-//! from another account. It never answers `error`, `groupchat` or `headline` messages, bodyless
-//! messages (chat states, receipts), IQ results or errors, so two bots cannot talk each other into
-//! a loop.
+//! from another account. It never answers `error` or `headline` messages, bodyless messages (chat
+//! states, receipts), IQ results or errors, so two bots cannot talk each other into a loop.
+//! `groupchat` messages are answered only from the rooms of `--room`, when addressed to the bot
+//! and not delayed (see [`super::room::decide`]), within the per-room rate limit.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
