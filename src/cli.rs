@@ -424,6 +424,39 @@ pub struct BridgeArgs {
     #[command(flatten)]
     #[allow(missing_docs)]
     pub xmpp: XmppArgs,
+
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub rooms: RoomArgs,
+}
+
+/// The group chat rooms the bot sits in (XEP-0045).
+#[derive(Debug, Args)]
+#[command(next_help_heading = "Group chat rooms")]
+pub struct RoomArgs {
+    /// Join this multi-user chat room, e.g. lab@conference.example.org, or
+    /// lab@conference.example.org/sensei to pick the bot's nick [default nick: the local part of
+    /// --jid]. Repeatable, or comma-separated. In the room the bot answers messages addressed to
+    /// it ("sensei: temperature?", "@sensei list") and private messages, like a one-to-one chat.
+    #[arg(
+        long,
+        env = "MQTT2XMPP_ROOM",
+        value_name = "ROOM@SERVICE[/NICK]",
+        value_delimiter = ','
+    )]
+    pub room: Vec<String>,
+
+    /// Let every occupant of this room read values, even where the room hides their real JIDs
+    /// (otherwise --allow decides by the real JID the room shows, and anonymous occupants of an
+    /// allow-listed bot are refused). Alerts and stats still need --allow. Repeatable, or
+    /// comma-separated.
+    #[arg(
+        long,
+        env = "MQTT2XMPP_ROOM_ALLOW",
+        value_name = "ROOM@SERVICE",
+        value_delimiter = ','
+    )]
+    pub room_allow: Vec<String>,
 }
 
 /// The per-contact reply rate limit (bridge and up).

@@ -14,6 +14,7 @@ use thiserror::Error;
 use tokio_xmpp::jid::{self, BareJid, Jid};
 
 use crate::ask::AskError;
+use crate::bridge::room::RoomJoin;
 use crate::bridge::sensors::{SensorDefaults, SensorError, Sensors};
 use crate::bridge::{alerts, bot, cache, BridgeConfig, BridgeError};
 use crate::cli::{
@@ -85,6 +86,17 @@ pub enum ConfigError {
         name: String,
         /// Why it cannot be used, and what to give instead.
         reason: String,
+    },
+    /// A `--room` or `--room-allow` value is not a room address.
+    #[error("{flag} {value:?}: {source}")]
+    Room {
+        /// Which flag.
+        flag: &'static str,
+        /// What was given.
+        value: String,
+        /// Why it cannot be used.
+        #[source]
+        source: crate::bridge::room::RoomJoinError,
     },
     /// A `--component` secret file cannot be read.
     #[error("--component {name}: {source}")]
@@ -184,13 +196,16 @@ pub fn bridge(args: &BridgeArgs) -> Result<BridgeConfig, ConfigError> {
     let sensors = sensors(&args.sensor)?;
     let mqtt = broker(&args.mqtt, BOT_CLIENT_ID_PREFIX)?;
     let (jid, connector) = xmpp_login(&args.xmpp)?;
-    let bot = bot_settings(&args.bot, args.sensor.stale_after)?;
+    let mut bot = bot_settings(&args.bot, args.sensor.stale_after)?;
+    let (rooms, room_allow) = rooms(&args.rooms, &jid)?;
+    bot.room_allow = room_allow;
     Ok(BridgeConfig {
         mqtt,
         xmpp: crate::bridge::xmpp::XmppConfig {
             jid,
             connector,
             presence_interval: args.bot.presence_interval,
+            rooms,
         },
         sensors,
         bot,
@@ -200,6 +215,37 @@ pub fn bridge(args: &BridgeArgs) -> Result<BridgeConfig, ConfigError> {
         },
         state_db: args.bot.state_db.clone(),
     })
+}
+
+/// `--room` (the nick defaults to the local part of the bot's JID) and `--room-allow` (bare
+/// room JIDs in lower case).
+fn rooms(
+    args: &crate::cli::RoomArgs,
+    jid: &Jid,
+) -> Result<(Vec<RoomJoin>, Vec<String>), ConfigError> {
+    let default_nick = jid.node().map_or("bot", |node| node.as_str());
+    let mut joins: Vec<RoomJoin> = Vec::new();
+    for value in &args.room {
+        let join = RoomJoin::parse(value, default_nick).map_err(|source| ConfigError::Room {
+            flag: "--room",
+            value: value.clone(),
+            source,
+        })?;
+        // One presence per room: a second --room for the same room would only fight the first.
+        if !joins.iter().any(|j| j.room == join.room) {
+            joins.push(join);
+        }
+    }
+    let mut allow = Vec::new();
+    for value in &args.room_allow {
+        let join = RoomJoin::parse(value, default_nick).map_err(|source| ConfigError::Room {
+            flag: "--room-allow",
+            value: value.clone(),
+            source,
+        })?;
+        allow.push(join.room.as_str().to_lowercase());
+    }
+    Ok((joins, allow))
 }
 
 /// The bot's behaviour from the bridge's flags.
@@ -268,6 +314,7 @@ fn bot_policy(policy: BotPolicy<'_>) -> Result<bot::BotSettings, ConfigError> {
         reply_burst: policy.reply_burst,
         allow,
         allow_domains,
+        room_allow: Vec::new(),
     })
 }
 
@@ -537,6 +584,39 @@ mod tests {
         );
         let err = sensors(&sensor_args(&["--sensor", "name=t"])).unwrap_err();
         assert!(err.to_string().contains("topic is missing"), "{err}");
+    }
+
+    #[test]
+    fn room_flags_default_the_nick_and_are_refused_clearly() {
+        let jid = Jid::from_str("sensei@example.org/bridge").unwrap();
+        let args = crate::cli::RoomArgs {
+            room: vec![
+                "lab@conference.example.org".into(),
+                "class@conference.example.org/teacher".into(),
+                "lab@conference.example.org/again".into(),
+            ],
+            room_allow: vec!["Class@Conference.example.org".into()],
+        };
+        let (joins, allow) = rooms(&args, &jid).unwrap();
+        let joins: Vec<String> = joins.iter().map(ToString::to_string).collect();
+        assert_eq!(
+            joins,
+            [
+                "lab@conference.example.org/sensei",
+                "class@conference.example.org/teacher"
+            ]
+        );
+        assert_eq!(allow, ["class@conference.example.org"]);
+        let bad = crate::cli::RoomArgs {
+            room: vec!["conference.example.org".into()],
+            room_allow: Vec::new(),
+        };
+        let err = rooms(&bad, &jid).unwrap_err();
+        assert!(
+            err.to_string()
+                .starts_with("--room \"conference.example.org\": a room address needs"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -345,6 +345,7 @@ pub async fn run(config: UpConfig, shutdown: CancellationToken) -> Result<(), Up
                 bot.password.clone(),
             ),
             presence_interval: Duration::from_secs(60),
+            rooms: Vec::new(),
         },
         sensors,
         bot: bot_settings(&config.bot),

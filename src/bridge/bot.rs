@@ -48,6 +48,8 @@ pub struct BotSettings {
     pub allow: Vec<String>,
     /// Domains whose every account is allowed everything.
     pub allow_domains: Vec<String>,
+    /// Rooms (bare JIDs, lower case) whose every occupant may read, real JID shown or not.
+    pub room_allow: Vec<String>,
 }
 
 /// An alert message for one contact.

@@ -19,6 +19,7 @@
 //! | `access` | allow list, refusals, per-contact rate limit |
 //! | `bot` | the above tied together: ingest, alert messages, presence |
 //! | `chat` | the chat commands, one file per command group, behind access control |
+//! | `room` | the bot in XEP-0045 rooms: joining, whether a room message is for it |
 //! | `persist` | optional SQLite state: history and alerts across restarts |
 //! | `mqtt`, `xmpp` | the two network tasks |
 //! | `status` | what the running bridge reports: subscribed, online ([`run_with_status`]) |
@@ -37,6 +38,7 @@ pub(crate) mod mqtt;
 pub(crate) mod persist;
 pub mod reading;
 pub(crate) mod reply;
+pub(crate) mod room;
 pub(crate) mod sensors;
 pub(crate) mod status;
 pub(crate) mod xmpp;

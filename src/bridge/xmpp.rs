@@ -10,9 +10,10 @@
 //! fast the sensor publishes.
 //!
 //! Loop safety: the bot only ever answers `chat` and `normal` messages that have a body and come
-//! from another account. It never answers `error`, `groupchat` or `headline` messages, bodyless
-//! messages (chat states, receipts), IQ results or errors, so two bots cannot talk each other into
-//! a loop.
+//! from another account. It never answers `error` or `headline` messages, bodyless messages (chat
+//! states, receipts), IQ results or errors, so two bots cannot talk each other into a loop.
+//! `groupchat` messages are answered only from the rooms of `--room`, when addressed to the bot
+//! and not delayed (see [`super::room::decide`]), within the per-room rate limit.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -40,6 +41,7 @@ use tokio_xmpp::stanzastream::{
 use tokio_xmpp::Stanza;
 
 use super::bot::{Bot, Notice, Outlets};
+use super::room::{self, Room, RoomJoin, Rooms};
 use super::status::Reporter;
 use crate::xmpp_connect::{Connector, Fatal};
 
@@ -50,6 +52,9 @@ pub trait Handler {
     fn chat(&self, from: &BareJid, body: &str) -> Option<String>;
     /// Whether to approve `from`'s request to see the bot's presence.
     fn may_subscribe(&self, from: &BareJid) -> bool;
+    /// The reply to a question asked in `room` by an occupant whose real JID is `real` when the
+    /// room shows it, or `None` to stay silent.
+    fn room_chat(&self, room: &BareJid, real: Option<&BareJid>, body: &str) -> Option<String>;
 }
 
 impl Handler for Bot {
@@ -60,6 +65,16 @@ impl Handler for Bot {
     fn may_subscribe(&self, from: &BareJid) -> bool {
         Bot::may_subscribe(self, from.as_str())
     }
+
+    fn room_chat(&self, room: &BareJid, real: Option<&BareJid>, body: &str) -> Option<String> {
+        Bot::room_chat(
+            self,
+            room.as_str(),
+            real.map(|jid| jid.as_str()),
+            body,
+            Instant::now(),
+        )
+    }
 }
 
 /// How long sending one stanza may take before it is given up (the loop must not stall on a
@@ -68,6 +83,59 @@ const SEND_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// How long the goodbye (unavailable presence, stream close) may take at shutdown.
 const GOODBYE_TIMEOUT: Duration = Duration::from_millis(1500);
+
+/// [`respond`], with the rooms of `--room` first: a message or presence from a configured room
+/// is the rooms' business (see [`super::room`]), everything else is answered as one-to-one.
+/// `status` is the presence status to show when joining a room again (after a nick conflict).
+pub fn respond_with_rooms(
+    incoming: Stanza,
+    account: &BareJid,
+    rooms: &mut Rooms,
+    status: &str,
+    handler: &impl Handler,
+) -> Vec<Stanza> {
+    match incoming {
+        Stanza::Presence(presence) => match rooms.presence(&presence, status) {
+            Some(out) => out,
+            None => respond(Stanza::Presence(presence), account, handler),
+        },
+        Stanza::Message(message) => {
+            let from_room = message
+                .from
+                .as_ref()
+                .and_then(|from| rooms.get(&from.to_bare()));
+            match from_room {
+                Some(room) => respond_room(&message, room, handler),
+                None => respond(Stanza::Message(message), account, handler),
+            }
+        }
+        iq => respond(iq, account, handler),
+    }
+}
+
+/// The answer to a message from a configured room, if it is for the bot ([`room::decide`]).
+fn respond_room(message: &Message, room: &Room, handler: &impl Handler) -> Vec<Stanza> {
+    if message.type_ == MessageType::Error {
+        return Vec::new();
+    }
+    let jid = &room.join.room;
+    match room::decide(message, &room.nick) {
+        room::Decision::Ignore(why) => {
+            tracing::trace!(room = %jid, why, "not answering a room message");
+            Vec::new()
+        }
+        room::Decision::Public { nick, text } => handler
+            .room_chat(jid, room.real_jid(&nick), &text)
+            .map(|answer| room::public_answer(jid, &nick, &answer))
+            .into_iter()
+            .collect(),
+        room::Decision::Private { nick, text } => handler
+            .room_chat(jid, room.real_jid(&nick), &text)
+            .and_then(|answer| room::private_answer(jid, &nick, &answer))
+            .into_iter()
+            .collect(),
+    }
+}
 
 /// Decides the stanzas to send in answer to `incoming`. `handler` is asked for the reply text
 /// only when a reply is due.
@@ -273,6 +341,8 @@ pub struct XmppConfig {
     pub connector: Connector,
     /// Least time between two presence updates.
     pub presence_interval: Duration,
+    /// The rooms to join (`--room`), on every (re)connection.
+    pub rooms: Vec<RoomJoin>,
 }
 
 /// Runs the client until `shutdown` or a [`Fatal`] problem: answers through `bot`, sends its
@@ -297,6 +367,7 @@ pub(crate) async fn run(
     let guard = config.connector.guard();
     let mut fatal = guard.watch();
     let account = config.jid.to_bare();
+    let mut rooms = Rooms::new(config.rooms.clone());
     let mut stream = crate::xmpp_connect::open_stream(config.jid.clone(), config.connector);
     tracing::info!(jid = %config.jid, "connecting to the XMPP server");
     let mut online = false;
@@ -333,6 +404,10 @@ pub(crate) async fn run(
                 tracing::info!(%bound_jid, "online");
                 let status = bot.presence_status();
                 send(&stream, available(&status).into()).await;
+                // §7.2.1: a new session is in no room; join them all again.
+                for join in rooms.join_all(&status) {
+                    send(&stream, join).await;
+                }
                 throttle.sent(status, Instant::now());
                 tracing::info!("available: answering chat messages");
                 links.online();
@@ -347,7 +422,12 @@ pub(crate) async fn run(
             }
             Some(StreamEvent::Stanza(stanza)) => {
                 tracing::debug!(?stanza, "received");
-                for out in respond(stanza, &account, bot.as_ref()) {
+                let status = if rooms.is_empty() {
+                    String::new()
+                } else {
+                    bot.presence_status()
+                };
+                for out in respond_with_rooms(stanza, &account, &mut rooms, &status, bot.as_ref()) {
                     tracing::debug!(?out, "sending");
                     send(&stream, out).await;
                 }
@@ -430,6 +510,11 @@ mod tests {
 
         fn may_subscribe(&self, from: &BareJid) -> bool {
             from.as_str() != "eve@localhost"
+        }
+
+        fn room_chat(&self, room: &BareJid, real: Option<&BareJid>, body: &str) -> Option<String> {
+            let who = real.map_or("someone", |jid| jid.as_str());
+            (body != "quiet").then(|| format!("{who} in {room} asked {body}"))
         }
     }
 
@@ -530,6 +615,101 @@ mod tests {
         ] {
             assert_eq!(answer(silent), Vec::<String>::new(), "answered {silent}");
         }
+    }
+
+    fn joined_lab() -> Rooms {
+        let mut rooms = Rooms::new([RoomJoin::parse("lab@conference.localhost", "bot").unwrap()]);
+        rooms.join_all("");
+        for presence in [
+            "<presence xmlns='jabber:client' from='lab@conference.localhost/alice'>\
+             <x xmlns='http://jabber.org/protocol/muc#user'>\
+             <item affiliation='none' role='participant' jid='alice@localhost/p'/></x></presence>",
+            "<presence xmlns='jabber:client' from='lab@conference.localhost/bot'>\
+             <x xmlns='http://jabber.org/protocol/muc#user'>\
+             <item affiliation='none' role='participant'/><status code='110'/></x></presence>",
+        ] {
+            assert!(respond_with_rooms(parse(presence), &bot(), &mut rooms, "", &Echo).is_empty());
+        }
+        rooms
+    }
+
+    fn in_room(rooms: &mut Rooms, xml: &str) -> Vec<String> {
+        respond_with_rooms(parse(xml), &bot(), rooms, "", &Echo)
+            .into_iter()
+            .map(|s| String::from(&Element::from(s)))
+            .collect()
+    }
+
+    #[test]
+    fn in_a_room_it_answers_when_addressed_to_the_room_with_the_askers_nick() {
+        let mut rooms = joined_lab();
+        let out = in_room(
+            &mut rooms,
+            "<message xmlns='jabber:client' type='groupchat' from='lab@conference.localhost/alice' id='m1'>\
+             <body>bot: temperature?</body><request xmlns='urn:xmpp:receipts'/></message>",
+        );
+        assert_eq!(out.len(), 1, "{out:?}");
+        assert!(out[0].contains("type='groupchat'"), "{}", out[0]);
+        assert!(
+            out[0].contains("to='lab@conference.localhost'"),
+            "{}",
+            out[0]
+        );
+        assert!(
+            out[0].contains(
+                "<body>alice: alice@localhost in lab@conference.localhost asked temperature?</body>"
+            ),
+            "{}",
+            out[0]
+        );
+        // Unaddressed chatter and the handler's silence: nothing.
+        for silent in [
+            "<message xmlns='jabber:client' type='groupchat' from='lab@conference.localhost/alice'>\
+             <body>temperature?</body></message>",
+            "<message xmlns='jabber:client' type='groupchat' from='lab@conference.localhost/alice'>\
+             <body>bot: quiet</body></message>",
+            "<message xmlns='jabber:client' type='error' from='lab@conference.localhost/alice'>\
+             <body>bot: x</body></message>",
+        ] {
+            assert_eq!(in_room(&mut rooms, silent), Vec::<String>::new(), "{silent}");
+        }
+    }
+
+    #[test]
+    fn a_private_message_through_the_room_is_answered_privately() {
+        let mut rooms = joined_lab();
+        let out = in_room(
+            &mut rooms,
+            "<message xmlns='jabber:client' type='chat' from='lab@conference.localhost/carol'>\
+             <body>list</body></message>",
+        );
+        assert_eq!(out.len(), 1, "{out:?}");
+        assert!(out[0].contains("type='chat'"), "{}", out[0]);
+        assert!(
+            out[0].contains("to='lab@conference.localhost/carol'"),
+            "{}",
+            out[0]
+        );
+        // Carol's real JID is hidden.
+        assert!(
+            out[0].contains("<body>someone in lab@conference.localhost asked list</body>"),
+            "{}",
+            out[0]
+        );
+    }
+
+    #[test]
+    fn messages_from_other_rooms_are_one_to_one_rules() {
+        let mut rooms = joined_lab();
+        // Not a configured room: a groupchat is never answered, as before.
+        assert_eq!(
+            in_room(
+                &mut rooms,
+                "<message xmlns='jabber:client' type='groupchat' from='other@conference.localhost/a'>\
+                 <body>bot: x</body></message>"
+            ),
+            Vec::<String>::new()
+        );
     }
 
     #[test]

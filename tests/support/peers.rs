@@ -436,9 +436,20 @@ pub struct Prosody {
     /// Whatever Prosody writes to stdout and stderr, e.g. Lua errors before logging is set up.
     console_log: PathBuf,
     child: Option<Child>,
+    /// Lines appended to the config after the virtual host (components, e.g. a MUC service).
+    extra: String,
     /// Holds the config, certificate, key, accounts and logs; removed after the server is gone.
     dir: TempDir,
 }
+
+/// Prosody's multi-user chat service at `conference.localhost` (XEP-0045): rooms open as soon as
+/// they are created (no locking until configured), and every occupant sees real JIDs, so the
+/// bot's allow list can apply to them.
+pub const PROSODY_MUC: &str = r#"
+Component "conference.localhost" "muc"
+    muc_room_locking = false
+    muc_room_default_public_jids = true
+"#;
 
 impl Prosody {
     /// Starts Prosody 0.12 in the foreground (`prosody -F`) from a private config in a temp dir
@@ -449,6 +460,12 @@ impl Prosody {
     /// DNS:localhost, EKU serverAuth), self-signed, so `ca_file` works as a trust anchor for both
     /// rustls/webpki and OpenSSL.
     pub fn start() -> Option<Prosody> {
+        Prosody::start_with("")
+    }
+
+    /// [`Prosody::start`] with `extra` appended to the config (after the virtual host), e.g.
+    /// [`PROSODY_MUC`].
+    pub fn start_with(extra: &str) -> Option<Prosody> {
         let program = find_peer("prosody", &["/usr/bin/prosody"])?;
         let prosodyctl = find_peer("prosodyctl", &["/usr/bin/prosodyctl"])?;
         let domain = "localhost".to_owned();
@@ -472,6 +489,7 @@ impl Prosody {
             log: dir.path().join("prosody.log"),
             console_log: dir.path().join("prosody.console.log"),
             child: None,
+            extra: extra.to_owned(),
             dir,
         };
         for _ in 0..PORT_ATTEMPTS {
@@ -565,7 +583,7 @@ modules_disabled = {{ "s2s" }}
 
 VirtualHost {domain}
     ssl = {{ certificate = {cert}, key = {key} }}
-"#,
+{extra}"#,
             pidfile = lua_string(&dir.join("prosody.pid")),
             data = lua_string(data),
             certs = lua_string(certs),
@@ -575,6 +593,7 @@ VirtualHost {domain}
             cert = lua_string(&self.ca_file),
             key = lua_string(key_file),
             snippet = include_str!("../../deploy/prosody-mqtt2xmpp.cfg.lua"),
+            extra = self.extra,
         )
     }
 

@@ -38,6 +38,7 @@ pub(crate) fn settings(allow: &[&str]) -> BotSettings {
         reply_burst: 1000,
         allow: allow.iter().map(|s| s.to_string()).collect(),
         allow_domains: Vec::new(),
+        room_allow: Vec::new(),
     }
 }
 

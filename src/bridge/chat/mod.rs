@@ -44,7 +44,18 @@ impl Bot {
     /// do, or `Err` with the reply to send instead of an answer (`None` for silence: a refused
     /// contact already told, or one over the rate limit).
     pub fn admit(&self, contact: &str, now: Instant) -> Result<Permission, Option<String>> {
-        let permission = self.access.permission(contact);
+        self.admit_as(self.access.permission(contact), contact, now)
+    }
+
+    /// [`Bot::admit`] with the permission already decided, and the refusals and the rate limit
+    /// counted for `key` (a contact, or a whole room).
+    pub fn admit_as(
+        &self,
+        permission: Permission,
+        key: &str,
+        now: Instant,
+    ) -> Result<Permission, Option<String>> {
+        let contact = key;
         let mut guard = lock(&self.guard);
         if permission == Permission::None {
             return Err(guard.refusals.admit(contact, now).then(|| {
@@ -65,6 +76,47 @@ impl Bot {
                 )))
             }
             Verdict::Drop => Err(None),
+        }
+    }
+
+    /// The reply to `body`, asked in `room` (a bare room JID) by an occupant whose real bare JID
+    /// is `real` when the room shows it. The allow list applies to the real JID; where the room
+    /// hides it, only `--room-allow` decides (see [`Bot::room_permission`]). Refusals and the
+    /// rate limit count per room, as they count per contact.
+    pub fn room_chat(
+        &self,
+        room: &str,
+        real: Option<&str>,
+        body: &str,
+        now: Instant,
+    ) -> Option<String> {
+        let permission = self.room_permission(room, real);
+        let permission = match self.admit_as(permission, room, now) {
+            Ok(permission) => permission,
+            Err(instead) => return instead,
+        };
+        // Alerts asked for in a room belong to the asker when known, else to the room.
+        let owner = real.unwrap_or(room);
+        Some(self.answer(owner, permission, commands::parse(body), now))
+    }
+
+    /// What an occupant of `room` with real JID `real` (if shown) may do: what the allow list
+    /// gives the real JID, and at least reading in a `--room-allow` room. In a room that hides
+    /// real JIDs, readings for everyone in a `--room-allow` room or when the bot is open to
+    /// anyone anyway; nothing otherwise (an anonymous occupant could be anyone). Alerts and
+    /// stats always need an allowed real JID.
+    pub fn room_permission(&self, room: &str, real: Option<&str>) -> Permission {
+        let room_allowed = self
+            .settings
+            .room_allow
+            .iter()
+            .any(|allowed| allowed.eq_ignore_ascii_case(room));
+        let open = !self.access.is_restricted();
+        match real.map(|jid| self.access.permission(jid)) {
+            Some(Permission::All) => Permission::All,
+            Some(Permission::Read) => Permission::Read,
+            _ if room_allowed || open => Permission::Read,
+            _ => Permission::None,
         }
     }
 

@@ -210,3 +210,64 @@ fn a_flood_gets_a_burst_of_replies_one_warning_then_silence() {
         "other contacts are not affected"
     );
 }
+
+#[test]
+fn in_a_room_the_allow_list_applies_to_real_jids_and_room_allow_to_hidden_ones() {
+    let mut settings = settings(&[ALICE]);
+    settings.room_allow = vec!["open@conference.localhost".into()];
+    let sensors = Sensors::new(vec![sensor("temp", "sensors/temperature", false, "°C")]).unwrap();
+    let (bot, _) = Bot::new(sensors, Cache::new(CacheLimits::default()), settings, None).unwrap();
+    let t0 = Instant::now();
+    bot.ingest("sensors/temperature", b"21.5", false, t0);
+    let closed = "closed@conference.localhost";
+    let open = "open@conference.localhost";
+    // An allowed real JID may do everything, in any room.
+    let stats = bot
+        .room_chat(closed, Some(ALICE), "stats temp", t0)
+        .unwrap();
+    assert!(!stats.contains("only for the contacts"), "{stats}");
+    // A hidden JID in a room without --room-allow: refused once, then silence.
+    let refusal = bot.room_chat(closed, None, "temperature?", t0).unwrap();
+    assert!(refusal.starts_with("Sorry, I only answer"), "{refusal}");
+    assert_eq!(bot.room_chat(closed, None, "temperature?", t0), None);
+    // A stranger's real JID is refused the same way (the room already had its refusal).
+    assert_eq!(bot.room_chat(closed, Some(BOB), "temperature?", t0), None);
+    // In a --room-allow room, everyone reads, hidden or not, but nobody unlisted sets alerts.
+    assert_eq!(
+        bot.room_chat(open, None, "temperature?", t0).unwrap(),
+        "21.5 °C (sensors/temperature, 0 s ago)"
+    );
+    assert_eq!(
+        bot.room_chat(open, Some(BOB), "temp", t0).unwrap(),
+        "21.5 °C (sensors/temperature, 0 s ago)"
+    );
+    let alert = bot
+        .room_chat(open, None, "alert temp above 30", t0)
+        .unwrap();
+    assert!(alert.contains("only for the contacts"), "{alert}");
+}
+
+#[test]
+fn an_open_bot_reads_to_anonymous_occupants_and_limits_the_rate_per_room() {
+    let mut settings = settings(&[]);
+    settings.replies_per_minute = 1;
+    settings.reply_burst = 2;
+    let sensors = Sensors::new(vec![sensor("temp", "sensors/temperature", false, "°C")]).unwrap();
+    let (bot, _) = Bot::new(sensors, Cache::new(CacheLimits::default()), settings, None).unwrap();
+    let t0 = Instant::now();
+    bot.ingest("sensors/temperature", b"21.5", false, t0);
+    let room = "lab@conference.localhost";
+    assert!(bot.room_chat(room, None, "temp", t0).is_some());
+    // Another occupant of the same room shares the room's budget.
+    assert!(bot.room_chat(room, Some(BOB), "temp", t0).is_some());
+    let slow = bot.room_chat(room, None, "temp", t0).unwrap();
+    assert!(
+        slow.starts_with("You are sending messages faster"),
+        "{slow}"
+    );
+    assert_eq!(bot.room_chat(room, Some(ALICE), "temp", t0), None);
+    // Another room has its own budget.
+    assert!(bot
+        .room_chat("other@conference.localhost", None, "temp", t0)
+        .is_some());
+}
