@@ -9,6 +9,7 @@
 //! discussion history, disco, self-ping (XEP-0410). Not yet: configuration forms, persistent
 //! rooms, affiliation management, kick and ban, invitations.
 
+mod config;
 mod room;
 
 use std::collections::BTreeMap;
@@ -25,6 +26,7 @@ use tokio_xmpp::parsers::presence::{Presence, Type as PresenceType};
 use tokio_xmpp::parsers::stanza_error::DefinedCondition;
 use tokio_xmpp::Stanza;
 
+use self::config::RoomConfig;
 use self::room::{HistoryRequest, Room};
 use super::{bounce, Delivery, Hub};
 use crate::server::limits::MucLimits;
@@ -248,15 +250,16 @@ impl Hub {
                 refuse(DefinedCondition::NotAllowed, out);
                 return;
             }
-            let room = Room::new(room_jid.clone(), from, self.muc.limits.max_history);
+            let config =
+                RoomConfig::instant(self.muc.limits.max_occupants, self.muc.limits.max_history);
+            let room = Room::new(room_jid.clone(), from, config);
             self.muc.rooms.insert(room_jid.clone(), room);
         }
-        let max_occupants = self.muc.limits.max_occupants;
         let Some(room) = self.muc.rooms.get_mut(&room_jid) else {
             return;
         };
         // §7.2.10: the room is full.
-        if room.len() >= max_occupants {
+        if room.len() >= room.config.max_occupants {
             refuse(DefinedCondition::ServiceUnavailable, out);
             if room.is_empty() {
                 self.muc.rooms.remove(&room_jid);

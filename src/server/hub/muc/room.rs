@@ -22,6 +22,7 @@ use tokio_xmpp::parsers::ns;
 use tokio_xmpp::parsers::presence::{Presence, Type as PresenceType};
 
 use super::super::Delivery;
+use super::config::RoomConfig;
 
 /// An attribute name, checked at compile time.
 macro_rules! ncname {
@@ -40,6 +41,8 @@ pub enum Role {
     Moderator,
     /// May speak.
     Participant,
+    /// May listen, and speak only in an unmoderated room (§5.1.1).
+    Visitor,
 }
 
 impl Role {
@@ -47,24 +50,35 @@ impl Role {
         match self {
             Role::Moderator => "moderator",
             Role::Participant => "participant",
+            Role::Visitor => "visitor",
         }
     }
 }
 
 /// A user's long-lived standing in the room (XEP-0045 §5.2).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[allow(dead_code)] // Granted through muc#admin.
 pub enum Affiliation {
-    /// Created the room (§10.1.1).
+    /// Created the room (§10.1.1), or was made an owner (§10.3).
     Owner,
+    /// Manages members and bans (§9).
+    Admin,
+    /// Belongs to the room: may join a members-only room (§7.2.7).
+    Member,
     /// Anyone else.
     None,
+    /// Banned: may not join (§7.2.8, §9.1).
+    Outcast,
 }
 
 impl Affiliation {
     fn as_str(self) -> &'static str {
         match self {
             Affiliation::Owner => "owner",
+            Affiliation::Admin => "admin",
+            Affiliation::Member => "member",
             Affiliation::None => "none",
+            Affiliation::Outcast => "outcast",
         }
     }
 }
@@ -77,14 +91,14 @@ pub struct Occupant {
     /// Its role now.
     pub role: Role,
     /// The last presence it sent to the room (show, status, other payloads).
-    presence: Presence,
+    pub(super) presence: Presence,
 }
 
 /// A message of the discussion history, and when the room got it.
 #[derive(Debug, Clone)]
-struct Said {
-    message: Message,
-    at_ms: i64,
+pub(super) struct Said {
+    pub(super) message: Message,
+    pub(super) at_ms: i64,
 }
 
 /// What a joiner asked of the history (XEP-0045 §7.2.15): each field bounds it further.
@@ -99,19 +113,20 @@ pub struct HistoryRequest {
 /// A room. See the module documentation.
 #[derive(Debug)]
 pub struct Room {
-    jid: BareJid,
+    pub(super) jid: BareJid,
     /// The account that created it (counted against its rooms).
     pub creator: BareJid,
-    occupants: BTreeMap<String, Occupant>,
-    affiliations: HashMap<BareJid, Affiliation>,
-    subject: Option<(String, Option<String>)>,
-    history: VecDeque<Said>,
-    max_history: usize,
+    pub(super) occupants: BTreeMap<String, Occupant>,
+    pub(super) affiliations: HashMap<BareJid, Affiliation>,
+    pub(super) subject: Option<(String, Option<String>)>,
+    pub(super) history: VecDeque<Said>,
+    /// What its owners configured (`config.rs`).
+    pub(super) config: RoomConfig,
 }
 
 impl Room {
     /// A new room at `jid`, created by `creator`, which becomes its owner (§10.1.1).
-    pub fn new(jid: BareJid, creator: &FullJid, max_history: usize) -> Self {
+    pub fn new(jid: BareJid, creator: &FullJid, config: RoomConfig) -> Self {
         let mut affiliations = HashMap::new();
         affiliations.insert(creator.to_bare(), Affiliation::Owner);
         Self {
@@ -121,7 +136,7 @@ impl Room {
             affiliations,
             subject: None,
             history: VecDeque::new(),
-            max_history,
+            config,
         }
     }
 
@@ -153,7 +168,7 @@ impl Room {
         self.jid.with_resource_str(nick).ok()
     }
 
-    fn affiliation(&self, jid: &BareJid) -> Affiliation {
+    pub(super) fn affiliation(&self, jid: &BareJid) -> Affiliation {
         self.affiliations
             .get(jid)
             .copied()
@@ -179,9 +194,12 @@ impl Room {
                 out.push(Delivery::stanza(real.clone(), with_to(p, real)));
             }
         }
+        // §5.1.2: owners and admins join as moderators; in a moderated room, those without
+        // an affiliation join as visitors.
         let role = match self.affiliation(&real.to_bare()) {
-            Affiliation::Owner => Role::Moderator,
-            Affiliation::None => Role::Participant,
+            Affiliation::Owner | Affiliation::Admin => Role::Moderator,
+            Affiliation::None if self.config.moderated => Role::Visitor,
+            Affiliation::Member | Affiliation::None | Affiliation::Outcast => Role::Participant,
         };
         let occupant = Occupant {
             real: real.clone(),
@@ -314,8 +332,8 @@ impl Room {
                 self.subject = Some((subject.clone(), Some(nick.to_string())));
             }
         }
-        if !message.bodies.is_empty() && self.max_history > 0 {
-            if self.history.len() >= self.max_history {
+        if !message.bodies.is_empty() && self.config.max_history > 0 {
+            if self.history.len() >= self.config.max_history {
                 self.history.pop_front();
             }
             let mut kept = message.clone();
