@@ -170,7 +170,7 @@ impl Hub {
     /// Presence to a room JID: join, presence update, nick change, leave (§7.2, §7.6, §7.14).
     fn muc_presence(&mut self, from: &FullJid, presence: Presence, out: &mut Vec<Delivery>) {
         let refuse = |condition, out: &mut Vec<Delivery>| {
-            if let Some(error) = bounce(&presence.clone().into(), condition) {
+            if let Some(error) = join_error(&presence, condition) {
                 out.push(Delivery::stanza(from.clone(), error));
             }
         };
@@ -250,7 +250,7 @@ impl Hub {
         out: &mut Vec<Delivery>,
     ) {
         let refuse = |condition, out: &mut Vec<Delivery>| {
-            if let Some(error) = bounce(&presence.clone().into(), condition) {
+            if let Some(error) = join_error(&presence, condition) {
                 out.push(Delivery::stanza(from.clone(), error));
             }
         };
@@ -519,6 +519,21 @@ fn set_iq_to(iq: &mut Iq, jid: Jid) {
         Iq::Get { to, .. } | Iq::Set { to, .. } | Iq::Result { to, .. } | Iq::Error { to, .. } => {
             *to = Some(jid)
         }
+    }
+}
+
+/// The error answering the join `presence`: with `<x xmlns='http://jabber.org/protocol/muc'/>`
+/// as in XEP-0045's examples (§7.2.6–§7.2.10), which clients (slixmpp) match to tell a failed
+/// join from other errors; not the joiner's own `<x/>`, which may hold its password.
+fn join_error(presence: &Presence, condition: DefinedCondition) -> Option<Stanza> {
+    match bounce(&presence.clone().into(), condition)? {
+        Stanza::Presence(mut error) => {
+            error
+                .payloads
+                .insert(0, Element::builder("x", ns::MUC).build());
+            Some(error.into())
+        }
+        other => Some(other),
     }
 }
 

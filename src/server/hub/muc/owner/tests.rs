@@ -292,6 +292,15 @@ fn a_password_room_lets_in_only_those_who_give_it() {
     assert_eq!(refused(&got, &bob), Some(DefinedCondition::NotAuthorized));
     let got = join(&mut world, &bob, "Bob", "<password>guess</password>");
     assert_eq!(refused(&got, &bob), Some(DefinedCondition::NotAuthorized));
+    // The error carries an empty muc <x/>, as the XEP's examples do and clients match on,
+    // and never the password that was sent.
+    let error = presence(got.only_to(&bob));
+    let x = error
+        .payloads
+        .iter()
+        .find(|p| p.is("x", ns::MUC))
+        .expect("the muc <x/>");
+    assert_eq!(x.children().count(), 0);
     assert!(got.to(&alice).is_empty());
     let got = join(&mut world, &carol, "Carol", "<password>s3cret</password>");
     assert!(got
