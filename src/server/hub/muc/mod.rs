@@ -341,7 +341,8 @@ impl Hub {
                 }
                 let subject = room.subject.clone();
                 room.groupchat(&nick, message.clone(), now_ms(), out);
-                if room.subject != subject {
+                // Only a persistent room has anything to save (`persist.rs`).
+                if room.subject != subject && room.config.persistent {
                     self.muc_room_changed(&room_jid);
                 }
             }
@@ -410,9 +411,11 @@ impl Hub {
             return;
         };
         let service = to.node().is_none();
+        // §10.1.1: a locked room is not there yet, but for its owners.
         let room = (!service)
             .then(|| self.muc.rooms.get(&to.to_bare()))
-            .flatten();
+            .flatten()
+            .filter(|room| !room.locked(now_ms()) || room.is_owner(from));
         let result = if payload.is("query", ns::DISCO_INFO) {
             if service {
                 Ok(Some(service_info()))

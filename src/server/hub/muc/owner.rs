@@ -90,6 +90,11 @@ impl Room {
         Ok(())
     }
 
+    /// Whether `real` is one of the room's owners.
+    pub(super) fn is_owner(&self, real: &FullJid) -> bool {
+        self.affiliation(&real.to_bare()) == Affiliation::Owner
+    }
+
     /// Whether `nick` may send `message` to the whole room: in a moderated room a visitor
     /// may not (§7.4, `forbidden`), and where the configuration says so only moderators change
     /// the subject (§8.1, `forbidden`).
@@ -352,7 +357,7 @@ impl Hub {
             return Err(DefinedCondition::ItemNotFound);
         };
         // §10.1.2, §10.2, §10.9: only owners.
-        if room.affiliation(&from.to_bare()) != Affiliation::Owner {
+        if !room.is_owner(from) {
             return Err(DefinedCondition::Forbidden);
         }
         if !set {

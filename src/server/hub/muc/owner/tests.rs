@@ -532,6 +532,12 @@ fn a_locked_new_room_admits_nobody_until_its_owner_accepts_the_instant_room() {
     let got = join(&mut world, &bob, "Bob", "");
     assert_eq!(refused(&got, &bob), Some(DefinedCondition::ItemNotFound));
     assert!(listed(&mut world, &bob).is_empty());
+    let got = world.send(
+        &bob,
+        &format!("<iq type='get' id='d' to='{ROOM}'><query xmlns='http://jabber.org/protocol/disco#info'/></iq>"),
+    );
+    assert_eq!(refused(&got, &bob), Some(DefinedCondition::ItemNotFound));
+    assert!(features(&mut world, &alice).contains(&"muc_temporary".to_string()));
     // §10.1.2: an empty submitted form accepts the instant room.
     configure(&mut world, &alice, &[]);
     let got = join(&mut world, &bob, "Bob", "");
