@@ -10,6 +10,10 @@
 //!
 //! Hostile, with a raw client: configuration forms with a thousand or ten thousand fields, or
 //! a value of 100 kB, are refused and change nothing; the server goes on.
+//!
+//! The service's flags, on the program itself: `--muc-domain` moves the rooms, `--no-muc`
+//! removes them, `--muc-lock-new-rooms` keeps others out of a new room until its owner
+//! accepts it.
 
 mod support;
 
@@ -307,4 +311,124 @@ async fn hostile_configuration_forms_too_big_are_refused_and_change_nothing() {
         "{got:?}"
     );
     assert_eq!(room_name(&mut alice).await.as_deref(), Some(""));
+}
+
+// ----- the service's flags -------------------------------------------------------------------
+
+/// A join of `room` as `nick`.
+fn join(room: &str, nick: &str) -> String {
+    format!("<presence to='{room}/{nick}'><x xmlns='http://jabber.org/protocol/muc'/></presence>")
+}
+
+/// The status codes of the presences from `from` among `elements`.
+fn codes_from(elements: &[Element], from: &str) -> Vec<String> {
+    elements
+        .iter()
+        .filter(|e| e.name() == "presence" && e.attr("from") == Some(from))
+        .filter_map(|p| p.get_child("x", "http://jabber.org/protocol/muc#user"))
+        .flat_map(|x| x.children().filter(|c| c.name() == "status"))
+        .filter_map(|s| s.attr("code").map(str::to_string))
+        .collect()
+}
+
+/// The JIDs of the server's disco#items (its services).
+async fn services(raw: &mut Raw) -> Vec<String> {
+    let got = exchange(
+        raw,
+        "<iq type='get' id='services' to='localhost'><query xmlns='http://jabber.org/protocol/disco#items'/></iq>",
+    )
+    .await;
+    got.iter()
+        .find(|e| e.attr("id") == Some("services"))
+        .and_then(|iq| iq.get_child("query", "http://jabber.org/protocol/disco#items"))
+        .map(|q| {
+            q.children()
+                .filter_map(|i| i.attr("jid").map(str::to_string))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn muc_domain_renames_the_service_and_no_muc_turns_it_off() {
+    let server = ServerProcess::start_with(&["--muc-domain", "rooms.localhost"]);
+    server.add_user("alice", "alice-secret");
+    let mut alice = Raw::login(
+        server.port(),
+        server.ca_file(),
+        "alice",
+        "alice-secret",
+        "a",
+    )
+    .await;
+    assert!(services(&mut alice)
+        .await
+        .contains(&"rooms.localhost".to_string()));
+    let got = exchange(&mut alice, &join("lab@rooms.localhost", "Alice")).await;
+    assert!(
+        codes_from(&got, "lab@rooms.localhost/Alice").contains(&"201".to_string()),
+        "{got:?}"
+    );
+    drop(server);
+
+    let server = ServerProcess::start_with(&["--no-muc"]);
+    server.add_user("alice", "alice-secret");
+    let mut alice = Raw::login(
+        server.port(),
+        server.ca_file(),
+        "alice",
+        "alice-secret",
+        "a",
+    )
+    .await;
+    assert!(!services(&mut alice)
+        .await
+        .iter()
+        .any(|s| s.starts_with("conference.")));
+    let got = exchange(&mut alice, &join("lab@conference.localhost", "Alice")).await;
+    assert!(
+        codes_from(&got, "lab@conference.localhost/Alice").is_empty(),
+        "{got:?}"
+    );
+    assert!(
+        got.iter()
+            .any(|e| e.name() == "presence" && e.attr("type") == Some("error")),
+        "{got:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn muc_lock_new_rooms_keeps_others_out_until_the_owner_accepts_the_instant_room() {
+    let server = ServerProcess::start_with(&["--muc-lock-new-rooms"]);
+    server.add_user("alice", "alice-secret");
+    server.add_user("bob", "bob-secret");
+    let (port, ca) = (server.port(), server.ca_file());
+    let mut alice = Raw::login(port, ca, "alice", "alice-secret", "a").await;
+    let mut bob = Raw::login(port, ca, "bob", "bob-secret", "b").await;
+    let got = exchange(&mut alice, &join(ROOM, "Alice")).await;
+    assert!(codes_from(&got, &format!("{ROOM}/Alice")).contains(&"201".to_string()));
+    // XEP-0045 §10.1.1: locked.
+    let got = exchange(&mut bob, &join(ROOM, "Bob")).await;
+    let error = got
+        .iter()
+        .find(|e| e.name() == "presence" && e.attr("type") == Some("error"))
+        .unwrap_or_else(|| panic!("{got:?}"));
+    assert!(
+        error
+            .get_child("error", "jabber:client")
+            .is_some_and(|e| e.has_child("item-not-found", NS_STANZA_ERRORS)),
+        "{error:?}"
+    );
+    // §10.1.2: the instant room.
+    let got = exchange(&mut alice, &submit("instant", "")).await;
+    assert!(
+        got.iter()
+            .any(|e| e.attr("id") == Some("instant") && e.attr("type") == Some("result")),
+        "{got:?}"
+    );
+    let got = exchange(&mut bob, &join(ROOM, "Bob")).await;
+    assert!(
+        codes_from(&got, &format!("{ROOM}/Bob")).contains(&"110".to_string()),
+        "{got:?}"
+    );
 }
