@@ -237,6 +237,10 @@ pub struct ServerArgs {
 
     #[command(flatten)]
     #[allow(missing_docs)]
+    pub muc: MucArgs,
+
+    #[command(flatten)]
+    #[allow(missing_docs)]
     pub components: ComponentArgs,
 }
 
@@ -292,6 +296,58 @@ pub struct ArchiveArgs {
     #[arg(long, env = "MQTT2XMPP_ARCHIVE_MAX_MESSAGES", default_value_t = 10_000,
         value_name = "COUNT", value_parser = clap::value_parser!(u32).range(1..))]
     pub archive_max_messages: u32,
+}
+
+/// The rooms (XEP-0045 multi-user chat) of `mqtt2xmpp server`.
+#[derive(Debug, Args)]
+#[command(next_help_heading = "Rooms, multi-user chat (XEP-0045)")]
+pub struct MucArgs {
+    /// Where the rooms live: clients join `ROOM@DOMAIN` (profanity: `/join lab@DOMAIN`). The
+    /// default is `conference.` followed by --domain, which clients look for by themselves
+    /// (they find it in the server's service list). It must differ from --domain, and it needs
+    /// no DNS record: clients reach it through this server.
+    #[arg(long, env = "MQTT2XMPP_MUC_DOMAIN", value_name = "DOMAIN", value_parser = parse_muc_domain)]
+    pub muc_domain: Option<String>,
+
+    /// Serve no rooms: the room service is not listed and stanzas to it get an error. Rooms
+    /// saved as persistent stay in the database for when it is turned on again.
+    #[arg(long, env = "MQTT2XMPP_NO_MUC", conflicts_with = "muc_domain")]
+    pub no_muc: bool,
+
+    /// Lock a new room until its creator configures it (XEP-0045 §10.1): others get
+    /// `item-not-found` until the creator submits the configuration form or accepts the
+    /// defaults, as Prosody does by default. Off by default: a new room is an instant room that
+    /// everyone can join at once, which is what bots and simple clients expect, since most of
+    /// them never configure the rooms they create. A lock lasts at most 5 minutes.
+    #[arg(long, env = "MQTT2XMPP_MUC_LOCK_NEW_ROOMS")]
+    pub muc_lock_new_rooms: bool,
+
+    /// Most rooms one account may have created that still exist (persistent ones included);
+    /// one more is refused, so that one account cannot fill the service.
+    #[arg(long, env = "MQTT2XMPP_MUC_MAX_ROOMS_PER_USER", default_value_t = 100,
+        value_name = "COUNT", value_parser = clap::value_parser!(u32).range(1..))]
+    pub muc_max_rooms_per_user: u32,
+
+    /// Most occupants of one room; owners may set a lower limit for their room.
+    #[arg(long, env = "MQTT2XMPP_MUC_MAX_OCCUPANTS", default_value_t = 200,
+        value_name = "COUNT", value_parser = clap::value_parser!(u32).range(1..))]
+    pub muc_max_occupants: u32,
+
+    /// Most messages of discussion history a room keeps (in memory) and replays to a joiner;
+    /// owners may set fewer for their room. `0` keeps none.
+    #[arg(long, env = "MQTT2XMPP_MUC_MAX_HISTORY", default_value_t = 20,
+        value_name = "COUNT", value_parser = clap::value_parser!(u32).range(0..=10_000))]
+    pub muc_max_history: u32,
+}
+
+/// A room service's domain: a domain name without a user or resource part.
+fn parse_muc_domain(text: &str) -> Result<String, String> {
+    match tokio_xmpp::jid::BareJid::new(text.trim()) {
+        Ok(jid) if jid.node().is_none() => Ok(jid.to_string()),
+        _ => Err(format!(
+            "{text:?} is not a domain (e.g. conference.example.org, without '@' or '/')"
+        )),
+    }
 }
 
 /// External components (XEP-0114) of `mqtt2xmpp server`.

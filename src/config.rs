@@ -358,6 +358,15 @@ pub fn server(args: &ServerArgs) -> ServerConfig {
                 max_per_user: args.archive.archive_max_messages as usize,
                 ..Default::default()
             },
+            muc: server::limits::MucLimits {
+                enabled: !args.muc.no_muc,
+                domain: args.muc.muc_domain.clone(),
+                lock_new_rooms: args.muc.muc_lock_new_rooms,
+                max_rooms_per_user: args.muc.muc_max_rooms_per_user as usize,
+                max_occupants: args.muc.muc_max_occupants as usize,
+                max_history: args.muc.muc_max_history as usize,
+                ..Default::default()
+            },
             ..Default::default()
         },
         reload: None,
@@ -1038,6 +1047,51 @@ mod tests {
             ),
             (7, 50, 4096, 65536)
         );
+    }
+
+    #[test]
+    fn muc_flags_rename_or_turn_off_the_room_service_and_bound_it() {
+        use clap::Parser;
+        let limits = |argv: &[&str]| {
+            let cli = crate::cli::Cli::try_parse_from(argv).unwrap_or_else(|e| panic!("{e}"));
+            let crate::cli::Command::Server(args) = cli.command else {
+                panic!("not server")
+            };
+            server(&args).limits.muc
+        };
+        assert_eq!(
+            limits(&["mqtt2xmpp", "server"]),
+            server::limits::MucLimits::default()
+        );
+        let set = limits(&[
+            "mqtt2xmpp",
+            "server",
+            "--muc-domain",
+            "Rooms.Example.org",
+            "--muc-lock-new-rooms",
+            "--muc-max-rooms-per-user",
+            "3",
+            "--muc-max-occupants",
+            "9",
+            "--muc-max-history",
+            "0",
+        ]);
+        assert!(set.enabled && set.lock_new_rooms);
+        assert_eq!(set.domain.as_deref(), Some("rooms.example.org"));
+        assert_eq!(
+            (set.max_rooms_per_user, set.max_occupants, set.max_history),
+            (3, 9, 0)
+        );
+        assert!(!limits(&["mqtt2xmpp", "server", "--no-muc"]).enabled);
+        for bad in [
+            &["--muc-domain", "lab@conference.example.org"][..],
+            &["--muc-domain", "conference.example.org/x"],
+            &["--no-muc", "--muc-domain", "rooms.example.org"],
+            &["--muc-max-occupants", "0"],
+        ] {
+            let argv: Vec<&str> = ["mqtt2xmpp", "server"].iter().chain(bad).copied().collect();
+            assert!(crate::cli::Cli::try_parse_from(argv).is_err(), "{bad:?}");
+        }
     }
 
     #[test]

@@ -94,6 +94,14 @@ pub struct ServerLimits {
 /// names when one is hit.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MucLimits {
+    /// Whether the room service runs at all (`--no-muc` turns it off).
+    pub enabled: bool,
+    /// The service's domain; `None` is `conference.` followed by the server's domain.
+    pub domain: Option<String>,
+    /// Whether a new room stays locked until its creator configures it (XEP-0045 §10.1.1);
+    /// otherwise it is an instant room at once. See `hub/muc/owner.rs` for why it is off by
+    /// default.
+    pub lock_new_rooms: bool,
     /// Most rooms one account may have created that still exist; one more is refused with
     /// `not-allowed` (XEP-0045 §10.1.1), so that one account cannot fill the service.
     pub max_rooms_per_user: usize,
@@ -113,6 +121,9 @@ pub struct MucLimits {
 impl Default for MucLimits {
     fn default() -> Self {
         Self {
+            enabled: true,
+            domain: None,
+            lock_new_rooms: false,
             max_rooms_per_user: 100,
             max_occupants: 200,
             max_nick_chars: 64,

@@ -234,7 +234,7 @@ impl Hub {
         self.set_max_blocklist(limits.max_blocklist);
         self.set_archive_limits(limits.archive.clone());
         self.pep = pep::PepState::new(limits.pep.clone());
-        self.set_muc_limits(limits.muc.clone());
+        self.muc_start(&limits.muc);
         if let Err(error) = self.store.pep_forget_transient() {
             tracing::error!("could not forget transient PEP items: {error}");
         }

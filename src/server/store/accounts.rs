@@ -67,6 +67,7 @@ impl Store {
             "DELETE FROM blocklist WHERE owner = ?1",
             "DELETE FROM archive WHERE owner = ?1",
             "DELETE FROM archive_prefs WHERE owner = ?1",
+            "DELETE FROM muc_affiliations WHERE account = ?1",
             "DELETE FROM accounts WHERE username = ?1",
         ] {
             tx.execute(table, [&username])?;

@@ -20,6 +20,8 @@
 //! | `archive` | archived message × archive owner (XEP-0313) | id given by the hub (`archive_seq`), peer's bare JID, time, the stanza |
 //! | `archive_seq` | (single row) | the next archive id, and the mask that turns ids into stanza ids |
 //! | `archive_prefs` | owner | XEP-0313 §5 preferences: default, always and never lists as JSON |
+//! | `muc_rooms` | persistent room (XEP-0045) | its configuration as JSON, subject, creator |
+//! | `muc_affiliations` | room × bare JID | owner, admin, member or outcast; the local account, if it is one |
 //!
 //! Every per-user table references `accounts(username)` with `ON DELETE CASCADE`, and
 //! [`Store::delete_account`] additionally deletes those rows explicitly, in the same transaction,
@@ -149,12 +151,14 @@ use thiserror::Error;
 
 pub use crate::server::sasl::{Hash, ScramKeys};
 pub use archive::{ArchiveDefault, ArchiveFilter, ArchivePage, ArchivePrefs, ArchiveRow, Paging};
+pub use muc::StoredRoom;
 pub use pep::{AccessModel, PepItem, PepNodeConfig, SendLastItem};
 pub use roster::{RosterItem, Subscription};
 
 mod accounts;
 mod archive;
 mod blocking;
+mod muc;
 mod offline;
 mod pep;
 mod private;
@@ -270,6 +274,23 @@ pub const MIGRATIONS: &[&str] = &[
         always_json  TEXT NOT NULL DEFAULT '[]',
         never_json   TEXT NOT NULL DEFAULT '[]'
     );",
+    // 6 → 7: persistent rooms (XEP-0045, see `muc.rs`) and their affiliations; an
+    // affiliation of a local account goes with the account.
+    "CREATE TABLE muc_rooms (
+        jid        TEXT PRIMARY KEY NOT NULL,
+        creator    TEXT NOT NULL,
+        config     TEXT NOT NULL,
+        subject    TEXT,
+        subject_by TEXT
+    );
+    CREATE TABLE muc_affiliations (
+        room        TEXT NOT NULL REFERENCES muc_rooms(jid) ON DELETE CASCADE,
+        jid         TEXT NOT NULL,
+        affiliation TEXT NOT NULL CHECK (affiliation IN ('owner', 'admin', 'member', 'outcast')),
+        account     TEXT REFERENCES accounts(username) ON DELETE CASCADE,
+        PRIMARY KEY (room, jid)
+    ) WITHOUT ROWID;
+    CREATE INDEX muc_affiliations_by_account ON muc_affiliations (account);",
 ];
 
 /// The schema version this code writes and understands: the number of [`MIGRATIONS`].

@@ -167,6 +167,8 @@ fn migrates_an_empty_file_and_reopens_idempotently() {
     for table in [
         "accounts",
         "blocklist",
+        "muc_affiliations",
+        "muc_rooms",
         "offline_messages",
         "pep_items",
         "pep_nodes",

@@ -4,12 +4,22 @@
 //! disco), or to an occupant's room JID `room@service/nick` (join, leave, nick change,
 //! private messages, self-ping). `room.rs` holds one room's state and the stanzas it sends.
 //!
-//! What exists now: instant rooms made by the first joiner (its owner), non-anonymous, public,
-//! temporary; presence, nick changes, groupchat with stanza ids, subject, private messages,
-//! discussion history, disco, self-ping (XEP-0410). Not yet: configuration forms, persistent
-//! rooms, affiliation management, kick and ban, invitations.
+//! What exists now: rooms made by the first joiner (its owner), instant or locked until
+//! configured; presence, nick changes, groupchat with stanza ids, subject, private messages,
+//! discussion history, disco, self-ping (XEP-0410); the owner's configuration form, password,
+//! members-only and semi-anonymous rooms, destroying a room (`owner.rs`); persistent rooms in
+//! the store (`persist.rs`).
+
+/// An attribute name, checked at compile time (for every file of the room service).
+macro_rules! ncname {
+    ($name:literal) => {
+        tokio_xmpp::minidom::rxml::xml_ncname!($name).into()
+    };
+}
 
 mod config;
+mod owner;
+mod persist;
 mod room;
 
 use std::collections::BTreeMap;
@@ -30,19 +40,6 @@ use self::config::RoomConfig;
 use self::room::{HistoryRequest, Room};
 use super::{bounce, Delivery, Hub};
 use crate::server::limits::MucLimits;
-
-/// The room features every room has now (XEP-0045 §6.4, §15.2.2).
-const ROOM_FEATURES: &[&str] = &[
-    ns::DISCO_INFO,
-    ns::MUC,
-    "muc_public",
-    "muc_temporary",
-    "muc_open",
-    "muc_unsecured",
-    "muc_nonanonymous",
-    "muc_unmoderated",
-    room::SID,
-];
 
 /// The room service's state in the hub.
 #[derive(Debug)]
@@ -66,11 +63,33 @@ impl MucState {
 }
 
 impl Hub {
-    /// Serves the rooms at `service` instead, or none at all; rooms that exist are dropped.
-    #[allow(dead_code)] // The flag that sets it comes with the configuration.
+    /// Serves the rooms at `service` instead, or none at all; rooms in memory are dropped
+    /// (stored ones stay stored). The server's own domain cannot be the service's.
     pub fn set_muc_service(&mut self, service: Option<BareJid>) {
         self.muc.service = service.filter(|s| s.node().is_none() && *s != self.domain_jid);
         self.muc.rooms.clear();
+    }
+
+    /// Starts the room service as `limits` say (on or off, its domain, its limits), with the
+    /// persistent rooms of the store: called once, when the server starts.
+    pub(super) fn muc_start(&mut self, limits: &MucLimits) {
+        let service = limits.enabled.then(|| {
+            let domain = limits
+                .domain
+                .clone()
+                .unwrap_or_else(|| format!("conference.{}", self.domain));
+            BareJid::new(&domain).ok()
+        });
+        let service = service.flatten();
+        if limits.enabled && service.as_ref().is_none_or(|s| *s == self.domain_jid) {
+            tracing::error!(
+                "the room service cannot be at {:?}: no rooms are served",
+                limits.domain
+            );
+        }
+        self.set_muc_limits(limits.clone());
+        self.set_muc_service(service);
+        self.muc_load_rooms();
     }
 
     /// Takes the rooms' limits.
@@ -142,7 +161,7 @@ impl Hub {
         if let Some(room) = self.muc.rooms.get_mut(room_jid) {
             room.leave(nick, status, out);
             // Temporary rooms are gone with their last occupant (§10.1.1).
-            if room.is_empty() {
+            if room.is_empty() && !room.config.persistent {
                 self.muc.rooms.remove(room_jid);
             }
         }
@@ -151,7 +170,7 @@ impl Hub {
     /// Presence to a room JID: join, presence update, nick change, leave (§7.2, §7.6, §7.14).
     fn muc_presence(&mut self, from: &FullJid, presence: Presence, out: &mut Vec<Delivery>) {
         let refuse = |condition, out: &mut Vec<Delivery>| {
-            if let Some(error) = bounce(&presence.clone().into(), condition) {
+            if let Some(error) = join_error(&presence, condition) {
                 out.push(Delivery::stanza(from.clone(), error));
             }
         };
@@ -231,11 +250,12 @@ impl Hub {
         out: &mut Vec<Delivery>,
     ) {
         let refuse = |condition, out: &mut Vec<Delivery>| {
-            if let Some(error) = bounce(&presence.clone().into(), condition) {
+            if let Some(error) = join_error(&presence, condition) {
                 out.push(Delivery::stanza(from.clone(), error));
             }
         };
         let history = history_request(&presence);
+        let now = now_ms();
         let created = !self.muc.rooms.contains_key(&room_jid);
         if created {
             let creator = from.to_bare();
@@ -252,16 +272,22 @@ impl Hub {
             }
             let config =
                 RoomConfig::instant(self.muc.limits.max_occupants, self.muc.limits.max_history);
-            let room = Room::new(room_jid.clone(), from, config);
+            let mut room = Room::new(room_jid.clone(), from, config);
+            // §10.1.1, and `owner.rs` on why only with --muc-lock-new-rooms.
+            if self.muc.limits.lock_new_rooms
+                && presence.payloads.iter().any(|p| p.is("x", ns::MUC))
+            {
+                room.locked_until_ms = Some(now.saturating_add(owner::LOCK_TIMEOUT_MS));
+            }
             self.muc.rooms.insert(room_jid.clone(), room);
         }
         let Some(room) = self.muc.rooms.get_mut(&room_jid) else {
             return;
         };
-        // §7.2.10: the room is full.
-        if room.len() >= room.config.max_occupants {
-            refuse(DefinedCondition::ServiceUnavailable, out);
-            if room.is_empty() {
+        // §7.2.6–§7.2.10: locked, banned, members only, password, full.
+        if let Err(condition) = room.admission(from, &presence, now) {
+            refuse(condition, out);
+            if room.is_empty() && !room.config.persistent {
                 self.muc.rooms.remove(&room_jid);
             }
             return;
@@ -309,7 +335,16 @@ impl Hub {
                     refuse(DefinedCondition::NotAcceptable, out);
                     return;
                 }
+                if let Err(condition) = room.may_say(&nick, &message) {
+                    refuse(condition, out);
+                    return;
+                }
+                let subject = room.subject.clone();
                 room.groupchat(&nick, message.clone(), now_ms(), out);
+                // Only a persistent room has anything to save (`persist.rs`).
+                if room.subject != subject && room.config.persistent {
+                    self.muc_room_changed(&room_jid);
+                }
             }
             Some(target) => {
                 // §7.5: a private message of type groupchat is refused.
@@ -376,16 +411,17 @@ impl Hub {
             return;
         };
         let service = to.node().is_none();
+        // §10.1.1: a locked room is not there yet, but for its owners.
         let room = (!service)
             .then(|| self.muc.rooms.get(&to.to_bare()))
-            .flatten();
+            .flatten()
+            .filter(|room| !room.locked(now_ms()) || room.is_owner(from));
         let result = if payload.is("query", ns::DISCO_INFO) {
             if service {
                 Ok(Some(service_info()))
-            } else if room.is_some() {
-                Ok(Some(room_info(&to.to_bare())))
             } else {
-                Err(DefinedCondition::ItemNotFound)
+                room.map(|r| Some(r.info()))
+                    .ok_or(DefinedCondition::ItemNotFound)
             }
         } else if payload.is("query", ns::DISCO_ITEMS) {
             if service {
@@ -404,25 +440,33 @@ impl Hub {
             }
         } else if payload.is("ping", ns::PING) && service {
             Ok(None)
+        } else if payload.is("query", owner::MUC_OWNER) && !service {
+            let set = matches!(iq, Iq::Set { .. });
+            self.muc_owner(from, &to.to_bare(), set, &payload, now_ms(), out)
         } else {
             Err(DefinedCondition::ServiceUnavailable)
         };
         answer(&iq, from, result, out);
     }
 
-    /// disco#items of the service: its public rooms (every room, for now) (§6.3).
+    /// disco#items of the service: its public rooms (§6.3), by the name their owners gave;
+    /// hidden and locked rooms are not listed.
     fn service_items(&self) -> Element {
+        let now = now_ms();
         DiscoItemsResult {
             node: None,
             rsm: None,
             items: self
                 .muc
                 .rooms
-                .keys()
-                .map(|jid| Item {
+                .iter()
+                .filter(|(_, room)| room.config.public && !room.locked(now))
+                .map(|(jid, room)| Item {
                     jid: jid.clone().into(),
                     node: None,
-                    name: jid.node().map(|n| n.as_str().to_string()),
+                    name: Some(room.config.name.clone())
+                        .filter(|n| !n.is_empty())
+                        .or_else(|| jid.node().map(|n| n.as_str().to_string())),
                 })
                 .collect(),
         }
@@ -439,18 +483,6 @@ fn service_info() -> Element {
             .iter()
             .map(|f| f.to_string())
             .collect(),
-        extensions: Vec::new(),
-    }
-    .into()
-}
-
-/// disco#info of a room (§6.4).
-fn room_info(jid: &BareJid) -> Element {
-    let name = jid.node().map(|n| n.as_str()).unwrap_or_default();
-    DiscoInfoResult {
-        node: None,
-        identities: vec![Identity::new("conference", "text", "en", name)],
-        features: ROOM_FEATURES.iter().map(|f| f.to_string()).collect(),
         extensions: Vec::new(),
     }
     .into()
@@ -490,6 +522,21 @@ fn set_iq_to(iq: &mut Iq, jid: Jid) {
         Iq::Get { to, .. } | Iq::Set { to, .. } | Iq::Result { to, .. } | Iq::Error { to, .. } => {
             *to = Some(jid)
         }
+    }
+}
+
+/// The error answering the join `presence`: with `<x xmlns='http://jabber.org/protocol/muc'/>`
+/// as in XEP-0045's examples (§7.2.6–§7.2.10), which clients (slixmpp) match to tell a failed
+/// join from other errors; not the joiner's own `<x/>`, which may hold its password.
+fn join_error(presence: &Presence, condition: DefinedCondition) -> Option<Stanza> {
+    match bounce(&presence.clone().into(), condition)? {
+        Stanza::Presence(mut error) => {
+            error
+                .payloads
+                .insert(0, Element::builder("x", ns::MUC).build());
+            Some(error.into())
+        }
+        other => Some(other),
     }
 }
 

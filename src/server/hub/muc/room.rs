@@ -3,9 +3,10 @@
 //! meaning (a join, a leave, a message) and pushes the stanzas it causes as [`Delivery`]
 //! values; `mod.rs` decides which room a stanza is for.
 //!
-//! Rooms are non-anonymous (every occupant sees the others' real JIDs, XEP-0045 §7.2.4),
+//! A new room is non-anonymous (every occupant sees the others' real JIDs, XEP-0045 §7.2.4),
 //! public, open, unmoderated and temporary (gone when the last occupant leaves): the default
-//! configuration of an instant room (§10.1.2) until configuration forms exist.
+//! configuration of an instant room (§10.1.2), which its owners change with the form of
+//! `owner.rs` (semi-anonymous, members-only, password, persistent …).
 //!
 //! Non-anonymous by default, where Prosody's rooms are semi-anonymous (only moderators see
 //! real JIDs): the rooms here are a small server's, where people and devices meet under
@@ -23,13 +24,6 @@ use tokio_xmpp::parsers::presence::{Presence, Type as PresenceType};
 
 use super::super::Delivery;
 use super::config::RoomConfig;
-
-/// An attribute name, checked at compile time.
-macro_rules! ncname {
-    ($name:literal) => {
-        tokio_xmpp::minidom::rxml::xml_ncname!($name).into()
-    };
-}
 
 /// XEP-0359 stanza ids.
 pub(super) const SID: &str = "urn:xmpp:sid:0";
@@ -72,7 +66,7 @@ pub enum Affiliation {
 }
 
 impl Affiliation {
-    fn as_str(self) -> &'static str {
+    pub(super) fn as_str(self) -> &'static str {
         match self {
             Affiliation::Owner => "owner",
             Affiliation::Admin => "admin",
@@ -122,6 +116,9 @@ pub struct Room {
     pub(super) history: VecDeque<Said>,
     /// What its owners configured (`config.rs`).
     pub(super) config: RoomConfig,
+    /// Until when a new room waits for its owner's configuration, in milliseconds since the
+    /// Unix epoch (§10.1.1, `owner.rs`); `None`: open.
+    pub(super) locked_until_ms: Option<i64>,
 }
 
 impl Room {
@@ -137,6 +134,7 @@ impl Room {
             subject: None,
             history: VecDeque::new(),
             config,
+            locked_until_ms: None,
         }
     }
 
@@ -188,12 +186,6 @@ impl Room {
         history: HistoryRequest,
         out: &mut Vec<Delivery>,
     ) {
-        // §7.2.3: the joiner first gets the presence of everyone already there.
-        for (other, occupant) in &self.occupants {
-            if let Some(p) = self.presence_of(other, occupant, &[], None) {
-                out.push(Delivery::stanza(real.clone(), with_to(p, real)));
-            }
-        }
         // §5.1.2: owners and admins join as moderators; in a moderated room, those without
         // an affiliation join as visitors.
         let role = match self.affiliation(&real.to_bare()) {
@@ -206,11 +198,19 @@ impl Room {
             role,
             presence: without_muc(presence),
         };
+        // §7.2.3: the joiner first gets the presence of everyone already there.
+        for (other, there) in &self.occupants {
+            if let Some(p) = self.presence_of(other, there, &[], None) {
+                let p = self.shown_to(p, there, &occupant);
+                out.push(Delivery::stanza(real.clone(), with_to(p, real)));
+            }
+        }
         self.occupants.insert(nick.to_string(), occupant.clone());
         // §7.2.4: everyone else learns of the joiner.
         self.broadcast_presence(nick, &occupant, &[], None, Some(real), out);
         // §7.2.5, §7.2.4 (100: non-anonymous), §10.1.1 (201: room created).
-        let mut codes = vec![100, 110];
+        let mut codes = self.anonymity_codes().to_vec();
+        codes.push(110);
         if created {
             codes.push(201);
         }
@@ -401,17 +401,19 @@ impl Room {
         };
         for other in self.occupants.values() {
             if Some(&other.real) != except {
+                let p = self.shown_to(p.clone(), occupant, other);
                 out.push(Delivery::stanza(
                     other.real.clone(),
-                    with_to(p.clone(), &other.real),
+                    with_to(p, &other.real),
                 ));
             }
         }
     }
 
     /// `nick`'s presence as the room shows it: from `room@service/nick`, with its affiliation,
-    /// role (`none` once unavailable) and real JID (non-anonymous, §7.2.4) and `codes`.
-    fn presence_of(
+    /// role (`none` once unavailable), real JID and `codes`. A semi-anonymous room hides the
+    /// real JID from some (`Room::shown_to`, §7.2.3) before sending it.
+    pub(super) fn presence_of(
         &self,
         nick: &str,
         occupant: &Occupant,
