@@ -6,14 +6,17 @@
 //!
 //! What exists now: instant rooms made by the first joiner (its owner), non-anonymous, public,
 //! temporary; presence, nick changes, groupchat with stanza ids, subject, private messages,
-//! discussion history, disco, self-ping (XEP-0410). Not yet: configuration forms, persistent
-//! rooms, affiliation management, kick and ban, invitations.
+//! discussion history, disco, self-ping (XEP-0410); roles and affiliations granted and
+//! revoked, kick and ban (`admin.rs`); who may speak and how fast, join rates (`flood.rs`).
+//! Not yet: configuration forms, persistent rooms, invitations.
 
+mod admin;
 mod config;
+mod flood;
 mod room;
 
 use std::collections::BTreeMap;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use tokio_xmpp::jid::{BareJid, FullJid, Jid};
 use tokio_xmpp::minidom::Element;
@@ -52,6 +55,8 @@ pub(super) struct MucState {
     /// The rooms that exist, by bare JID.
     rooms: BTreeMap<BareJid, Room>,
     limits: MucLimits,
+    /// Message and join rates (`flood.rs`).
+    flood: flood::Flood,
 }
 
 impl MucState {
@@ -61,6 +66,7 @@ impl MucState {
             service: BareJid::new(&format!("conference.{domain}")).ok(),
             rooms: BTreeMap::new(),
             limits: MucLimits::default(),
+            flood: flood::Flood::default(),
         }
     }
 }
@@ -258,6 +264,20 @@ impl Hub {
         let Some(room) = self.muc.rooms.get_mut(&room_jid) else {
             return;
         };
+        // A join flood is a presence flood to every room joined (`flood.rs`).
+        let allowed = self
+            .muc
+            .flood
+            .allow_join(from, &self.muc.limits, Instant::now());
+        if let Err(refusal) = allowed {
+            if let Some(error) = refusal.reply_to(presence.into()) {
+                out.push(Delivery::stanza(from.clone(), error));
+            }
+            if room.is_empty() {
+                self.muc.rooms.remove(&room_jid);
+            }
+            return;
+        }
         // §7.2.10: the room is full.
         if room.len() >= room.config.max_occupants {
             refuse(DefinedCondition::ServiceUnavailable, out);
@@ -307,6 +327,19 @@ impl Hub {
                 }
                 if message.subjects.values().any(|s| s.len() > max_subject) {
                     refuse(DefinedCondition::NotAcceptable, out);
+                    return;
+                }
+                // §7.4, §8.1 and the occupant's message rate (`flood.rs`).
+                let allowed = room.may_speak(&nick, &message).and_then(|()| {
+                    let limits = &self.muc.limits;
+                    self.muc
+                        .flood
+                        .allow_messages(&room_jid, from, 1, limits, Instant::now())
+                });
+                if let Err(refusal) = allowed {
+                    if let Some(error) = refusal.reply_to(message.into()) {
+                        out.push(Delivery::stanza(from.clone(), error));
+                    }
                     return;
                 }
                 room.groupchat(&nick, message.clone(), now_ms(), out);
@@ -376,6 +409,10 @@ impl Hub {
             return;
         };
         let service = to.node().is_none();
+        if !service && payload.is("query", admin::MUC_ADMIN) {
+            self.muc_admin(from, iq, out);
+            return;
+        }
         let room = (!service)
             .then(|| self.muc.rooms.get(&to.to_bare()))
             .flatten();

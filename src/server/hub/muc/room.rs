@@ -46,7 +46,7 @@ pub enum Role {
 }
 
 impl Role {
-    fn as_str(self) -> &'static str {
+    pub(super) fn as_str(self) -> &'static str {
         match self {
             Role::Moderator => "moderator",
             Role::Participant => "participant",
@@ -72,7 +72,7 @@ pub enum Affiliation {
 }
 
 impl Affiliation {
-    fn as_str(self) -> &'static str {
+    pub(super) fn as_str(self) -> &'static str {
         match self {
             Affiliation::Owner => "owner",
             Affiliation::Admin => "admin",
@@ -387,7 +387,7 @@ impl Room {
     }
 
     /// Sends `nick`'s presence to every occupant but `except`.
-    fn broadcast_presence(
+    pub(super) fn broadcast_presence(
         &self,
         nick: &str,
         occupant: &Occupant,
@@ -411,7 +411,7 @@ impl Room {
 
     /// `nick`'s presence as the room shows it: from `room@service/nick`, with its affiliation,
     /// role (`none` once unavailable) and real JID (non-anonymous, §7.2.4) and `codes`.
-    fn presence_of(
+    pub(super) fn presence_of(
         &self,
         nick: &str,
         occupant: &Occupant,
@@ -450,7 +450,7 @@ impl Room {
 }
 
 /// `presence` addressed to `to`.
-fn with_to(mut presence: Presence, to: &FullJid) -> Presence {
+pub(super) fn with_to(mut presence: Presence, to: &FullJid) -> Presence {
     presence.to = Some(to.clone().into());
     presence
 }
