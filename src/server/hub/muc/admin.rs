@@ -689,4 +689,4 @@ fn with_actor(mut presence: Presence, actor: Option<&str>, reason: Option<&str>)
 
 #[cfg(test)]
 #[path = "admin_tests.rs"]
-mod tests;
+pub(super) mod tests;

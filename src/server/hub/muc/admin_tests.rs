@@ -12,11 +12,11 @@ use tokio_xmpp::Stanza;
 use super::super::super::testing::*;
 use crate::server::limits::MucLimits;
 
-pub(super) const ROOM: &str = "lab@conference.localhost";
+pub(crate) const ROOM: &str = "lab@conference.localhost";
 
 /// A world with alice, bob, carol and dave online; alice created ROOM as Alice, bob and
 /// carol joined it as Bob and Carol.
-pub(super) fn room() -> (World, FullJid, FullJid, FullJid) {
+pub(crate) fn room() -> (World, FullJid, FullJid, FullJid) {
     let mut world = World::with_accounts(&["alice", "bob", "carol", "dave"]);
     let alice = world.online("alice/phone", 0);
     let bob = world.online("bob/laptop", 0);
@@ -28,7 +28,7 @@ pub(super) fn room() -> (World, FullJid, FullJid, FullJid) {
 }
 
 /// `who` joins ROOM as `nick`.
-pub(super) fn join(world: &mut World, who: &FullJid, nick: &str) -> Deliveries {
+pub(crate) fn join(world: &mut World, who: &FullJid, nick: &str) -> Deliveries {
     world.send(
         who,
         &format!(
@@ -58,7 +58,7 @@ fn admin_get(world: &mut World, who: &FullJid, item: &str) -> Deliveries {
 }
 
 /// The status codes of a room presence, sorted.
-pub(super) fn codes(stanza: &Stanza) -> Vec<String> {
+pub(crate) fn codes(stanza: &Stanza) -> Vec<String> {
     let mut codes: Vec<String> = muc_x(stanza)
         .map(|x| {
             x.children()
@@ -79,7 +79,7 @@ fn muc_x(stanza: &Stanza) -> Option<&Element> {
 }
 
 /// The `<item/>` of a room presence.
-pub(super) fn item(stanza: &Stanza) -> &Element {
+pub(crate) fn item(stanza: &Stanza) -> &Element {
     muc_x(stanza)
         .and_then(|x| x.get_child("item", ns::MUC_USER))
         .expect("a muc#user item")

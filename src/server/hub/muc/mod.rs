@@ -8,11 +8,12 @@
 //! temporary; presence, nick changes, groupchat with stanza ids, subject, private messages,
 //! discussion history, disco, self-ping (XEP-0410); roles and affiliations granted and
 //! revoked, kick and ban (`admin.rs`); who may speak and how fast, join rates (`flood.rs`).
-//! Not yet: configuration forms, persistent rooms, invitations.
+//! invitations (`invite.rs`). Not yet: configuration forms, persistent rooms.
 
 mod admin;
 mod config;
 mod flood;
+mod invite;
 mod room;
 
 use std::collections::BTreeMap;
@@ -302,6 +303,11 @@ impl Hub {
         if message.type_ == MessageType::Error {
             return;
         }
+        // §7.8.2, §7.8.3: invitations and declines through the room (`invite.rs`).
+        if to.node().is_some() && to.resource().is_none() && invite::is_mediated(&message) {
+            self.muc_mediated(from, message, out);
+            return;
+        }
         let room_jid = to.to_bare();
         let max_subject = self.muc.limits.max_subject_bytes;
         let Some(room) = self
@@ -321,7 +327,6 @@ impl Hub {
         match to.resource() {
             None => {
                 if message.type_ != MessageType::Groupchat {
-                    // Invitations (§7.8) come later.
                     refuse(DefinedCondition::BadRequest, out);
                     return;
                 }
