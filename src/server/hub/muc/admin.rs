@@ -43,7 +43,7 @@ use tokio_xmpp::Stanza;
 
 use super::super::{bounce, Delivery, Hub};
 use super::config::Whois;
-use super::room::{with_to, Affiliation, Role, Room};
+use super::room::{with_to, Affiliation, Occupant, Role, Room};
 
 /// The namespace of room administration (XEP-0045 §8, §9).
 pub(super) const MUC_ADMIN: &str = "http://jabber.org/protocol/muc#admin";
@@ -479,18 +479,16 @@ impl Room {
         let Some(occupant) = self.occupants.get(nick) else {
             return;
         };
-        for other in self.occupants.values() {
-            let codes: &[u16] = if other.real == occupant.real {
-                &[110]
-            } else {
-                &[]
-            };
+        for (other_nick, other) in &self.occupants {
+            let codes: &[u16] = if other_nick == nick { &[110] } else { &[] };
             if let Some(p) = self.presence_of(nick, occupant, codes, None) {
                 let p = with_actor(p, actor, reason);
-                out.push(Delivery::stanza(
-                    other.real.clone(),
-                    with_to(p, &other.real),
-                ));
+                for session in other.sessions() {
+                    out.push(Delivery::stanza(
+                        session.clone(),
+                        with_to(p.clone(), session),
+                    ));
+                }
             }
         }
     }
@@ -511,19 +509,21 @@ impl Room {
         occupant.presence = Presence::new(PresenceType::Unavailable);
         if let Some(p) = self.presence_of(nick, &occupant, &[code], None) {
             let p = with_actor(p, actor, reason);
-            for other in self.occupants.values() {
+            for session in self.occupants.values().flat_map(Occupant::sessions) {
                 out.push(Delivery::stanza(
-                    other.real.clone(),
-                    with_to(p.clone(), &other.real),
+                    session.clone(),
+                    with_to(p.clone(), session),
                 ));
             }
         }
         if let Some(p) = self.presence_of(nick, &occupant, &[110, code], None) {
             let p = with_actor(p, actor, reason);
-            out.push(Delivery::stanza(
-                occupant.real.clone(),
-                with_to(p, &occupant.real),
-            ));
+            for session in occupant.sessions() {
+                out.push(Delivery::stanza(
+                    session.clone(),
+                    with_to(p.clone(), session),
+                ));
+            }
         }
     }
 

@@ -8,13 +8,15 @@
 //! temporary; presence, nick changes, groupchat with stanza ids, subject, private messages,
 //! discussion history, disco, self-ping (XEP-0410); roles and affiliations granted and
 //! revoked, kick and ban (`admin.rs`); who may speak and how fast, join rates (`flood.rs`).
-//! invitations (`invite.rs`). Not yet: configuration forms, persistent rooms.
+//! invitations (`invite.rs`); several sessions of one account under one nick (`sessions.rs`).
+//! Not yet: configuration forms, persistent rooms.
 
 mod admin;
 mod config;
 mod flood;
 mod invite;
 mod room;
+mod sessions;
 
 use std::collections::BTreeMap;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
@@ -135,6 +137,12 @@ impl Hub {
             .filter_map(|(room_jid, room)| Some((room_jid.clone(), room.nick_of(jid)?.to_string())))
             .collect();
         for (room_jid, nick) in rooms {
+            // One of several sessions of an occupant (`sessions.rs`).
+            if let Some(room) = self.muc.rooms.get_mut(&room_jid) {
+                if room.drop_session(jid, None, out) {
+                    continue;
+                }
+            }
             self.muc_leave(&room_jid, &nick, None, out);
         }
     }
@@ -186,6 +194,12 @@ impl Hub {
         match presence.type_ {
             PresenceType::Unavailable => {
                 if let Some(current) = current {
+                    // One of several sessions of an occupant (`sessions.rs`).
+                    if let Some(room) = self.muc.rooms.get_mut(&room_jid) {
+                        if room.drop_session(from, Some(presence.clone()), out) {
+                            return;
+                        }
+                    }
                     self.muc_leave(&room_jid, &current, Some(presence), out);
                 }
             }
@@ -200,10 +214,19 @@ impl Hub {
                     refuse(DefinedCondition::NotAcceptable, out);
                     return;
                 }
-                if let Some(room) = self.muc.rooms.get(&room_jid) {
+                if let Some(room) = self.muc.rooms.get_mut(&room_jid) {
+                    // Another session of the same account joins its occupant (`sessions.rs`).
+                    if current.is_none() && room.may_share(from, &nick) {
+                        room.add_session(from, &nick, history_request(&presence), out);
+                        return;
+                    }
                     // §7.2.9: a nickname another occupant has.
                     if room.occupant(&nick).is_some() {
                         refuse(DefinedCondition::Conflict, out);
+                        return;
+                    }
+                    if current.is_some() && room.has_other_sessions(from) {
+                        refuse(DefinedCondition::NotAcceptable, out);
                         return;
                     }
                 }
