@@ -115,8 +115,9 @@ pub struct MucLimits {
     /// Most affiliations (owners, admins, members, outcasts) one room keeps; a change past it
     /// is refused with `policy-violation`. It bounds a room's memory and its lists' size.
     pub max_affiliations: usize,
-    /// Groupchat messages (and invitations) one occupant may send to a room per minute,
-    /// sustained; over it and its burst, `resource-constraint` and nothing is delivered.
+    /// Groupchat messages, presence updates and invitations one occupant may send to a room
+    /// per minute, sustained; over it and its burst, `resource-constraint` and nothing is
+    /// delivered.
     pub messages_per_minute: u32,
     /// Messages an occupant may send at once above the sustained rate.
     pub message_burst: u32,

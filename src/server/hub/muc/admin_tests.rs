@@ -570,3 +570,35 @@ fn hostile_a_join_flood_is_refused_past_the_burst_and_creates_no_rooms() {
     assert_eq!(refused, 17);
     assert_eq!(world.hub.muc.rooms.len(), 3);
 }
+
+#[test]
+fn hostile_a_presence_flood_in_a_room_is_cut_at_the_burst() {
+    let (mut world, _, bob, carol) = room();
+    world.hub.set_muc_limits(MucLimits {
+        messages_per_minute: 1,
+        message_burst: 3,
+        ..MucLimits::default()
+    });
+    let mut broadcast = 0;
+    for i in 0..20 {
+        let got = world.send(
+            &bob,
+            &format!("<presence to='{ROOM}/Bob'><status>{i}</status></presence>"),
+        );
+        if got.to(&carol).is_empty() {
+            assert_eq!(
+                error_condition(got.only_to(&bob)),
+                Some(DefinedCondition::ResourceConstraint)
+            );
+        } else {
+            broadcast += 1;
+        }
+    }
+    assert_eq!(broadcast, 3);
+    // Nick changes are presence to everyone too.
+    let got = world.send(&bob, &format!("<presence to='{ROOM}/Robert'/>"));
+    assert_eq!(
+        error_condition(got.only_to(&bob)),
+        Some(DefinedCondition::ResourceConstraint)
+    );
+}

@@ -4,8 +4,8 @@
 //!   `forbidden` (§7.4, §8.3); so is a subject change by someone who may not change it
 //!   (§8.1: moderators, and participants when the room lets occupants change the subject).
 //! - **Message rate**: each occupant of each room has a token bucket
-//!   ([`MucLimits::messages_per_minute`], [`MucLimits::message_burst`]); an invitation costs
-//!   a token too. An empty bucket refuses the message with `resource-constraint` and a text
+//!   ([`MucLimits::messages_per_minute`], [`MucLimits::message_burst`]); an invitation, a
+//!   presence update and a nick change (each goes to every occupant) cost a token too. An empty bucket refuses the message with `resource-constraint` and a text
 //!   saying to slow down, and nothing is delivered: one occupant's flood costs the room one
 //!   error per message, not one copy per occupant.
 //! - **Join rate**: each account has a bucket of joins ([`MucLimits::joins_per_minute`],

@@ -7,7 +7,7 @@
 //! What exists now: instant rooms made by the first joiner (its owner), non-anonymous, public,
 //! temporary; presence, nick changes, groupchat with stanza ids, subject, private messages,
 //! discussion history, disco, self-ping (XEP-0410); roles and affiliations granted and
-//! revoked, kick and ban (`admin.rs`); who may speak and how fast, join rates (`flood.rs`).
+//! revoked, kick and ban (`admin.rs`); who may speak and how fast, join rates (`flood.rs`);
 //! invitations (`invite.rs`); several sessions of one account under one nick (`sessions.rs`).
 //! Not yet: configuration forms, persistent rooms.
 
@@ -204,6 +204,21 @@ impl Hub {
                 }
             }
             PresenceType::None => {
+                // An occupant's presence update or nick change goes to every occupant: it
+                // counts against its message rate (`flood.rs`).
+                if current.is_some() {
+                    let limits = &self.muc.limits;
+                    let allowed =
+                        self.muc
+                            .flood
+                            .allow_messages(&room_jid, from, 1, limits, Instant::now());
+                    if let Err(refusal) = allowed {
+                        if let Some(error) = refusal.reply_to(presence.into()) {
+                            out.push(Delivery::stanza(from.clone(), error));
+                        }
+                        return;
+                    }
+                }
                 if current.as_deref() == Some(nick.as_str()) {
                     if let Some(room) = self.muc.rooms.get_mut(&room_jid) {
                         room.update(&nick, presence, out);
