@@ -479,17 +479,11 @@ impl Room {
         let Some(occupant) = self.occupants.get(nick) else {
             return;
         };
-        for (other_nick, other) in &self.occupants {
-            let codes: &[u16] = if other_nick == nick { &[110] } else { &[] };
-            if let Some(p) = self.presence_of(nick, occupant, codes, None) {
-                let p = with_actor(p, actor, reason);
-                for session in other.sessions() {
-                    out.push(Delivery::stanza(
-                        session.clone(),
-                        with_to(p.clone(), session),
-                    ));
-                }
-            }
+        if let Some(p) = self.presence_of(nick, occupant, &[], None) {
+            self.to_others(&with_actor(p, actor, reason), occupant, out);
+        }
+        if let Some(p) = self.presence_of(nick, occupant, &[110], None) {
+            to_sessions(&with_actor(p, actor, reason), occupant, out);
         }
     }
 
@@ -508,21 +502,19 @@ impl Room {
         };
         occupant.presence = Presence::new(PresenceType::Unavailable);
         if let Some(p) = self.presence_of(nick, &occupant, &[code], None) {
-            let p = with_actor(p, actor, reason);
-            for session in self.occupants.values().flat_map(Occupant::sessions) {
-                out.push(Delivery::stanza(
-                    session.clone(),
-                    with_to(p.clone(), session),
-                ));
-            }
+            self.to_others(&with_actor(p, actor, reason), &occupant, out);
         }
         if let Some(p) = self.presence_of(nick, &occupant, &[110, code], None) {
-            let p = with_actor(p, actor, reason);
-            for session in occupant.sessions() {
-                out.push(Delivery::stanza(
-                    session.clone(),
-                    with_to(p.clone(), session),
-                ));
+            to_sessions(&with_actor(p, actor, reason), &occupant, out);
+        }
+    }
+
+    /// Sends `presence`, of `subject`, to every session of every other occupant: the one
+    /// place where this file shows an occupant to the others.
+    fn to_others(&self, presence: &Presence, subject: &Occupant, out: &mut Vec<Delivery>) {
+        for viewer in self.occupants.values() {
+            if viewer.real != subject.real {
+                to_sessions(presence, viewer, out);
             }
         }
     }
@@ -654,6 +646,16 @@ fn set_in(
         affiliations.remove(jid);
     } else {
         affiliations.insert(jid.clone(), affiliation);
+    }
+}
+
+/// Sends `presence` to every session of `occupant`.
+fn to_sessions(presence: &Presence, occupant: &Occupant, out: &mut Vec<Delivery>) {
+    for session in occupant.sessions() {
+        out.push(Delivery::stanza(
+            session.clone(),
+            with_to(presence.clone(), session),
+        ));
     }
 }
 
