@@ -116,6 +116,28 @@ pub struct MucLimits {
     pub max_history: usize,
     /// Longest subject, in bytes; longer is refused with `not-acceptable`.
     pub max_subject_bytes: usize,
+    /// Most items in one `muc#admin` request (a ban list sent at once, XEP-0045 §9.2); more
+    /// is refused whole with `policy-violation`, so that one request cannot make the room
+    /// rewrite thousands of affiliations and send as many presences.
+    pub max_admin_items: usize,
+    /// Most affiliations (owners, admins, members, outcasts) one room keeps; a change past it
+    /// is refused with `policy-violation`. It bounds a room's memory and its lists' size.
+    pub max_affiliations: usize,
+    /// Groupchat messages, presence updates and invitations one occupant may send to a room
+    /// per minute, sustained; over it and its burst, `resource-constraint` and nothing is
+    /// delivered.
+    pub messages_per_minute: u32,
+    /// Messages an occupant may send at once above the sustained rate.
+    pub message_burst: u32,
+    /// Rooms one account may join per minute, sustained; over it and its burst the join is
+    /// refused with `resource-constraint` (a join flood makes every room send presence to
+    /// every occupant).
+    pub joins_per_minute: u32,
+    /// Joins an account may make at once (a client joining its bookmarks at login).
+    pub join_burst: u32,
+    /// Most `<invite/>` elements in one message (XEP-0045 §7.8.2); more is refused with
+    /// `policy-violation`.
+    pub max_invites_per_message: usize,
 }
 
 impl Default for MucLimits {
@@ -129,6 +151,13 @@ impl Default for MucLimits {
             max_nick_chars: 64,
             max_history: 20,
             max_subject_bytes: 1024,
+            max_admin_items: 100,
+            max_affiliations: 2000,
+            messages_per_minute: 120,
+            message_burst: 40,
+            joins_per_minute: 60,
+            join_burst: 30,
+            max_invites_per_message: 10,
         }
     }
 }

@@ -8,7 +8,9 @@
 //! configured; presence, nick changes, groupchat with stanza ids, subject, private messages,
 //! discussion history, disco, self-ping (XEP-0410); the owner's configuration form, password,
 //! members-only and semi-anonymous rooms, destroying a room (`owner.rs`); persistent rooms in
-//! the store (`persist.rs`).
+//! the store (`persist.rs`); roles and affiliations granted and revoked, kick and ban
+//! (`admin.rs`); who may speak and how fast, join rates (`flood.rs`); invitations
+//! (`invite.rs`); several sessions of one account under one nick (`sessions.rs`).
 
 /// An attribute name, checked at compile time (for every file of the room service).
 macro_rules! ncname {
@@ -17,13 +19,17 @@ macro_rules! ncname {
     };
 }
 
+mod admin;
 mod config;
+mod flood;
+mod invite;
 mod owner;
 mod persist;
 mod room;
+mod sessions;
 
 use std::collections::BTreeMap;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use tokio_xmpp::jid::{BareJid, FullJid, Jid};
 use tokio_xmpp::minidom::Element;
@@ -49,6 +55,8 @@ pub(super) struct MucState {
     /// The rooms that exist, by bare JID.
     rooms: BTreeMap<BareJid, Room>,
     limits: MucLimits,
+    /// Message and join rates (`flood.rs`).
+    flood: flood::Flood,
 }
 
 impl MucState {
@@ -58,6 +66,7 @@ impl MucState {
             service: BareJid::new(&format!("conference.{domain}")).ok(),
             rooms: BTreeMap::new(),
             limits: MucLimits::default(),
+            flood: flood::Flood::default(),
         }
     }
 }
@@ -147,6 +156,12 @@ impl Hub {
             .filter_map(|(room_jid, room)| Some((room_jid.clone(), room.nick_of(jid)?.to_string())))
             .collect();
         for (room_jid, nick) in rooms {
+            // One of several sessions of an occupant (`sessions.rs`).
+            if let Some(room) = self.muc.rooms.get_mut(&room_jid) {
+                if room.drop_session(jid, None, out) {
+                    continue;
+                }
+            }
             self.muc_leave(&room_jid, &nick, None, out);
         }
     }
@@ -198,10 +213,31 @@ impl Hub {
         match presence.type_ {
             PresenceType::Unavailable => {
                 if let Some(current) = current {
+                    // One of several sessions of an occupant (`sessions.rs`).
+                    if let Some(room) = self.muc.rooms.get_mut(&room_jid) {
+                        if room.drop_session(from, Some(presence.clone()), out) {
+                            return;
+                        }
+                    }
                     self.muc_leave(&room_jid, &current, Some(presence), out);
                 }
             }
             PresenceType::None => {
+                // An occupant's presence update or nick change goes to every occupant: it
+                // counts against its message rate (`flood.rs`).
+                if current.is_some() {
+                    let limits = &self.muc.limits;
+                    let allowed =
+                        self.muc
+                            .flood
+                            .allow_messages(&room_jid, from, 1, limits, Instant::now());
+                    if let Err(refusal) = allowed {
+                        if let Some(error) = refusal.reply_to(presence.into()) {
+                            out.push(Delivery::stanza(from.clone(), error));
+                        }
+                        return;
+                    }
+                }
                 if current.as_deref() == Some(nick.as_str()) {
                     if let Some(room) = self.muc.rooms.get_mut(&room_jid) {
                         room.update(&nick, presence, out);
@@ -212,10 +248,19 @@ impl Hub {
                     refuse(DefinedCondition::NotAcceptable, out);
                     return;
                 }
-                if let Some(room) = self.muc.rooms.get(&room_jid) {
+                if let Some(room) = self.muc.rooms.get_mut(&room_jid) {
+                    // Another session of the same account joins its occupant (`sessions.rs`).
+                    if current.is_none() && room.may_share(from, &nick) {
+                        room.add_session(from, &nick, history_request(&presence), out);
+                        return;
+                    }
                     // §7.2.9: a nickname another occupant has.
                     if room.occupant(&nick).is_some() {
                         refuse(DefinedCondition::Conflict, out);
+                        return;
+                    }
+                    if current.is_some() && room.has_other_sessions(from) {
+                        refuse(DefinedCondition::NotAcceptable, out);
                         return;
                     }
                 }
@@ -292,6 +337,24 @@ impl Hub {
             }
             return;
         }
+        // A join flood is a presence flood to every room joined (`flood.rs`).
+        let allowed = self
+            .muc
+            .flood
+            .allow_join(from, &self.muc.limits, Instant::now());
+        if let Err(refusal) = allowed {
+            // A failed join carries the muc `<x/>`, as every other refused join here.
+            if let Some(mut error) = refusal.reply_to(presence.into()) {
+                if let Stanza::Presence(p) = &mut error {
+                    p.payloads.insert(0, Element::builder("x", ns::MUC).build());
+                }
+                out.push(Delivery::stanza(from.clone(), error));
+            }
+            if room.is_empty() && !room.config.persistent {
+                self.muc.rooms.remove(&room_jid);
+            }
+            return;
+        }
         room.join(from, nick, presence, created, history, out);
     }
 
@@ -306,6 +369,11 @@ impl Hub {
             return;
         };
         if message.type_ == MessageType::Error {
+            return;
+        }
+        // §7.8.2, §7.8.3: invitations and declines through the room (`invite.rs`).
+        if to.node().is_some() && to.resource().is_none() && invite::is_mediated(&message) {
+            self.muc_mediated(from, message, out);
             return;
         }
         let room_jid = to.to_bare();
@@ -327,7 +395,6 @@ impl Hub {
         match to.resource() {
             None => {
                 if message.type_ != MessageType::Groupchat {
-                    // Invitations (§7.8) come later.
                     refuse(DefinedCondition::BadRequest, out);
                     return;
                 }
@@ -335,8 +402,17 @@ impl Hub {
                     refuse(DefinedCondition::NotAcceptable, out);
                     return;
                 }
-                if let Err(condition) = room.may_say(&nick, &message) {
-                    refuse(condition, out);
+                // §7.4, §8.1 and the occupant's message rate (`flood.rs`).
+                let allowed = room.may_speak(&nick, &message).and_then(|()| {
+                    let limits = &self.muc.limits;
+                    self.muc
+                        .flood
+                        .allow_messages(&room_jid, from, 1, limits, Instant::now())
+                });
+                if let Err(refusal) = allowed {
+                    if let Some(error) = refusal.reply_to(message.into()) {
+                        out.push(Delivery::stanza(from.clone(), error));
+                    }
                     return;
                 }
                 let subject = room.subject.clone();
@@ -411,6 +487,10 @@ impl Hub {
             return;
         };
         let service = to.node().is_none();
+        if !service && payload.is("query", admin::MUC_ADMIN) {
+            self.muc_admin(from, iq, out);
+            return;
+        }
         // §10.1.1: a locked room is not there yet, but for its owners.
         let room = (!service)
             .then(|| self.muc.rooms.get(&to.to_bare()))

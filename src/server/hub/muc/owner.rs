@@ -95,23 +95,6 @@ impl Room {
         self.affiliation(&real.to_bare()) == Affiliation::Owner
     }
 
-    /// Whether `nick` may send `message` to the whole room: in a moderated room a visitor
-    /// may not (§7.4, `forbidden`), and where the configuration says so only moderators change
-    /// the subject (§8.1, `forbidden`).
-    pub(super) fn may_say(&self, nick: &str, message: &Message) -> Result<(), DefinedCondition> {
-        let Some(occupant) = self.occupants.get(nick) else {
-            return Err(DefinedCondition::NotAcceptable);
-        };
-        if self.config.moderated && occupant.role == Role::Visitor {
-            return Err(DefinedCondition::Forbidden);
-        }
-        let sets_subject = !message.subjects.is_empty() && message.bodies.is_empty();
-        if sets_subject && !self.config.change_subject && occupant.role != Role::Moderator {
-            return Err(DefinedCondition::Forbidden);
-        }
-        Ok(())
-    }
-
     /// `presence` (of `subject`, made by `presence_of`) as `viewer` may see it: in a
     /// semi-anonymous room only moderators, and the occupant itself, see the real JID
     /// (§7.2.3).

@@ -40,7 +40,7 @@ pub enum Role {
 }
 
 impl Role {
-    fn as_str(self) -> &'static str {
+    pub(super) fn as_str(self) -> &'static str {
         match self {
             Role::Moderator => "moderator",
             Role::Participant => "participant",
@@ -82,6 +82,9 @@ impl Affiliation {
 pub struct Occupant {
     /// The session that joined.
     pub real: FullJid,
+    /// Other sessions of the same account under the same nickname (§7.2; `sessions.rs`):
+    /// they get what `real` gets, and the others see one occupant.
+    pub(super) others: Vec<FullJid>,
     /// Its role now.
     pub role: Role,
     /// The last presence it sent to the room (show, status, other payloads).
@@ -152,7 +155,7 @@ impl Room {
     pub fn nick_of(&self, real: &FullJid) -> Option<&str> {
         self.occupants
             .iter()
-            .find(|(_, o)| &o.real == real)
+            .find(|(_, o)| &o.real == real || o.others.contains(real))
             .map(|(nick, _)| nick.as_str())
     }
 
@@ -195,6 +198,7 @@ impl Room {
         };
         let occupant = Occupant {
             real: real.clone(),
+            others: Vec::new(),
             role,
             presence: without_muc(presence),
         };
@@ -343,10 +347,10 @@ impl Room {
                 at_ms: now_ms,
             });
         }
-        for occupant in self.occupants.values() {
+        for session in self.occupants.values().flat_map(Occupant::sessions) {
             let mut copy = message.clone();
-            copy.to = Some(occupant.real.clone().into());
-            out.push(Delivery::stanza(occupant.real.clone(), copy));
+            copy.to = Some(session.clone().into());
+            out.push(Delivery::stanza(session.clone(), copy));
         }
     }
 
@@ -365,18 +369,20 @@ impl Room {
             return false;
         };
         message.from = Some(from.into());
-        message.to = Some(target.real.clone().into());
         if !message.payloads.iter().any(|p| p.is("x", ns::MUC_USER)) {
             message
                 .payloads
                 .push(Element::builder("x", ns::MUC_USER).build());
         }
-        out.push(Delivery::stanza(target.real.clone(), message));
+        for session in target.sessions() {
+            message.to = Some(session.clone().into());
+            out.push(Delivery::stanza(session.clone(), message.clone()));
+        }
         true
     }
 
     /// The messages of the history a joiner gets for `request`, oldest first.
-    fn history_for(&self, request: HistoryRequest) -> Vec<&Said> {
+    pub(super) fn history_for(&self, request: HistoryRequest) -> Vec<&Said> {
         let recent: Vec<&Said> = self
             .history
             .iter()
@@ -387,7 +393,7 @@ impl Room {
     }
 
     /// Sends `nick`'s presence to every occupant but `except`.
-    fn broadcast_presence(
+    pub(super) fn broadcast_presence(
         &self,
         nick: &str,
         occupant: &Occupant,
@@ -402,10 +408,12 @@ impl Room {
         for other in self.occupants.values() {
             if Some(&other.real) != except {
                 let p = self.shown_to(p.clone(), occupant, other);
-                out.push(Delivery::stanza(
-                    other.real.clone(),
-                    with_to(p, &other.real),
-                ));
+                for session in other.sessions() {
+                    out.push(Delivery::stanza(
+                        session.clone(),
+                        with_to(p.clone(), session),
+                    ));
+                }
             }
         }
     }
@@ -452,7 +460,7 @@ impl Room {
 }
 
 /// `presence` addressed to `to`.
-fn with_to(mut presence: Presence, to: &FullJid) -> Presence {
+pub(super) fn with_to(mut presence: Presence, to: &FullJid) -> Presence {
     presence.to = Some(to.clone().into());
     presence
 }
@@ -469,7 +477,7 @@ fn without_muc(mut presence: Presence) -> Presence {
 }
 
 /// XEP-0203 delay stamp from the room, for a message of the history (§7.2.15).
-fn delay(room: &BareJid, at_ms: i64) -> Element {
+pub(super) fn delay(room: &BareJid, at_ms: i64) -> Element {
     let time =
         std::time::UNIX_EPOCH + std::time::Duration::from_millis(u64::try_from(at_ms).unwrap_or(0));
     Element::builder("delay", ns::DELAY)

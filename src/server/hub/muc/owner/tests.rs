@@ -812,3 +812,40 @@ fn visitors_of_a_moderated_room_and_non_moderators_changing_a_locked_subject_are
         .iter()
         .any(|s| matches!(s, Stanza::Message(m) if m.subjects.values().any(|t| t == "ours"))));
 }
+
+#[test]
+fn a_semi_anonymous_room_hides_real_jids_in_kicks_and_from_second_sessions() {
+    let (mut world, alice, bob, carol) = world_with_room();
+    join(&mut world, &bob, "Bob", "");
+    join(&mut world, &carol, "Carol", "");
+    configure(
+        &mut world,
+        &alice,
+        &[("muc#roomconfig_whois", "moderators")],
+    );
+    // §8.2: the kick reaches Carol, a participant, without Bob's real JID.
+    let got = world.send(
+        &alice,
+        &format!(
+            "<iq type='set' id='k1' to='{ROOM}'><query xmlns='http://jabber.org/protocol/muc#admin'><item nick='Bob' role='none'/></query></iq>"
+        ),
+    );
+    let kicked = got.only_to(&carol);
+    assert_eq!(codes(kicked), ["307"]);
+    assert_eq!(item(kicked, "jid"), None);
+    // A second session of Carol's joins her occupant and sees Alice without her real JID.
+    let tablet = world.online("carol/tablet", 0);
+    let got = join(&mut world, &tablet, "Carol", "");
+    let alice_seen = got
+        .to(&tablet)
+        .into_iter()
+        .find(|s| from_of(s).map(|j| j.to_string()) == Some(format!("{ROOM}/Alice")))
+        .expect("alice's presence");
+    assert_eq!(item(alice_seen, "jid"), None);
+    let own = got
+        .to(&tablet)
+        .into_iter()
+        .find(|s| codes(s).contains(&"110".to_string()))
+        .expect("its own presence");
+    assert_eq!(codes(own), ["110"]);
+}
