@@ -274,8 +274,8 @@ pub struct PepArgs {
 #[derive(Debug, Args)]
 #[command(next_help_heading = "Message archive (XEP-0313)")]
 pub struct ArchiveArgs {
-    /// Keep no archive: one-to-one messages are no longer archived (what is stored stays until
-    /// it expires), and clients are told there is none. With the archive on (the default),
+    /// Keep no archive: one-to-one messages and rooms' messages are no longer archived (what
+    /// is stored stays until it expires), and clients are told there is none. With the archive on (the default),
     /// every account keeps its chats on the server, so a phone and a laptop show the same
     /// history, the bot's alerts included.
     #[arg(long, env = "MQTT2XMPP_NO_ARCHIVE")]

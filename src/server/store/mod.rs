@@ -20,6 +20,7 @@
 //! | `archive` | archived message × archive owner (XEP-0313) | id given by the hub (`archive_seq`), peer's bare JID, time, the stanza |
 //! | `archive_seq` | (single row) | the next archive id, and the mask that turns ids into stanza ids |
 //! | `archive_prefs` | owner | XEP-0313 §5 preferences: default, always and never lists as JSON |
+//! | `room_archive` | archived groupchat message × room bare JID (XEP-0313 on rooms) | like `archive`, its ids from the same counter; no account behind it |
 //!
 //! Every per-user table references `accounts(username)` with `ON DELETE CASCADE`, and
 //! [`Store::delete_account`] additionally deletes those rows explicitly, in the same transaction,
@@ -158,6 +159,7 @@ mod blocking;
 mod offline;
 mod pep;
 mod private;
+mod room_archive;
 mod roster;
 mod vcard;
 
@@ -270,6 +272,16 @@ pub const MIGRATIONS: &[&str] = &[
         always_json  TEXT NOT NULL DEFAULT '[]',
         never_json   TEXT NOT NULL DEFAULT '[]'
     );",
+    // 6 → 7: rooms' archives (XEP-0313 on a room's bare JID, see `room_archive.rs`): the
+    // groupchat messages of each room, with ids from `archive_seq` like the accounts' rows.
+    "CREATE TABLE room_archive (
+        id       INTEGER PRIMARY KEY,
+        owner    TEXT NOT NULL,
+        with_jid TEXT NOT NULL,
+        stamp_ms INTEGER NOT NULL,
+        stanza   TEXT NOT NULL
+    );
+    CREATE INDEX room_archive_by_owner ON room_archive (owner, id);",
 ];
 
 /// The schema version this code writes and understands: the number of [`MIGRATIONS`].

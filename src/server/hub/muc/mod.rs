@@ -2,13 +2,15 @@
 //! Every stanza a local session sends to the service's domain comes here (rule 2 of
 //! `router.rs`): to the service itself (disco), to a room's bare JID (groupchat messages,
 //! disco), or to an occupant's room JID `room@service/nick` (join, leave, nick change,
-//! private messages, self-ping). `room.rs` holds one room's state and the stanzas it sends.
+//! private messages, self-ping). `room.rs` holds one room's state and the stanzas it sends;
+//! `archive.rs` keeps rooms' groupchat messages and answers archive queries to a room (XEP-0313).
 //!
 //! What exists now: instant rooms made by the first joiner (its owner), non-anonymous, public,
 //! temporary; presence, nick changes, groupchat with stanza ids, subject, private messages,
 //! discussion history, disco, self-ping (XEP-0410). Not yet: configuration forms, persistent
 //! rooms, affiliation management, kick and ban, invitations.
 
+mod archive;
 mod config;
 mod room;
 
@@ -309,7 +311,7 @@ impl Hub {
                     refuse(DefinedCondition::NotAcceptable, out);
                     return;
                 }
-                room.groupchat(&nick, message.clone(), now_ms(), out);
+                self.muc_groupchat(&room_jid, &nick, message.clone(), out);
             }
             Some(target) => {
                 // §7.5: a private message of type groupchat is refused.
@@ -376,6 +378,10 @@ impl Hub {
             return;
         };
         let service = to.node().is_none();
+        // XEP-0313 §5.1.2: the room's archive (`archive.rs`).
+        if !service && payload.is("query", ns::MAM) {
+            return self.muc_archive_iq(from, &to.to_bare(), &iq, out);
+        }
         let room = (!service)
             .then(|| self.muc.rooms.get(&to.to_bare()))
             .flatten();
@@ -383,7 +389,7 @@ impl Hub {
             if service {
                 Ok(Some(service_info()))
             } else if room.is_some() {
-                Ok(Some(room_info(&to.to_bare())))
+                Ok(Some(room_info(&to.to_bare(), self.muc_archive_features())))
             } else {
                 Err(DefinedCondition::ItemNotFound)
             }
@@ -444,13 +450,17 @@ fn service_info() -> Element {
     .into()
 }
 
-/// disco#info of a room (§6.4).
-fn room_info(jid: &BareJid) -> Element {
+/// disco#info of a room (§6.4), with the features of services on rooms (`extra`).
+fn room_info(jid: &BareJid, extra: &[&str]) -> Element {
     let name = jid.node().map(|n| n.as_str()).unwrap_or_default();
     DiscoInfoResult {
         node: None,
         identities: vec![Identity::new("conference", "text", "en", name)],
-        features: ROOM_FEATURES.iter().map(|f| f.to_string()).collect(),
+        features: ROOM_FEATURES
+            .iter()
+            .chain(extra)
+            .map(|f| f.to_string())
+            .collect(),
         extensions: Vec::new(),
     }
     .into()
