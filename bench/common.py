@@ -344,6 +344,16 @@ class Prosody:
         self._write_config()
 
     archive_config = ''
+    muc_config = ''
+
+    def set_muc(self, on):
+        """A multi-user chat service (XEP-0045) at conference.DOMAIN, Prosody's `muc`
+        component with its defaults, except that new rooms are not locked until configured
+        (`muc_room_locking = false`, as the bundled server's instant rooms); takes effect at
+        the next start."""
+        self.muc_config = (f'Component "conference.{DOMAIN}" "muc"\n'
+                           '    muc_room_locking = false\n') if on else ''
+        self._write_config()
 
     def _write_config(self):
         modules, extra_config = self.modules, self.extra_config + '\n' + self.archive_config
@@ -371,7 +381,8 @@ modules_disabled = {{ "s2s" }}
 
 VirtualHost "{DOMAIN}"
     ssl = {{ certificate = {lua(self.certs / f'{DOMAIN}.crt')}, key = {lua(self.certs / f'{DOMAIN}.key')} }}
-''')
+
+{self.muc_config}''')
 
     def add_accounts(self, names):
         """One account with `prosodyctl register`, then copies of its account file (same

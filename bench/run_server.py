@@ -35,6 +35,16 @@ SQLite's WAL checkpointed, divided by the messages archived: rows in our archive
 message twice, sender's and recipient's copy, for Prosody).
 
     bench/run_server.py --servers mqtt2xmpp,prosody --archive
+
+With --muc, one more row: groupchat in a room of --room-occupants (100) clients, all joined to
+one room (ours at conference.localhost, Prosody's `Component "conference.localhost" "muc"`
+with `muc_room_locking = false`, ejabberd's mod_muc with its defaults), the first
+--room-senders of them talking as fast as the room echoes their messages back (8 in flight
+each): the groupchat messages delivered per second, counted at every occupant, and the
+server's CPU per delivered message. --muc-only runs that row alone (about a minute per
+server):
+
+    bench/run_server.py --servers mqtt2xmpp,prosody --muc-only
 """
 
 import argparse
@@ -162,6 +172,25 @@ def archive_run(server, args, out):
     log(f'  {server.name}: {archived} messages archived, data directory +{grown} bytes')
 
 
+def room_run(server, args, out):
+    """Groupchat at saturation in one room of --room-occupants clients (see the module docs)."""
+    log(f'  {server.name}: groupchat in a room of {args.room_occupants}, '
+        f'{args.room_senders} senders')
+    run = common.run_loadgen('room', *common.conn_args(server), '--room',
+                             f'bench@conference.{common.DOMAIN}', '--occupants',
+                             args.room_occupants, '--senders', args.room_senders,
+                             '--warmup', '5s', '--duration', f'{args.room_duration}s',
+                             watch={'server': server.pid()}, timeout=300)
+    out['room_delivered_per_s'] = run['delivered_per_s']
+    out['room_p50'] = run['p50_ms']
+    out['room_p99'] = run['p99_ms']
+    out['room_cpu_us'] = (run['cpu']['server'] * 1e6 / run['received']
+                          if run['received'] and run['cpu']['server'] is not None else None)
+    out['room_sent'] = run['sent']
+    out['room_errors'] = run['errors']
+    out['room_setup_s'] = run['login_s'] + run['join_s']
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
     ap.add_argument('--servers', default='mqtt2xmpp,prosody,ejabberd')
@@ -175,12 +204,20 @@ def main():
     ap.add_argument('--archive', action='store_true',
                     help='also route with the message archive on (ours and Prosody\'s '
                     'mod_mam) and measure its disk use per message')
+    ap.add_argument('--muc', action='store_true',
+                    help='also measure groupchat in a room of --room-occupants clients')
+    ap.add_argument('--muc-only', action='store_true',
+                    help='measure only groupchat in a room (implies --muc)')
+    ap.add_argument('--room-occupants', type=int, default=100)
+    ap.add_argument('--room-senders', type=int, default=2)
+    ap.add_argument('--room-duration', type=int, default=30, help='seconds measured')
     ap.add_argument('--stream-management', nargs='?', const='mqtt2xmpp,prosody,ejabberd',
                     default='', metavar='SERVERS',
                     help='clients enable XEP-0198 stream management on these servers (all '
                     'three when given alone)')
     args = ap.parse_args()
     args.idle = [int(n) for n in args.idle.split(',')]
+    args.muc = args.muc or args.muc_only
     wanted = args.servers.lower().split(',')
     with_sm = {n for n in args.stream_management.lower().split(',') if n}
     if with_sm - {'mqtt2xmpp', 'prosody', 'ejabberd'}:
@@ -194,6 +231,8 @@ def main():
     # u0 … u9999 for the idle connections (and the other runs), 2 × pairs more for routing
     # while they are online.
     accounts = [f'u{n}' for n in range(max(max(args.idle), 10000) + 2 * args.pairs)]
+    if args.muc_only:
+        accounts = [f'u{n}' for n in range(args.room_occupants)]
     print(f'machine: {common.machine()}')
     print(f'open files limit: {nofile}')
     print('versions: ' + ', '.join(f'{k} {v}' for k, v in common.versions().items()))
@@ -216,6 +255,8 @@ def main():
                     work, cert, key, extra_config='default_iteration_count = 4096',
                     modules=['smacks'] if 'prosody' in with_sm else []))
                 servers[-1].stream_management = 'prosody' in with_sm
+                if args.muc:
+                    servers[-1].set_muc(True)
             else:
                 notes.append('Prosody: not installed')
         if 'ejabberd' in wanted:
@@ -224,7 +265,10 @@ def main():
                     # No per-connection byte rate (as the bundled server's is lifted).
                     ('c2s_shaper: normal', 'c2s_shaper: none'),
                     # The snippet's `backlog: 128` is the listen queue the other two get.
-                ]))
+                ] + ([
+                    # Rooms at conference.localhost, mod_muc's defaults.
+                    ('mod_ping: {}', 'mod_ping: {}\nmod_muc: {}'),
+                ] if args.muc else [])))
                 servers[-1].stream_management = 'ejabberd' in with_sm
             else:
                 notes.append('ejabberd: not installed, or not running as root')
@@ -244,9 +288,16 @@ def main():
                     server.start()
                 log(f'  {server.name}: up with {len(accounts)} accounts after '
                     f'{time.monotonic() - began:.1f} s')
-                results[server.name] = bench(server, args)
-                if args.archive and hasattr(server, 'set_archive'):
+                results[server.name] = {} if args.muc_only else bench(server, args)
+                if args.archive and hasattr(server, 'set_archive') and not args.muc_only:
                     archive_run(server, args, results[server.name])
+                if args.muc:
+                    if args.archive and hasattr(server, 'set_archive'):
+                        # The room row compares the rooms without their archives.
+                        server.stop()
+                        server.set_archive(False)
+                        server.start()
+                    room_run(server, args, results[server.name])
                 log(f'  {server.name}: {results[server.name]}')
             except Exception as e:  # noqa: BLE001 - report and go on with the next server
                 notes.append(f'{server.name}: failed: {e}')
@@ -291,6 +342,14 @@ def main():
         ('  disk bytes per archived message', '↓', 'archive_bytes_per_msg'),
         ('  messages archived in that run', '', 'archived'),
     ] if args.archive else [])
+    room_rows = [
+        (f'groupchat to a room of {args.room_occupants} occupants ({args.room_senders} '
+         'senders), messages delivered/s', '↑', 'room_delivered_per_s'),
+        ('  latency p50 / p99, send to delivery, ms', '↓', ('room_p50', 'room_p99')),
+        ('  server CPU per delivered message, µs', '↓', 'room_cpu_us'),
+        ('  messages sent in the run', '', 'room_sent'),
+    ] if args.muc else []
+    rows_spec = room_rows if args.muc_only else rows_spec + room_rows
     header = ['', 'better'] + names + [f'ours/{n}' for n in others]
     rows = []
     for label, better, key in rows_spec:
@@ -313,6 +372,13 @@ def main():
         extra = []
         if r.get('login_failed'):
             extra.append(f"{r['login_failed']} logins failed")
+        if r.get('room_errors'):
+            extra.append(f"{r['room_errors']} room connections failed")
+        if args.muc_only:
+            extra.append(f"{args.room_occupants} logins and joins took "
+                         f"{r.get('room_setup_s', 0):.1f} s")
+            print(f'{n}: ' + '; '.join(extra))
+            continue
         if r.get('route_errors'):
             extra.append(f"{r['route_errors']} routing connections failed")
         extra.append(f"routing at the fixed rate delivered {r.get('fixed_rate', 0):.0f} msg/s")

@@ -9,6 +9,7 @@
 //! cargo run --release --example loadgen -- ask     --server 127.0.0.1:5222 --ca cert.pem --to bot@localhost --askers 10
 //! cargo run --release --example loadgen -- fresh   --server 127.0.0.1:5222 --ca cert.pem --to bot@localhost --mqtt 127.0.0.1:1883
 //! cargo run --release --example loadgen -- publish --mqtt 127.0.0.1:1883 --prefix LOAD/t --topics 10000
+//! cargo run --release --example loadgen -- room    --server 127.0.0.1:5222 --ca cert.pem --room bench@conference.localhost --occupants 100
 //! ```
 //!
 //! Modes:
@@ -31,6 +32,12 @@
 //!   larger number someone else published on the topic since).
 //! - `publish`: publishes one reading (`{"value": 21.5}`) on each of `--topics` distinct
 //!   topics (QoS 1) and waits for every acknowledgement; fills a bot's cache.
+//! - `room`: `--occupants` clients join one multi-user chat room (XEP-0045; the first creates
+//!   it and asks for an instant room, §10.1.2), then the first `--senders` of them say
+//!   groupchat messages, each keeping `--window` in flight (sent, its own copy not yet back
+//!   from the room): saturation. Reports the groupchat messages delivered per second, counted
+//!   at every occupant (the senders' own copies included: a room sends each message to all its
+//!   occupants), and the latency from send to each delivery.
 //!
 //! Accounts are `PREFIX0@DOMAIN`, `PREFIX1@DOMAIN`, …, all with the one `--password`. Clients
 //! log in with `--mechanism` (SCRAM-SHA-1 by default: the one SCRAM variant that the bundled
@@ -73,6 +80,7 @@ use tokio::sync::Semaphore;
 use tokio_rustls::client::TlsStream;
 use tokio_xmpp::connect::{DnsConfig, ServerConnector};
 use tokio_xmpp::jid::{BareJid, FullJid, Jid};
+use tokio_xmpp::minidom::Element;
 use tokio_xmpp::parsers::bind::{BindQuery, BindResponse};
 use tokio_xmpp::parsers::iq::Iq;
 use tokio_xmpp::parsers::message::{Id, Message, MessageType};
@@ -125,6 +133,8 @@ enum Mode {
     Fresh(FreshArgs),
     /// One reading on each of many distinct MQTT topics.
     Publish(PublishArgs),
+    /// Many occupants of one room, a few of them talking: groupchat deliveries per second.
+    Room(RoomArgs),
 }
 
 /// How clients reach and log in to the XMPP server.
@@ -174,6 +184,33 @@ struct RouteArgs {
     rate: f64,
     /// Saturation only: messages each client keeps in flight.
     #[arg(long, default_value_t = 16)]
+    window: usize,
+    /// Measured time.
+    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+    duration: Duration,
+    /// Unmeasured time before it.
+    #[arg(long, default_value = "2s", value_parser = humantime::parse_duration)]
+    warmup: Duration,
+    /// Bytes of padding in each body, after the timestamp.
+    #[arg(long, default_value_t = 64)]
+    padding: usize,
+}
+
+#[derive(Debug, Args)]
+struct RoomArgs {
+    #[command(flatten)]
+    conn: Conn,
+    /// The room's bare JID; the first occupant creates it.
+    #[arg(long, default_value = "bench@conference.localhost")]
+    room: String,
+    /// Clients in the room (accounts first … first + occupants − 1).
+    #[arg(long, default_value_t = 100)]
+    occupants: usize,
+    /// How many of them talk (the first ones).
+    #[arg(long, default_value_t = 2)]
+    senders: usize,
+    /// Messages each sender keeps in flight: sent, and its own copy not yet back.
+    #[arg(long, default_value_t = 8)]
     window: usize,
     /// Measured time.
     #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
@@ -309,6 +346,7 @@ fn main() -> anyhow::Result<()> {
             Mode::Ask(args) => ask(args).await,
             Mode::Fresh(args) => fresh(args).await,
             Mode::Publish(args) => publish(args).await,
+            Mode::Room(args) => room(args).await,
         }
     })?;
     eprintln!("{}", report.human);
@@ -1554,4 +1592,282 @@ async fn publish(args: PublishArgs) -> anyhow::Result<Report> {
         args.topics
     );
     Ok(Report { human, json })
+}
+
+// ---------------------------------------------------------------------------------------------
+// room
+
+/// The XEP-0045 namespaces the room mode speaks.
+const NS_MUC: &str = "http://jabber.org/protocol/muc";
+const NS_MUC_USER: &str = "http://jabber.org/protocol/muc#user";
+const NS_MUC_OWNER: &str = "http://jabber.org/protocol/muc#owner";
+
+/// How long joining the room may take, for one occupant.
+const JOIN_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// What one occupant counted.
+#[derive(Debug, Default)]
+struct RoomStats {
+    sent: u64,
+    received: u64,
+    latencies_us: Vec<u64>,
+    error: Option<String>,
+}
+
+async fn room(args: RoomArgs) -> anyhow::Result<Report> {
+    if args.occupants == 0 || args.senders > args.occupants {
+        bail!("--occupants must be at least 1, and --senders at most --occupants");
+    }
+    let room = BareJid::new(&args.room).with_context(|| format!("bad room {}", args.room))?;
+    let setup = LoginSetup::new(args.conn.clone())?;
+    let started = Instant::now();
+    let mut clients = login_all(&setup, args.occupants, "room").await?;
+    let login_time = started.elapsed();
+    for client in &mut clients {
+        client.send(Presence::available()).await?;
+    }
+    // The first occupant creates the room and asks for an instant one (XEP-0045 §10.1.2; a
+    // server with unlocked rooms answers an error or a result, either will do); then the
+    // others join together.
+    let mut rest = clients.split_off(1);
+    let mut creator = clients.pop().context("no occupant")?;
+    join_room(&mut creator, &room, true).await?;
+    let mut joins = Vec::with_capacity(rest.len());
+    for mut client in rest.drain(..) {
+        let room = room.clone();
+        joins.push(tokio::spawn(async move {
+            join_room(&mut client, &room, false).await.map(|_| client)
+        }));
+    }
+    let mut clients = vec![creator];
+    for join in joins {
+        clients.push(join.await??);
+    }
+    let join_time = started.elapsed() - login_time;
+
+    let run_id = format!("{:08x}", rand::random::<u32>());
+    let window = args.window.max(1);
+    let now = Instant::now();
+    let plan = Plan {
+        measure_from: now + args.warmup,
+        measure_until: now + args.warmup + args.duration,
+        stop: now + args.warmup + args.duration + DRAIN,
+    };
+    let marks = mark_window(plan.measure_from, plan.measure_until);
+    let padding = "x".repeat(args.padding);
+    let mut tasks = Vec::with_capacity(clients.len());
+    for (index, client) in clients.into_iter().enumerate() {
+        let sender = (index < args.senders).then_some(index);
+        tasks.push(tokio::spawn(room_client(
+            client,
+            room.clone(),
+            sender,
+            plan,
+            window,
+            run_id.clone(),
+            padding.clone(),
+        )));
+    }
+    let mut total = RoomStats::default();
+    let mut errors = Vec::new();
+    for task in tasks {
+        let stats = task.await?;
+        total.sent += stats.sent;
+        total.received += stats.received;
+        total.latencies_us.extend(stats.latencies_us);
+        errors.extend(stats.error);
+    }
+    marks.await?;
+    let seconds = args.duration.as_secs_f64();
+    let delivered_rate = total.received as f64 / seconds;
+    let latency = Percentiles::of(std::mem::take(&mut total.latencies_us));
+    let human = format!(
+        "room: {} occupants of {room}, {} senders with {window} in flight each, {}: \
+         {delivered_rate:.0} groupchat deliveries/s over {seconds:.0} s ({} messages sent in the \
+         run); latency {}; {} connection errors{}; logins took {:.1} s, joins {:.1} s",
+        args.occupants,
+        args.senders,
+        mechanism(&args.conn),
+        total.sent,
+        latency.human(),
+        errors.len(),
+        errors
+            .first()
+            .map(|e| format!(" (first: {e})"))
+            .unwrap_or_default(),
+        login_time.as_secs_f64(),
+        join_time.as_secs_f64(),
+    );
+    let json = format!(
+        "{{\"mode\": \"room\", \"occupants\": {}, \"senders\": {}, \"window\": {window}, \
+         \"duration_s\": {seconds}, \"delivered_per_s\": {delivered_rate:.1}, \"received\": {}, \
+         \"sent\": {}, {}, \"errors\": {}, \"login_s\": {:.2}, \"join_s\": {:.2}}}",
+        args.occupants,
+        args.senders,
+        total.received,
+        total.sent,
+        latency.json(""),
+        errors.len(),
+        login_time.as_secs_f64(),
+        join_time.as_secs_f64(),
+    );
+    Ok(Report { human, json })
+}
+
+/// The nick of a client in the room: its account's local part.
+fn nick_of(client: &Client) -> String {
+    client
+        .jid
+        .node()
+        .map(|n| n.as_str().to_string())
+        .unwrap_or_default()
+}
+
+/// Joins `room` with no history (§7.2.15) and waits for the client's own presence (status 110,
+/// §7.2.5); the creator then asks for an instant room (§10.1.2) and waits for the answer.
+async fn join_room(client: &mut Client, room: &BareJid, create: bool) -> anyhow::Result<()> {
+    let nick = nick_of(client);
+    let occupant = room
+        .with_resource_str(&nick)
+        .with_context(|| format!("bad nick {nick}"))?;
+    let attempt = async {
+        let history = Element::builder("history", NS_MUC)
+            .attr(
+                tokio_xmpp::minidom::rxml::xml_ncname!("maxstanzas").into(),
+                "0",
+            )
+            .build();
+        let mut presence = Presence::available().with_to(Jid::from(occupant.clone()));
+        presence
+            .payloads
+            .push(Element::builder("x", NS_MUC).append(history).build());
+        client.send(presence).await?;
+        loop {
+            match client.next_stanza().await? {
+                Stanza::Presence(p) if p.from.as_ref() == Some(&Jid::from(occupant.clone())) => {
+                    if p.type_ == tokio_xmpp::parsers::presence::Type::Error {
+                        bail!("join of {occupant} refused: {p:?}");
+                    }
+                    let own = p
+                        .payloads
+                        .iter()
+                        .filter(|x| x.is("x", NS_MUC_USER))
+                        .flat_map(|x| x.children())
+                        .any(|c| c.is("status", NS_MUC_USER) && c.attr("code") == Some("110"));
+                    if own {
+                        break;
+                    }
+                }
+                Stanza::Iq(iq) => client.answer_iq(iq).await?,
+                _ => {}
+            }
+        }
+        if create {
+            let form = Element::builder("x", ns::DATA_FORMS)
+                .attr(
+                    tokio_xmpp::minidom::rxml::xml_ncname!("type").into(),
+                    "submit",
+                )
+                .build();
+            let query = Element::builder("query", NS_MUC_OWNER).append(form).build();
+            let iq = Iq::Set {
+                from: None,
+                to: Some(Jid::from(room.clone())),
+                id: "instant".into(),
+                payload: query,
+            };
+            client.send(iq).await?;
+            loop {
+                match client.next_stanza().await? {
+                    Stanza::Iq(Iq::Result { id, .. } | Iq::Error { id, .. }) if id == "instant" => {
+                        break
+                    }
+                    Stanza::Iq(iq) => client.answer_iq(iq).await?,
+                    _ => {}
+                }
+            }
+        }
+        anyhow::Ok(())
+    };
+    tokio::time::timeout(JOIN_TIMEOUT, attempt)
+        .await
+        .map_err(|_| anyhow!("{occupant}: not joined within {JOIN_TIMEOUT:?}"))?
+}
+
+/// One occupant: counts the groupchat messages of this run it gets (and their latency), and,
+/// as sender number `sender`, keeps `window` messages in flight, one more for each of its own
+/// that comes back.
+async fn room_client(
+    mut client: Client,
+    room: BareJid,
+    sender: Option<usize>,
+    plan: Plan,
+    window: usize,
+    run_id: String,
+    padding: String,
+) -> RoomStats {
+    let mut stats = RoomStats::default();
+    let room = Jid::from(room);
+    let mut credit = if sender.is_some() { window } else { 0 };
+    let mut seq = 0u64;
+    let result: anyhow::Result<()> = async {
+        loop {
+            let sending = Instant::now() < plan.measure_until;
+            if let (Some(me), true, true) = (sender, sending, credit > 0) {
+                // Everything the room has echoed back so far, in one write.
+                for _ in 0..credit {
+                    let body = format!("{run_id} {} {me} {seq} {padding}", now_us());
+                    let mut message =
+                        Message::groupchat(Some(room.clone())).with_body(Default::default(), body);
+                    message.id = Some(Id(format!("g{me}-{seq}")));
+                    seq += 1;
+                    client.feed(message).await?;
+                }
+                client.flush().await?;
+                stats.sent += credit as u64;
+                credit = 0;
+            }
+            tokio::select! {
+                biased;
+                element = client.stream.next() => match client.on_item(element).await? {
+                    Some(Stanza::Message(message)) => {
+                        let Some((sent_us, from)) = room_timestamp(&message, &run_id) else {
+                            continue;
+                        };
+                        let now = Instant::now();
+                        if now >= plan.measure_from && now < plan.measure_until {
+                            stats.received += 1;
+                            stats.latencies_us.push(now_us().saturating_sub(sent_us));
+                        }
+                        if sender == Some(from) {
+                            credit += 1;
+                        }
+                    }
+                    Some(Stanza::Iq(iq)) => client.answer_iq(iq).await?,
+                    Some(Stanza::Presence(_)) | None => {}
+                },
+                _ = tokio::time::sleep_until(plan.stop.into()) => return Ok(()),
+            }
+        }
+    }
+    .await;
+    if let Err(e) = result {
+        stats.error = Some(format!("{}: {e:#}", client.jid));
+    } else {
+        client.close().await;
+    }
+    stats
+}
+
+/// The send time and sender number in a groupchat message of this run.
+fn room_timestamp(message: &Message, run_id: &str) -> Option<(u64, usize)> {
+    if message.type_ != MessageType::Groupchat {
+        return None;
+    }
+    let (_, body) = message.get_best_body(Vec::new())?;
+    let mut words = body.split(' ');
+    (words.next()? == run_id).then_some(())?;
+    let sent = words.next()?.parse().ok()?;
+    let from = words.next()?.parse().ok()?;
+    Some((sent, from))
 }

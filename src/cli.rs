@@ -278,10 +278,11 @@ pub struct PepArgs {
 #[derive(Debug, Args)]
 #[command(next_help_heading = "Message archive (XEP-0313)")]
 pub struct ArchiveArgs {
-    /// Keep no archive: one-to-one messages are no longer archived (what is stored stays until
-    /// it expires), and clients are told there is none. With the archive on (the default),
-    /// every account keeps its chats on the server, so a phone and a laptop show the same
-    /// history, the bot's alerts included.
+    /// Keep no archive: one-to-one messages and rooms' messages are no longer archived (what
+    /// is stored stays until it expires), and clients are told there is none. With the archive
+    /// on (the default), every account keeps its chats on the server, so a phone and a laptop
+    /// show the same history, the bot's alerts included, and every room keeps what was said in
+    /// it.
     #[arg(long, env = "MQTT2XMPP_NO_ARCHIVE")]
     pub no_archive: bool,
 

@@ -203,13 +203,14 @@ impl Default for PepLimits {
 /// bound what a chatty bot can make an account hold.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ArchiveLimits {
-    /// Whether one-to-one messages are archived at all. Off: nothing is archived, stanza ids
-    /// are not added, the account's disco#info does not list `urn:xmpp:mam:2`, and queries
-    /// get `service-unavailable` (what is already stored stays, and is expired as usual).
+    /// Whether one-to-one and rooms' messages are archived at all. Off: nothing is archived,
+    /// stanza ids are not added (rooms stamp random ones), the account's and rooms' disco#info
+    /// do not list `urn:xmpp:mam:2`, and queries get `service-unavailable` (what is already
+    /// stored stays, and is expired as usual).
     pub enabled: bool,
     /// Messages older than this are deleted; `None` keeps them until the count limit.
     pub max_age: Option<Duration>,
-    /// Most messages kept per account; the oldest go first.
+    /// Most messages kept per account, and per room; the oldest go first.
     pub max_per_user: usize,
     /// Most results in one page of a query: a client asking for more gets this many (as
     /// Prosody does with `max_archive_query_results`), and can page on.

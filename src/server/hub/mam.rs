@@ -31,6 +31,9 @@
 //!
 //! # Queries (XEP-0313 §4) and preferences (§5)
 //!
+//! Rooms' archives, on a room's bare JID, are `muc/archive.rs`'s; they share this file's id
+//! counter, group commit, query code and retention.
+//!
 //! Only the account itself queries its archive: an IQ to its bare JID or with no `to`. A query
 //! to another account's bare JID is not handled and gets `service-unavailable`, as in Prosody,
 //! whose `mod_mam` hooks only `iq-set/self/urn:xmpp:mam:2:query`. The form's `with`, `start`,
@@ -66,7 +69,7 @@ use super::service::{Entity, IqRequest, Kind, Service, Target};
 use super::{node, Delivery, Hub};
 use crate::server::limits::ArchiveLimits;
 use crate::server::store::{
-    ArchiveDefault, ArchiveFilter, ArchivePage, ArchivePrefs, ArchiveRow, Paging,
+    ArchiveDefault, ArchiveFilter, ArchivePage, ArchivePrefs, ArchiveRow, Paging, Store, StoreError,
 };
 
 /// An attribute name, checked at compile time.
@@ -140,10 +143,14 @@ pub(crate) struct Archive {
     seq: Option<(i64, i64)>,
     /// Rows waiting for the next group commit.
     pending: Vec<ArchiveRow>,
+    /// Rooms' rows waiting for the next group commit (`muc/archive.rs`).
+    room_pending: Vec<ArchiveRow>,
     /// Each account's preferences, as read or set.
     prefs: HashMap<String, ArchivePrefs>,
     /// Each account's number of rows, written and pending, once counted.
     counts: HashMap<String, usize>,
+    /// Each room's number of rows, written and pending, once counted.
+    room_counts: HashMap<String, usize>,
     /// When expiry last ran (ms).
     expired_at: Option<i64>,
 }
@@ -164,11 +171,12 @@ impl Hub {
         self.flush_archive();
     }
 
-    /// Writes the pending archive rows in one transaction, then applies the retention limits.
+    /// Writes the pending archive rows in one transaction (one for the accounts' rows, one for
+    /// the rooms'), then applies the retention limits.
     pub(crate) fn flush_archive(&mut self) {
+        let next = self.archive.seq.map_or(1, |(next, _)| next);
         if !self.archive.pending.is_empty() {
             let rows = std::mem::take(&mut self.archive.pending);
-            let next = self.archive.seq.map_or(1, |(next, _)| next);
             if let Err(error) = self.store.append_archive(&rows, next) {
                 tracing::error!(
                     rows = rows.len(),
@@ -176,30 +184,51 @@ impl Hub {
                 );
                 self.archive.counts.clear();
             }
-            self.trim_archives(&rows);
+            self.trim_archives(&rows, false);
+        }
+        if !self.archive.room_pending.is_empty() {
+            let rows = std::mem::take(&mut self.archive.room_pending);
+            if let Err(error) = self.store.append_room_archive(&rows, next) {
+                tracing::error!(
+                    rows = rows.len(),
+                    "could not write archived room messages: {error}"
+                );
+                self.archive.room_counts.clear();
+            }
+            self.trim_archives(&rows, true);
         }
         self.expire_archive();
     }
 
-    /// Deletes the oldest rows of the accounts in `rows` that are over their limit.
-    fn trim_archives(&mut self, rows: &[ArchiveRow]) {
+    /// Deletes the oldest rows of the accounts (or rooms) in `rows` that are over their limit.
+    fn trim_archives(&mut self, rows: &[ArchiveRow], rooms: bool) {
         let max = self.archive.limits.max_per_user;
         let slack = max / 20 + 1;
         for row in rows {
-            let count = match self.archive.counts.get(&row.owner) {
+            let owner = if rooms {
+                Owner::Room(&row.owner)
+            } else {
+                Owner::Account(&row.owner)
+            };
+            let counts = if rooms {
+                &mut self.archive.room_counts
+            } else {
+                &mut self.archive.counts
+            };
+            let count = match counts.get(&row.owner) {
                 Some(count) => *count,
                 None => {
-                    // First rows of this account since the start: count once.
-                    let count = self.store.archive_count(&row.owner).unwrap_or(0);
-                    self.archive.counts.insert(row.owner.clone(), count);
+                    // First rows of this archive since the start: count once.
+                    let count = owner.count(&self.store).unwrap_or(0);
+                    counts.insert(row.owner.clone(), count);
                     continue;
                 }
             };
             if count > max.saturating_add(slack) {
-                if let Err(error) = self.store.trim_archive(&row.owner, max) {
+                counts.insert(row.owner.clone(), max);
+                if let Err(error) = owner.trim(&self.store, max) {
                     tracing::error!(owner = row.owner, "could not trim an archive: {error}");
                 }
-                self.archive.counts.insert(row.owner.clone(), max);
             }
         }
     }
@@ -220,13 +249,22 @@ impl Hub {
         }
         self.archive.expired_at = Some(time);
         let age = i64::try_from(max_age.as_millis()).unwrap_or(i64::MAX);
-        match self.store.expire_archive(time.saturating_sub(age)) {
+        let before = time.saturating_sub(age);
+        match self.store.expire_archive(before) {
             Ok(0) => {}
             Ok(deleted) => {
                 tracing::info!(deleted, "expired archived messages");
                 self.archive.counts.clear();
             }
             Err(error) => tracing::error!("could not expire archived messages: {error}"),
+        }
+        match self.store.expire_room_archive(before) {
+            Ok(0) => {}
+            Ok(deleted) => {
+                tracing::info!(deleted, "expired archived room messages");
+                self.archive.room_counts.clear();
+            }
+            Err(error) => tracing::error!("could not expire archived room messages: {error}"),
         }
     }
 
@@ -330,6 +368,54 @@ impl Hub {
         Some(encode_id(next, mask))
     }
 
+    /// A new archive id, taken from the counter now, and its stanza id; `None` when the archive
+    /// is off (or its counter cannot be read). A room stamps the stanza id on a groupchat
+    /// message before it goes out, then hands the message to [`Hub::queue_room_row`].
+    pub(super) fn reserve_archive_id(&mut self) -> Option<(i64, String)> {
+        if !self.archive.limits.enabled {
+            return None;
+        }
+        let (next, mask) = self.archive_seq()?;
+        self.archive.seq = Some((next + 1, mask));
+        Some((next, encode_id(next, mask)))
+    }
+
+    /// Queues `message` (as the room sent it) under the id `id` in the archive of `room`;
+    /// `sender` is the real bare JID of the occupant who said it.
+    pub(super) fn queue_room_row(
+        &mut self,
+        id: i64,
+        room: &BareJid,
+        sender: &BareJid,
+        message: &Message,
+    ) {
+        let owner = room.as_str().to_lowercase();
+        if let Some(count) = self.archive.room_counts.get_mut(&owner) {
+            *count += 1;
+        }
+        self.archive.room_pending.push(ArchiveRow {
+            id,
+            owner,
+            with: sender.to_string(),
+            stamp_ms: now_ms(),
+            stanza: String::from(&Element::from(message.clone())),
+        });
+        if self.archive.room_pending.len() >= FLUSH_ROWS {
+            self.flush_archive();
+        }
+    }
+
+    /// Deletes the archive of `room` (destroyed, XEP-0045 §10.9, or a temporary room that
+    /// emptied), pending rows included.
+    pub(super) fn forget_room_archive(&mut self, room: &BareJid) {
+        let owner = room.as_str().to_lowercase();
+        self.archive.room_pending.retain(|row| row.owner != owner);
+        self.archive.room_counts.remove(&owner);
+        if let Err(error) = self.store.delete_room_archive(&owner) {
+            tracing::error!(room = owner, "could not delete a room's archive: {error}");
+        }
+    }
+
     /// Whether `user`'s preferences archive messages with `with` (XEP-0313 §5).
     fn shall_archive(&mut self, user: &str, with: &BareJid) -> bool {
         let prefs = match self.archive.prefs.get(user) {
@@ -403,15 +489,35 @@ impl Hub {
         .into())
     }
 
-    /// A query (XEP-0313 §4): the result messages and the `<fin/>`.
+    /// A query (XEP-0313 §4) of the sender's own archive: the result messages and the `<fin/>`.
     fn archive_query(
         &mut self,
         request: &IqRequest,
     ) -> Result<(Vec<Stanza>, Element), DefinedCondition> {
         let user = node(&request.from);
-        let query = &request.payload;
+        let archive = request.from.to_bare().into();
+        self.query_archive(
+            Owner::Account(&user),
+            &request.payload,
+            &request.from,
+            archive,
+            false,
+        )
+    }
+
+    /// A query (XEP-0313 §4) of `owner`'s archive by `from`, answered from `archive` (the
+    /// archive's JID): the result messages and the `<fin/>`. `strip_real`: the archived
+    /// messages' `<x xmlns='…muc#user'/>` (the sender's real JID) are left out.
+    pub(super) fn query_archive(
+        &mut self,
+        owner: Owner<'_>,
+        query: &Element,
+        from: &FullJid,
+        archive: Jid,
+        strip_real: bool,
+    ) -> Result<(Vec<Stanza>, Element), DefinedCondition> {
         if query.attr("node").is_some_and(|n| !n.is_empty()) {
-            // An account's archive has no nodes (those are pubsub archives, §3.3).
+            // These archives have no nodes (those are pubsub archives, §3.3).
             return Err(DefinedCondition::ItemNotFound);
         }
         // Everything routed so far is on disk before it is read, and what expired is gone.
@@ -421,7 +527,7 @@ impl Hub {
             .ok_or(DefinedCondition::InternalServerError)?;
         let known = |hub: &Hub, id: &str| -> Result<i64, DefinedCondition> {
             let id = decode_id(id, mask).ok_or(DefinedCondition::ItemNotFound)?;
-            match hub.store.archive_has(&user, id) {
+            match owner.has(&hub.store, id) {
                 Ok(true) => Ok(id),
                 Ok(false) => Err(DefinedCondition::ItemNotFound),
                 Err(_) => Err(DefinedCondition::InternalServerError),
@@ -436,6 +542,11 @@ impl Hub {
                 let form =
                     DataForm::try_from(child.clone()).map_err(|_| DefinedCondition::BadRequest)?;
                 self.apply_form(&form, &mut filter, mask, &known)?;
+                if matches!(owner, Owner::Room(_)) {
+                    // A room's archive is not filtered by sender, as in Prosody's
+                    // `mod_muc_mam`: that would tell who said what in a room hiding real JIDs.
+                    filter.with = None;
+                }
             } else if child.is("set", ns::RSM) {
                 rsm = Some(
                     SetQuery::try_from(child.clone()).map_err(|_| DefinedCondition::BadRequest)?,
@@ -465,14 +576,16 @@ impl Hub {
             Some((None, Some(after))) => Paging::Forward(Some(known(self, after)?)),
             _ => Paging::Forward(None),
         };
-        let page = self
-            .store
-            .archive_query(&user, &filter, paging, max)
+        let page = owner
+            .page(&self.store, &filter, paging, max)
             .map_err(|error| {
-                tracing::error!(user, "could not read the archive: {error}");
+                tracing::error!(?owner, "could not read the archive: {error}");
                 DefinedCondition::InternalServerError
             })?;
-        Ok(results(request, &page, mask, flip))
+        let queryid = query.attr("queryid");
+        Ok(results(
+            from, archive, queryid, &page, mask, flip, strip_real,
+        ))
     }
 
     /// The form's fields into `filter` (XEP-0313 §4.1); unknown fields are ignored, as
@@ -524,13 +637,62 @@ const MAX_PREFS_JIDS: usize = 1000;
 
 /// Whether `message` is one the archive keeps (see the module documentation).
 fn archivable(message: &Message) -> bool {
-    matches!(message.type_, MessageType::Chat | MessageType::Normal)
-        && !message.bodies.is_empty()
+    matches!(message.type_, MessageType::Chat | MessageType::Normal) && storable(message)
+}
+
+/// Whether `message` has a body and its XEP-0334 hints let it be stored.
+pub(super) fn storable(message: &Message) -> bool {
+    !message.bodies.is_empty()
         && (message.payloads.iter().any(|p| p.is("store", HINTS))
             || !message
                 .payloads
                 .iter()
                 .any(|p| p.is("no-store", HINTS) || p.is("no-permanent-store", HINTS)))
+}
+
+/// Whose archive: an account's, by username, or a room's, by bare JID (`muc/archive.rs`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Owner<'a> {
+    /// An account's one-to-one messages.
+    Account(&'a str),
+    /// A room's groupchat messages.
+    Room(&'a str),
+}
+
+impl Owner<'_> {
+    fn has(self, store: &Store, id: i64) -> Result<bool, StoreError> {
+        match self {
+            Owner::Account(user) => store.archive_has(user, id),
+            Owner::Room(room) => store.room_archive_has(room, id),
+        }
+    }
+
+    fn count(self, store: &Store) -> Result<usize, StoreError> {
+        match self {
+            Owner::Account(user) => store.archive_count(user),
+            Owner::Room(room) => store.room_archive_count(room),
+        }
+    }
+
+    fn trim(self, store: &Store, keep: usize) -> Result<usize, StoreError> {
+        match self {
+            Owner::Account(user) => store.trim_archive(user, keep),
+            Owner::Room(room) => store.trim_room_archive(room, keep),
+        }
+    }
+
+    fn page(
+        self,
+        store: &Store,
+        filter: &ArchiveFilter,
+        paging: Paging,
+        max: usize,
+    ) -> Result<ArchivePage, StoreError> {
+        match self {
+            Owner::Account(user) => store.archive_query(user, filter, paging, max),
+            Owner::Room(room) => store.room_archive_query(room, filter, paging, max),
+        }
+    }
 }
 
 /// `<stanza-id xmlns='urn:xmpp:sid:0' by='OWNER' id='ID'/>` (XEP-0359 §3).
@@ -574,21 +736,26 @@ fn stamp(ms: i64) -> String {
     humantime::format_rfc3339_millis(time).to_string()
 }
 
-/// The result messages of `page` for `request`, and the `<fin/>` (XEP-0313 §4.2, §4.3).
+/// The result messages of `page` for `to`, from `archive`, and the `<fin/>` (XEP-0313 §4.2,
+/// §4.3). `strip_real`: see [`Hub::query_archive`].
 fn results(
-    request: &IqRequest,
+    to: &FullJid,
+    archive: Jid,
+    queryid: Option<&str>,
     page: &ArchivePage,
     mask: i64,
     flip: bool,
+    strip_real: bool,
 ) -> (Vec<Stanza>, Element) {
-    let queryid = request.payload.attr("queryid");
-    let archive: Jid = request.from.to_bare().into();
     let mut messages: Vec<Stanza> = Vec::with_capacity(page.messages.len());
     for archived in &page.messages {
-        let Ok(stored) = archived.stanza.parse::<Element>() else {
+        let Ok(mut stored) = archived.stanza.parse::<Element>() else {
             tracing::warn!(id = archived.id, "skipping an unreadable archived message");
             continue;
         };
+        if strip_real {
+            while stored.remove_child("x", ns::MUC_USER).is_some() {}
+        }
         let delay = Element::builder("delay", ns::DELAY)
             .attr(ncname!("stamp"), stamp(archived.stamp_ms))
             .build();
@@ -602,7 +769,7 @@ fn results(
         if let Some(queryid) = queryid {
             result = result.attr(ncname!("queryid"), queryid);
         }
-        let mut message = Message::new(Some(request.from.clone().into()));
+        let mut message = Message::new(Some(to.clone().into()));
         message.from = Some(archive.clone());
         message.payloads.push(result.build());
         messages.push(message.into());
@@ -634,7 +801,7 @@ fn results(
 }
 
 /// The query form (XEP-0313 §4.1.5 and §7.1.1), for an IQ get.
-fn query_form() -> Element {
+pub(super) fn query_form() -> Element {
     let field = |var: &str, kind: &str| {
         Element::builder("field", ns::DATA_FORMS)
             .attr(ncname!("var"), var)

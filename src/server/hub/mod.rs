@@ -31,7 +31,7 @@
 //! | `pep.rs` | PEP (XEP-0163 on XEP-0060 pubsub) per account; `pep/caps.rs` learns whom to notify from entity capabilities (XEP-0115) |
 //! | `avatars.rs` | one avatar for old and new clients: PEP's (XEP-0084) and the vCard's photo (XEP-0153) kept the same (XEP-0398) |
 //! | `mam.rs` | the message archive (XEP-0313) with stanza ids (XEP-0359): what is archived, queries, preferences, retention, group commit |
-//! | `muc/` | multi-user chat (XEP-0045) at `conference.DOMAIN`: rooms, occupants, history, self-ping (XEP-0410) |
+//! | `muc/` | multi-user chat (XEP-0045) at `conference.DOMAIN`: rooms, occupants, history, self-ping (XEP-0410); `muc/archive.rs`: rooms' archives (XEP-0313) |
 //! | `disco.rs` | service discovery (XEP-0030), its features collected from the services, and the server's entity capabilities (XEP-0115) |
 //! | `components.rs` | external components (XEP-0114): their domains, and stanzas to and from them |
 //! | `ping.rs`, `version.rs`, `legacy_session.rs` | XEP-0199, XEP-0092, the RFC 3921 session IQ |

@@ -133,6 +133,34 @@ impl Default for ArchivePrefs {
     }
 }
 
+/// The two tables of archived messages: each account's (`archive`, rows only for accounts that
+/// exist) and each room's (`room_archive`, see `room_archive.rs`). Both have the same columns
+/// and share the id counter, so the code that writes, pages and trims them is one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Table {
+    /// `archive`: the owner is an account's username.
+    Accounts,
+    /// `room_archive`: the owner is a room's bare JID.
+    Rooms,
+}
+
+impl Table {
+    fn name(self) -> &'static str {
+        match self {
+            Table::Accounts => "archive",
+            Table::Rooms => "room_archive",
+        }
+    }
+
+    /// The owner as stored: both are lowercase (usernames, and bare JIDs).
+    fn owner(self, owner: &str) -> String {
+        match self {
+            Table::Accounts => normalize_user(owner),
+            Table::Rooms => normalize_jid(owner),
+        }
+    }
+}
+
 impl Store {
     /// The next archive id to give, and this database's random mask that turns ids into the
     /// stanza ids clients see (so they tell nothing about how many messages the server holds).
@@ -148,18 +176,35 @@ impl Store {
     /// an account deleted meanwhile (by `mqtt2xmpp user del`, another process) are skipped.
     /// Returns how many rows were written.
     pub fn append_archive(&self, rows: &[ArchiveRow], next: i64) -> Result<usize, StoreError> {
+        self.append_to(Table::Accounts, rows, next)
+    }
+
+    /// [`Store::append_archive`] into `table`.
+    pub(super) fn append_to(
+        &self,
+        table: Table,
+        rows: &[ArchiveRow],
+        next: i64,
+    ) -> Result<usize, StoreError> {
         let tx = self.write()?;
         let mut written = 0;
         {
-            let mut insert = tx.prepare_cached(
-                "INSERT OR IGNORE INTO archive (id, owner, with_jid, stamp_ms, stanza)
-                 SELECT ?1, ?2, ?3, ?4, ?5
-                 WHERE EXISTS (SELECT 1 FROM accounts WHERE username = ?2)",
-            )?;
+            let sql = match table {
+                Table::Accounts => {
+                    "INSERT OR IGNORE INTO archive (id, owner, with_jid, stamp_ms, stanza)
+                     SELECT ?1, ?2, ?3, ?4, ?5
+                     WHERE EXISTS (SELECT 1 FROM accounts WHERE username = ?2)"
+                }
+                Table::Rooms => {
+                    "INSERT OR IGNORE INTO room_archive (id, owner, with_jid, stamp_ms, stanza)
+                     VALUES (?1, ?2, ?3, ?4, ?5)"
+                }
+            };
+            let mut insert = tx.prepare_cached(sql)?;
             for row in rows {
                 written += insert.execute(params![
                     row.id,
-                    normalize_user(&row.owner),
+                    table.owner(&row.owner),
                     normalize_jid(&row.with),
                     row.stamp_ms,
                     row.stanza
@@ -176,18 +221,31 @@ impl Store {
 
     /// Whether `owner`'s archive holds the message `id`.
     pub fn archive_has(&self, owner: &str, id: i64) -> Result<bool, StoreError> {
+        self.has_in(Table::Accounts, owner, id)
+    }
+
+    /// [`Store::archive_has`] in `table`.
+    pub(super) fn has_in(&self, table: Table, owner: &str, id: i64) -> Result<bool, StoreError> {
         Ok(self.conn.query_row(
-            "SELECT EXISTS (SELECT 1 FROM archive WHERE owner = ?1 AND id = ?2)",
-            params![normalize_user(owner), id],
+            &format!(
+                "SELECT EXISTS (SELECT 1 FROM {} WHERE owner = ?1 AND id = ?2)",
+                table.name()
+            ),
+            params![table.owner(owner), id],
             |row| row.get(0),
         )?)
     }
 
     /// How many messages `owner`'s archive holds.
     pub fn archive_count(&self, owner: &str) -> Result<usize, StoreError> {
+        self.count_in(Table::Accounts, owner)
+    }
+
+    /// [`Store::archive_count`] in `table`.
+    pub(super) fn count_in(&self, table: Table, owner: &str) -> Result<usize, StoreError> {
         let count: i64 = self.conn.query_row(
-            "SELECT COUNT(*) FROM archive WHERE owner = ?1",
-            [normalize_user(owner)],
+            &format!("SELECT COUNT(*) FROM {} WHERE owner = ?1", table.name()),
+            [table.owner(owner)],
             |row| row.get(0),
         )?;
         Ok(usize::try_from(count).unwrap_or(0))
@@ -201,8 +259,21 @@ impl Store {
         paging: Paging,
         max: usize,
     ) -> Result<ArchivePage, StoreError> {
+        self.query_in(Table::Accounts, owner, filter, paging, max)
+    }
+
+    /// [`Store::archive_query`] in `table`.
+    pub(super) fn query_in(
+        &self,
+        table: Table,
+        owner: &str,
+        filter: &ArchiveFilter,
+        paging: Paging,
+        max: usize,
+    ) -> Result<ArchivePage, StoreError> {
+        let name = table.name();
         let mut clauses = vec!["owner = ?".to_string()];
-        let mut values = vec![Value::Text(normalize_user(owner))];
+        let mut values = vec![Value::Text(table.owner(owner))];
         if let Some(with) = &filter.with {
             clauses.push("with_jid = ?".into());
             values.push(Value::Text(normalize_jid(with)));
@@ -230,7 +301,7 @@ impl Store {
         }
         let matching = clauses.join(" AND ");
         let count: i64 = self.conn.query_row(
-            &format!("SELECT COUNT(*) FROM archive WHERE {matching}"),
+            &format!("SELECT COUNT(*) FROM {name} WHERE {matching}"),
             params_from_iter(values.iter()),
             |row| row.get(0),
         )?;
@@ -249,7 +320,7 @@ impl Store {
         let limit = i64::try_from(max).unwrap_or(i64::MAX).saturating_add(1);
         values.push(Value::Integer(limit));
         let mut stmt = self.conn.prepare(&format!(
-            "SELECT id, stamp_ms, stanza FROM archive WHERE {page_clauses}
+            "SELECT id, stamp_ms, stanza FROM {name} WHERE {page_clauses}
              ORDER BY id {order} LIMIT ?"
         ))?;
         let mut messages = stmt
@@ -275,28 +346,46 @@ impl Store {
 
     /// Deletes the oldest messages of `owner` beyond the newest `keep`; returns how many.
     pub fn trim_archive(&self, owner: &str, keep: usize) -> Result<usize, StoreError> {
+        self.trim_in(Table::Accounts, owner, keep)
+    }
+
+    /// [`Store::trim_archive`] in `table`.
+    pub(super) fn trim_in(
+        &self,
+        table: Table,
+        owner: &str,
+        keep: usize,
+    ) -> Result<usize, StoreError> {
+        let name = table.name();
         let tx = self.write()?;
         let deleted = tx.execute(
-            "DELETE FROM archive WHERE owner = ?1 AND id <= (
-                 SELECT id FROM archive WHERE owner = ?1 ORDER BY id DESC LIMIT 1 OFFSET ?2)",
-            params![
-                normalize_user(owner),
-                i64::try_from(keep).unwrap_or(i64::MAX)
-            ],
+            &format!(
+                "DELETE FROM {name} WHERE owner = ?1 AND id <= (
+                     SELECT id FROM {name} WHERE owner = ?1 ORDER BY id DESC LIMIT 1 OFFSET ?2)"
+            ),
+            params![table.owner(owner), i64::try_from(keep).unwrap_or(i64::MAX)],
         )?;
         tx.commit()?;
         Ok(deleted)
     }
 
-    /// Deletes every message archived before `before_ms`, in every archive; returns how many.
-    /// Ids grow with time, so this finds the first id to keep and deletes below it, reading
-    /// only the rows it deletes.
+    /// Deletes every message archived before `before_ms`, in every account's archive; returns
+    /// how many.
     pub fn expire_archive(&self, before_ms: i64) -> Result<usize, StoreError> {
+        self.expire_in(Table::Accounts, before_ms)
+    }
+
+    /// [`Store::expire_archive`] in `table`. Ids grow with time, so this finds the first id to
+    /// keep and deletes below it, reading only the rows it deletes.
+    pub(super) fn expire_in(&self, table: Table, before_ms: i64) -> Result<usize, StoreError> {
+        let name = table.name();
         let tx = self.write()?;
         let deleted = tx.execute(
-            "DELETE FROM archive WHERE id < coalesce(
-                 (SELECT id FROM archive WHERE stamp_ms >= ?1 ORDER BY id LIMIT 1),
-                 (SELECT max(id) + 1 FROM archive))",
+            &format!(
+                "DELETE FROM {name} WHERE id < coalesce(
+                     (SELECT id FROM {name} WHERE stamp_ms >= ?1 ORDER BY id LIMIT 1),
+                     (SELECT max(id) + 1 FROM {name}))"
+            ),
             [before_ms],
         )?;
         tx.commit()?;

@@ -22,6 +22,7 @@
 //! | `archive_prefs` | owner | XEP-0313 §5 preferences: default, always and never lists as JSON |
 //! | `muc_rooms` | persistent room (XEP-0045) | its configuration as JSON, subject, creator |
 //! | `muc_affiliations` | room × bare JID | owner, admin, member or outcast; the local account, if it is one |
+//! | `room_archive` | archived groupchat message × room bare JID (XEP-0313 on rooms) | like `archive`, its ids from the same counter; no account behind it |
 //!
 //! Every per-user table references `accounts(username)` with `ON DELETE CASCADE`, and
 //! [`Store::delete_account`] additionally deletes those rows explicitly, in the same transaction,
@@ -162,6 +163,7 @@ mod muc;
 mod offline;
 mod pep;
 mod private;
+mod room_archive;
 mod roster;
 mod vcard;
 
@@ -291,6 +293,16 @@ pub const MIGRATIONS: &[&str] = &[
         PRIMARY KEY (room, jid)
     ) WITHOUT ROWID;
     CREATE INDEX muc_affiliations_by_account ON muc_affiliations (account);",
+    // 7 → 8: rooms' archives (XEP-0313 on a room's bare JID, see `room_archive.rs`): the
+    // groupchat messages of each room, with ids from `archive_seq` like the accounts' rows.
+    "CREATE TABLE room_archive (
+        id       INTEGER PRIMARY KEY,
+        owner    TEXT NOT NULL,
+        with_jid TEXT NOT NULL,
+        stamp_ms INTEGER NOT NULL,
+        stanza   TEXT NOT NULL
+    );
+    CREATE INDEX room_archive_by_owner ON room_archive (owner, id);",
 ];
 
 /// The schema version this code writes and understands: the number of [`MIGRATIONS`].

@@ -184,7 +184,7 @@ impl Hub {
             .get(&room_jid)
             .is_some_and(|room| room.is_empty() && !room.config.persistent)
         {
-            self.muc.rooms.remove(&room_jid);
+            self.muc_room_ended(&room_jid);
         }
     }
 

@@ -2,7 +2,8 @@
 //! Every stanza a local session sends to the service's domain comes here (rule 2 of
 //! `router.rs`): to the service itself (disco), to a room's bare JID (groupchat messages,
 //! disco), or to an occupant's room JID `room@service/nick` (join, leave, nick change,
-//! private messages, self-ping). `room.rs` holds one room's state and the stanzas it sends.
+//! private messages, self-ping). `room.rs` holds one room's state and the stanzas it sends;
+//! `archive.rs` keeps rooms' groupchat messages and answers archive queries to a room (XEP-0313).
 //!
 //! What exists now: rooms made by the first joiner (its owner), instant or locked until
 //! configured; presence, nick changes, groupchat with stanza ids, subject, private messages,
@@ -20,6 +21,7 @@ macro_rules! ncname {
 }
 
 mod admin;
+mod archive;
 mod config;
 mod flood;
 mod invite;
@@ -177,7 +179,7 @@ impl Hub {
             room.leave(nick, status, out);
             // Temporary rooms are gone with their last occupant (§10.1.1).
             if room.is_empty() && !room.config.persistent {
-                self.muc.rooms.remove(room_jid);
+                self.muc_room_ended(room_jid);
             }
         }
     }
@@ -416,9 +418,10 @@ impl Hub {
                     return;
                 }
                 let subject = room.subject.clone();
-                room.groupchat(&nick, message.clone(), now_ms(), out);
+                self.muc_groupchat(&room_jid, &nick, message.clone(), out);
                 // Only a persistent room has anything to save (`persist.rs`).
-                if room.subject != subject && room.config.persistent {
+                let room = self.muc.rooms.get(&room_jid);
+                if room.is_some_and(|r| r.subject != subject && r.config.persistent) {
                     self.muc_room_changed(&room_jid);
                 }
             }
@@ -491,6 +494,10 @@ impl Hub {
             self.muc_admin(from, iq, out);
             return;
         }
+        // XEP-0313 §5.1.2: the room's archive (`archive.rs`).
+        if !service && payload.is("query", ns::MAM) {
+            return self.muc_archive_iq(from, &to.to_bare(), &iq, out);
+        }
         // §10.1.1: a locked room is not there yet, but for its owners.
         let room = (!service)
             .then(|| self.muc.rooms.get(&to.to_bare()))
@@ -500,7 +507,7 @@ impl Hub {
             if service {
                 Ok(Some(service_info()))
             } else {
-                room.map(|r| Some(r.info()))
+                room.map(|r| Some(r.info(self.muc_archive_features())))
                     .ok_or(DefinedCondition::ItemNotFound)
             }
         } else if payload.is("query", ns::DISCO_ITEMS) {

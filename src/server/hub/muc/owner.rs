@@ -240,7 +240,7 @@ impl Room {
 
     /// The room's disco#info (§6.4): its name, the features its configuration gives it, and
     /// the `muc#roominfo` form with its description, subject and number of occupants.
-    pub(super) fn info(&self) -> Element {
+    pub(super) fn info(&self, extra: &[&str]) -> Element {
         let c = &self.config;
         let pick = |on: bool, yes: &str, no: &str| if on { yes } else { no }.to_string();
         let features = [
@@ -270,7 +270,10 @@ impl Room {
         let mut info: Element = DiscoInfoResult {
             node: None,
             identities: vec![Identity::new("conference", "text", "en", name)],
-            features: features.into_iter().collect(),
+            features: features
+                .into_iter()
+                .chain(extra.iter().map(|f| f.to_string()))
+                .collect(),
             extensions: Vec::new(),
         }
         .into();

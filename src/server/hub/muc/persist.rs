@@ -49,12 +49,22 @@ impl Hub {
             tracing::error!(room = %room_jid, "could not remove the room from the store: {error}");
         }
         if empty {
-            self.muc.rooms.remove(room_jid);
+            self.muc_room_ended(room_jid);
         }
     }
 
-    /// Drops the room `room_jid` (destroyed, §10.9), from memory and from the store.
+    /// The temporary room `room_jid` lost its last occupant and is gone (§10.1.1), and so is
+    /// its archive: a room made later under the same name is a new room, and its occupants
+    /// (a members-only room's members, say) have no claim on what was said before.
+    pub(super) fn muc_room_ended(&mut self, room_jid: &BareJid) {
+        self.muc.rooms.remove(room_jid);
+        self.forget_room_archive(room_jid);
+    }
+
+    /// Drops the room `room_jid` (destroyed, §10.9), from memory and from the store, with its
+    /// archive.
     pub(super) fn muc_drop_room(&mut self, room_jid: &BareJid) {
+        self.forget_room_archive(room_jid);
         if let Some(room) = self.muc.rooms.remove(room_jid) {
             if room.config.persistent {
                 if let Err(error) = self.store.delete_muc_room(room_jid.as_str()) {
@@ -64,13 +74,20 @@ impl Hub {
         }
     }
 
-    /// Reads the stored rooms of the service (called when the server starts). Rooms of
+    /// Reads the stored rooms of the service (called when the server starts), and deletes the
+    /// archives of rooms that were not persistent. Rooms of
     /// another service domain (the service was renamed) stay stored and are not served; a
     /// room that cannot be read is logged and skipped.
     pub(super) fn muc_load_rooms(&mut self) {
         let Some(service) = self.muc.service.clone() else {
             return;
         };
+        // Temporary rooms did not outlive the last run, and neither do their archives.
+        match self.store.delete_unstored_room_archives() {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(messages = n, "deleted the archives of temporary rooms"),
+            Err(error) => tracing::error!("could not delete temporary rooms' archives: {error}"),
+        }
         let stored = match self.store.muc_rooms() {
             Ok(stored) => stored,
             Err(error) => {

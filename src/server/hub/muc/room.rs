@@ -307,18 +307,18 @@ impl Room {
     }
 
     /// `nick` says `message` to the room (§7.4): every occupant, the sender included, gets it
-    /// from `room@service/nick` with the room's stanza id (XEP-0359). A subject in it changes
-    /// the room's subject (§8.1); a body goes into the history.
+    /// from `room@service/nick` with the room's stanza id `stanza_id` (XEP-0359; its archive
+    /// id, see `archive.rs`). A subject in it changes the room's subject (§8.1); a body goes
+    /// into the history. Returns the message as sent, without `to`.
     pub fn groupchat(
         &mut self,
         nick: &str,
         mut message: Message,
         now_ms: i64,
+        stanza_id: String,
         out: &mut Vec<Delivery>,
-    ) {
-        let Some(from) = self.occupant_jid(nick) else {
-            return;
-        };
+    ) -> Option<Message> {
+        let from = self.occupant_jid(nick)?;
         message.from = Some(from.into());
         // XEP-0359 §5: an id claiming to be the room's is not the client's to set.
         let room = self.jid.as_str().to_string();
@@ -328,7 +328,7 @@ impl Room {
         message.payloads.push(
             Element::builder("stanza-id", SID)
                 .attr(ncname!("by"), room.as_str())
-                .attr(ncname!("id"), new_id())
+                .attr(ncname!("id"), stanza_id)
                 .build(),
         );
         if let Some(subject) = message.subjects.values().next() {
@@ -352,6 +352,8 @@ impl Room {
             copy.to = Some(session.clone().into());
             out.push(Delivery::stanza(session.clone(), copy));
         }
+        message.to = None;
+        Some(message)
     }
 
     /// `from_nick` sends `message` privately to `to_nick` (§7.5), from its room JID, marked with
