@@ -69,15 +69,20 @@ fn event<'a>(events: &'a [Value], name: &str) -> &'a Value {
 
 /// What every slixmpp version must see.
 fn assert_room(events: &[Value]) {
-    // 1. The creator owns the new room and is told it shows real JIDs.
+    // 1. The creator owns the new room and is told it shows real JIDs and is logged (the
+    //    room's archive).
     let created = event(events, "created");
-    assert_eq!(created["codes"], json!(["100", "110", "201"]), "{created}");
+    assert_eq!(
+        created["codes"],
+        json!(["100", "110", "170", "201"]),
+        "{created}"
+    );
     assert_eq!(created["role"], "moderator", "{created}");
     assert_eq!(created["affiliation"], "owner", "{created}");
     assert_eq!(created["jid"], "alice@localhost/phone", "{created}");
     // 2. The second joiner sees the first, then the history stamped by the room.
     let joined = event(events, "joined");
-    assert_eq!(joined["codes"], json!(["100", "110"]), "{joined}");
+    assert_eq!(joined["codes"], json!(["100", "110", "170"]), "{joined}");
     assert_eq!(joined["role"], "participant", "{joined}");
     // Everyone already there, then the joiner itself, last (XEP-0045 §7.2.3).
     assert_eq!(

@@ -76,7 +76,11 @@ fn configure_restart_destroy(python: &str) -> String {
     let events = run_phase(python, "configure", &server);
     // 1. The creator owns the new room and gets its form.
     let created = event(&events, "created");
-    assert_eq!(created["codes"], json!(["100", "110", "201"]), "{created}");
+    assert_eq!(
+        created["codes"],
+        json!(["100", "110", "170", "201"]),
+        "{created}"
+    );
     assert_eq!(created["affiliation"], "owner", "{created}");
     let form = event(&events, "form");
     for var in [
@@ -114,7 +118,7 @@ fn configure_restart_destroy(python: &str) -> String {
     assert_eq!(password["without"]["error"], "not-authorized", "{password}");
     assert_eq!(
         password["with_password"]["codes"],
-        json!(["100", "110"]),
+        json!(["100", "110", "170"]),
         "{password}"
     );
     // 4. Members-only: bob is taken out (322), carol refused (§7.2.7).
@@ -150,7 +154,11 @@ fn configure_restart_destroy(python: &str) -> String {
         );
     }
     let back = event(&events, "back");
-    assert_eq!(back["codes"], json!(["100", "110"]), "no 201: {back}");
+    assert_eq!(
+        back["codes"],
+        json!(["100", "110", "170"]),
+        "no 201: {back}"
+    );
     assert_eq!(back["affiliation"], "owner", "{back}");
     assert_eq!(back["subject"], "Kept across restarts", "{back}");
     // §10.9: destroyed, with the alternate room and the reason; gone from the list.

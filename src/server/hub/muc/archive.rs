@@ -104,6 +104,16 @@ impl Hub {
         }
     }
 
+    /// The status codes a joiner gets for the archive: 170, "the room is logged"
+    /// (XEP-0045 §7.2.12), when rooms are archived.
+    pub(super) fn muc_logged_codes(&self) -> &'static [u16] {
+        if self.archive_enabled() {
+            &[170]
+        } else {
+            &[]
+        }
+    }
+
     /// The archive's feature in a room's disco#info, when archives are on.
     pub(super) fn muc_archive_features(&self) -> &'static [&'static str] {
         if self.archive_enabled() {

@@ -250,10 +250,12 @@ impl Hub {
                     refuse(DefinedCondition::NotAcceptable, out);
                     return;
                 }
+                let logged = self.muc_logged_codes();
                 if let Some(room) = self.muc.rooms.get_mut(&room_jid) {
                     // Another session of the same account joins its occupant (`sessions.rs`).
                     if current.is_none() && room.may_share(from, &nick) {
-                        room.add_session(from, &nick, history_request(&presence), out);
+                        let history = history_request(&presence);
+                        room.add_session(from, &nick, logged, history, out);
                         return;
                     }
                     // §7.2.9: a nickname another occupant has.
@@ -303,6 +305,7 @@ impl Hub {
         };
         let history = history_request(&presence);
         let now = now_ms();
+        let logged = self.muc_logged_codes();
         let created = !self.muc.rooms.contains_key(&room_jid);
         if created {
             let creator = from.to_bare();
@@ -357,7 +360,14 @@ impl Hub {
             }
             return;
         }
-        room.join(from, nick, presence, created, history, out);
+        // §7.2.12: 170, the discussion is logged (the room's archive); §10.1.1: 201.
+        let codes: &[u16] = match (logged.is_empty(), created) {
+            (true, false) => &[],
+            (true, true) => &[201],
+            (false, false) => &[170],
+            (false, true) => &[170, 201],
+        };
+        room.join(from, nick, presence, codes, history, out);
     }
 
     /// A message to the service, a room or an occupant (§7.4, §7.5, §8.1).

@@ -185,7 +185,7 @@ impl Room {
         real: &FullJid,
         nick: &str,
         presence: Presence,
-        created: bool,
+        codes: &[u16],
         history: HistoryRequest,
         out: &mut Vec<Delivery>,
     ) {
@@ -212,13 +212,12 @@ impl Room {
         self.occupants.insert(nick.to_string(), occupant.clone());
         // §7.2.4: everyone else learns of the joiner.
         self.broadcast_presence(nick, &occupant, &[], None, Some(real), out);
-        // §7.2.5, §7.2.4 (100: non-anonymous), §10.1.1 (201: room created).
-        let mut codes = self.anonymity_codes().to_vec();
-        codes.push(110);
-        if created {
-            codes.push(201);
-        }
-        if let Some(p) = self.presence_of(nick, &occupant, &codes, None) {
+        // §7.2.5, §7.2.4 (100: non-anonymous), and the caller's `codes` (§7.2.12 170: the
+        // room is logged; §10.1.1 201: the room was just created).
+        let mut own = self.anonymity_codes().to_vec();
+        own.push(110);
+        own.extend_from_slice(codes);
+        if let Some(p) = self.presence_of(nick, &occupant, &own, None) {
             out.push(Delivery::stanza(real.clone(), with_to(p, real)));
         }
         // §7.2.15: the history, then (§7.2.16) the subject, always, empty if none.

@@ -44,6 +44,7 @@ impl Room {
         &mut self,
         real: &FullJid,
         nick: &str,
+        codes: &[u16],
         history: HistoryRequest,
         out: &mut Vec<Delivery>,
     ) {
@@ -64,8 +65,10 @@ impl Room {
             }
         }
         if let Some(occupant) = self.occupants.get(nick) {
-            let mut codes = self.anonymity_codes().to_vec();
-            codes.push(110);
+            let mut own = self.anonymity_codes().to_vec();
+            own.push(110);
+            own.extend_from_slice(codes);
+            let codes = own;
             if let Some(p) = self.presence_of(nick, occupant, &codes, None) {
                 out.push(Delivery::stanza(real.clone(), with_to(p, real)));
             }

@@ -69,10 +69,11 @@ fn the_first_joiner_creates_an_instant_room_and_owns_it() {
     let got = join(&mut world, &alice, "Alice");
     let to_alice = got.to(&alice);
     assert_eq!(to_alice.len(), 2, "{}", got.describe());
-    // Its own presence with 110 (self), 100 (real JIDs shown) and 201 (room created).
+    // Its own presence with 110 (self), 100 (real JIDs shown), 170 (the room is logged) and
+    // 201 (room created).
     let own = to_alice[0];
     assert_eq!(from_text(own), format!("{ROOM}/Alice"));
-    assert_eq!(codes(own), ["100", "110", "201"]);
+    assert_eq!(codes(own), ["100", "110", "170", "201"]);
     assert_eq!(item(own, "affiliation").as_deref(), Some("owner"));
     assert_eq!(item(own, "role").as_deref(), Some("moderator"));
     assert_eq!(item(own, "jid").as_deref(), Some("alice@localhost/phone"));
@@ -101,7 +102,7 @@ fn a_joiner_sees_everyone_then_itself_and_everyone_sees_it() {
     assert_eq!(to_bob.len(), 3, "{}", got.describe());
     assert_eq!(from_text(to_bob[0]), format!("{ROOM}/Alice"));
     assert_eq!(item(to_bob[0], "role").as_deref(), Some("moderator"));
-    assert_eq!(codes(to_bob[1]), ["100", "110"]);
+    assert_eq!(codes(to_bob[1]), ["100", "110", "170"]);
     assert!(subject(to_bob[2]).is_some());
 }
 

@@ -316,7 +316,7 @@ fn the_room_advertises_its_archive_and_serves_the_query_form() {
 
 #[test]
 fn with_the_archive_off_rooms_keep_nothing_and_say_so() {
-    let (mut world, alice, _, _) = world();
+    let (mut world, alice, _, carol) = world();
     world.hub.set_archive_limits(ArchiveLimits {
         enabled: false,
         ..ArchiveLimits::default()
@@ -331,6 +331,34 @@ fn with_the_archive_off_rooms_keep_nothing_and_say_so() {
         query(&mut world, &alice, "").error(),
         Some(DefinedCondition::ServiceUnavailable)
     );
+    // A joiner is not told the room is logged (XEP-0045 §7.2.12: no 170).
+    let got = join(&mut world, &carol, "Carol");
+    let own = got
+        .to(&carol)
+        .into_iter()
+        .find(|s| {
+            matches!(s, Stanza::Presence(_))
+                && from_of(s).map(|j| j.to_string()) == Some(format!("{ROOM}/Carol"))
+        })
+        .expect("carol's own presence");
+    assert!(
+        !presence_codes(own).contains(&"170".to_string()),
+        "{}",
+        got.describe()
+    );
+}
+
+/// The status codes of a room presence.
+fn presence_codes(stanza: &Stanza) -> Vec<String> {
+    let Stanza::Presence(p) = stanza else {
+        return Vec::new();
+    };
+    p.payloads
+        .iter()
+        .filter(|x| x.is("x", ns::MUC_USER))
+        .flat_map(|x| x.children().filter(|c| c.is("status", ns::MUC_USER)))
+        .filter_map(|s| s.attr("code").map(str::to_string))
+        .collect()
 }
 
 #[test]
