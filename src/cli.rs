@@ -339,6 +339,19 @@ pub struct MucArgs {
     #[arg(long, env = "MQTT2XMPP_MUC_MAX_HISTORY", default_value_t = 20,
         value_name = "COUNT", value_parser = clap::value_parser!(u32).range(0..=10_000))]
     pub muc_max_history: u32,
+
+    /// Messages an occupant may send to one room a minute (with presence updates, nick changes
+    /// and invitations); past it, and past --muc-message-burst at once, the sender gets
+    /// `resource-constraint` and nothing is delivered. --unthrottled accounts (the bot, posting
+    /// alerts) have no room limit.
+    #[arg(long, env = "MQTT2XMPP_MUC_MESSAGES_PER_MINUTE", default_value_t = 120,
+        value_name = "COUNT", value_parser = clap::value_parser!(u32).range(1..))]
+    pub muc_messages_per_minute: u32,
+
+    /// Messages an occupant may send to one room at once before the per-minute rate applies.
+    #[arg(long, env = "MQTT2XMPP_MUC_MESSAGE_BURST", default_value_t = 40,
+        value_name = "COUNT", value_parser = clap::value_parser!(u32).range(1..))]
+    pub muc_message_burst: u32,
 }
 
 /// A room service's domain: a domain name without a user or resource part.

@@ -365,6 +365,8 @@ pub fn server(args: &ServerArgs) -> ServerConfig {
                 max_rooms_per_user: args.muc.muc_max_rooms_per_user as usize,
                 max_occupants: args.muc.muc_max_occupants as usize,
                 max_history: args.muc.muc_max_history as usize,
+                messages_per_minute: args.muc.muc_messages_per_minute,
+                message_burst: args.muc.muc_message_burst,
                 ..Default::default()
             },
             ..Default::default()

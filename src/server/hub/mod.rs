@@ -234,7 +234,7 @@ impl Hub {
         self.set_max_blocklist(limits.max_blocklist);
         self.set_archive_limits(limits.archive.clone());
         self.pep = pep::PepState::new(limits.pep.clone());
-        self.muc_start(&limits.muc);
+        self.muc_start(&limits.muc, &limits.unthrottled);
         if let Err(error) = self.store.pep_forget_transient() {
             tracing::error!("could not forget transient PEP items: {error}");
         }

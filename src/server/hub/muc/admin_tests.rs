@@ -548,6 +548,43 @@ fn hostile_a_groupchat_flood_is_cut_at_the_burst_and_the_others_still_speak() {
 }
 
 #[test]
+fn an_unthrottled_account_posts_to_a_room_past_the_burst() {
+    let mut world = World::with_accounts(&["bob", "carol"]);
+    // `--unthrottled bob`: the bot, posting every alert of a busy building to its room.
+    let limits = MucLimits {
+        messages_per_minute: 1,
+        message_burst: 5,
+        ..MucLimits::default()
+    };
+    world.hub.muc_start(&limits, &["bob".to_string()]);
+    let bob = world.online("bob/laptop", 0);
+    let carol = world.online("carol/desk", 0);
+    join(&mut world, &bob, "Bob");
+    join(&mut world, &carol, "Carol");
+    for i in 0..50 {
+        let got = world.send(
+            &bob,
+            &format!("<message to='{ROOM}' type='groupchat'><body>alert {i}</body></message>"),
+        );
+        assert_eq!(
+            body(got.only_to(&carol)),
+            Some(format!("alert {i}").as_str())
+        );
+    }
+    // Everyone else still has the limit.
+    let refused = (0..10)
+        .filter(|i| {
+            let got = world.send(
+                &carol,
+                &format!("<message to='{ROOM}' type='groupchat'><body>c{i}</body></message>"),
+            );
+            got.to(&bob).is_empty()
+        })
+        .count();
+    assert_eq!(refused, 5);
+}
+
+#[test]
 fn hostile_a_join_flood_is_refused_past_the_burst_and_creates_no_rooms() {
     let mut world = World::with_accounts(&["mallory"]);
     let mallory = world.online("mallory/bot", 0);

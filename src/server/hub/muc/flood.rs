@@ -21,7 +21,7 @@
 //! [`MucLimits::joins_per_minute`]: crate::server::limits::MucLimits::joins_per_minute
 //! [`MucLimits::join_burst`]: crate::server::limits::MucLimits::join_burst
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::time::Instant;
 
 use tokio_xmpp::jid::{BareJid, FullJid};
@@ -110,6 +110,8 @@ fn take<K: std::hash::Hash + Eq>(
 /// The rooms' rate buckets.
 #[derive(Debug, Default)]
 pub(super) struct Flood {
+    /// Accounts with no room message rate: the server's `--unthrottled` ones (the bot).
+    pub(super) exempt: HashSet<BareJid>,
     /// Per occupant session of a room: groupchat messages and invitations.
     messages: HashMap<(BareJid, FullJid), Bucket>,
     /// Per account: joins.
@@ -126,6 +128,9 @@ impl Flood {
         limits: &MucLimits,
         now: Instant,
     ) -> Result<(), Refusal> {
+        if self.exempt.contains(&from.to_bare()) {
+            return Ok(());
+        }
         let rate = Rate {
             per_minute: limits.messages_per_minute,
             burst: limits.message_burst,

@@ -83,7 +83,11 @@ impl Hub {
 
     /// Starts the room service as `limits` say (on or off, its domain, its limits), with the
     /// persistent rooms of the store: called once, when the server starts.
-    pub(super) fn muc_start(&mut self, limits: &MucLimits) {
+    pub(super) fn muc_start(&mut self, limits: &MucLimits, unthrottled: &[String]) {
+        self.muc.flood.exempt = unthrottled
+            .iter()
+            .filter_map(|user| BareJid::new(&format!("{user}@{}", self.domain)).ok())
+            .collect();
         let service = limits.enabled.then(|| {
             let domain = limits
                 .domain

@@ -751,25 +751,34 @@ fn destroying_a_persistent_room_removes_it_from_the_store() {
 fn the_service_can_be_renamed_or_turned_off() {
     let mut world = World::with_accounts(&["alice"]);
     let alice = world.online("alice/phone", 0);
-    world.hub.muc_start(&MucLimits {
-        domain: Some("rooms.localhost".into()),
-        ..MucLimits::default()
-    });
+    world.hub.muc_start(
+        &MucLimits {
+            domain: Some("rooms.localhost".into()),
+            ..MucLimits::default()
+        },
+        &[],
+    );
     let got = world.send(&alice, "<presence to='lab@rooms.localhost/Alice'><x xmlns='http://jabber.org/protocol/muc'/></presence>");
     assert!(got
         .to(&alice)
         .iter()
         .any(|s| codes(s).contains(&"201".to_string())));
-    world.hub.muc_start(&MucLimits {
-        enabled: false,
-        ..MucLimits::default()
-    });
+    world.hub.muc_start(
+        &MucLimits {
+            enabled: false,
+            ..MucLimits::default()
+        },
+        &[],
+    );
     assert!(world.hub.muc_service().is_none());
     // The server's own domain cannot be the service's.
-    world.hub.muc_start(&MucLimits {
-        domain: Some("localhost".into()),
-        ..MucLimits::default()
-    });
+    world.hub.muc_start(
+        &MucLimits {
+            domain: Some("localhost".into()),
+            ..MucLimits::default()
+        },
+        &[],
+    );
     assert!(world.hub.muc_service().is_none());
 }
 
