@@ -44,7 +44,7 @@
 //!
 //! # Schema versions
 //!
-//! The schema version is `PRAGMA user_version`, currently `db::SCHEMA_VERSION` (1). `db::MIGRATIONS`
+//! The schema version is `PRAGMA user_version`, currently `db::SCHEMA_VERSION` (2: version 2 added the rooms joined through invitations). `db::MIGRATIONS`
 //! is an ordered list of SQL batches; batch *i* takes the schema from version *i* to *i + 1* in
 //! one `IMMEDIATE` transaction that also sets `user_version`, so a migration is applied
 //! completely or not at all. A file written by a newer mqtt2xmpp (a higher version) is refused
@@ -147,4 +147,31 @@ pub struct StoredAlertTopic {
     pub last_fired_unix_ms: Option<i64>,
     /// Whether the contact was already told that this topic went silent.
     pub silent_notified: bool,
+}
+
+/// A room the bot joined through an invitation (the rooms of `--room` are not stored: the
+/// flags name them on every start).
+#[derive(Clone, PartialEq, Eq)]
+pub struct StoredRoom {
+    /// The room's bare JID.
+    pub room: String,
+    /// The nick the bot asks for.
+    pub nick: String,
+    /// The room's password from the invitation, if any.
+    pub password: Option<String>,
+    /// Who invited the bot (a bare JID on the allow list).
+    pub invited_by: String,
+    /// When, in milliseconds since the Unix epoch.
+    pub added_unix_ms: i64,
+}
+
+impl std::fmt::Debug for StoredRoom {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // The password stays out of logs.
+        f.debug_struct("StoredRoom")
+            .field("room", &self.room)
+            .field("nick", &self.nick)
+            .field("invited_by", &self.invited_by)
+            .finish_non_exhaustive()
+    }
 }
