@@ -113,6 +113,12 @@ pub fn parse(text: &str) -> ChatCommand {
         "stats" | "estadisticas" | "estadísticas" => parse_stats(&args),
         "alerts" | "alertas" if args.is_empty() => ChatCommand::Alerts,
         "alert" | "alerta" | "alerts" | "alertas" => parse_alert(&args),
+        // `unalert [target]`: the same as `alert off [target]`.
+        "unalert" => match args.as_slice() {
+            [] => ChatCommand::AlertOff(None),
+            [target] => ChatCommand::AlertOff(Some(target.to_string())),
+            _ => ChatCommand::Invalid(usage("unalert", "unalert [sensor], e.g. unalert temp")),
+        },
         "stale" | "inactivos" => ChatCommand::Stale,
         _ => ChatCommand::Text(text.to_string()),
     }
@@ -323,6 +329,11 @@ mod tests {
             }
         );
         assert_eq!(parse("alert off"), ChatCommand::AlertOff(None));
+        assert_eq!(parse("unalert"), ChatCommand::AlertOff(None));
+        assert_eq!(
+            parse("Unalert temp"),
+            ChatCommand::AlertOff(Some("temp".into()))
+        );
         assert_eq!(
             parse("alerta quitar temp"),
             ChatCommand::AlertOff(Some("temp".into()))
