@@ -457,6 +457,23 @@ pub struct RoomArgs {
         value_delimiter = ','
     )]
     pub room_allow: Vec<String>,
+
+    /// Say in this room (one of --room's, by ROOM@SERVICE) when a sensor's topic has sent
+    /// nothing for --stale-after, and when it is back. Off by default. Repeatable, or
+    /// comma-separated. In the sensors file: announce_stale = true in a [[room]] table.
+    #[arg(
+        long,
+        env = "MQTT2XMPP_ROOM_ANNOUNCE_STALE",
+        value_name = "ROOM@SERVICE",
+        value_delimiter = ','
+    )]
+    pub room_announce_stale: Vec<String>,
+
+    /// How long a room may stay quiet before the bot checks that it is still in it (XEP-0410
+    /// self-ping).
+    #[arg(long, env = "MQTT2XMPP_ROOM_PING_INTERVAL", default_value = "1m",
+          value_parser = parse_duration, hide = true)]
+    pub room_ping_interval: Duration,
 }
 
 /// The per-contact reply rate limit (bridge and up).
@@ -741,6 +758,22 @@ pub struct UpArgs {
     /// deploy/sensors.toml.example with `mqtt2xmpp simulate --building EDIFICIO_1` publishing.
     #[arg(long, env = "MQTT2XMPP_SENSORS_FILE", value_name = "FILE")]
     pub sensors_file: Option<PathBuf>,
+
+    /// The group chat room the bot creates and sits in, on the bundled server's room service;
+    /// join it from your client ("/join sensors@conference.localhost" in profanity) and
+    /// address the bot there ("bot: temperature?").
+    #[arg(
+        long,
+        env = "MQTT2XMPP_UP_ROOM",
+        value_name = "ROOM@SERVICE[/NICK]",
+        default_value = "sensors@conference.localhost",
+        conflicts_with = "no_room"
+    )]
+    pub room: String,
+
+    /// Do not create a room: the bot answers one-to-one chats only.
+    #[arg(long)]
+    pub no_room: bool,
 }
 
 /// `mqtt2xmpp simulate`: simple mode unless `--building` is given.
