@@ -65,7 +65,7 @@ pub const MAX_OCCUPANTS: usize = 10_000;
 
 /// Answers to one occupant per [`ANSWER_WINDOW`] in one room, at most (the loop guard against
 /// bots that do not mark their answers).
-pub const ANSWERS_PER_OCCUPANT: usize = 6;
+pub const ANSWERS_PER_OCCUPANT: usize = 10;
 
 /// The window of [`ANSWERS_PER_OCCUPANT`].
 pub const ANSWER_WINDOW: Duration = Duration::from_secs(60);
@@ -503,8 +503,22 @@ impl Rooms {
             _ => return None,
         };
         if id.starts_with("owner-") {
-            if let Some(error) = error {
-                tracing::warn!(id, condition = ?error.defined_condition, "the room refused its instant configuration");
+            match error.map(|e| &e.defined_condition) {
+                None => {}
+                // A service without room configuration: its rooms are open already.
+                Some(
+                    condition @ (DefinedCondition::ServiceUnavailable
+                    | DefinedCondition::FeatureNotImplemented),
+                ) => {
+                    tracing::debug!(
+                        id,
+                        ?condition,
+                        "the room service does not take configuration forms"
+                    );
+                }
+                Some(condition) => {
+                    tracing::warn!(id, ?condition, "the room refused its instant configuration");
+                }
             }
             return Some(Vec::new());
         }
@@ -533,6 +547,7 @@ impl Rooms {
         };
         Some(match verdict {
             PingVerdict::Joined => {
+                tracing::debug!(room = %room.join.room, "self-ping: still in the room");
                 room.undecided = 0;
                 // Staying in the room is proven: a later removal starts the backoff afresh.
                 room.backoff.reset();

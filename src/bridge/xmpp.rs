@@ -95,6 +95,14 @@ impl Handler for Bot {
 /// dead connection).
 const SEND_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// Connections lost in a row, each before a session was resumed or bound, after which the bot
+/// drops its stream-management state and starts a fresh stream. tokio-xmpp 6.0 retries the
+/// resumption of a session the server has forgotten on every reconnection, and cannot read
+/// ejabberd's `<failed xmlns='urn:xmpp:sm:3'/>` (XEP-0198 §5 leaves `h` optional there; its
+/// parser requires it), so after an ejabberd restart it would reconnect for ever without a
+/// session.
+const FRESH_STREAM_AFTER: u32 = 3;
+
 /// How long the goodbye (unavailable presence, stream close) may take at shutdown.
 const GOODBYE_TIMEOUT: Duration = Duration::from_millis(1500);
 
@@ -464,7 +472,9 @@ pub(crate) async fn run(
     for join in bot.remembered_rooms() {
         rooms.add_remembered(join);
     }
-    let mut stream = crate::xmpp_connect::open_stream(config.jid.clone(), config.connector);
+    let mut stream = crate::xmpp_connect::open_stream(config.jid.clone(), config.connector.clone());
+    // Connections lost in a row without a session: see `FRESH_STREAM_AFTER`.
+    let mut lost_in_a_row = 0u32;
     tracing::info!(jid = %config.jid, "connecting to the XMPP server");
     let mut online = false;
 
@@ -509,6 +519,7 @@ pub(crate) async fn run(
             Some(StreamEvent::Stream(Session::Reset { bound_jid, .. })) => {
                 guard.online();
                 online = true;
+                lost_in_a_row = 0;
                 tracing::info!(%bound_jid, "online");
                 let status = bot.presence_status();
                 send(&stream, available(&status).into()).await;
@@ -522,10 +533,21 @@ pub(crate) async fn run(
             }
             Some(StreamEvent::Stream(Session::Resumed)) => {
                 online = true;
+                lost_in_a_row = 0;
                 tracing::info!("XMPP session resumed");
             }
             Some(StreamEvent::Stream(Session::Suspended)) => {
                 online = false;
+                lost_in_a_row += 1;
+                if lost_in_a_row >= FRESH_STREAM_AFTER {
+                    tracing::warn!("could not resume the XMPP session; starting a new one");
+                    stream = crate::xmpp_connect::open_stream(
+                        config.jid.clone(),
+                        config.connector.clone(),
+                    );
+                    lost_in_a_row = 0;
+                    continue;
+                }
                 tracing::warn!("lost the connection to the XMPP server; reconnecting");
             }
             Some(StreamEvent::Stanza(stanza)) => {
