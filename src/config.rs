@@ -858,6 +858,30 @@ mod tests {
     }
 
     #[test]
+    fn up_puts_the_bot_in_a_room_unless_told_not_to() {
+        let room = |args: &[&str]| up(&parse_up(args)).unwrap().room.map(|r| r.to_string());
+        assert_eq!(
+            room(&[]).as_deref(),
+            Some("sensors@conference.localhost/bot")
+        );
+        assert_eq!(
+            room(&["--room", "lab@conference.localhost/sensei"]).as_deref(),
+            Some("lab@conference.localhost/sensei")
+        );
+        assert_eq!(room(&["--no-room"]), None);
+        let err = up(&parse_up(&["--room", "conference.localhost"])).unwrap_err();
+        assert!(err.to_string().starts_with("--room "), "{err}");
+        let both = <crate::cli::Cli as clap::Parser>::try_parse_from([
+            "mqtt2xmpp",
+            "up",
+            "--no-room",
+            "--room",
+            "lab@conference.localhost",
+        ]);
+        assert!(both.is_err());
+    }
+
+    #[test]
     fn up_checks_and_normalises_its_allow_lists() {
         let config = up(&parse_up(&[
             "--allow",

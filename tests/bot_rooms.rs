@@ -693,3 +693,107 @@ async fn two_bots_in_a_room_do_not_answer_each_other_and_invited_rooms_are_kept(
     );
     drop(bot2);
 }
+
+/// `mqtt2xmpp up` with `extra` flags, on free ports.
+#[cfg(feature = "embedded-broker")]
+fn up(data_dir: &std::path::Path, extra: &[&str]) -> (support::process::BinaryProcess, u16) {
+    let xmpp_port = support::peers::free_port();
+    let (data, xmpp, mqtt) = (
+        data_dir.to_string_lossy().into_owned(),
+        xmpp_port.to_string(),
+        support::peers::free_port().to_string(),
+    );
+    let mut args = vec![
+        "up",
+        "--data-dir",
+        &data,
+        "--xmpp-port",
+        &xmpp,
+        "--mqtt-port",
+        &mqtt,
+        "--xmpp-tls-port",
+        "0",
+    ];
+    args.extend(extra);
+    (support::process::BinaryProcess::spawn(&args), xmpp_port)
+}
+
+#[cfg(feature = "embedded-broker")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn up_puts_the_bot_in_a_room_and_says_how_to_join_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut running, xmpp_port) = up(dir.path(), &[]);
+    running.wait_log("joined room", 1, Duration::from_secs(30));
+    let banner = running.log();
+    assert!(
+        banner.contains("/join sensors@conference.localhost"),
+        "{banner}"
+    );
+    let password = std::fs::read_to_string(dir.path().join("you.password")).unwrap();
+    let ca = dir.path().join("localhost.crt");
+    let mut you = ChatClient::login("you@localhost", password.trim(), xmpp_port, &ca).await;
+    let sensors = "sensors@conference.localhost";
+    join_room(&mut you, sensors, "you").await;
+    // The simulated sensor publishes every 2 s: ask until its reading is there.
+    let end = Instant::now() + Duration::from_secs(30);
+    loop {
+        say_in(&mut you, sensors, "bot: temperature?").await;
+        let answer = next_from(&mut you, &format!("{sensors}/bot"), MessageType::Groupchat).await;
+        if answer.contains(" °C (sensors/temperature, ") {
+            assert!(answer.starts_with("you: "), "{answer}");
+            break;
+        }
+        assert!(Instant::now() < end, "no reading in the room: {answer}");
+        presence_from(&mut you, &format!("{sensors}/bot"), |p| {
+            status_text(p).contains(" °C")
+        })
+        .await;
+    }
+    let (status, _) = running.terminate(Duration::from_secs(10));
+    assert!(status.success(), "{}", running.log());
+
+    // --no-room: no room, and no word of one.
+    let (mut running, _) = up(dir.path(), &["--no-room"]);
+    running.wait_log("answering chat messages", 1, Duration::from_secs(30));
+    let log = running.log();
+    assert!(
+        !log.contains("/join") && !log.contains("joining room"),
+        "{log}"
+    );
+    let (status, _) = running.terminate(Duration::from_secs(10));
+    assert!(status.success(), "{}", running.log());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_room_that_asked_for_it_hears_when_a_sensor_goes_stale_and_comes_back() {
+    let Some((server, broker)) = Server::start(ServerKind::Bundled).await else {
+        return;
+    };
+    for user in ["bot", "alice"] {
+        server.register(user);
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let mut alice = server.login("alice").await;
+    join(&mut alice, "alice").await;
+    let bot = InProcessBridge::start(&server.bot_args(
+        &broker,
+        dir.path(),
+        "bot",
+        &[
+            "--room",
+            ROOM,
+            "--room-announce-stale",
+            ROOM,
+            "--stale-after",
+            "1s",
+        ],
+    ))
+    .await;
+    bot.wait_log("joined room", 1, STEP).await;
+    publish(broker.port(), "sensors/temperature", b"21.5", false).await;
+    let stale = next_from_bot(&mut alice, MessageType::Groupchat).await;
+    assert_eq!(stale, "⚠ no reading for 1 s from: sensors/temperature");
+    publish(broker.port(), "sensors/temperature", b"21.6", false).await;
+    let back = next_from_bot(&mut alice, MessageType::Groupchat).await;
+    assert_eq!(back, "back: sensors/temperature");
+}
