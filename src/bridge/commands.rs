@@ -11,6 +11,7 @@
 //! | `alert X above\|below N [margin M]` | `alerta X encima\|debajo N [margen M]` | notify when X crosses N |
 //! | `alerts` | `alertas` | your alerts |
 //! | `alert off [X]` | `alerta quitar [X]` | remove your alerts on X, or all of them |
+//! | `unalert [X]` | | the same as `alert off [X]` |
 //! | `stale` | `inactivos` | sensors with no reading for longer than `--stale-after` |
 //!
 //! Anything else is not a command, and gets the default sensor's reading: the bot's behaviour

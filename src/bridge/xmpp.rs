@@ -12,8 +12,13 @@
 //! Loop safety: the bot only ever answers `chat` and `normal` messages that have a body and come
 //! from another account. It never answers `error` or `headline` messages, bodyless messages (chat
 //! states, receipts), IQ results or errors, so two bots cannot talk each other into a loop.
-//! `groupchat` messages are answered only from the rooms of `--room`, when addressed to the bot
-//! and not delayed (see [`super::room::decide`]), within the per-room rate limit.
+//! `groupchat` messages are answered only from the bot's rooms, when addressed to the bot, not
+//! delayed, not from itself and not another mqtt2xmpp's marked answer, within the per-room rate
+//! limit and a per-occupant cap (see [`super::room`]'s loop guard).
+//!
+//! Rooms: [`respond_with_rooms`] hands presence, messages, invitations and self-ping answers
+//! from rooms to [`Rooms`]; [`run`] wakes at [`Rooms::next_due`] for self-pings and rejoins,
+//! posts a room's alerts to the room, and sends the room presence with the one-to-one one.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};

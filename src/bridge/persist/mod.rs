@@ -1,5 +1,6 @@
-//! Optional on-disk state of the bot (`--state-db FILE`): the reading history and every
-//! contact's alerts, so that `stats` and `alert` survive a restart. Without the flag the bot
+//! Optional on-disk state of the bot (`--state-db FILE`): the reading history, every contact's
+//! and room's alerts, and the rooms it was invited into, so that `stats`, `alert` and
+//! invitations survive a restart. Without the flag the bot
 //! keeps everything in memory only, as before.
 //!
 //! ```text
@@ -20,6 +21,10 @@
 //! | `readings` | reading | topic id, wall-clock time in ms, value; the newest `keep_per_topic` per topic |
 //! | `alerts` | contact × target × direction | filter, threshold, margin, creation time |
 //! | `alert_topics` | alert × concrete topic | armed (hysteresis), last time fired, silence reported |
+//! | `rooms` | room joined through an invitation | nick, password if the invitation gave one, inviter, time ([`Write::PutRoom`]) |
+//!
+//! A room's alerts (set by `alert …` in the room) are ordinary alerts whose contact is the
+//! room's bare JID.
 //!
 //! Topic names are stored once in `topics` and referenced by a small integer, because they are
 //! usually far longer than the 16 bytes of time and value a reading carries.
