@@ -797,3 +797,36 @@ async fn a_room_that_asked_for_it_hears_when_a_sensor_goes_stale_and_comes_back(
     let back = next_from_bot(&mut alice, MessageType::Groupchat).await;
     assert_eq!(back, "back: sensors/temperature");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hostile_an_invitation_flood_joins_a_few_rooms_and_no_more() {
+    let Some((server, broker)) = Server::start(ServerKind::Bundled).await else {
+        return;
+    };
+    for user in ["bot", "alice"] {
+        server.register(user);
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let bot = InProcessBridge::start(&server.bot_args(
+        &broker,
+        dir.path(),
+        "bot",
+        &["--allow", "alice@localhost"],
+    ))
+    .await;
+    // An allowed contact (or her stolen account) sends fifty invitations at once.
+    let mut alice = server.login("alice").await;
+    for n in 0..50 {
+        invite_directly(
+            &mut alice,
+            "bot@localhost",
+            &format!("r{n}@conference.localhost"),
+        )
+        .await;
+    }
+    bot.wait_log("too many invitations lately", 45, STEP).await;
+    bot.wait_log("joined room", 5, STEP).await;
+    let log = bot.log();
+    assert_eq!(log.matches("accepted an invitation").count(), 5, "{log}");
+    assert_eq!(log.matches("joining room").count(), 5, "{log}");
+}

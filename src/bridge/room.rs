@@ -34,6 +34,9 @@
 //! - [`invitation`]: a mediated (§7.8.2) or direct (XEP-0249) invitation; the caller decides
 //!   whether the inviter may (the allow list) and [`Rooms::invited`] bounds how many are
 //!   accepted ([`INVITES_PER_WINDOW`] per [`INVITE_WINDOW`], at most [`MAX_INVITED_ROOMS`]).
+//!   A mediated invitation names the inviter as the room service states it, so it counts only
+//!   from a service the bot already trusts ([`Rooms::trusts_service`]); a direct one comes from
+//!   the inviter's own account (or, through a room, from an occupant whose real JID it shows).
 //! - [`Rooms::status_updates`]: the bot's presence in each joined room, with the default
 //!   reading as status (§7.7), sent when the one-to-one presence is (throttled by the caller).
 
@@ -396,6 +399,21 @@ impl Rooms {
     pub fn with_account(mut self, account: BareJid) -> Self {
         self.account = Some(account);
         self
+    }
+
+    /// Whether the room service `service` is one the bot trusts to vouch for an inviter (a
+    /// mediated invitation, §7.8.2, carries the inviter's JID as the service states it): the
+    /// service of one of its rooms, or a service under its own domain (`conference.example.org`
+    /// for `bot@example.org`). A service elsewhere could claim any inviter.
+    pub fn trusts_service(&self, service: &str) -> bool {
+        let own = self
+            .account
+            .as_ref()
+            .is_some_and(|account| service.ends_with(&format!(".{}", account.domain())));
+        own || self
+            .rooms
+            .iter()
+            .any(|room| room.join.room.domain().as_str() == service)
     }
 
     /// A room remembered from an invitation (from the state database), unless configured.
@@ -939,6 +957,8 @@ pub struct Invitation {
     pub inviter: Jid,
     /// The room's password, if given.
     pub password: Option<String>,
+    /// Mediated (the room service vouches for the inviter) rather than direct.
+    pub mediated: bool,
 }
 
 /// The invitation in `message`, if it is one. Mediated: from the room's bare JID, with
@@ -955,11 +975,13 @@ pub fn invitation(message: &Message) -> Option<Invitation> {
                 continue;
             };
             let inviter = Jid::from_str(invite.attr("from")?).ok()?;
+            from.node()?;
             let password = payload.get_child("password", NS_MUC_USER).map(|p| p.text());
             return Some(Invitation {
                 room: from.to_bare(),
                 inviter,
                 password,
+                mediated: true,
             });
         }
         if payload.is("x", NS_CONFERENCE) {
@@ -969,6 +991,7 @@ pub fn invitation(message: &Message) -> Option<Invitation> {
                 room,
                 inviter: from.clone(),
                 password: payload.attr("password").map(str::to_string),
+                mediated: false,
             });
         }
     }
@@ -1667,6 +1690,7 @@ mod tests {
                 room: BareJid::from_str("class@conference.localhost").unwrap(),
                 inviter: Jid::from_str("alice@localhost/phone").unwrap(),
                 password: Some("pw".into()),
+                mediated: true,
             })
         );
         let direct = message(
@@ -1679,6 +1703,7 @@ mod tests {
                 room: BareJid::from_str("class@conference.localhost").unwrap(),
                 inviter: Jid::from_str("alice@localhost/phone").unwrap(),
                 password: None,
+                mediated: false,
             })
         );
         for not_one in [
@@ -1691,6 +1716,9 @@ mod tests {
              <x xmlns='jabber:x:conference' jid='a@@b'/></message>",
             "<message xmlns='jabber:client' type='error' from='alice@localhost/p'>\
              <x xmlns='jabber:x:conference' jid='class@conference.localhost'/></message>",
+            // A mediated invitation from a bare domain is not from a room.
+            "<message xmlns='jabber:client' from='conference.localhost'>\
+             <x xmlns='http://jabber.org/protocol/muc#user'><invite from='alice@localhost'/></x></message>",
             // muc#user from an occupant is not a mediated invitation.
             "<message xmlns='jabber:client' from='class@conference.localhost/eve'>\
              <x xmlns='http://jabber.org/protocol/muc#user'><invite from='alice@localhost'/></x></message>",
@@ -1698,6 +1726,23 @@ mod tests {
         ] {
             assert_eq!(invitation(&message(not_one)), None, "{not_one}");
         }
+    }
+
+    #[test]
+    fn mediated_invitations_are_trusted_only_from_known_services() {
+        let rooms = lab();
+        assert!(rooms.trusts_service("conference.localhost"));
+        assert!(rooms.trusts_service("rooms.localhost"));
+        assert!(!rooms.trusts_service("localhost.evil.example"));
+        assert!(!rooms.trusts_service("evillocalhost"));
+        let mut elsewhere = Rooms::new(
+            [RoomJoin::parse("lab@muc.example.org", "bot").unwrap()],
+            RoomTimings::default(),
+        )
+        .with_account(BareJid::from_str("bot@localhost").unwrap());
+        assert!(elsewhere.trusts_service("muc.example.org"));
+        elsewhere.add_remembered(RoomJoin::parse("x@other.example", "bot").unwrap());
+        assert!(elsewhere.trusts_service("other.example"));
     }
 
     #[test]

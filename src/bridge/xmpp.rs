@@ -167,7 +167,12 @@ fn respond_invitation(
         room,
         inviter,
         password,
+        mediated,
     } = invitation;
+    if mediated && !rooms.trusts_service(room.domain().as_str()) {
+        tracing::info!(%room, %inviter, "ignoring a mediated invitation from a room service the bot does not know");
+        return Vec::new();
+    }
     // A direct invitation through a room comes from an occupant's room JID: its real JID is
     // what the room shows, if anything.
     let real = match (rooms.get(&inviter.to_bare()), inviter.resource()) {
@@ -661,6 +666,10 @@ mod tests {
             let who = real.map_or("someone", |jid| jid.as_str());
             (body != "quiet").then(|| format!("{who} in {room} asked {body}"))
         }
+
+        fn may_invite(&self, inviter: &BareJid, _room: &BareJid) -> bool {
+            inviter.as_str() == "alice@localhost"
+        }
     }
 
     fn bot() -> BareJid {
@@ -850,6 +859,51 @@ mod tests {
         // Carol's real JID is hidden.
         assert!(
             out[0].contains("<body>someone in lab@conference.localhost asked list</body>"),
+            "{}",
+            out[0]
+        );
+    }
+
+    #[test]
+    fn invitations_are_accepted_from_allowed_inviters_through_known_services() {
+        let mut rooms = joined_lab();
+        let accepted = |rooms: &mut Rooms, xml: &str| in_room(rooms, xml);
+        // Mediated, through the bot's own domain's service, from alice: joined.
+        let out = accepted(
+            &mut rooms,
+            "<message xmlns='jabber:client' from='class@conference.localhost'>\
+             <x xmlns='http://jabber.org/protocol/muc#user'><invite from='alice@localhost/p'/></x>\
+             <body>alice invited you</body></message>",
+        );
+        assert_eq!(out.len(), 1, "{out:?}");
+        assert!(
+            out[0].contains("to='class@conference.localhost/bot'"),
+            "{}",
+            out[0]
+        );
+        // The same from eve, or from a service that could claim any inviter: ignored.
+        for ignored in [
+            "<message xmlns='jabber:client' from='eve@conference.localhost'>\
+             <x xmlns='http://jabber.org/protocol/muc#user'><invite from='eve@localhost/p'/></x></message>",
+            "<message xmlns='jabber:client' from='trap@muc.evil.example'>\
+             <x xmlns='http://jabber.org/protocol/muc#user'><invite from='alice@localhost/p'/></x></message>",
+            // Direct, from eve; and from an occupant whose real JID the room hides.
+            "<message xmlns='jabber:client' from='eve@localhost/p'>\
+             <x xmlns='jabber:x:conference' jid='eve@conference.localhost'/></message>",
+            "<message xmlns='jabber:client' from='lab@conference.localhost/carol'>\
+             <x xmlns='jabber:x:conference' jid='carol@conference.localhost'/></message>",
+        ] {
+            assert_eq!(accepted(&mut rooms, ignored), Vec::<String>::new(), "{ignored}");
+        }
+        // Direct, from alice herself, through the room where the bot sees her real JID.
+        let out = accepted(
+            &mut rooms,
+            "<message xmlns='jabber:client' from='lab@conference.localhost/alice'>\
+             <x xmlns='jabber:x:conference' jid='study@conference.localhost'/></message>",
+        );
+        assert_eq!(out.len(), 1, "{out:?}");
+        assert!(
+            out[0].contains("to='study@conference.localhost/bot'"),
             "{}",
             out[0]
         );
