@@ -436,8 +436,12 @@ pub struct BridgeArgs {
 pub struct RoomArgs {
     /// Join this multi-user chat room, e.g. lab@conference.example.org, or
     /// lab@conference.example.org/sensei to pick the bot's nick [default nick: the local part of
-    /// --jid]. Repeatable, or comma-separated. In the room the bot answers messages addressed to
-    /// it ("sensei: temperature?", "@sensei list") and private messages, like a one-to-one chat.
+    /// --jid]. Repeatable, or comma-separated; [[room]] tables in --sensors-file add more. In the
+    /// room the bot answers messages addressed to it ("sensei: temperature?", "@sensei list") and
+    /// private messages, like a one-to-one chat; "alert ..." said there sets an alert whose
+    /// messages go to the room. It joins again by itself after a reconnection, a kick or a
+    /// silent removal. It also joins rooms it is invited to by a contact allowed everything
+    /// (--allow), and keeps them in --state-db.
     #[arg(
         long,
         env = "MQTT2XMPP_ROOM",
@@ -448,8 +452,8 @@ pub struct RoomArgs {
 
     /// Let every occupant of this room read values, even where the room hides their real JIDs
     /// (otherwise --allow decides by the real JID the room shows, and anonymous occupants of an
-    /// allow-listed bot are refused). Alerts and stats still need --allow. Repeatable, or
-    /// comma-separated.
+    /// allow-listed bot are refused). Alerts and stats still need --allow. Anyone may invite the
+    /// bot into such a room. Repeatable, or comma-separated.
     #[arg(
         long,
         env = "MQTT2XMPP_ROOM_ALLOW",
