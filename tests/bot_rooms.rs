@@ -830,3 +830,34 @@ async fn hostile_an_invitation_flood_joins_a_few_rooms_and_no_more() {
     assert_eq!(log.matches("accepted an invitation").count(), 5, "{log}");
     assert_eq!(log.matches("joining room").count(), 5, "{log}");
 }
+
+/// The room `up` makes, from profanity (through tmux): `/join`, address the bot, read its answer.
+#[cfg(feature = "embedded-broker")]
+#[test]
+fn profanity_joins_ups_room_and_the_bot_answers_there() {
+    let Some((profanity, tmux)) = support::profanity::find_programs() else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let (running, xmpp_port) = up(dir.path(), &[]);
+    running.wait_log("joined room", 1, Duration::from_secs(30));
+    let password = std::fs::read_to_string(dir.path().join("you.password")).unwrap();
+    let session =
+        support::profanity::Profanity::start(&profanity, &tmux, &dir.path().join("localhost.crt"));
+    session.connect("you@localhost", password.trim(), xmpp_port);
+    session.type_line("/join sensors@conference.localhost");
+    session.wait_for("You have joined the room");
+    // profanity shows the bot's line as "bot: you: 21.3 °C (sensors/temperature, ...)"; the
+    // simulated sensor publishes every 2 s, so an answer may still be "no reading yet".
+    for asked in 1..=5 {
+        session.type_line("bot: temperature?");
+        let screen = session.wait_until("the bot's answer", |screen| {
+            screen.matches("bot: you: ").count() >= asked
+        });
+        if screen.contains(" °C (sensors/temperature, ") {
+            assert!(screen.contains("bot: temperature?"), "{screen}");
+            return;
+        }
+    }
+    panic!("no reading in the room:\n{}", session.screen());
+}
