@@ -98,6 +98,9 @@ pub enum ConfigError {
         #[source]
         source: crate::bridge::room::RoomJoinError,
     },
+    /// A `--room-announce-stale` room the bot is not told to join.
+    #[error("--room-announce-stale {0}: the bot is not in that room; give it with --room too")]
+    AnnounceOutsideRooms(String),
     /// A `--component` secret file cannot be read.
     #[error("--component {name}: {source}")]
     ComponentSecret {
@@ -232,8 +235,8 @@ struct RoomSettings {
     joins: Vec<RoomJoin>,
     /// `--room-allow`: bare room JIDs in lower case.
     allow: Vec<String>,
-    /// `--room-announce-stale` and the file's `announce_stale = true`: bare room JIDs in lower
-    /// case.
+    /// `--room-announce-stale` and the file's `announce_stale = true`: bare room JIDs as
+    /// `--room` or the file gives them.
     announce_stale: Vec<String>,
 }
 
@@ -267,7 +270,7 @@ fn rooms(
         );
     for (flag, value, announce) in given {
         let join = parse(&flag, value)?;
-        let room = join.room.as_str().to_lowercase();
+        let room = join.room.to_string();
         if announce && !settings.announce_stale.contains(&room) {
             settings.announce_stale.push(room);
         }
@@ -282,10 +285,16 @@ fn rooms(
             .push(parse("--room-allow", value)?.room.as_str().to_lowercase());
     }
     for value in &args.room_announce_stale {
-        let room = parse("--room-announce-stale", value)?
-            .room
-            .as_str()
-            .to_lowercase();
+        let wanted = parse("--room-announce-stale", value)?.room;
+        // The room as --room gives it, so that announcements reach the room the bot is in.
+        let Some(join) = settings
+            .joins
+            .iter()
+            .find(|j| j.room.as_str().eq_ignore_ascii_case(wanted.as_str()))
+        else {
+            return Err(ConfigError::AnnounceOutsideRooms(value.clone()));
+        };
+        let room = join.room.to_string();
         if !settings.announce_stale.contains(&room) {
             settings.announce_stale.push(room);
         }
@@ -699,6 +708,18 @@ mod tests {
             err.to_string()
                 .starts_with("sensors.toml, line 9 \"conference.example.org\""),
             "{err}"
+        );
+        let elsewhere = crate::cli::RoomArgs {
+            room: vec!["lab@conference.example.org".into()],
+            room_allow: Vec::new(),
+            room_announce_stale: vec!["hall@conference.example.org".into()],
+            room_ping_interval: Duration::from_secs(60),
+        };
+        let err = rooms(&elsewhere, &[], &jid).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "--room-announce-stale hall@conference.example.org: the bot is not in that room; \
+             give it with --room too"
         );
     }
 

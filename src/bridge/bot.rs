@@ -53,7 +53,8 @@ pub struct BotSettings {
     pub allow_domains: Vec<String>,
     /// Rooms (bare JIDs, lower case) whose every occupant may read, real JID shown or not.
     pub room_allow: Vec<String>,
-    /// Rooms (bare JIDs, lower case) told when a sensor goes stale and when it is back.
+    /// Rooms (bare JIDs, as the bot joins them) told when a sensor goes stale and when it is
+    /// back.
     pub room_announce_stale: Vec<String>,
 }
 
