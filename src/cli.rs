@@ -506,8 +506,12 @@ pub struct BridgeArgs {
 pub struct RoomArgs {
     /// Join this multi-user chat room, e.g. lab@conference.example.org, or
     /// lab@conference.example.org/sensei to pick the bot's nick [default nick: the local part of
-    /// --jid]. Repeatable, or comma-separated. In the room the bot answers messages addressed to
-    /// it ("sensei: temperature?", "@sensei list") and private messages, like a one-to-one chat.
+    /// --jid]. Repeatable, or comma-separated; [[room]] tables in --sensors-file add more. In the
+    /// room the bot answers messages addressed to it ("sensei: temperature?", "@sensei list") and
+    /// private messages, like a one-to-one chat; "alert ..." said there sets an alert whose
+    /// messages go to the room. It joins again by itself after a reconnection, a kick or a
+    /// silent removal. It also joins rooms it is invited to by a contact allowed everything
+    /// (--allow), and keeps them in --state-db.
     #[arg(
         long,
         env = "MQTT2XMPP_ROOM",
@@ -518,8 +522,8 @@ pub struct RoomArgs {
 
     /// Let every occupant of this room read values, even where the room hides their real JIDs
     /// (otherwise --allow decides by the real JID the room shows, and anonymous occupants of an
-    /// allow-listed bot are refused). Alerts and stats still need --allow. Repeatable, or
-    /// comma-separated.
+    /// allow-listed bot are refused). Alerts and stats still need --allow. Anyone may invite the
+    /// bot into such a room. Repeatable, or comma-separated.
     #[arg(
         long,
         env = "MQTT2XMPP_ROOM_ALLOW",
@@ -527,6 +531,23 @@ pub struct RoomArgs {
         value_delimiter = ','
     )]
     pub room_allow: Vec<String>,
+
+    /// Say in this room (one of --room's, by ROOM@SERVICE) when a sensor's topic has sent
+    /// nothing for --stale-after, and when it is back. Off by default. Repeatable, or
+    /// comma-separated. In the sensors file: announce_stale = true in a [[room]] table.
+    #[arg(
+        long,
+        env = "MQTT2XMPP_ROOM_ANNOUNCE_STALE",
+        value_name = "ROOM@SERVICE",
+        value_delimiter = ','
+    )]
+    pub room_announce_stale: Vec<String>,
+
+    /// How long a room may stay quiet before the bot checks that it is still in it (XEP-0410
+    /// self-ping).
+    #[arg(long, env = "MQTT2XMPP_ROOM_PING_INTERVAL", default_value = "1m",
+          value_parser = parse_duration, hide = true)]
+    pub room_ping_interval: Duration,
 }
 
 /// The per-contact reply rate limit (bridge and up).
@@ -811,6 +832,22 @@ pub struct UpArgs {
     /// deploy/sensors.toml.example with `mqtt2xmpp simulate --building EDIFICIO_1` publishing.
     #[arg(long, env = "MQTT2XMPP_SENSORS_FILE", value_name = "FILE")]
     pub sensors_file: Option<PathBuf>,
+
+    /// The group chat room the bot creates and sits in, on the bundled server's room service;
+    /// join it from your client ("/join sensors@conference.localhost" in profanity) and
+    /// address the bot there ("bot: temperature?").
+    #[arg(
+        long,
+        env = "MQTT2XMPP_UP_ROOM",
+        value_name = "ROOM@SERVICE[/NICK]",
+        default_value = "sensors@conference.localhost",
+        conflicts_with = "no_room"
+    )]
+    pub room: String,
+
+    /// Do not create a room: the bot answers one-to-one chats only.
+    #[arg(long)]
+    pub no_room: bool,
 }
 
 /// `mqtt2xmpp simulate`: simple mode unless `--building` is given.

@@ -90,14 +90,17 @@ pub enum ConfigError {
     /// A `--room` or `--room-allow` value is not a room address.
     #[error("{flag} {value:?}: {source}")]
     Room {
-        /// Which flag.
-        flag: &'static str,
+        /// Which flag (or the sensors file and line).
+        flag: String,
         /// What was given.
         value: String,
         /// Why it cannot be used.
         #[source]
         source: crate::bridge::room::RoomJoinError,
     },
+    /// A `--room-announce-stale` room the bot is not told to join.
+    #[error("--room-announce-stale {0}: the bot is not in that room; give it with --room too")]
+    AnnounceOutsideRooms(String),
     /// A `--component` secret file cannot be read.
     #[error("--component {name}: {source}")]
     ComponentSecret {
@@ -197,15 +200,23 @@ pub fn bridge(args: &BridgeArgs) -> Result<BridgeConfig, ConfigError> {
     let mqtt = broker(&args.mqtt, BOT_CLIENT_ID_PREFIX)?;
     let (jid, connector) = xmpp_login(&args.xmpp)?;
     let mut bot = bot_settings(&args.bot, args.sensor.stale_after)?;
-    let (rooms, room_allow) = rooms(&args.rooms, &jid)?;
-    bot.room_allow = room_allow;
+    let file_rooms = match &args.sensor.sensors_file {
+        Some(path) => crate::bridge::sensors::file_rooms(path)?,
+        None => Vec::new(),
+    };
+    let rooms = rooms(&args.rooms, &file_rooms, &jid)?;
+    bot.room_allow = rooms.allow;
+    bot.room_announce_stale = rooms.announce_stale;
     Ok(BridgeConfig {
         mqtt,
         xmpp: crate::bridge::xmpp::XmppConfig {
             jid,
             connector,
             presence_interval: args.bot.presence_interval,
-            rooms,
+            rooms: rooms.joins,
+            room_timings: crate::bridge::room::RoomTimings::with_ping(
+                args.rooms.room_ping_interval,
+            ),
         },
         sensors,
         bot,
@@ -217,35 +228,78 @@ pub fn bridge(args: &BridgeArgs) -> Result<BridgeConfig, ConfigError> {
     })
 }
 
-/// `--room` (the nick defaults to the local part of the bot's JID) and `--room-allow` (bare
-/// room JIDs in lower case).
+/// The rooms of the flags and the sensors file, checked.
+#[derive(Debug)]
+struct RoomSettings {
+    /// Where to join: `--room`, then the file's `[[room]]` tables, one per room.
+    joins: Vec<RoomJoin>,
+    /// `--room-allow`: bare room JIDs in lower case.
+    allow: Vec<String>,
+    /// `--room-announce-stale` and the file's `announce_stale = true`: bare room JIDs as
+    /// `--room` or the file gives them.
+    announce_stale: Vec<String>,
+}
+
+/// `--room` and the sensors file's `[[room]]` tables (the nick defaults to the local part of
+/// the bot's JID), `--room-allow` and `--room-announce-stale`.
 fn rooms(
     args: &crate::cli::RoomArgs,
+    file: &[crate::bridge::sensors::FileRoom],
     jid: &Jid,
-) -> Result<(Vec<RoomJoin>, Vec<String>), ConfigError> {
+) -> Result<RoomSettings, ConfigError> {
     let default_nick = jid.node().map_or("bot", |node| node.as_str());
-    let mut joins: Vec<RoomJoin> = Vec::new();
-    for value in &args.room {
-        let join = RoomJoin::parse(value, default_nick).map_err(|source| ConfigError::Room {
-            flag: "--room",
-            value: value.clone(),
+    let parse = |flag: &str, value: &str| {
+        RoomJoin::parse(value, default_nick).map_err(|source| ConfigError::Room {
+            flag: flag.to_string(),
+            value: value.to_string(),
             source,
-        })?;
+        })
+    };
+    let mut settings = RoomSettings {
+        joins: Vec::new(),
+        allow: Vec::new(),
+        announce_stale: Vec::new(),
+    };
+    let given = args
+        .room
+        .iter()
+        .map(|value| ("--room".to_string(), value.as_str(), false))
+        .chain(
+            file.iter()
+                .map(|room| (room.origin.clone(), room.jid.as_str(), room.announce_stale)),
+        );
+    for (flag, value, announce) in given {
+        let join = parse(&flag, value)?;
+        let room = join.room.to_string();
+        if announce && !settings.announce_stale.contains(&room) {
+            settings.announce_stale.push(room);
+        }
         // One presence per room: a second --room for the same room would only fight the first.
-        if !joins.iter().any(|j| j.room == join.room) {
-            joins.push(join);
+        if !settings.joins.iter().any(|j| j.room == join.room) {
+            settings.joins.push(join);
         }
     }
-    let mut allow = Vec::new();
     for value in &args.room_allow {
-        let join = RoomJoin::parse(value, default_nick).map_err(|source| ConfigError::Room {
-            flag: "--room-allow",
-            value: value.clone(),
-            source,
-        })?;
-        allow.push(join.room.as_str().to_lowercase());
+        settings
+            .allow
+            .push(parse("--room-allow", value)?.room.as_str().to_lowercase());
     }
-    Ok((joins, allow))
+    for value in &args.room_announce_stale {
+        let wanted = parse("--room-announce-stale", value)?.room;
+        // The room as --room gives it, so that announcements reach the room the bot is in.
+        let Some(join) = settings
+            .joins
+            .iter()
+            .find(|j| j.room.as_str().eq_ignore_ascii_case(wanted.as_str()))
+        else {
+            return Err(ConfigError::AnnounceOutsideRooms(value.clone()));
+        };
+        let room = join.room.to_string();
+        if !settings.announce_stale.contains(&room) {
+            settings.announce_stale.push(room);
+        }
+    }
+    Ok(settings)
 }
 
 /// The bot's behaviour from the bridge's flags.
@@ -315,6 +369,7 @@ fn bot_policy(policy: BotPolicy<'_>) -> Result<bot::BotSettings, ConfigError> {
         allow,
         allow_domains,
         room_allow: Vec::new(),
+        room_announce_stale: Vec::new(),
     })
 }
 
@@ -465,7 +520,19 @@ pub fn up(args: &UpArgs) -> Result<UpConfig, ConfigError> {
         alert_interval: Duration::from_secs(60),
         stale_after: Duration::from_secs(600),
     })?;
+    let room = if args.no_room {
+        None
+    } else {
+        Some(
+            RoomJoin::parse(&args.room, crate::up::BOT).map_err(|source| ConfigError::Room {
+                flag: "--room".into(),
+                value: args.room.clone(),
+                source,
+            })?,
+        )
+    };
     Ok(UpConfig {
+        room,
         data_dir: args.data.data_dir.clone(),
         xmpp_port: args.xmpp_port,
         xmpp_tls_port: args.xmpp_tls_port,
@@ -607,26 +674,63 @@ mod tests {
                 "lab@conference.example.org/again".into(),
             ],
             room_allow: vec!["Class@Conference.example.org".into()],
+            room_announce_stale: vec!["Lab@conference.example.org".into()],
+            room_ping_interval: Duration::from_secs(60),
         };
-        let (joins, allow) = rooms(&args, &jid).unwrap();
-        let joins: Vec<String> = joins.iter().map(ToString::to_string).collect();
+        let file = [crate::bridge::sensors::FileRoom {
+            jid: "hall@conference.example.org".into(),
+            announce_stale: true,
+            origin: "sensors.toml, line 9".into(),
+        }];
+        let settings = rooms(&args, &file, &jid).unwrap();
+        let joins: Vec<String> = settings.joins.iter().map(ToString::to_string).collect();
         assert_eq!(
             joins,
             [
                 "lab@conference.example.org/sensei",
-                "class@conference.example.org/teacher"
+                "class@conference.example.org/teacher",
+                "hall@conference.example.org/sensei"
             ]
         );
-        assert_eq!(allow, ["class@conference.example.org"]);
+        assert_eq!(settings.allow, ["class@conference.example.org"]);
+        assert_eq!(
+            settings.announce_stale,
+            ["hall@conference.example.org", "lab@conference.example.org"]
+        );
         let bad = crate::cli::RoomArgs {
             room: vec!["conference.example.org".into()],
             room_allow: Vec::new(),
+            room_announce_stale: Vec::new(),
+            room_ping_interval: Duration::from_secs(60),
         };
-        let err = rooms(&bad, &jid).unwrap_err();
+        let err = rooms(&bad, &[], &jid).unwrap_err();
         assert!(
             err.to_string()
                 .starts_with("--room \"conference.example.org\": a room address needs"),
             "{err}"
+        );
+        let file = [crate::bridge::sensors::FileRoom {
+            jid: "conference.example.org".into(),
+            announce_stale: false,
+            origin: "sensors.toml, line 9".into(),
+        }];
+        let err = rooms(&args, &file, &jid).unwrap_err();
+        assert!(
+            err.to_string()
+                .starts_with("sensors.toml, line 9 \"conference.example.org\""),
+            "{err}"
+        );
+        let elsewhere = crate::cli::RoomArgs {
+            room: vec!["lab@conference.example.org".into()],
+            room_allow: Vec::new(),
+            room_announce_stale: vec!["hall@conference.example.org".into()],
+            room_ping_interval: Duration::from_secs(60),
+        };
+        let err = rooms(&elsewhere, &[], &jid).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "--room-announce-stale hall@conference.example.org: the bot is not in that room; \
+             give it with --room too"
         );
     }
 
@@ -783,6 +887,30 @@ mod tests {
             crate::cli::Command::Up(args) => args,
             other => panic!("parsed as {other:?}"),
         }
+    }
+
+    #[test]
+    fn up_puts_the_bot_in_a_room_unless_told_not_to() {
+        let room = |args: &[&str]| up(&parse_up(args)).unwrap().room.map(|r| r.to_string());
+        assert_eq!(
+            room(&[]).as_deref(),
+            Some("sensors@conference.localhost/bot")
+        );
+        assert_eq!(
+            room(&["--room", "lab@conference.localhost/sensei"]).as_deref(),
+            Some("lab@conference.localhost/sensei")
+        );
+        assert_eq!(room(&["--no-room"]), None);
+        let err = up(&parse_up(&["--room", "conference.localhost"])).unwrap_err();
+        assert!(err.to_string().starts_with("--room "), "{err}");
+        let both = <crate::cli::Cli as clap::Parser>::try_parse_from([
+            "mqtt2xmpp",
+            "up",
+            "--no-room",
+            "--room",
+            "lab@conference.localhost",
+        ]);
+        assert!(both.is_err());
     }
 
     #[test]

@@ -57,6 +57,8 @@ pub struct UpConfig {
     pub user: String,
     /// Run the simulated sensor.
     pub simulate: bool,
+    /// The room the bot creates and joins (`--room`), unless `--no-room`.
+    pub room: Option<crate::bridge::room::RoomJoin>,
     /// Sensors to answer about instead of `topic` alone.
     pub sensors_file: Option<PathBuf>,
     /// How long the server keeps a dropped session resumable (XEP-0198).
@@ -345,7 +347,8 @@ pub async fn run(config: UpConfig, shutdown: CancellationToken) -> Result<(), Up
                 bot.password.clone(),
             ),
             presence_interval: Duration::from_secs(60),
-            rooms: Vec::new(),
+            rooms: config.room.iter().cloned().collect(),
+            room_timings: bridge::room::RoomTimings::default(),
         },
         sensors,
         bot: bot_settings(&config.bot),
@@ -455,6 +458,20 @@ struct Ports {
     mqtt: u16,
 }
 
+/// How to join the bot's room from profanity, if there is one.
+fn room_lines(room: Option<&crate::bridge::room::RoomJoin>) -> String {
+    match room {
+        Some(join) => format!(
+            "\n\nTalk to the bot in its room, from profanity:\
+             \n  /join {room}\
+             \n  {nick}: temperature?",
+            room = join.room,
+            nick = join.nick
+        ),
+        None => String::new(),
+    }
+}
+
 fn print_banner(
     config: &UpConfig,
     started: &server::Started,
@@ -510,12 +527,13 @@ fn print_banner(
          \n\nAsk from profanity:\
          \n  SSL_CERT_FILE={cert} profanity\
          \n  /connect {jid} server 127.0.0.1 port {xmpp_port}\
-         \n  /msg {BOT}@{DOMAIN} temperature?\
+         \n  /msg {BOT}@{DOMAIN} temperature?{room}\
          \n\nSend \"help\" to the bot for its commands (list, get, stats, alert, stale).\
          \n\nCtrl-C stops everything.",
         fingerprint = started.fingerprint,
         jid = you.jid,
         pwfile = you.password_file.display(),
+        room = room_lines(config.room.as_ref()),
     );
 }
 

@@ -12,7 +12,7 @@
 //! Alert messages go out through a bounded channel that the XMPP task drains while online; if it
 //! is full (the server has been away a long time), new ones are dropped and counted in the log.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -21,9 +21,12 @@ use tokio::sync::{mpsc, watch};
 use super::access::{Access, Permission, RateLimit, Refusals};
 use super::alerts::{self, Alert, Alerts, Event, Key};
 use super::cache::{Cache, Entry, Sample, Stored};
-use super::persist::{self, Persister, StoredAlert, StoredAlertTopic, StoredReading, Write};
+use super::persist::{
+    self, Persister, StoredAlert, StoredAlertTopic, StoredReading, StoredRoom, Write,
+};
 use super::reading::{self, PayloadError};
 use super::reply;
+use super::room::RoomJoin;
 use super::sensors::Sensors;
 
 /// Alert messages waiting for the XMPP task.
@@ -50,6 +53,9 @@ pub struct BotSettings {
     pub allow_domains: Vec<String>,
     /// Rooms (bare JIDs, lower case) whose every occupant may read, real JID shown or not.
     pub room_allow: Vec<String>,
+    /// Rooms (bare JIDs, as the bot joins them) told when a sensor goes stale and when it is
+    /// back.
+    pub room_announce_stale: Vec<String>,
 }
 
 /// An alert message for one contact.
@@ -140,6 +146,10 @@ pub struct Bot {
     default_changed: watch::Sender<u64>,
     clock: Clock,
     persistence: Option<Persistence>,
+    /// Rooms joined through invitations, from the state database.
+    remembered_rooms: Vec<RoomJoin>,
+    /// The topics announced as stale in the rooms of `room_announce_stale`.
+    stale_announced: Mutex<Option<BTreeSet<String>>>,
 }
 
 impl std::fmt::Debug for Bot {
@@ -177,6 +187,7 @@ impl Bot {
         };
         let clock = Clock::now();
         let mut alerts = Alerts::new(settings.alerts);
+        let mut remembered_rooms = Vec::new();
         let persistence = match db {
             None => None,
             Some(mut db) => {
@@ -198,6 +209,7 @@ impl Bot {
                     limits.history,
                     limits.max_topics,
                 )?;
+                remembered_rooms = remembered(&db)?;
                 Some(Persistence {
                     writer: Persister::spawn(db, limits.history)?,
                     pending: Mutex::new(Vec::new()),
@@ -216,6 +228,8 @@ impl Bot {
             default_changed,
             clock,
             persistence,
+            remembered_rooms,
+            stale_announced: Mutex::new(None),
         };
         Ok((
             Arc::new(bot),
@@ -278,10 +292,12 @@ impl Bot {
         Ingest::Stored(stored)
     }
 
-    /// Once a second or so: silent-sensor alerts, and queued readings to the database.
+    /// Once a second or so: silent-sensor alerts, stale sensors announced in rooms, and queued
+    /// readings to the database.
     pub fn tick(&self, now: Instant) {
         let (events, changes) = lock(&self.alerts).on_tick(now);
         self.announce(events);
+        self.announce_stale(now);
         self.save_changes(changes);
         self.flush();
     }
@@ -386,17 +402,103 @@ impl Bot {
                     to: key.contact,
                 },
             };
-            tracing::info!(to = notice.to, text = notice.text, "alert");
-            if self.notices.try_send(notice).is_err() {
-                let mut dropped = lock(&self.dropped_notices);
-                *dropped += 1;
-                if dropped.is_power_of_two() {
-                    tracing::warn!(
-                        dropped = *dropped,
-                        "alert messages dropped: {NOTICE_QUEUE} are waiting for the XMPP server"
-                    );
+            self.queue(notice);
+        }
+    }
+
+    /// Hands `notice` to the XMPP task, or counts it as dropped when too many are waiting.
+    fn queue(&self, notice: Notice) {
+        tracing::info!(to = notice.to, text = notice.text, "alert");
+        if self.notices.try_send(notice).is_err() {
+            let mut dropped = lock(&self.dropped_notices);
+            *dropped += 1;
+            if dropped.is_power_of_two() {
+                tracing::warn!(
+                    dropped = *dropped,
+                    "alert messages dropped: {NOTICE_QUEUE} are waiting for the XMPP server"
+                );
+            }
+        }
+    }
+
+    /// The rooms joined through invitations, remembered in the state database.
+    pub fn remembered_rooms(&self) -> Vec<RoomJoin> {
+        self.remembered_rooms.clone()
+    }
+
+    /// Whether `inviter` (a real bare JID) may invite the bot into `room`: a contact allowed
+    /// everything (as for alerts), or anyone into a `--room-allow` room.
+    pub fn may_invite(&self, inviter: &str, room: &str) -> bool {
+        self.access.permission(inviter) == Permission::All
+            || self
+                .settings
+                .room_allow
+                .iter()
+                .any(|allowed| allowed.eq_ignore_ascii_case(room))
+    }
+
+    /// Keeps a room the bot was invited into, to join it again after a restart.
+    pub fn remember_room(&self, join: &RoomJoin, inviter: &str, now: Instant) {
+        if let Some(p) = &self.persistence {
+            p.writer.send(Write::PutRoom(StoredRoom {
+                room: join.room.to_string(),
+                nick: join.nick.clone(),
+                password: join.password.clone(),
+                invited_by: inviter.to_string(),
+                added_unix_ms: self.clock.to_unix_ms(now),
+            }));
+        }
+    }
+
+    /// In the rooms of `room_announce_stale`: which sensors' topics went stale (no reading for
+    /// `stale_after`) and which came back since the last look. The first look only takes
+    /// note (a restart does not repeat what was said); a burst of changes is one message.
+    fn announce_stale(&self, now: Instant) {
+        if self.settings.room_announce_stale.is_empty() {
+            return;
+        }
+        let mut stale = BTreeSet::new();
+        let mut fresh = BTreeSet::new();
+        for sensor in self.sensors.iter() {
+            for (topic, entry) in self.cache.matching(&sensor.filter) {
+                if now.saturating_duration_since(entry.received_at) >= self.settings.stale_after {
+                    stale.insert(topic);
+                } else {
+                    fresh.insert(topic);
                 }
             }
+        }
+        let mut announced = lock(&self.stale_announced);
+        let Some(before) = announced.as_mut() else {
+            *announced = Some(stale);
+            return;
+        };
+        let went: Vec<&String> = stale.difference(before).collect();
+        let back: Vec<&String> = before.intersection(&fresh).collect();
+        let mut lines = Vec::new();
+        if !went.is_empty() {
+            lines.push(format!(
+                "⚠ no reading for {} from: {}",
+                reply::format_age(self.settings.stale_after),
+                list_some(&went)
+            ));
+        }
+        if !back.is_empty() {
+            lines.push(format!("back: {}", list_some(&back)));
+        }
+        // Topics forgotten by the cache are neither stale nor fresh: forgotten here too.
+        let changed = !lines.is_empty();
+        *before = stale;
+        drop(announced);
+        if !changed {
+            return;
+        }
+        let text = lines.join("\n");
+        for room in &self.settings.room_announce_stale {
+            self.queue(Notice {
+                to: room.clone(),
+                text: text.clone(),
+            });
         }
     }
 
@@ -450,6 +552,36 @@ impl Bot {
             });
         }
     }
+}
+
+/// Most topics named in one stale announcement.
+const ANNOUNCED_TOPICS: usize = 10;
+
+/// `a, b, c` and how many more.
+fn list_some(topics: &[&String]) -> String {
+    let mut text = topics
+        .iter()
+        .take(ANNOUNCED_TOPICS)
+        .map(|t| t.as_str())
+        .collect::<Vec<_>>()
+        .join(", ");
+    if topics.len() > ANNOUNCED_TOPICS {
+        text.push_str(&format!(" and {} more", topics.len() - ANNOUNCED_TOPICS));
+    }
+    text
+}
+
+/// The rooms remembered from invitations; a row that is not a room address is skipped.
+fn remembered(db: &persist::StateDb) -> Result<Vec<RoomJoin>, persist::PersistError> {
+    Ok(db
+        .load_rooms()?
+        .into_iter()
+        .filter_map(|stored| {
+            let mut join = RoomJoin::parse(&stored.room, &stored.nick).ok()?;
+            join.password = stored.password;
+            Some(join)
+        })
+        .collect())
 }
 
 /// Loads the saved history and alerts into the cache and the alert engine.

@@ -11,6 +11,7 @@
 //! | `alert X above\|below N [margin M]` | `alerta X encima\|debajo N [margen M]` | notify when X crosses N |
 //! | `alerts` | `alertas` | your alerts |
 //! | `alert off [X]` | `alerta quitar [X]` | remove your alerts on X, or all of them |
+//! | `unalert [X]` | | the same as `alert off [X]` |
 //! | `stale` | `inactivos` | sensors with no reading for longer than `--stale-after` |
 //!
 //! Anything else is not a command, and gets the default sensor's reading: the bot's behaviour
@@ -113,6 +114,12 @@ pub fn parse(text: &str) -> ChatCommand {
         "stats" | "estadisticas" | "estadísticas" => parse_stats(&args),
         "alerts" | "alertas" if args.is_empty() => ChatCommand::Alerts,
         "alert" | "alerta" | "alerts" | "alertas" => parse_alert(&args),
+        // `unalert [target]`: the same as `alert off [target]`.
+        "unalert" => match args.as_slice() {
+            [] => ChatCommand::AlertOff(None),
+            [target] => ChatCommand::AlertOff(Some(target.to_string())),
+            _ => ChatCommand::Invalid(usage("unalert", "unalert [sensor], e.g. unalert temp")),
+        },
         "stale" | "inactivos" => ChatCommand::Stale,
         _ => ChatCommand::Text(text.to_string()),
     }
@@ -323,6 +330,11 @@ mod tests {
             }
         );
         assert_eq!(parse("alert off"), ChatCommand::AlertOff(None));
+        assert_eq!(parse("unalert"), ChatCommand::AlertOff(None));
+        assert_eq!(
+            parse("Unalert temp"),
+            ChatCommand::AlertOff(Some("temp".into()))
+        );
         assert_eq!(
             parse("alerta quitar temp"),
             ChatCommand::AlertOff(Some("temp".into()))

@@ -19,7 +19,7 @@
 //! | `access` | allow list, refusals, per-contact rate limit |
 //! | `bot` | the above tied together: ingest, alert messages, presence |
 //! | `chat` | the chat commands, one file per command group, behind access control |
-//! | `room` | the bot in XEP-0045 rooms: joining, whether a room message is for it |
+//! | `room` | the bot in XEP-0045 rooms: joining, staying (self-ping, rejoin backoff), whether a room message is for it, the loop guard, invitations |
 //! | `persist` | optional SQLite state: history and alerts across restarts |
 //! | `mqtt`, `xmpp` | the two network tasks |
 //! | `status` | what the running bridge reports: subscribed, online ([`run_with_status`]) |

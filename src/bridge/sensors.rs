@@ -400,6 +400,58 @@ pub fn parse_file(
 struct FileDoc {
     #[serde(default)]
     sensor: Vec<FileSensor>,
+    /// `[[room]]` tables: read by [`file_rooms`].
+    #[serde(default)]
+    room: Vec<FileRoomTable>,
+}
+
+/// One `[[room]]` table: a room to join, as `--room` gives it.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileRoomTable {
+    jid: Spanned<String>,
+    #[serde(default, alias = "announce-stale")]
+    announce_stale: bool,
+}
+
+/// A room of the sensors file's `[[room]]` tables.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FileRoom {
+    /// `ROOM@SERVICE[/NICK]`, unchecked.
+    pub jid: String,
+    /// Whether stale sensors are announced there.
+    pub announce_stale: bool,
+    /// The file and line, for messages.
+    pub origin: String,
+}
+
+/// The `[[room]]` tables of the sensors file at `path`, in file order.
+pub fn file_rooms(path: &Path) -> Result<Vec<FileRoom>, SensorError> {
+    let text = std::fs::read_to_string(path).map_err(|e| SensorError::Read {
+        path: path.to_path_buf(),
+        reason: e.to_string(),
+    })?;
+    rooms_in(path, &text)
+}
+
+fn rooms_in(path: &Path, text: &str) -> Result<Vec<FileRoom>, SensorError> {
+    let doc: FileDoc = toml::from_str(text).map_err(|e| SensorError::Syntax {
+        path: path.to_path_buf(),
+        message: e.to_string().trim_end().to_string(),
+    })?;
+    Ok(doc
+        .room
+        .into_iter()
+        .map(|room| FileRoom {
+            origin: format!(
+                "{}, line {}",
+                path.display(),
+                line_of(text, room.jid.span().start)
+            ),
+            jid: room.jid.into_inner(),
+            announce_stale: room.announce_stale,
+        })
+        .collect())
 }
 
 /// One `[[sensor]]` table; spans locate errors found after parsing.
@@ -541,6 +593,35 @@ fn check_name(name: &str) -> Result<(), String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn rooms_come_from_room_tables() {
+        let text = "[[sensor]]\nname = \"t\"\ntopic = \"a/b\"\n\n\
+                    [[room]]\njid = \"lab@conference.example.org/sensei\"\nannounce_stale = true\n\n\
+                    [[room]]\njid = \"class@conference.example.org\"\n";
+        let path = Path::new("s.toml");
+        let rooms = rooms_in(path, text).unwrap();
+        assert_eq!(
+            rooms,
+            [
+                FileRoom {
+                    jid: "lab@conference.example.org/sensei".into(),
+                    announce_stale: true,
+                    origin: "s.toml, line 6".into()
+                },
+                FileRoom {
+                    jid: "class@conference.example.org".into(),
+                    announce_stale: false,
+                    origin: "s.toml, line 10".into()
+                }
+            ]
+        );
+        // The sensors are read as before, and a misspelled key is an error.
+        assert_eq!(parse_file(path, text, &defaults()).unwrap().len(), 1);
+        let typo =
+            "[[sensor]]\nname = \"t\"\ntopic = \"a/b\"\n[[room]]\njid = \"x@y\"\nannounce = true\n";
+        assert!(rooms_in(path, typo).is_err());
+    }
 
     const EXAMPLE_PATH: &str = "deploy/sensors.toml.example";
     const EXAMPLE: &str = include_str!("../../deploy/sensors.toml.example");

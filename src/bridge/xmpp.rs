@@ -12,8 +12,13 @@
 //! Loop safety: the bot only ever answers `chat` and `normal` messages that have a body and come
 //! from another account. It never answers `error` or `headline` messages, bodyless messages (chat
 //! states, receipts), IQ results or errors, so two bots cannot talk each other into a loop.
-//! `groupchat` messages are answered only from the rooms of `--room`, when addressed to the bot
-//! and not delayed (see [`super::room::decide`]), within the per-room rate limit.
+//! `groupchat` messages are answered only from the bot's rooms, when addressed to the bot, not
+//! delayed, not from itself and not another mqtt2xmpp's marked answer, within the per-room rate
+//! limit and a per-occupant cap (see [`super::room`]'s loop guard).
+//!
+//! Rooms: [`respond_with_rooms`] hands presence, messages, invitations and self-ping answers
+//! from rooms to [`Rooms`]; [`run`] wakes at [`Rooms::next_due`] for self-pings and rejoins,
+//! posts a room's alerts to the room, and sends the room presence with the one-to-one one.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -41,7 +46,7 @@ use tokio_xmpp::stanzastream::{
 use tokio_xmpp::Stanza;
 
 use super::bot::{Bot, Notice, Outlets};
-use super::room::{self, Room, RoomJoin, Rooms};
+use super::room::{self, RoomJoin, RoomTimings, Rooms};
 use super::status::Reporter;
 use crate::xmpp_connect::{Connector, Fatal};
 
@@ -55,6 +60,12 @@ pub trait Handler {
     /// The reply to a question asked in `room` by an occupant whose real JID is `real` when the
     /// room shows it, or `None` to stay silent.
     fn room_chat(&self, room: &BareJid, real: Option<&BareJid>, body: &str) -> Option<String>;
+    /// Whether `inviter` (a real bare JID) may invite the bot into `room`.
+    fn may_invite(&self, _inviter: &BareJid, _room: &BareJid) -> bool {
+        false
+    }
+    /// An invitation was accepted: keep the room, to join it again after a restart.
+    fn remember_room(&self, _join: &RoomJoin, _inviter: &BareJid) {}
 }
 
 impl Handler for Bot {
@@ -75,51 +86,148 @@ impl Handler for Bot {
             Instant::now(),
         )
     }
+
+    fn may_invite(&self, inviter: &BareJid, room: &BareJid) -> bool {
+        Bot::may_invite(self, inviter.as_str(), room.as_str())
+    }
+
+    fn remember_room(&self, join: &RoomJoin, inviter: &BareJid) {
+        Bot::remember_room(self, join, inviter.as_str(), Instant::now());
+    }
 }
 
 /// How long sending one stanza may take before it is given up (the loop must not stall on a
 /// dead connection).
 const SEND_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// Connections lost in a row, each before a session was resumed or bound, after which the bot
+/// drops its stream-management state and starts a fresh stream. tokio-xmpp 6.0 retries the
+/// resumption of a session the server has forgotten on every reconnection, and cannot read
+/// ejabberd's `<failed xmlns='urn:xmpp:sm:3'/>` (XEP-0198 §5 leaves `h` optional there; its
+/// parser requires it), so after an ejabberd restart it would reconnect for ever without a
+/// session.
+const FRESH_STREAM_AFTER: u32 = 3;
+
 /// How long the goodbye (unavailable presence, stream close) may take at shutdown.
 const GOODBYE_TIMEOUT: Duration = Duration::from_millis(1500);
 
-/// [`respond`], with the rooms of `--room` first: a message or presence from a configured room
-/// is the rooms' business (see [`super::room`]), everything else is answered as one-to-one.
-/// `status` is the presence status to show when joining a room again (after a nick conflict).
+/// [`respond`], with the rooms of `--room` first: a message, presence or self-ping answer
+/// from a configured room is the rooms' business (see [`super::room`]), and so is an
+/// invitation; everything else is answered as one-to-one. `status` is the presence status to
+/// show when joining a room (again), `now` the time.
 pub fn respond_with_rooms(
     incoming: Stanza,
     account: &BareJid,
     rooms: &mut Rooms,
     status: &str,
     handler: &impl Handler,
+    now: Instant,
 ) -> Vec<Stanza> {
     match incoming {
-        Stanza::Presence(presence) => match rooms.presence(&presence, status) {
-            Some(out) => out,
-            None => respond(Stanza::Presence(presence), account, handler),
-        },
-        Stanza::Message(message) => {
-            let from_room = message
-                .from
-                .as_ref()
-                .and_then(|from| rooms.get(&from.to_bare()));
-            match from_room {
-                Some(room) => respond_room(&message, room, handler),
-                None => respond(Stanza::Message(message), account, handler),
+        Stanza::Presence(presence) => {
+            if let Some(from) = &presence.from {
+                rooms.heard_from(&from.to_bare(), now);
+            }
+            match rooms.presence(&presence, status, now) {
+                Some(out) => out,
+                None => respond(Stanza::Presence(presence), account, handler),
             }
         }
-        iq => respond(iq, account, handler),
+        Stanza::Message(message) => {
+            if let Some(invitation) = room::invitation(&message) {
+                return respond_invitation(invitation, account, rooms, status, handler, now);
+            }
+            let Some(room) = message.from.as_ref().map(|f| f.to_bare()) else {
+                return respond(Stanza::Message(message), account, handler);
+            };
+            if rooms.get(&room).is_none() {
+                return respond(Stanza::Message(message), account, handler);
+            }
+            rooms.heard_from(&room, now);
+            respond_room(&message, &room, rooms, handler, now)
+        }
+        Stanza::Iq(iq) => match rooms.iq(&iq, now, status) {
+            Some(out) => out,
+            None => respond(Stanza::Iq(iq), account, handler),
+        },
     }
 }
 
-/// The answer to a message from a configured room, if it is for the bot ([`room::decide`]).
-fn respond_room(message: &Message, room: &Room, handler: &impl Handler) -> Vec<Stanza> {
+/// An invitation (mediated or direct): accepted only from a real JID the handler allows to
+/// invite, within the rooms' bounds on invitations; then the room is joined and remembered.
+fn respond_invitation(
+    invitation: room::Invitation,
+    account: &BareJid,
+    rooms: &mut Rooms,
+    status: &str,
+    handler: &impl Handler,
+    now: Instant,
+) -> Vec<Stanza> {
+    let room::Invitation {
+        room,
+        inviter,
+        password,
+        mediated,
+    } = invitation;
+    if mediated && !rooms.trusts_service(room.domain().as_str()) {
+        tracing::info!(%room, %inviter, "ignoring a mediated invitation from a room service the bot does not know");
+        return Vec::new();
+    }
+    // A direct invitation through a room comes from an occupant's room JID: its real JID is
+    // what the room shows, if anything.
+    let real = match (rooms.get(&inviter.to_bare()), inviter.resource()) {
+        (Some(through), Some(nick)) => through.real_jid(nick.as_str()).cloned(),
+        (Some(_), None) => None,
+        (None, _) => Some(inviter.to_bare()),
+    };
+    let Some(real) = real.filter(|real| real != account) else {
+        tracing::info!(%room, %inviter, "ignoring an invitation: the inviter's real JID is not known");
+        return Vec::new();
+    };
+    if !handler.may_invite(&real, &room) {
+        tracing::info!(%room, inviter = %real, "ignoring an invitation from a contact not on the allow list");
+        return Vec::new();
+    }
+    let nick = account.node().map_or("bot", |n| n.as_str()).to_string();
+    let join = RoomJoin {
+        room: room.clone(),
+        nick,
+        password,
+    };
+    match rooms.invited(join.clone(), status, now) {
+        room::Invited::Join(presence) => {
+            tracing::info!(%room, inviter = %real, "accepted an invitation: joining the room");
+            handler.remember_room(&join, &real);
+            vec![presence]
+        }
+        room::Invited::Rejoin(presence) => {
+            tracing::info!(%room, inviter = %real, "invited back into a room: joining it again");
+            vec![presence]
+        }
+        room::Invited::Known => Vec::new(),
+        room::Invited::Refused(why) => {
+            tracing::warn!(%room, inviter = %real, why, "ignoring an invitation");
+            Vec::new()
+        }
+    }
+}
+
+/// The answer to a message from a configured room, if it is for the bot ([`Rooms::decide`]).
+fn respond_room(
+    message: &Message,
+    jid: &BareJid,
+    rooms: &mut Rooms,
+    handler: &impl Handler,
+    now: Instant,
+) -> Vec<Stanza> {
     if message.type_ == MessageType::Error {
         return Vec::new();
     }
-    let jid = &room.join.room;
-    match room::decide(message, &room.nick) {
+    let decision = rooms.decide(message, now);
+    let Some(room) = rooms.get(jid) else {
+        return Vec::new();
+    };
+    match decision {
         room::Decision::Ignore(why) => {
             tracing::trace!(room = %jid, why, "not answering a room message");
             Vec::new()
@@ -343,6 +451,8 @@ pub struct XmppConfig {
     pub presence_interval: Duration,
     /// The rooms to join (`--room`), on every (re)connection.
     pub rooms: Vec<RoomJoin>,
+    /// How often quiet rooms are self-pinged, and how joining again backs off.
+    pub room_timings: RoomTimings,
 }
 
 /// Runs the client until `shutdown` or a [`Fatal`] problem: answers through `bot`, sends its
@@ -367,13 +477,20 @@ pub(crate) async fn run(
     let guard = config.connector.guard();
     let mut fatal = guard.watch();
     let account = config.jid.to_bare();
-    let mut rooms = Rooms::new(config.rooms.clone());
-    let mut stream = crate::xmpp_connect::open_stream(config.jid.clone(), config.connector);
+    let mut rooms =
+        Rooms::new(config.rooms.clone(), config.room_timings).with_account(account.clone());
+    for join in bot.remembered_rooms() {
+        rooms.add_remembered(join);
+    }
+    let mut stream = crate::xmpp_connect::open_stream(config.jid.clone(), config.connector.clone());
+    // Connections lost in a row without a session: see `FRESH_STREAM_AFTER`.
+    let mut lost_in_a_row = 0u32;
     tracing::info!(jid = %config.jid, "connecting to the XMPP server");
     let mut online = false;
 
     let outcome = loop {
         let presence_due = throttle.due().filter(|_| online);
+        let rooms_due = rooms.next_due().filter(|_| online);
         let event = tokio::select! {
             _ = shutdown.cancelled() => break Ok(()),
             Ok(()) = fatal.changed() => match fatal.borrow().clone() {
@@ -388,11 +505,22 @@ pub(crate) async fn run(
                 if let Some(status) = throttle.take(bot.presence_status(), Instant::now()) {
                     tracing::debug!(status, "presence update");
                     send(&stream, available(&status).into()).await;
+                    // §7.7: the same status in every room, under the same throttle.
+                    for update in rooms.status_updates(&status) {
+                        send(&stream, update).await;
+                    }
+                }
+                continue;
+            }
+            _ = sleep_until(rooms_due), if rooms_due.is_some() => {
+                let status = bot.presence_status();
+                for out in rooms.tick(Instant::now(), &status) {
+                    send(&stream, out).await;
                 }
                 continue;
             }
             Some(notice) = notices.recv(), if online => {
-                send(&stream, alert_message(notice)).await;
+                send(&stream, alert_message(notice, &rooms)).await;
                 continue;
             }
             event = stream.next() => event,
@@ -401,11 +529,12 @@ pub(crate) async fn run(
             Some(StreamEvent::Stream(Session::Reset { bound_jid, .. })) => {
                 guard.online();
                 online = true;
+                lost_in_a_row = 0;
                 tracing::info!(%bound_jid, "online");
                 let status = bot.presence_status();
                 send(&stream, available(&status).into()).await;
                 // §7.2.1: a new session is in no room; join them all again.
-                for join in rooms.join_all(&status) {
+                for join in rooms.join_all(&status, Instant::now()) {
                     send(&stream, join).await;
                 }
                 throttle.sent(status, Instant::now());
@@ -414,10 +543,21 @@ pub(crate) async fn run(
             }
             Some(StreamEvent::Stream(Session::Resumed)) => {
                 online = true;
+                lost_in_a_row = 0;
                 tracing::info!("XMPP session resumed");
             }
             Some(StreamEvent::Stream(Session::Suspended)) => {
                 online = false;
+                lost_in_a_row += 1;
+                if lost_in_a_row >= FRESH_STREAM_AFTER {
+                    tracing::warn!("could not resume the XMPP session; starting a new one");
+                    stream = crate::xmpp_connect::open_stream(
+                        config.jid.clone(),
+                        config.connector.clone(),
+                    );
+                    lost_in_a_row = 0;
+                    continue;
+                }
                 tracing::warn!("lost the connection to the XMPP server; reconnecting");
             }
             Some(StreamEvent::Stanza(stanza)) => {
@@ -427,7 +567,10 @@ pub(crate) async fn run(
                 } else {
                     bot.presence_status()
                 };
-                for out in respond_with_rooms(stanza, &account, &mut rooms, &status, bot.as_ref()) {
+                let now = Instant::now();
+                for out in
+                    respond_with_rooms(stanza, &account, &mut rooms, &status, bot.as_ref(), now)
+                {
                     tracing::debug!(?out, "sending");
                     send(&stream, out).await;
                 }
@@ -477,8 +620,15 @@ async fn send(stream: &StanzaStream, mut stanza: Stanza) {
 }
 
 /// An alert message: a chat to the contact's bare JID, so it reaches whichever client is
-/// online (or waits in the server's offline storage).
-fn alert_message(notice: Notice) -> Stanza {
+/// online (or waits in the server's offline storage); to everyone in the room for a room's
+/// alert or announcement.
+fn alert_message(notice: Notice, rooms: &Rooms) -> Stanza {
+    if let Some(room) = BareJid::from_str(&notice.to)
+        .ok()
+        .filter(|room| rooms.get(room).is_some())
+    {
+        return room::room_message(&room, &notice.text);
+    }
     let to = BareJid::from_str(&notice.to).map(Jid::from);
     match to {
         Ok(to) => Message::new_with_type(MessageType::Chat, Some(to))
@@ -515,6 +665,10 @@ mod tests {
         fn room_chat(&self, room: &BareJid, real: Option<&BareJid>, body: &str) -> Option<String> {
             let who = real.map_or("someone", |jid| jid.as_str());
             (body != "quiet").then(|| format!("{who} in {room} asked {body}"))
+        }
+
+        fn may_invite(&self, inviter: &BareJid, _room: &BareJid) -> bool {
+            inviter.as_str() == "alice@localhost"
         }
     }
 
@@ -618,8 +772,12 @@ mod tests {
     }
 
     fn joined_lab() -> Rooms {
-        let mut rooms = Rooms::new([RoomJoin::parse("lab@conference.localhost", "bot").unwrap()]);
-        rooms.join_all("");
+        let mut rooms = Rooms::new(
+            [RoomJoin::parse("lab@conference.localhost", "bot").unwrap()],
+            RoomTimings::default(),
+        )
+        .with_account(bot());
+        rooms.join_all("", Instant::now());
         for presence in [
             "<presence xmlns='jabber:client' from='lab@conference.localhost/alice'>\
              <x xmlns='http://jabber.org/protocol/muc#user'>\
@@ -628,13 +786,21 @@ mod tests {
              <x xmlns='http://jabber.org/protocol/muc#user'>\
              <item affiliation='none' role='participant'/><status code='110'/></x></presence>",
         ] {
-            assert!(respond_with_rooms(parse(presence), &bot(), &mut rooms, "", &Echo).is_empty());
+            assert!(respond_with_rooms(
+                parse(presence),
+                &bot(),
+                &mut rooms,
+                "",
+                &Echo,
+                Instant::now()
+            )
+            .is_empty());
         }
         rooms
     }
 
     fn in_room(rooms: &mut Rooms, xml: &str) -> Vec<String> {
-        respond_with_rooms(parse(xml), &bot(), rooms, "", &Echo)
+        respond_with_rooms(parse(xml), &bot(), rooms, "", &Echo, Instant::now())
             .into_iter()
             .map(|s| String::from(&Element::from(s)))
             .collect()
@@ -693,6 +859,51 @@ mod tests {
         // Carol's real JID is hidden.
         assert!(
             out[0].contains("<body>someone in lab@conference.localhost asked list</body>"),
+            "{}",
+            out[0]
+        );
+    }
+
+    #[test]
+    fn invitations_are_accepted_from_allowed_inviters_through_known_services() {
+        let mut rooms = joined_lab();
+        let accepted = |rooms: &mut Rooms, xml: &str| in_room(rooms, xml);
+        // Mediated, through the bot's own domain's service, from alice: joined.
+        let out = accepted(
+            &mut rooms,
+            "<message xmlns='jabber:client' from='class@conference.localhost'>\
+             <x xmlns='http://jabber.org/protocol/muc#user'><invite from='alice@localhost/p'/></x>\
+             <body>alice invited you</body></message>",
+        );
+        assert_eq!(out.len(), 1, "{out:?}");
+        assert!(
+            out[0].contains("to='class@conference.localhost/bot'"),
+            "{}",
+            out[0]
+        );
+        // The same from eve, or from a service that could claim any inviter: ignored.
+        for ignored in [
+            "<message xmlns='jabber:client' from='eve@conference.localhost'>\
+             <x xmlns='http://jabber.org/protocol/muc#user'><invite from='eve@localhost/p'/></x></message>",
+            "<message xmlns='jabber:client' from='trap@muc.evil.example'>\
+             <x xmlns='http://jabber.org/protocol/muc#user'><invite from='alice@localhost/p'/></x></message>",
+            // Direct, from eve; and from an occupant whose real JID the room hides.
+            "<message xmlns='jabber:client' from='eve@localhost/p'>\
+             <x xmlns='jabber:x:conference' jid='eve@conference.localhost'/></message>",
+            "<message xmlns='jabber:client' from='lab@conference.localhost/carol'>\
+             <x xmlns='jabber:x:conference' jid='carol@conference.localhost'/></message>",
+        ] {
+            assert_eq!(accepted(&mut rooms, ignored), Vec::<String>::new(), "{ignored}");
+        }
+        // Direct, from alice herself, through the room where the bot sees her real JID.
+        let out = accepted(
+            &mut rooms,
+            "<message xmlns='jabber:client' from='lab@conference.localhost/alice'>\
+             <x xmlns='jabber:x:conference' jid='study@conference.localhost'/></message>",
+        );
+        assert_eq!(out.len(), 1, "{out:?}");
+        assert!(
+            out[0].contains("to='study@conference.localhost/bot'"),
             "{}",
             out[0]
         );

@@ -9,6 +9,7 @@
 pub mod bridge;
 pub mod chat;
 pub mod conversation;
+pub mod ejabberd;
 pub mod files;
 pub mod mqtt;
 pub mod peers;

@@ -39,6 +39,7 @@ pub(crate) fn settings(allow: &[&str]) -> BotSettings {
         allow: allow.iter().map(|s| s.to_string()).collect(),
         allow_domains: Vec::new(),
         room_allow: Vec::new(),
+        room_announce_stale: Vec::new(),
     }
 }
 

@@ -176,3 +176,120 @@ fn history_and_alerts_survive_a_restart_with_the_state_database() {
     assert_eq!(notices(&mut outlets).len(), 1);
     bot.close();
 }
+
+#[test]
+fn an_alert_set_in_a_room_belongs_to_the_room_and_fires_there() {
+    let (bot, mut outlets) = building_bot(&[ALICE], CacheLimits::default());
+    let t0 = Instant::now();
+    let lab = "lab@conference.localhost";
+    bot.ingest("sensors/temperature", b"21", false, t0);
+    let set = bot
+        .room_chat(lab, Some(ALICE), "alert temp above 25", t0)
+        .unwrap();
+    assert!(set.starts_with("Alert set"), "{set}");
+    // The room's alerts are the room's, not alice's.
+    assert!(bot.chat(ALICE, "alerts", t0).unwrap().contains("no alerts"));
+    let listed = bot.room_chat(lab, Some(ALICE), "alerts", t0).unwrap();
+    assert!(listed.contains("temp above 25 °C"), "{listed}");
+    bot.ingest(
+        "sensors/temperature",
+        b"26",
+        false,
+        t0 + Duration::from_secs(1),
+    );
+    let got = notices(&mut outlets);
+    assert_eq!(got.len(), 1, "{got:?}");
+    assert_eq!(got[0].to, lab);
+    assert_eq!(
+        got[0].text,
+        "⚠ temp above 25 °C: 26 °C on sensors/temperature"
+    );
+    // Anyone the allow list lets set alerts may remove the room's.
+    let removed = bot.room_chat(lab, Some(ALICE), "unalert temp", t0).unwrap();
+    assert_eq!(removed, "Removed 1 alert.");
+}
+
+#[test]
+fn rooms_that_asked_for_it_hear_when_sensors_go_stale_and_come_back() {
+    let mut settings = settings(&[ALICE]);
+    settings.room_announce_stale = vec!["lab@conference.localhost".into()];
+    let sensors = Sensors::new(vec![
+        sensor("temp", "sensors/temperature", false, "°C"),
+        sensor("hum", "sensors/humidity", false, "%"),
+    ])
+    .unwrap();
+    let (bot, mut outlets) = Bot::new(sensors, Cache::default(), settings, None).unwrap();
+    let t0 = Instant::now();
+    bot.ingest("sensors/temperature", b"21", false, t0);
+    bot.ingest("sensors/humidity", b"40", false, t0);
+    // The first look takes note; nothing is stale yet anyway.
+    bot.tick(t0);
+    bot.tick(t0 + Duration::from_secs(300));
+    bot.ingest(
+        "sensors/humidity",
+        b"41",
+        false,
+        t0 + Duration::from_secs(300),
+    );
+    assert!(notices(&mut outlets).is_empty());
+    bot.tick(t0 + Duration::from_secs(601));
+    bot.tick(t0 + Duration::from_secs(602));
+    let got = notices(&mut outlets);
+    assert_eq!(got.len(), 1, "{got:?}");
+    assert_eq!(got[0].to, "lab@conference.localhost");
+    assert_eq!(
+        got[0].text,
+        "⚠ no reading for 10 min from: sensors/temperature"
+    );
+    let back = t0 + Duration::from_secs(700);
+    bot.ingest("sensors/temperature", b"22", false, back);
+    bot.tick(back);
+    let got = notices(&mut outlets);
+    assert_eq!(got.len(), 1, "{got:?}");
+    assert_eq!(got[0].text, "back: sensors/temperature");
+    bot.tick(back + Duration::from_secs(1));
+    assert!(notices(&mut outlets).is_empty());
+}
+
+#[test]
+fn a_bot_without_announcing_rooms_says_nothing_about_stale_sensors() {
+    let (bot, mut outlets) = building_bot(&[ALICE], CacheLimits::default());
+    let t0 = Instant::now();
+    fill(&bot, t0);
+    bot.tick(t0);
+    bot.tick(t0 + Duration::from_secs(3600));
+    assert!(notices(&mut outlets).is_empty());
+}
+
+#[test]
+fn invitations_need_an_allowed_inviter_and_are_remembered() {
+    let mut settings = settings(&[ALICE]);
+    settings.room_allow = vec!["open@conference.localhost".into()];
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("state.sqlite");
+    let sensors = || Sensors::new(vec![sensor("temp", "t", false, "°C")]).unwrap();
+    let (bot, _outlets) = Bot::new(
+        sensors(),
+        Cache::default(),
+        settings.clone(),
+        Some(persist::StateDb::open(&path).unwrap()),
+    )
+    .unwrap();
+    assert!(bot.may_invite(ALICE, "any@conference.localhost"));
+    assert!(!bot.may_invite("eve@localhost", "any@conference.localhost"));
+    assert!(bot.may_invite("eve@localhost", "Open@conference.localhost"));
+    let mut join = RoomJoin::parse("class@conference.localhost/sensei", "bot").unwrap();
+    join.password = Some("pw".into());
+    bot.remember_room(&join, ALICE, Instant::now());
+    assert!(bot.remembered_rooms().is_empty(), "only after a restart");
+    bot.close();
+    let (bot, _outlets) = Bot::new(
+        sensors(),
+        Cache::default(),
+        settings,
+        Some(persist::StateDb::open(&path).unwrap()),
+    )
+    .unwrap();
+    assert_eq!(bot.remembered_rooms(), [join]);
+    bot.close();
+}

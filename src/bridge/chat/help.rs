@@ -15,7 +15,7 @@ impl Bot {
              stats <sensor> [window] [estadisticas]: min, max, average and a sparkline, e.g. stats {default} 30m\n\
              alert <sensor> above|below <value> [margin <m>] [alerta … encima|debajo]: tell me when it crosses\n\
              alerts [alertas]: your alerts\n\
-             alert off [<sensor>] [alerta quitar]: remove your alerts\n\
+             alert off [<sensor>] [alerta quitar]: remove your alerts (or unalert [<sensor>])\n\
              stale [inactivos]: sensors with no reading for over {}\n\
              Sensors: {}",
             reply::format_age(self.settings.stale_after),

@@ -95,9 +95,9 @@ impl Bot {
             Ok(permission) => permission,
             Err(instead) => return instead,
         };
-        // Alerts asked for in a room belong to the asker when known, else to the room.
-        let owner = real.unwrap_or(room);
-        Some(self.answer(owner, permission, commands::parse(body), now))
+        // Alerts asked for in a room belong to the room: their messages go to everyone there,
+        // and `alerts` / `alert off` in the room manage them.
+        Some(self.answer(room, permission, commands::parse(body), now))
     }
 
     /// What an occupant of `room` with real JID `real` (if shown) may do: what the allow list

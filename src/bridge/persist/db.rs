@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
 
-use super::{AlertKey, PersistError, StoredAlert, StoredAlertTopic, StoredReading};
+use super::{AlertKey, PersistError, StoredAlert, StoredAlertTopic, StoredReading, StoredRoom};
 
 /// Schema migrations, in order: entry *i* upgrades a database at `user_version` *i* to *i + 1*.
 ///
@@ -47,6 +47,14 @@ pub const MIGRATIONS: &[&str] = &[
         PRIMARY KEY (contact, target, above, topic),
         FOREIGN KEY (contact, target, above)
             REFERENCES alerts (contact, target, above) ON DELETE CASCADE
+    );",
+    // 1 → 2: rooms the bot joined through an invitation, joined again after a restart.
+    "CREATE TABLE rooms (
+        room       TEXT PRIMARY KEY,
+        nick       TEXT NOT NULL,
+        password   TEXT,
+        invited_by TEXT NOT NULL,
+        added_ms   INTEGER NOT NULL
     );",
 ];
 
@@ -321,6 +329,39 @@ impl StateDb {
             ],
         )?;
         Ok(())
+    }
+
+    /// Inserts or replaces a room joined through an invitation.
+    pub fn put_room(&mut self, room: &StoredRoom) -> Result<(), PersistError> {
+        self.conn.execute(
+            "INSERT OR REPLACE INTO rooms (room, nick, password, invited_by, added_ms)
+             VALUES (?1, ?2, ?3, ?4, ?5)",
+            params![
+                room.room,
+                room.nick,
+                room.password,
+                room.invited_by,
+                room.added_unix_ms
+            ],
+        )?;
+        Ok(())
+    }
+
+    /// The rooms joined through invitations, oldest first.
+    pub fn load_rooms(&self) -> Result<Vec<StoredRoom>, PersistError> {
+        let mut statement = self.conn.prepare(
+            "SELECT room, nick, password, invited_by, added_ms FROM rooms ORDER BY added_ms, room",
+        )?;
+        let rows = statement.query_map([], |row| {
+            Ok(StoredRoom {
+                room: row.get(0)?,
+                nick: row.get(1)?,
+                password: row.get(2)?,
+                invited_by: row.get(3)?,
+                added_unix_ms: row.get(4)?,
+            })
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
     }
 
     /// Every alert with its topic states (ordered by topic), in creation order.

@@ -1,5 +1,6 @@
-//! Optional on-disk state of the bot (`--state-db FILE`): the reading history and every
-//! contact's alerts, so that `stats` and `alert` survive a restart. Without the flag the bot
+//! Optional on-disk state of the bot (`--state-db FILE`): the reading history, every contact's
+//! and room's alerts, and the rooms it was invited into, so that `stats`, `alert` and
+//! invitations survive a restart. Without the flag the bot
 //! keeps everything in memory only, as before.
 //!
 //! ```text
@@ -20,6 +21,10 @@
 //! | `readings` | reading | topic id, wall-clock time in ms, value; the newest `keep_per_topic` per topic |
 //! | `alerts` | contact × target × direction | filter, threshold, margin, creation time |
 //! | `alert_topics` | alert × concrete topic | armed (hysteresis), last time fired, silence reported |
+//! | `rooms` | room joined through an invitation | nick, password if the invitation gave one, inviter, time ([`Write::PutRoom`]) |
+//!
+//! A room's alerts (set by `alert …` in the room) are ordinary alerts whose contact is the
+//! room's bare JID.
 //!
 //! Topic names are stored once in `topics` and referenced by a small integer, because they are
 //! usually far longer than the 16 bytes of time and value a reading carries.
@@ -44,7 +49,7 @@
 //!
 //! # Schema versions
 //!
-//! The schema version is `PRAGMA user_version`, currently `db::SCHEMA_VERSION` (1). `db::MIGRATIONS`
+//! The schema version is `PRAGMA user_version`, currently `db::SCHEMA_VERSION` (2: version 2 added the rooms joined through invitations). `db::MIGRATIONS`
 //! is an ordered list of SQL batches; batch *i* takes the schema from version *i* to *i + 1* in
 //! one `IMMEDIATE` transaction that also sets `user_version`, so a migration is applied
 //! completely or not at all. A file written by a newer mqtt2xmpp (a higher version) is refused
@@ -147,4 +152,31 @@ pub struct StoredAlertTopic {
     pub last_fired_unix_ms: Option<i64>,
     /// Whether the contact was already told that this topic went silent.
     pub silent_notified: bool,
+}
+
+/// A room the bot joined through an invitation (the rooms of `--room` are not stored: the
+/// flags name them on every start).
+#[derive(Clone, PartialEq, Eq)]
+pub struct StoredRoom {
+    /// The room's bare JID.
+    pub room: String,
+    /// The nick the bot asks for.
+    pub nick: String,
+    /// The room's password from the invitation, if any.
+    pub password: Option<String>,
+    /// Who invited the bot (a bare JID on the allow list).
+    pub invited_by: String,
+    /// When, in milliseconds since the Unix epoch.
+    pub added_unix_ms: i64,
+}
+
+impl std::fmt::Debug for StoredRoom {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // The password stays out of logs.
+        f.debug_struct("StoredRoom")
+            .field("room", &self.room)
+            .field("nick", &self.nick)
+            .field("invited_by", &self.invited_by)
+            .finish_non_exhaustive()
+    }
 }

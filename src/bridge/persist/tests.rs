@@ -3,7 +3,7 @@
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use super::db::SCHEMA_VERSION;
+use super::db::{self, SCHEMA_VERSION};
 use super::writer::{FailureLog, ERROR_LOG_INTERVAL};
 use super::*;
 use crate::sqlite::OpenError;
@@ -593,4 +593,33 @@ fn disk_cost_per_reading() {
         (40.0..52.0).contains(&per_reading),
         "{per_reading:.1} bytes per reading ({bytes} bytes)"
     );
+}
+
+#[test]
+fn invited_rooms_survive_reopen_and_an_old_file_is_upgraded() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = db_path(&dir);
+    // A file of schema version 1 (before rooms) opens and gains the table.
+    {
+        let conn = Connection::open(&path).unwrap();
+        conn.execute_batch(db::MIGRATIONS[0]).unwrap();
+        conn.pragma_update(None, "user_version", 1).unwrap();
+    }
+    let room = |name: &str, at: i64| StoredRoom {
+        room: format!("{name}@conference.localhost"),
+        nick: "bot".into(),
+        password: (name == "class").then(|| "pw".to_string()),
+        invited_by: "alice@localhost".into(),
+        added_unix_ms: at,
+    };
+    {
+        let mut db = StateDb::open(&path).unwrap();
+        db.put_room(&room("lab", 2)).unwrap();
+        db.put_room(&room("class", 1)).unwrap();
+        // Invited again: one row still.
+        db.put_room(&room("lab", 2)).unwrap();
+    }
+    let db = StateDb::open(&path).unwrap();
+    assert_eq!(db.load_rooms().unwrap(), [room("class", 1), room("lab", 2)]);
+    assert!(!format!("{:?}", room("class", 1)).contains("pw"));
 }

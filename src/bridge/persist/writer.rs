@@ -9,7 +9,9 @@ use std::sync::mpsc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use super::{AlertKey, PersistError, StateDb, StoredAlert, StoredAlertTopic, StoredReading};
+use super::{
+    AlertKey, PersistError, StateDb, StoredAlert, StoredAlertTopic, StoredReading, StoredRoom,
+};
 use crate::log_limit::LogLimit;
 
 /// At most one error line per this interval from the writer thread, so a full disk does not
@@ -41,6 +43,8 @@ pub enum Write {
         /// Its new state on one topic.
         state: StoredAlertTopic,
     },
+    /// [`StateDb::put_room`]: the bot accepted an invitation.
+    PutRoom(StoredRoom),
 }
 
 impl Write {
@@ -73,6 +77,11 @@ impl Write {
                 key.contact,
                 key.target,
                 direction(key.above)
+            ),
+            Write::PutRoom(room) => format!(
+                "could not save the room {} to {path}: {error}; the bot will not join it again \
+                 after a restart",
+                room.room
             ),
         }
     }
@@ -264,5 +273,6 @@ fn apply(db: &mut StateDb, write: &Write, keep_per_topic: usize) -> Result<(), P
             db.delete_alerts(contact, target.as_deref()).map(|_| ())
         }
         Write::PutAlertTopic { key, state } => db.put_alert_topic(key, state),
+        Write::PutRoom(room) => db.put_room(room),
     }
 }
