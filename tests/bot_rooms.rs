@@ -185,20 +185,12 @@ enum Server {
 /// Which XMPP server a room scenario runs against, and what it can do.
 #[derive(Debug, Clone, Copy)]
 enum ServerKind {
-    /// The bundled server's room service (kick: not yet when this was written).
+    /// The bundled server's room service.
     Bundled,
     /// Prosody 0.12's MUC component.
     Prosody,
     /// ejabberd 23.01's mod_muc.
     Ejabberd,
-}
-
-impl ServerKind {
-    /// Whether a moderator can kick on this server (XEP-0045 §8.2). The bundled server's
-    /// kick is built in parallel: set this to true for it once it exists.
-    fn can_kick(self) -> bool {
-        !matches!(self, ServerKind::Bundled)
-    }
 }
 
 impl Server {
@@ -399,16 +391,14 @@ async fn the_bot_lives_in_a_room_on(kind: ServerKind) {
     assert_eq!(removed, "alice: Removed 1 alert.");
 
     let mut joins = 1;
-    if kind.can_kick() {
-        // Kicked by the room's owner: a clear log line, and back in the room by itself.
-        kick(&mut alice, "bot").await;
-        bot.wait_log("kicked from the room", 1, STEP).await;
-        joins += 1;
-        bot.wait_log("joined room", joins, STEP).await;
-        say(&mut alice, "bot: temperature?").await;
-        let answer = next_from_bot(&mut alice, MessageType::Groupchat).await;
-        assert!(answer.starts_with("alice: 26 °C"), "{answer}");
-    }
+    // Kicked by the room's owner: a clear log line, and back in the room by itself.
+    kick(&mut alice, "bot").await;
+    bot.wait_log("kicked from the room", 1, STEP).await;
+    joins += 1;
+    bot.wait_log("joined room", joins, STEP).await;
+    say(&mut alice, "bot: temperature?").await;
+    let answer = next_from_bot(&mut alice, MessageType::Groupchat).await;
+    assert!(answer.starts_with("alice: 26 °C"), "{answer}");
 
     // The server restarts: the bot reconnects and joins the room again by itself (making it
     // anew where rooms do not survive a restart).
