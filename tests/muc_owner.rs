@@ -18,12 +18,12 @@
 mod support;
 
 use std::process::Command;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use serde_json::{json, Value};
 use support::peers::{python_imports, run_event_script};
-use support::raw::{parse, Raw, NS_STANZA_ERRORS};
+use support::raw::{Raw, NS_STANZA_ERRORS};
+use support::rooms::{exchange, WAIT};
 use support::server::{InProcessServer, ServerProcess, XmppEndpoint};
 use tokio_xmpp::minidom::Element;
 
@@ -199,31 +199,6 @@ fn current_slixmpp_configures_a_persistent_room_that_survives_a_restart() {
 }
 
 // ----- hostile ---------------------------------------------------------------------------------
-
-/// How long one answer of the server may take.
-const WAIT: Duration = Duration::from_secs(10);
-
-/// Sends `xml` followed by a ping, and returns every stanza the server sent up to the pong:
-/// the server answers in order, so whatever `xml` caused is among them.
-async fn exchange(raw: &mut Raw, xml: &str) -> Vec<Element> {
-    static SYNC: AtomicUsize = AtomicUsize::new(0);
-    let sync = format!("sync-{}", SYNC.fetch_add(1, Ordering::Relaxed));
-    assert!(
-        raw.send(format!(
-            "{xml}<iq type='get' id='{sync}' to='localhost'><ping xmlns='urn:xmpp:ping'/></iq>"
-        ))
-        .await,
-        "the connection is gone"
-    );
-    let mut text = raw.read_until(&sync, WAIT).await;
-    text.push_str(&raw.read_until("</iq>", WAIT).await);
-    let elements = parse(&text).unwrap_or_else(|e| panic!("{e}: {text}"));
-    assert!(
-        elements.iter().any(|e| e.attr("id") == Some(sync.as_str())),
-        "no pong: {text}"
-    );
-    elements
-}
 
 /// The error condition of the answer with id `id` among `elements`.
 fn error_of(elements: &[Element], id: &str) -> Option<String> {

@@ -18,5 +18,6 @@ pub mod process;
 pub mod profanity;
 pub mod proxy;
 pub mod raw;
+pub mod rooms;
 pub mod server;
 pub mod world;
