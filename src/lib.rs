@@ -12,6 +12,7 @@
 //! | [`simulate`] | simulated sensors (one temperature, or a whole building) publishing to any broker |
 //! | [`mqtt_client`] | the broker to log in to, rumqttc options, client ids, fatal connection errors |
 //! | [`xmpp_connect`] | STARTTLS with our trust settings; turns refused logins into errors |
+//! | `caps` | XEP-0115 entity capabilities: the verification string and `<c/>`, for the server and the bot |
 //! | `topic` | MQTT topic filters: matching and validation |
 //! | [`tls`] | rustls client configuration (system roots + `--*-ca` files) |
 //! | [`secret`] | passwords from files or the environment, never printed |
@@ -28,6 +29,7 @@ pub(crate) mod backoff;
 pub mod bridge;
 #[cfg(feature = "embedded-broker")]
 pub mod broker;
+pub(crate) mod caps;
 pub mod cli;
 pub mod config;
 pub(crate) mod log_limit;
