@@ -148,6 +148,8 @@ pub struct Bot {
     persistence: Option<Persistence>,
     /// Rooms joined through invitations, from the state database.
     remembered_rooms: Vec<RoomJoin>,
+    /// The fingerprint of the profile last published, from the state database.
+    published_profile: Option<String>,
     /// The topics announced as stale in the rooms of `room_announce_stale`.
     stale_announced: Mutex<Option<BTreeSet<String>>>,
 }
@@ -188,6 +190,7 @@ impl Bot {
         let clock = Clock::now();
         let mut alerts = Alerts::new(settings.alerts);
         let mut remembered_rooms = Vec::new();
+        let mut published_profile = None;
         let persistence = match db {
             None => None,
             Some(mut db) => {
@@ -210,6 +213,7 @@ impl Bot {
                     limits.max_topics,
                 )?;
                 remembered_rooms = remembered(&db)?;
+                published_profile = db.load_published(PROFILE)?;
                 Some(Persistence {
                     writer: Persister::spawn(db, limits.history)?,
                     pending: Mutex::new(Vec::new()),
@@ -229,6 +233,7 @@ impl Bot {
             clock,
             persistence,
             remembered_rooms,
+            published_profile,
             stale_announced: Mutex::new(None),
         };
         Ok((
@@ -426,6 +431,23 @@ impl Bot {
         self.remembered_rooms.clone()
     }
 
+    /// Whether there is a state database, and the fingerprint of the profile (nickname, vCard,
+    /// avatar) last published according to it.
+    pub fn published_profile(&self) -> (bool, Option<String>) {
+        (self.persistence.is_some(), self.published_profile.clone())
+    }
+
+    /// Keeps the fingerprint of the profile just published, so a restart does not publish it
+    /// again.
+    pub fn remember_profile(&self, fingerprint: String) {
+        if let Some(p) = &self.persistence {
+            p.writer.send(Write::PutPublished {
+                what: PROFILE.into(),
+                fingerprint,
+            });
+        }
+    }
+
     /// Whether `inviter` (a real bare JID) may invite the bot into `room`: a contact allowed
     /// everything (as for alerts), or anyone into a `--room-allow` room.
     pub fn may_invite(&self, inviter: &str, room: &str) -> bool {
@@ -572,6 +594,9 @@ fn list_some(topics: &[&String]) -> String {
 }
 
 /// The rooms remembered from invitations; a row that is not a room address is skipped.
+/// The `published` row of the bot's profile (see `profile`).
+const PROFILE: &str = "profile";
+
 fn remembered(db: &persist::StateDb) -> Result<Vec<RoomJoin>, persist::PersistError> {
     Ok(db
         .load_rooms()?

@@ -20,6 +20,8 @@
 //! | `bot` | the above tied together: ingest, alert messages, presence |
 //! | `chat` | the chat commands, one file per command group, behind access control |
 //! | `room` | the bot in XEP-0045 rooms: joining, staying (self-ping, rejoin backoff), whether a room message is for it, the loop guard, invitations |
+//! | `identity` | what the bot says it is: disco#info identity and features (`FEATURES`), entity capabilities in its presence |
+//! | `profile` | its nickname, vCard and avatar, published once per change |
 //! | `persist` | optional SQLite state: history and alerts across restarts |
 //! | `mqtt`, `xmpp` | the two network tasks |
 //! | `status` | what the running bridge reports: subscribed, online ([`run_with_status`]) |
@@ -34,8 +36,10 @@ pub(crate) mod bot;
 pub(crate) mod cache;
 pub(crate) mod chat;
 pub mod commands;
+pub(crate) mod identity;
 pub(crate) mod mqtt;
 pub(crate) mod persist;
+pub(crate) mod profile;
 pub mod reading;
 pub(crate) mod reply;
 pub(crate) mod room;

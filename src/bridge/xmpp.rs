@@ -31,7 +31,7 @@ use tokio_xmpp::jid::{BareJid, Jid};
 use tokio_xmpp::minidom::Element;
 use tokio_xmpp::parsers::message::Id as MessageId;
 use tokio_xmpp::parsers::{
-    disco::{DiscoInfoQuery, DiscoInfoResult, Identity},
+    disco::DiscoInfoQuery,
     iq::Iq,
     message::{Message, MessageType},
     ns,
@@ -46,6 +46,8 @@ use tokio_xmpp::stanzastream::{
 use tokio_xmpp::Stanza;
 
 use super::bot::{Bot, Notice, Outlets};
+use super::identity;
+use super::profile::Publisher;
 use super::room::{self, RoomJoin, RoomTimings, Rooms};
 use super::status::Reporter;
 use crate::xmpp_connect::{Connector, Fatal};
@@ -313,8 +315,16 @@ fn respond_iq(iq: Iq) -> Option<Stanza> {
     };
     let answer = if is_get && payload.is("ping", ns::PING) {
         result(None)
-    } else if is_get && DiscoInfoQuery::try_from(payload.clone()).is_ok_and(|q| q.node.is_none()) {
-        result(Some(disco_info().into()))
+    } else if let Some(info) = is_get
+        .then(|| DiscoInfoQuery::try_from(payload.clone()).ok())
+        .flatten()
+        .and_then(|query| match query.node {
+            None => Some(identity::disco_info(None)),
+            // XEP-0115 §6.2: the caps node `NODE#VER`.
+            Some(node) => identity::info_for_node(&node),
+        })
+    {
+        result(Some(info.into()))
     } else if is_get && VersionQuery::try_from(payload.clone()).is_ok() {
         result(Some(
             VersionResult {
@@ -342,19 +352,6 @@ fn respond_iq(iq: Iq) -> Option<Stanza> {
         }
     };
     Some(answer.into())
-}
-
-/// What the bot tells XEP-0030 disco#info queries it is.
-fn disco_info() -> DiscoInfoResult {
-    DiscoInfoResult {
-        node: None,
-        identities: vec![Identity::new("client", "bot", "en", "mqtt2xmpp")],
-        features: [ns::DISCO_INFO, ns::PING, ns::RECEIPTS, ns::VERSION]
-            .into_iter()
-            .map(String::from)
-            .collect(),
-        extensions: Vec::new(),
-    }
 }
 
 fn respond_presence(presence: Presence, handler: &impl Handler) -> Option<Stanza> {
@@ -487,6 +484,8 @@ pub(crate) async fn run(
     let mut lost_in_a_row = 0u32;
     tracing::info!(jid = %config.jid, "connecting to the XMPP server");
     let mut online = false;
+    let (has_db, published) = bot.published_profile();
+    let mut profile = Publisher::new(has_db, published);
 
     let outcome = loop {
         let presence_due = throttle.due().filter(|_| online);
@@ -538,6 +537,9 @@ pub(crate) async fn run(
                     send(&stream, join).await;
                 }
                 throttle.sent(status, Instant::now());
+                for request in profile.online() {
+                    send(&stream, request).await;
+                }
                 tracing::info!("available: answering chat messages");
                 links.online();
             }
@@ -562,6 +564,18 @@ pub(crate) async fn run(
             }
             Some(StreamEvent::Stanza(stanza)) => {
                 tracing::debug!(?stanza, "received");
+                if let Some(next) = match &stanza {
+                    Stanza::Iq(iq) => profile.answer(iq, &account),
+                    _ => None,
+                } {
+                    for request in next.send {
+                        send(&stream, request).await;
+                    }
+                    if let Some(fingerprint) = next.published {
+                        bot.remember_profile(fingerprint);
+                    }
+                    continue;
+                }
                 let status = if rooms.is_empty() {
                     String::new()
                 } else {
@@ -604,6 +618,11 @@ pub(crate) async fn run(
 /// Queues `stanza` for sending, with a message id where one is missing. Queuing only waits when
 /// the outgoing queue is full, and never longer than [`SEND_TIMEOUT`].
 async fn send(stream: &StanzaStream, mut stanza: Stanza) {
+    // XEP-0115 §4 and XEP-0153 §4.1: caps and the avatar hash in every available presence,
+    // one-to-one and in rooms.
+    if let Stanza::Presence(presence) = &mut stanza {
+        identity::decorate(presence);
+    }
     if let Stanza::Message(message) = &mut stanza {
         message
             .id
@@ -952,12 +971,29 @@ mod tests {
             panic!("not a result: {}", out[0]);
         };
         assert_eq!(id, "d1");
-        let info = DiscoInfoResult::try_from(payload).unwrap();
+        let info = tokio_xmpp::parsers::disco::DiscoInfoResult::try_from(payload).unwrap();
         for feature in [ns::DISCO_INFO, ns::PING, ns::RECEIPTS, ns::VERSION] {
             assert!(info.features.contains(feature), "missing {feature}");
         }
         assert_eq!(info.identities[0].category, "client");
         assert_eq!(info.identities[0].type_, "bot");
+    }
+
+    #[test]
+    fn answers_disco_info_on_its_caps_node_with_the_same_answer() {
+        let caps = identity::caps().unwrap();
+        let ver = base64::prelude::Engine::encode(&base64::prelude::BASE64_STANDARD, &caps.ver);
+        let node = format!("{}#{ver}", caps.node);
+        let out = answer(&format!(
+            "<iq xmlns='jabber:client' type='get' id='d2' from='alice@localhost/p'>\
+             <query xmlns='http://jabber.org/protocol/disco#info' node='{node}'/></iq>"
+        ));
+        assert_eq!(out.len(), 1);
+        assert!(out[0].contains("type='result'"), "{}", out[0]);
+        assert!(out[0].contains(&format!("node='{node}'")), "{}", out[0]);
+        for feature in identity::FEATURES {
+            assert!(out[0].contains(&format!("var='{feature}'")), "{}", out[0]);
+        }
     }
 
     #[test]

@@ -56,6 +56,12 @@ pub const MIGRATIONS: &[&str] = &[
         invited_by TEXT NOT NULL,
         added_ms   INTEGER NOT NULL
     );",
+    // 2 → 3: what the bot last published about itself (its profile: nickname, vCard, avatar),
+    // so a restart does not publish it again.
+    "CREATE TABLE published (
+        what        TEXT PRIMARY KEY,
+        fingerprint TEXT NOT NULL
+    );",
 ];
 
 /// The schema version this code writes and understands: the number of [`MIGRATIONS`].
@@ -345,6 +351,24 @@ impl StateDb {
             ],
         )?;
         Ok(())
+    }
+
+    /// Records that `what` was published with this `fingerprint`.
+    pub fn put_published(&mut self, what: &str, fingerprint: &str) -> Result<(), PersistError> {
+        self.conn.execute(
+            "INSERT OR REPLACE INTO published (what, fingerprint) VALUES (?1, ?2)",
+            params![what, fingerprint],
+        )?;
+        Ok(())
+    }
+
+    /// The fingerprint `what` was last published with, if ever.
+    pub fn load_published(&self, what: &str) -> Result<Option<String>, PersistError> {
+        let mut statement = self
+            .conn
+            .prepare("SELECT fingerprint FROM published WHERE what = ?1")?;
+        let mut rows = statement.query_map(params![what], |row| row.get(0))?;
+        Ok(rows.next().transpose()?)
     }
 
     /// The rooms joined through invitations, oldest first.

@@ -22,6 +22,7 @@
 //! | `alerts` | contact × target × direction | filter, threshold, margin, creation time |
 //! | `alert_topics` | alert × concrete topic | armed (hysteresis), last time fired, silence reported |
 //! | `rooms` | room joined through an invitation | nick, password if the invitation gave one, inviter, time ([`Write::PutRoom`]) |
+//! | `published` | thing the bot published about itself (`profile`) | fingerprint of what was published ([`Write::PutPublished`]) |
 //!
 //! A room's alerts (set by `alert …` in the room) are ordinary alerts whose contact is the
 //! room's bare JID.
@@ -49,7 +50,7 @@
 //!
 //! # Schema versions
 //!
-//! The schema version is `PRAGMA user_version`, currently `db::SCHEMA_VERSION` (2: version 2 added the rooms joined through invitations). `db::MIGRATIONS`
+//! The schema version is `PRAGMA user_version`, currently `db::SCHEMA_VERSION` (3: version 2 added the rooms joined through invitations, version 3 what the bot published about itself). `db::MIGRATIONS`
 //! is an ordered list of SQL batches; batch *i* takes the schema from version *i* to *i + 1* in
 //! one `IMMEDIATE` transaction that also sets `user_version`, so a migration is applied
 //! completely or not at all. A file written by a newer mqtt2xmpp (a higher version) is refused

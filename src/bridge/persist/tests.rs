@@ -623,3 +623,29 @@ fn invited_rooms_survive_reopen_and_an_old_file_is_upgraded() {
     assert_eq!(db.load_rooms().unwrap(), [room("class", 1), room("lab", 2)]);
     assert!(!format!("{:?}", room("class", 1)).contains("pw"));
 }
+
+#[test]
+fn the_published_profile_survives_reopen_and_an_old_file_is_upgraded() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = db_path(&dir);
+    // A file of schema version 2 (before `published`) opens and gains the table.
+    {
+        let conn = Connection::open(&path).unwrap();
+        conn.execute_batch(db::MIGRATIONS[0]).unwrap();
+        conn.execute_batch(db::MIGRATIONS[1]).unwrap();
+        conn.pragma_update(None, "user_version", 2).unwrap();
+    }
+    {
+        let mut db = StateDb::open(&path).unwrap();
+        assert_eq!(db.load_published("profile").unwrap(), None);
+        db.put_published("profile", "old").unwrap();
+        // Published again after a change: one row, the new fingerprint.
+        db.put_published("profile", "new").unwrap();
+    }
+    let db = StateDb::open(&path).unwrap();
+    assert_eq!(
+        db.load_published("profile").unwrap().as_deref(),
+        Some("new")
+    );
+    assert_eq!(db.load_published("other").unwrap(), None);
+}

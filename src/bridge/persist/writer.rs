@@ -45,6 +45,13 @@ pub enum Write {
     },
     /// [`StateDb::put_room`]: the bot accepted an invitation.
     PutRoom(StoredRoom),
+    /// [`StateDb::put_published`]: the bot published `what` (its profile) as `fingerprint`.
+    PutPublished {
+        /// What was published.
+        what: String,
+        /// Its fingerprint.
+        fingerprint: String,
+    },
 }
 
 impl Write {
@@ -82,6 +89,10 @@ impl Write {
                 "could not save the room {} to {path}: {error}; the bot will not join it again \
                  after a restart",
                 room.room
+            ),
+            Write::PutPublished { what, .. } => format!(
+                "could not save that the {what} was published to {path}: {error}; \
+                 the bot will publish it again at the next start"
             ),
         }
     }
@@ -274,5 +285,6 @@ fn apply(db: &mut StateDb, write: &Write, keep_per_topic: usize) -> Result<(), P
         }
         Write::PutAlertTopic { key, state } => db.put_alert_topic(key, state),
         Write::PutRoom(room) => db.put_room(room),
+        Write::PutPublished { what, fingerprint } => db.put_published(what, fingerprint),
     }
 }
