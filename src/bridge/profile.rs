@@ -83,7 +83,7 @@ pub(crate) fn vcard() -> Element {
 }
 
 /// Whether a vCard the server returned already says what [`vcard`] says (name, nickname,
-/// description, same photo). Whitespace in `BINVAL` does not matter (XEP-0153 §3.1 lets
+/// description, same photo; fields the server adds, like an empty `N`, do not matter). Whitespace in `BINVAL` does not matter (XEP-0153 §3.1 lets
 /// servers wrap it).
 fn same_vcard(got: &Element) -> bool {
     let text = |parent: &Element, name: &str| {
@@ -101,7 +101,12 @@ fn same_vcard(got: &Element) -> bool {
     got.is("vCard", ns::VCARD)
         && text(got, "FN").as_deref() == Some(NAME)
         && text(got, "NICKNAME").as_deref() == Some(NAME)
-        && text(got, "DESC").as_deref() == Some(DESCRIPTION)
+        // Prosody's vcard_legacy stores the vCard as vCard4 (XEP-0292) and gives `DESC`
+        // back as `NOTE`.
+        && text(got, "DESC")
+            .or_else(|| text(got, "NOTE"))
+            .as_deref()
+            == Some(DESCRIPTION)
         && photo.as_deref() == Some(AVATAR_PNG)
 }
 
@@ -440,6 +445,14 @@ mod tests {
             .join("\n");
         let rewrapped = String::from(&vcard()).replace(&b64, &wrapped);
         assert!(same_vcard(&rewrapped.parse().unwrap()));
+        // As Prosody's vcard_legacy returns it: DESC as NOTE, an empty N added.
+        let prosody = String::from(&vcard())
+            .replace("<DESC>", "<N><FAMILY/><GIVEN/></N><NOTE>")
+            .replace("</DESC>", "</NOTE>");
+        assert!(same_vcard(&prosody.parse().unwrap()), "{prosody}");
+        // Another photo: not the same.
+        let other_photo = String::from(&vcard()).replace(&b64, "aGVsbG8=");
+        assert!(!same_vcard(&other_photo.parse().unwrap()));
     }
 
     #[test]
