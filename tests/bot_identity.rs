@@ -418,3 +418,123 @@ async fn a_contact_sees_the_bots_face_on_the_bundled_server() {
 async fn a_contact_sees_the_bots_face_on_prosody() {
     a_contact_sees_the_bots_face_on(Kind::Peers).await;
 }
+
+/// In a room (XEP-0045) the bot's presence carries its caps and avatar hash too, so occupants'
+/// clients show its picture and find its features without asking.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_bots_room_presence_carries_its_caps_and_avatar_hash() {
+    let server = Server::Bundled(InProcessServer::start().await);
+    let broker = Broker::start(Kind::Bundled).await.expect("embedded broker");
+    for user in ["bot", "alice"] {
+        server.register(user);
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let room = "lab@conference.localhost";
+    let mut alice = ChatClient::login(
+        "alice@localhost",
+        "alice-secret",
+        server.port(),
+        server.ca_file(),
+    )
+    .await;
+    alice
+        .send_stanza(
+            Presence::available()
+                .with_to(Jid::from_str(&format!("{room}/alice")).unwrap())
+                .with_payloads(vec![Element::builder(
+                    "x",
+                    "http://jabber.org/protocol/muc",
+                )
+                .build()]),
+        )
+        .await;
+    let _bot =
+        InProcessBridge::start(&server.bot_args(&broker, dir.path(), &["--room", room])).await;
+    let bot_in_room = Jid::from_str(&format!("{room}/bot")).unwrap();
+    // Every presence of the bot in the room has its caps; without a state database the bot
+    // joins before it has compared and published its vCard, so the photo hash arrives with
+    // the presence it sends once the avatar is in place (XEP-0153 §4.2).
+    let expected = sha1_hex(&avatar());
+    let end = Instant::now() + STEP;
+    loop {
+        let presence = match alice
+            .next_stanza(end.saturating_duration_since(Instant::now()))
+            .await
+        {
+            Some(Stanza::Presence(p))
+                if p.type_ == PresenceType::None && p.from.as_ref() == Some(&bot_in_room) =>
+            {
+                p
+            }
+            Some(_) => continue,
+            None => panic!("no room presence of the bot with its avatar within {STEP:?}"),
+        };
+        let caps = presence.payloads.iter().find(|p| p.is("c", CAPS));
+        assert!(
+            caps.is_some_and(|c| c.attr("hash") == Some("sha-1") && c.attr("ver").is_some()),
+            "{:?}",
+            String::from(&Element::from(presence.clone()))
+        );
+        let photo = presence
+            .payloads
+            .iter()
+            .find(|p| p.is("x", "vcard-temp:x:update"))
+            .and_then(|x| x.get_child("photo", "vcard-temp:x:update"))
+            .map(Element::text);
+        if photo.as_deref() == Some(expected.as_str()) {
+            break;
+        }
+    }
+}
+
+/// A server without PEP and vCards (Prosody with only the deploy snippet's modules): the bot
+/// warns once for each part it could not publish, answers chats as always, and tries again at
+/// the next start, since nothing was saved as published.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_pep_or_vcards_the_bot_warns_once_per_part_and_goes_on() {
+    let Some(prosody) = Prosody::start() else {
+        return;
+    };
+    let Some(broker) = Broker::start(Kind::Peers).await else {
+        return;
+    };
+    let server = Server::Prosody(prosody);
+    for user in ["bot", "alice"] {
+        server.register(user);
+    }
+    support::mqtt::publish(broker.port(), "sensors/temperature", b"21.5", true).await;
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state.db");
+    let args = server.bot_args(
+        &broker,
+        dir.path(),
+        &["--state-db", &state.to_string_lossy()],
+    );
+    for start in 1..=2 {
+        let mut bot = InProcessBridge::start(&args).await;
+        bot.wait_log("profile published in part", 1, STEP).await;
+        let log = bot.log();
+        for part in [
+            "the vCard",
+            "the PEP avatar data",
+            "the PEP avatar metadata",
+            "the PEP nickname",
+        ] {
+            assert_eq!(
+                log.matches(&format!("did not accept {part}")).count(),
+                1,
+                "start {start}, {part}:\n{log}"
+            );
+        }
+        let mut alice = ChatClient::login(
+            "alice@localhost",
+            "alice-secret",
+            server.port(),
+            server.ca_file(),
+        )
+        .await;
+        let answer = alice.ask(BOT, "temperature?").await;
+        assert!(answer.contains("21.5"), "{answer}");
+        let _ = bot.stop(STEP).await;
+    }
+}

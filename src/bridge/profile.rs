@@ -211,6 +211,9 @@ pub(crate) struct Next {
     pub send: Vec<Stanza>,
     /// Everything was published: keep this fingerprint (in the state database).
     pub published: Option<String>,
+    /// A round of publishing ended: send the presence again, so that contacts and rooms that
+    /// saw it before the new vCard was in place fetch the avatar (XEP-0153 §4.2).
+    pub announce: bool,
 }
 
 /// Publishes the profile once per change (see the module doc). Lives as long as the XMPP task,
@@ -321,7 +324,7 @@ impl Publisher {
             }
             return Some(Next {
                 send: self.publish_all(),
-                published: None,
+                ..Next::default()
             });
         }
         let part = self.pending.remove(id.as_str())?;
@@ -345,7 +348,10 @@ impl Publisher {
         }
         if self.refused {
             tracing::info!("profile published in part; the next start tries again");
-            return Some(Next::default());
+            return Some(Next {
+                announce: true,
+                ..Next::default()
+            });
         }
         tracing::info!("published the bot's nickname, vCard and avatar");
         let fingerprint = fingerprint();
@@ -353,6 +359,7 @@ impl Publisher {
         Some(Next {
             send: Vec::new(),
             published: Some(fingerprint),
+            announce: true,
         })
     }
 }
@@ -475,7 +482,9 @@ mod tests {
         for (id, _) in &sent {
             last = publisher.answer(&result(id, None), &account());
         }
-        assert_eq!(last.unwrap().published, Some(fingerprint()));
+        let last = last.unwrap();
+        assert_eq!(last.published, Some(fingerprint()));
+        assert!(last.announce, "presence again with the new avatar");
         // A reconnection in the same process, and a restart with the stored fingerprint.
         assert!(publisher.online().is_empty());
         assert!(Publisher::new(true, Some(fingerprint()))

@@ -530,6 +530,12 @@ pub(crate) async fn run(
                 online = true;
                 lost_in_a_row = 0;
                 tracing::info!(%bound_jid, "online");
+                // The profile before the presence: the server then has the vCard when the
+                // presence passes, and a server that fills in the photo hash (XEP-0398 §4)
+                // fills in the new one.
+                for request in profile.online() {
+                    send(&stream, request).await;
+                }
                 let status = bot.presence_status();
                 send(&stream, available(&status).into()).await;
                 // §7.2.1: a new session is in no room; join them all again.
@@ -537,9 +543,6 @@ pub(crate) async fn run(
                     send(&stream, join).await;
                 }
                 throttle.sent(status, Instant::now());
-                for request in profile.online() {
-                    send(&stream, request).await;
-                }
                 tracing::info!("available: answering chat messages");
                 links.online();
             }
@@ -573,6 +576,14 @@ pub(crate) async fn run(
                     }
                     if let Some(fingerprint) = next.published {
                         bot.remember_profile(fingerprint);
+                    }
+                    if next.announce {
+                        // XEP-0153 §4.2: presence again once the new avatar is in place.
+                        let status = bot.presence_status();
+                        send(&stream, available(&status).into()).await;
+                        for update in rooms.status_updates(&status) {
+                            send(&stream, update).await;
+                        }
                     }
                     continue;
                 }
