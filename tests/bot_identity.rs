@@ -1,13 +1,13 @@
-//! The bot's face in a contact's roster, on the bundled server and on Prosody (with its PEP and
-//! vCard modules): alice subscribes to the bot and sees its entity capabilities (XEP-0115) in
+//! The bot's face in a contact's roster, on the bundled server, Prosody and ejabberd (with
+//! their PEP and vCard modules): alice subscribes to the bot and sees its entity capabilities (XEP-0115) in
 //! its presence, with a `ver` that is the XEP-0115 §5 hash of the bot's real disco#info answer
 //! (identity `client/bot`); its nickname (XEP-0172) and avatar (XEP-0084) through PEP; its
 //! vCard (XEP-0054) with name, nickname, description and the same avatar, whose hash is in
 //! the presence (XEP-0153). A restart with the same state database publishes nothing: the PEP
 //! items keep the ids the server gave them, and the bot says so.
 //!
-//! Prosody and mosquitto are Debian packages: without them the Prosody test is skipped, or
-//! fails with CI=true.
+//! Prosody, ejabberd and mosquitto are Debian packages: without them those tests are skipped,
+//! or fail with CI=true.
 
 mod support;
 
@@ -19,6 +19,7 @@ use base64::prelude::{Engine, BASE64_STANDARD};
 use sha1::{Digest, Sha1};
 use support::bridge::InProcessBridge;
 use support::chat::ChatClient;
+use support::ejabberd::Ejabberd;
 use support::files::password_file;
 use support::peers::Prosody;
 use support::server::InProcessServer;
@@ -44,6 +45,10 @@ const AVATAR_METADATA: &str = "urn:xmpp:avatar:metadata";
 /// global one).
 const PROSODY_PROFILE: &str = "    modules_enabled = { \"pep\", \"vcard_legacy\" }\n";
 
+/// ejabberd's vCard storage and PEP (mod_pubsub with its `pep` plugin, which needs mod_caps).
+const EJABBERD_PROFILE: &str =
+    "  mod_caps: {}\n  mod_vcard: {}\n  mod_pubsub:\n    plugins:\n      - flat\n      - pep\n";
+
 /// The avatar the crate ships.
 fn avatar() -> Vec<u8> {
     std::fs::read(Path::new(env!("CARGO_MANIFEST_DIR")).join("assets/avatar.png"))
@@ -62,6 +67,15 @@ fn sha1_hex(bytes: &[u8]) -> String {
 enum Server {
     Bundled(InProcessServer),
     Prosody(Prosody),
+    Ejabberd(Ejabberd),
+}
+
+/// Which server a scenario runs on.
+#[derive(Debug, Clone, Copy)]
+enum ServerKind {
+    Bundled,
+    Prosody,
+    Ejabberd,
 }
 
 impl Server {
@@ -69,6 +83,7 @@ impl Server {
         match self {
             Server::Bundled(s) => s.port,
             Server::Prosody(s) => s.port,
+            Server::Ejabberd(s) => s.port,
         }
     }
 
@@ -76,6 +91,7 @@ impl Server {
         match self {
             Server::Bundled(s) => &s.ca_file,
             Server::Prosody(s) => &s.ca_file,
+            Server::Ejabberd(s) => &s.ca_file,
         }
     }
 
@@ -84,6 +100,7 @@ impl Server {
         match self {
             Server::Bundled(s) => s.add_user(user, &password),
             Server::Prosody(s) => s.register(user, &password),
+            Server::Ejabberd(s) => s.register(user, &password),
         }
     }
 
@@ -244,17 +261,23 @@ async fn subscribe_and_see(alice: &mut ChatClient) -> Presence {
 }
 
 /// See the module documentation.
-async fn a_contact_sees_the_bots_face_on(kind: Kind) {
+async fn a_contact_sees_the_bots_face_on(kind: ServerKind) {
     let (server, broker) = match kind {
-        Kind::Bundled => (
+        ServerKind::Bundled => (
             Server::Bundled(InProcessServer::start().await),
             Broker::start(Kind::Bundled).await,
         ),
-        Kind::Peers => {
+        ServerKind::Prosody => {
             let Some(prosody) = Prosody::start_with(PROSODY_PROFILE) else {
                 return;
             };
             (Server::Prosody(prosody), Broker::start(Kind::Peers).await)
+        }
+        ServerKind::Ejabberd => {
+            let Some(ejabberd) = Ejabberd::start_with_modules(EJABBERD_PROFILE) else {
+                return;
+            };
+            (Server::Ejabberd(ejabberd), Broker::start(Kind::Peers).await)
         }
     };
     let Some(broker) = broker else {
@@ -411,12 +434,17 @@ async fn a_contact_sees_the_bots_face_on(kind: Kind) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_contact_sees_the_bots_face_on_the_bundled_server() {
-    a_contact_sees_the_bots_face_on(Kind::Bundled).await;
+    a_contact_sees_the_bots_face_on(ServerKind::Bundled).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_contact_sees_the_bots_face_on_prosody() {
-    a_contact_sees_the_bots_face_on(Kind::Peers).await;
+    a_contact_sees_the_bots_face_on(ServerKind::Prosody).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_contact_sees_the_bots_face_on_ejabberd() {
+    a_contact_sees_the_bots_face_on(ServerKind::Ejabberd).await;
 }
 
 /// In a room (XEP-0045) the bot's presence carries its caps and avatar hash too, so occupants'
