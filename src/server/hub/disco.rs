@@ -19,9 +19,10 @@
 //!   `<c xmlns='http://jabber.org/protocol/caps' hash='sha-1' node='NODE' ver='VER'/>`, where
 //!   `VER` is the §5.1 hash of the server's disco#info, computed by the function that builds
 //!   that answer ([`server_disco_info`]), so the two cannot drift apart. The verification
-//!   string is built here ([`verification_string`], also used by PEP to check the caps of
-//!   clients), not by xmpp-parsers, whose sort breaks on a feature that prefixes another
-//!   (`urn:xmpp:mam:2` and `urn:xmpp:mam:2#extended`). The identity's name is fixed (not the
+//!   string is built in `crate::caps` ([`verification_string`], also used by PEP to check
+//!   the caps of clients, and by the bot for its own caps), not by xmpp-parsers, whose sort
+//!   breaks on a feature that prefixes another (`urn:xmpp:mam:2` and
+//!   `urn:xmpp:mam:2#extended`). The identity's name is fixed (not the
 //!   domain) and the features are the services' constant lists: the same services give the
 //!   same `ver` on every start and on every server, so a client caches it once. The server lists the caps feature itself (XEP-0115 §7).
 
