@@ -150,6 +150,8 @@ pub struct Bot {
     remembered_rooms: Vec<RoomJoin>,
     /// The topics announced as stale in the rooms of `room_announce_stale`.
     stale_announced: Mutex<Option<BTreeSet<String>>>,
+    /// Open XEP-0050 command sessions (see `super::adhoc`).
+    pub(super) adhoc: Mutex<super::adhoc::sessions::Sessions>,
 }
 
 impl std::fmt::Debug for Bot {
@@ -230,6 +232,7 @@ impl Bot {
             persistence,
             remembered_rooms,
             stale_announced: Mutex::new(None),
+            adhoc: Mutex::default(),
         };
         Ok((
             Arc::new(bot),

@@ -19,6 +19,7 @@
 //! | `access` | allow list, refusals, per-contact rate limit |
 //! | `bot` | the above tied together: ingest, alert messages, presence |
 //! | `chat` | the chat commands, one file per command group, behind access control |
+//! | `adhoc` | the same commands as XEP-0050 ad-hoc commands with XEP-0004 forms |
 //! | `room` | the bot in XEP-0045 rooms: joining, staying (self-ping, rejoin backoff), whether a room message is for it, the loop guard, invitations |
 //! | `persist` | optional SQLite state: history and alerts across restarts |
 //! | `mqtt`, `xmpp` | the two network tasks |
@@ -29,6 +30,7 @@
 //! shut down cleanly too.
 
 pub(crate) mod access;
+pub(crate) mod adhoc;
 pub(crate) mod alerts;
 pub(crate) mod bot;
 pub(crate) mod cache;
