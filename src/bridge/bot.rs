@@ -152,6 +152,8 @@ pub struct Bot {
     published_profile: Option<String>,
     /// The topics announced as stale in the rooms of `room_announce_stale`.
     stale_announced: Mutex<Option<BTreeSet<String>>>,
+    /// Open XEP-0050 command sessions (see `super::adhoc`).
+    pub(super) adhoc: Mutex<super::adhoc::sessions::Sessions>,
 }
 
 impl std::fmt::Debug for Bot {
@@ -235,6 +237,7 @@ impl Bot {
             remembered_rooms,
             published_profile,
             stale_announced: Mutex::new(None),
+            adhoc: Mutex::default(),
         };
         Ok((
             Arc::new(bot),

@@ -215,7 +215,7 @@ fn is_off(word: &str) -> bool {
 }
 
 /// A finite number, with a decimal point or a decimal comma (`25,5`).
-fn number(text: &str) -> Option<f64> {
+pub(crate) fn number(text: &str) -> Option<f64> {
     let value: f64 = text.replace(',', ".").parse().ok()?;
     value.is_finite().then_some(value)
 }

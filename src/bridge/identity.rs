@@ -40,6 +40,8 @@ pub(crate) const FEATURES: &[&str] = &[
     ns::MUC,
     // XEP-0249: it accepts direct invitations into rooms.
     DIRECT_INVITATIONS,
+    // XEP-0050 §2.1: it offers its commands as ad-hoc commands (`adhoc/`).
+    "http://jabber.org/protocol/commands",
 ];
 
 /// The bot's disco#info (XEP-0030 §3.1): `client/bot` from the XEP-0030 registry ("An

@@ -19,6 +19,7 @@
 //! | `access` | allow list, refusals, per-contact rate limit |
 //! | `bot` | the above tied together: ingest, alert messages, presence |
 //! | `chat` | the chat commands, one file per command group, behind access control |
+//! | `adhoc` | the same commands as XEP-0050 ad-hoc commands with XEP-0004 forms |
 //! | `room` | the bot in XEP-0045 rooms: joining, staying (self-ping, rejoin backoff), whether a room message is for it, the loop guard, invitations |
 //! | `identity` | what the bot says it is: disco#info identity and features (`FEATURES`), entity capabilities in its presence |
 //! | `profile` | its nickname, vCard and avatar, published once per change |
@@ -31,6 +32,7 @@
 //! shut down cleanly too.
 
 pub(crate) mod access;
+pub(crate) mod adhoc;
 pub(crate) mod alerts;
 pub(crate) mod bot;
 pub(crate) mod cache;

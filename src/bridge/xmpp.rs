@@ -68,6 +68,17 @@ pub trait Handler {
     }
     /// An invitation was accepted: keep the room, to join it again after a restart.
     fn remember_room(&self, _join: &RoomJoin, _inviter: &BareJid) {}
+    /// The answer to an IQ from `from` to `me` (the bot's full JID) that is the ad-hoc
+    /// commands' business (XEP-0050), or `None` when it is not theirs.
+    fn adhoc(
+        &self,
+        _from: &Jid,
+        _me: &Jid,
+        _payload: &Element,
+        _is_get: bool,
+    ) -> Option<Result<Element, Box<StanzaError>>> {
+        None
+    }
 }
 
 impl Handler for Bot {
@@ -95,6 +106,16 @@ impl Handler for Bot {
 
     fn remember_room(&self, join: &RoomJoin, inviter: &BareJid) {
         Bot::remember_room(self, join, inviter.as_str(), Instant::now());
+    }
+
+    fn adhoc(
+        &self,
+        from: &Jid,
+        me: &Jid,
+        payload: &Element,
+        is_get: bool,
+    ) -> Option<Result<Element, Box<StanzaError>>> {
+        Bot::adhoc_iq(self, from, me, payload, is_get, Instant::now())
     }
 }
 
@@ -252,7 +273,7 @@ fn respond_room(
 pub fn respond(incoming: Stanza, account: &BareJid, handler: &impl Handler) -> Vec<Stanza> {
     match incoming {
         Stanza::Message(message) => respond_message(message, account, handler),
-        Stanza::Iq(iq) => respond_iq(iq).into_iter().collect(),
+        Stanza::Iq(iq) => respond_iq(iq, account, handler).into_iter().collect(),
         Stanza::Presence(presence) => respond_presence(presence, handler).into_iter().collect(),
     }
 }
@@ -296,17 +317,47 @@ fn respond_message(message: Message, account: &BareJid, handler: &impl Handler) 
     out
 }
 
-fn respond_iq(iq: Iq) -> Option<Stanza> {
-    let (from, id, payload, is_get) = match iq {
+fn respond_iq(iq: Iq, account: &BareJid, handler: &impl Handler) -> Option<Stanza> {
+    let (from, to, id, payload, is_get) = match iq {
         Iq::Get {
-            from, id, payload, ..
-        } => (from, id, payload, true),
+            from,
+            to,
+            id,
+            payload,
+        } => (from, to, id, payload, true),
         Iq::Set {
-            from, id, payload, ..
-        } => (from, id, payload, false),
+            from,
+            to,
+            id,
+            payload,
+        } => (from, to, id, payload, false),
         // Never answer a result or an error.
         Iq::Result { .. } | Iq::Error { .. } => return None,
     };
+    // XEP-0050 ad-hoc commands: their disco nodes and `<command/>` (see `super::adhoc`).
+    if let Some(sender) = &from {
+        let me = to.clone().unwrap_or_else(|| Jid::from(account.clone()));
+        if let Some(answer) = handler.adhoc(sender, &me, &payload, is_get) {
+            return Some(
+                match answer {
+                    Ok(payload) => Iq::Result {
+                        from: None,
+                        to: from.clone(),
+                        id,
+                        payload: Some(payload),
+                    },
+                    Err(error) => Iq::Error {
+                        from: None,
+                        to: from.clone(),
+                        id,
+                        error: *error,
+                        payload: None,
+                    },
+                }
+                .into(),
+            );
+        }
+    }
     let result = |payload: Option<Element>| Iq::Result {
         from: None,
         to: from.clone(),
@@ -983,7 +1034,14 @@ mod tests {
         };
         assert_eq!(id, "d1");
         let info = tokio_xmpp::parsers::disco::DiscoInfoResult::try_from(payload).unwrap();
-        for feature in [ns::DISCO_INFO, ns::PING, ns::RECEIPTS, ns::VERSION] {
+        for feature in [
+            ns::DISCO_INFO,
+            ns::PING,
+            ns::RECEIPTS,
+            ns::VERSION,
+            // XEP-0050 §2.1.
+            "http://jabber.org/protocol/commands",
+        ] {
             assert!(info.features.contains(feature), "missing {feature}");
         }
         assert_eq!(info.identities[0].category, "client");

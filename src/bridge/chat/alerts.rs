@@ -20,18 +20,30 @@ impl Bot {
         margin: Option<f64>,
         now: Instant,
     ) -> String {
-        let (label, filter) = match self.resolve(target) {
-            Ok(found) => found,
-            Err(text) => return text,
-        };
+        self.set_alert(contact, target, above, threshold, margin, now)
+            .unwrap_or_else(|text| text)
+    }
+
+    /// Sets `contact`'s alert: `Ok` with the confirmation, `Err` with why it was not set. For
+    /// every front end (the `alert` text command, the ad-hoc form).
+    pub(crate) fn set_alert(
+        &self,
+        contact: &str,
+        target: &str,
+        above: bool,
+        threshold: f64,
+        margin: Option<f64>,
+        now: Instant,
+    ) -> Result<String, String> {
+        let (label, filter) = self.resolve(target)?;
         if !self
             .sensors
             .iter()
             .any(|s| filters_overlap(&s.filter, filter))
         {
-            return format!(
+            return Err(format!(
                 "I do not follow {filter}, so that alert could never fire. Send list to see my sensors."
-            );
+            ));
         }
         let margin = margin.unwrap_or_else(|| Alert::default_margin(threshold));
         let alert = Alert {
@@ -61,7 +73,7 @@ impl Bot {
             let mut alerts = lock(&self.alerts);
             match alerts.set(alert, &current, now) {
                 Ok(past) => past,
-                Err(error) => return format!("Not set: {error}."),
+                Err(error) => return Err(format!("Not set: {error}.")),
             }
         };
         self.save_alert(stored);
@@ -100,14 +112,21 @@ impl Bot {
                 let _ = write!(text, "\n  {topic}: {}", self.value_text(topic, *value));
             }
         }
-        text
+        Ok(text)
     }
 
-    pub(super) fn alert_off(&self, contact: &str, target: Option<&str>) -> String {
+    /// Removes `contact`'s alerts on `target` (both directions), or all of them, from the
+    /// engine and the database; how many went.
+    pub(crate) fn remove_alerts(&self, contact: &str, target: Option<&str>) -> usize {
         let removed = lock(&self.alerts).remove(contact, target);
         if removed > 0 {
             self.forget_alerts(contact, target);
         }
+        removed
+    }
+
+    pub(super) fn alert_off(&self, contact: &str, target: Option<&str>) -> String {
+        let removed = self.remove_alerts(contact, target);
         match (removed, target) {
             (0, Some(t)) => format!("You have no alert on {t}. Send alerts to see yours."),
             (0, None) => "You have no alerts.".to_string(),
@@ -116,7 +135,7 @@ impl Bot {
         }
     }
 
-    pub(super) fn alerts_of(&self, contact: &str) -> String {
+    pub(crate) fn alerts_of(&self, contact: &str) -> String {
         let alerts = lock(&self.alerts);
         let mine = alerts.of(contact);
         if mine.is_empty() {

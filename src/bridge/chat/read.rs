@@ -48,7 +48,7 @@ impl Bot {
         reply::capped(header, lines, "narrow the pattern")
     }
 
-    pub(super) fn line(&self, topic: &str, entry: &Entry, now: Instant) -> String {
+    pub(crate) fn line(&self, topic: &str, entry: &Entry, now: Instant) -> String {
         let (unit, precision) = self
             .sensors
             .for_topic(topic)
@@ -98,7 +98,7 @@ impl Bot {
     }
 
     /// Resolves a sensor name or a topic (pattern) to an MQTT filter and a label.
-    pub(super) fn resolve<'a>(&'a self, target: &'a str) -> Result<(&'a str, &'a str), String> {
+    pub(crate) fn resolve<'a>(&'a self, target: &'a str) -> Result<(&'a str, &'a str), String> {
         if let Some(sensor) = self.sensors.by_name(target) {
             return Ok((&sensor.name, &sensor.filter));
         }

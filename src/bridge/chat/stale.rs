@@ -1,42 +1,75 @@
 //! The `stale` command: topics that have sent nothing for longer than `--stale-after`, and
-//! sensors never heard from.
+//! sensors never heard from. [`Bot::stale_report`] finds them for every front end (this text,
+//! the ad-hoc command).
 
 use std::time::Instant;
 
 use crate::bridge::bot::Bot;
+use crate::bridge::cache::Entry;
 use crate::bridge::reply;
 
+/// What is stale at one moment.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct StaleReport {
+    /// Single-topic sensors never heard from, by filter.
+    pub never: Vec<String>,
+    /// Topics silent for over `--stale-after`, with their last reading, by topic.
+    pub silent: Vec<(String, Entry)>,
+    /// Every topic counted (heard from or not).
+    pub total: usize,
+}
+
 impl Bot {
-    pub(super) fn stale(&self, now: Instant) -> String {
+    /// The stale topics and silent sensors at `now`.
+    pub(crate) fn stale_report(&self, now: Instant) -> StaleReport {
         let stale_after = self.settings.stale_after;
-        let mut lines = Vec::new();
+        let mut never = Vec::new();
         // A topic may be covered by several sensors: count and show it once.
         let mut topics = std::collections::BTreeMap::new();
         for sensor in self.sensors.iter() {
             let found = self.cache.matching(&sensor.filter);
             if found.is_empty() && !crate::topic::is_pattern(&sensor.filter) {
-                lines.push(format!(
-                    "{}: no reading since the bot started",
-                    sensor.filter
-                ));
+                never.push(sensor.filter.clone());
             }
             topics.extend(found);
         }
-        let total = lines.len() + topics.len();
-        for (topic, entry) in &topics {
-            if now.saturating_duration_since(entry.received_at) > stale_after {
-                lines.push(self.line(topic, entry, now));
-            }
+        let total = never.len() + topics.len();
+        let silent = topics
+            .into_iter()
+            .filter(|(_, entry)| now.saturating_duration_since(entry.received_at) > stale_after)
+            .collect();
+        StaleReport {
+            never,
+            silent,
+            total,
         }
+    }
+
+    pub(super) fn stale(&self, now: Instant) -> String {
+        let stale_after = self.settings.stale_after;
+        let report = self.stale_report(now);
+        let mut lines: Vec<String> = report
+            .never
+            .iter()
+            .map(|filter| format!("{filter}: no reading since the bot started"))
+            .collect();
+        lines.extend(
+            report
+                .silent
+                .iter()
+                .map(|(topic, entry)| self.line(topic, entry, now)),
+        );
         if lines.is_empty() {
             return format!(
-                "Nothing is stale: all {total} topics have sent a reading within {}.",
+                "Nothing is stale: all {} topics have sent a reading within {}.",
+                report.total,
                 reply::format_age(stale_after)
             );
         }
         let header = format!(
-            "{} of {total} topics have sent nothing for over {}:",
+            "{} of {} topics have sent nothing for over {}:",
             lines.len(),
+            report.total,
             reply::format_age(stale_after)
         );
         reply::capped(header, lines, "narrow with get <pattern>")
