@@ -39,6 +39,7 @@ pub(crate) mod persist;
 pub mod reading;
 pub(crate) mod reply;
 pub(crate) mod room;
+pub(crate) mod sensordata;
 pub(crate) mod sensors;
 pub(crate) mod status;
 pub(crate) mod xmpp;
