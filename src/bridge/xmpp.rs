@@ -66,6 +66,10 @@ pub trait Handler {
     }
     /// An invitation was accepted: keep the room, to join it again after a restart.
     fn remember_room(&self, _join: &RoomJoin, _inviter: &BareJid) {}
+    /// The answer to a XEP-0323 sensor-data request, or `None` when `iq` is not one.
+    fn sensor_data(&self, _iq: &Iq) -> Option<Vec<Stanza>> {
+        None
+    }
 }
 
 impl Handler for Bot {
@@ -93,6 +97,10 @@ impl Handler for Bot {
 
     fn remember_room(&self, join: &RoomJoin, inviter: &BareJid) {
         Bot::remember_room(self, join, inviter.as_str(), Instant::now());
+    }
+
+    fn sensor_data(&self, iq: &Iq) -> Option<Vec<Stanza>> {
+        Bot::sensor_data(self, iq, super::sensordata::Now::new())
     }
 }
 
@@ -250,7 +258,11 @@ fn respond_room(
 pub fn respond(incoming: Stanza, account: &BareJid, handler: &impl Handler) -> Vec<Stanza> {
     match incoming {
         Stanza::Message(message) => respond_message(message, account, handler),
-        Stanza::Iq(iq) => respond_iq(iq).into_iter().collect(),
+        // XEP-0323 read-outs (see `super::sensordata`); every other IQ as below.
+        Stanza::Iq(iq) => match handler.sensor_data(&iq) {
+            Some(out) => out,
+            None => respond_iq(iq).into_iter().collect(),
+        },
         Stanza::Presence(presence) => respond_presence(presence, handler).into_iter().collect(),
     }
 }
@@ -349,10 +361,17 @@ fn disco_info() -> DiscoInfoResult {
     DiscoInfoResult {
         node: None,
         identities: vec![Identity::new("client", "bot", "en", "mqtt2xmpp")],
-        features: [ns::DISCO_INFO, ns::PING, ns::RECEIPTS, ns::VERSION]
-            .into_iter()
-            .map(String::from)
-            .collect(),
+        features: [
+            ns::DISCO_INFO,
+            ns::PING,
+            ns::RECEIPTS,
+            ns::VERSION,
+            // XEP-0323 §4: sensor-data read-outs (`super::sensordata`).
+            super::sensordata::types::NS,
+        ]
+        .into_iter()
+        .map(String::from)
+        .collect(),
         extensions: Vec::new(),
     }
 }
@@ -953,7 +972,13 @@ mod tests {
         };
         assert_eq!(id, "d1");
         let info = DiscoInfoResult::try_from(payload).unwrap();
-        for feature in [ns::DISCO_INFO, ns::PING, ns::RECEIPTS, ns::VERSION] {
+        for feature in [
+            ns::DISCO_INFO,
+            ns::PING,
+            ns::RECEIPTS,
+            ns::VERSION,
+            super::super::sensordata::types::NS,
+        ] {
             assert!(info.features.contains(feature), "missing {feature}");
         }
         assert_eq!(info.identities[0].category, "client");
