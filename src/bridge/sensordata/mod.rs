@@ -352,9 +352,9 @@ impl Bot {
                     (s.name.as_str(), s.unit.as_str(), s.precision)
                 });
             let numeric = |value: f64| Numeric {
-                name: name.to_string(),
+                name: xml_text(name),
                 value: reply::format_value(value, precision, ""),
-                unit: unit.to_string(),
+                unit: xml_text(unit),
                 automatic_readout: true,
                 ..Numeric::default()
             };
@@ -384,11 +384,12 @@ impl Bot {
                     })],
                 });
             }
+            let node_id = xml_text(topic);
             if pages.values + stamps.len() > MAX_VALUES {
-                return pages.truncated(topic, total - done, now);
+                return pages.truncated(&node_id, total - done, now);
             }
             for timestamp in stamps {
-                pages.push(topic, timestamp);
+                pages.push(&node_id, timestamp);
             }
         }
         pages.finish()
@@ -488,6 +489,19 @@ impl Pages {
         );
         out
     }
+}
+
+/// `text` with every character XML 1.0 cannot carry (§2.2: control characters but tab and
+/// line ends, U+FFFE, U+FFFF) replaced by U+FFFD. MQTT topics may hold them; written as they
+/// are, they would make the stanza unserialisable.
+fn xml_text(text: &str) -> String {
+    text.chars()
+        .map(|c| match c {
+            '\t' | '\n' | '\r' => c,
+            c if c < ' ' || c == '\u{fffe}' || c == '\u{ffff}' => '\u{fffd}',
+            c => c,
+        })
+        .collect()
 }
 
 /// An `xs:dateTime` as milliseconds since the Unix epoch. One without a time zone is taken as

@@ -428,3 +428,22 @@ fn hostile_a_read_out_of_a_ten_thousand_topic_building_is_paged_and_capped() {
     let total: usize = out.iter().map(|e| String::from(e).len()).sum();
     assert!(total < 512 * 1024, "{total} bytes in all");
 }
+
+#[test]
+fn hostile_a_topic_with_characters_xml_cannot_carry_is_read_with_replacements_not_a_panic() {
+    // MQTT allows control characters in topics; XML 1.0 does not (§2.2 of XML 1.0).
+    let (bot, _) = building_bot(&[], CacheLimits::default());
+    let t0 = Instant::now();
+    bot.ingest("B/a\u{1}b/x/y/VIBR", b"{\"value\": 1}", false, t0);
+    let out = ask(
+        &bot,
+        PHONE,
+        "<req xmlns='urn:xmpp:iot:sensordata' seqnr='7' momentary='true'/>",
+        t0,
+    );
+    let written = String::from(&out[1]);
+    assert!(
+        written.contains("nodeId='B/a\u{fffd}b/x/y/VIBR'"),
+        "{written}"
+    );
+}
