@@ -21,6 +21,7 @@
 //! | `chat` | the chat commands, one file per command group, behind access control |
 //! | `room` | the bot in XEP-0045 rooms: joining, staying (self-ping, rejoin backoff), whether a room message is for it, the loop guard, invitations |
 //! | `persist` | optional SQLite state: history and alerts across restarts |
+//! | `sensordata` | XEP-0323 sensor-data read-outs: topics as nodes, values from the cache and history, paged and capped |
 //! | `mqtt`, `xmpp` | the two network tasks |
 //! | `status` | what the running bridge reports: subscribed, online ([`run_with_status`]) |
 //!
