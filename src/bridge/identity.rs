@@ -42,6 +42,8 @@ pub(crate) const FEATURES: &[&str] = &[
     DIRECT_INVITATIONS,
     // XEP-0050 §2.1: it offers its commands as ad-hoc commands (`adhoc/`).
     "http://jabber.org/protocol/commands",
+    // XEP-0323 §4: it answers sensor-data read-outs (`sensordata/`).
+    super::sensordata::types::NS,
 ];
 
 /// The bot's disco#info (XEP-0030 §3.1): `client/bot` from the XEP-0030 registry ("An

@@ -24,6 +24,7 @@
 //! | `identity` | what the bot says it is: disco#info identity and features (`FEATURES`), entity capabilities in its presence |
 //! | `profile` | its nickname, vCard and avatar, published once per change |
 //! | `persist` | optional SQLite state: history and alerts across restarts |
+//! | `sensordata` | XEP-0323 sensor-data read-outs: topics as nodes, values from the cache and history, paged and capped |
 //! | `mqtt`, `xmpp` | the two network tasks |
 //! | `status` | what the running bridge reports: subscribed, online ([`run_with_status`]) |
 //!
@@ -45,6 +46,7 @@ pub(crate) mod profile;
 pub mod reading;
 pub(crate) mod reply;
 pub(crate) mod room;
+pub(crate) mod sensordata;
 pub(crate) mod sensors;
 pub(crate) mod status;
 pub(crate) mod xmpp;

@@ -79,6 +79,10 @@ pub trait Handler {
     ) -> Option<Result<Element, Box<StanzaError>>> {
         None
     }
+    /// The answer to a XEP-0323 sensor-data request, or `None` when `iq` is not one.
+    fn sensor_data(&self, _iq: &Iq) -> Option<Vec<Stanza>> {
+        None
+    }
 }
 
 impl Handler for Bot {
@@ -116,6 +120,10 @@ impl Handler for Bot {
         is_get: bool,
     ) -> Option<Result<Element, Box<StanzaError>>> {
         Bot::adhoc_iq(self, from, me, payload, is_get, Instant::now())
+    }
+
+    fn sensor_data(&self, iq: &Iq) -> Option<Vec<Stanza>> {
+        Bot::sensor_data(self, iq, super::sensordata::Now::new())
     }
 }
 
@@ -273,7 +281,11 @@ fn respond_room(
 pub fn respond(incoming: Stanza, account: &BareJid, handler: &impl Handler) -> Vec<Stanza> {
     match incoming {
         Stanza::Message(message) => respond_message(message, account, handler),
-        Stanza::Iq(iq) => respond_iq(iq, account, handler).into_iter().collect(),
+        // XEP-0323 read-outs (see `super::sensordata`); every other IQ as below.
+        Stanza::Iq(iq) => match handler.sensor_data(&iq) {
+            Some(out) => out,
+            None => respond_iq(iq, account, handler).into_iter().collect(),
+        },
         Stanza::Presence(presence) => respond_presence(presence, handler).into_iter().collect(),
     }
 }
@@ -1041,6 +1053,7 @@ mod tests {
             ns::VERSION,
             // XEP-0050 §2.1.
             "http://jabber.org/protocol/commands",
+            super::super::sensordata::types::NS,
         ] {
             assert!(info.features.contains(feature), "missing {feature}");
         }
