@@ -268,6 +268,12 @@ impl Bot {
         let Some(sensor) = self.sensors.for_topic(topic) else {
             return Ingest::Unwanted;
         };
+        // Every answer names its topic, and XML cannot carry control characters: such a topic
+        // is refused at the door rather than making an answer unsendable.
+        if !reading::xml_printable(topic) {
+            self.cache.count_rejected();
+            return Ingest::Unreadable(reading::PayloadError::UnprintableTopic);
+        }
         let reading = match reading::parse(payload, &sensor.format) {
             Ok(reading) => reading,
             Err(error) => {

@@ -53,6 +53,18 @@ pub enum PayloadError {
     /// The value at the pointer is neither a number nor a string holding one.
     #[error("value at {0} is not a number")]
     PointerNotNumber(String),
+    /// The topic holds characters XML cannot carry (control characters other than tab and
+    /// line ends; XML 1.0 §2.2), which MQTT allows: no chat message, form or read-out could
+    /// name it.
+    #[error("the topic has control characters, which no XMPP message can carry")]
+    UnprintableTopic,
+}
+
+/// Whether every character of `text` may appear in XML 1.0 text (§2.2).
+pub fn xml_printable(text: &str) -> bool {
+    !text.chars().any(|c| {
+        (c < ' ' && !matches!(c, '\t' | '\n' | '\r')) || matches!(c, '\u{fffe}' | '\u{ffff}')
+    })
 }
 
 /// Parses one payload according to `format`.

@@ -126,6 +126,31 @@ fn new_topics_beyond_the_bound_are_refused_and_presence_follows_the_default() {
 }
 
 #[test]
+fn a_topic_with_control_characters_is_refused_and_every_answer_stays_sendable() {
+    let (bot, _outlets) = building_bot(
+        &[ALICE],
+        CacheLimits {
+            max_topics: 10,
+            history: 10,
+        },
+    );
+    let t0 = Instant::now();
+    // MQTT allows U+0001 in a topic; XML does not, so no message could name it.
+    assert_eq!(
+        bot.ingest("B/1/1/\u{1}/VIBR", br#"{"value": 1}"#, false, t0),
+        Ingest::Unreadable(reading::PayloadError::UnprintableTopic)
+    );
+    assert_eq!(bot.cache().len(), 0);
+    // A tab is fine.
+    assert_eq!(
+        bot.ingest("B/1/1/\t/VIBR", br#"{"value": 1}"#, false, t0),
+        Ingest::Stored(Stored::New)
+    );
+    let listed = bot.chat(ALICE, "list", t0).unwrap_or_default();
+    assert!(listed.contains("B/1/1/\t/VIBR"), "{listed}");
+}
+
+#[test]
 fn history_and_alerts_survive_a_restart_with_the_state_database() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("state.sqlite");
