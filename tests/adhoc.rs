@@ -31,14 +31,11 @@ use serde_json::Value;
 use support::bridge::InProcessBridge;
 use support::files::password_file;
 use support::mqtt::publish;
-use support::peers::{python_imports, run_event_script, Mosquitto, Prosody};
+use support::peers::{
+    event, python_imports, run_event_script, Mosquitto, Prosody, DEBIAN_PYTHON, VENV_PYTHON,
+};
 use support::world::{Kind, World, ALICE, BOT};
 
-const DEBIAN_PYTHON: &str = "/usr/bin/python3";
-const VENV_PYTHON: &str = concat!(
-    env!("CARGO_MANIFEST_DIR"),
-    "/target/slixmpp-venv/bin/python"
-);
 const SCRIPT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/slixmpp/adhoc.py");
 const SCRIPT_DEADLINE: Duration = Duration::from_secs(100);
 /// The bot's full JID: its resource fixed so the script knows where the commands are.
@@ -135,15 +132,6 @@ async fn run(
     })
     .await
     .expect("the script runner")
-}
-
-/// The one event named `name`.
-fn event<'a>(events: &'a [Value], name: &str) -> &'a Value {
-    let found: Vec<&Value> = events.iter().filter(|e| e["event"] == name).collect();
-    match found.as_slice() {
-        [one] => one,
-        _ => panic!("expected one {name:?} event in {events:?}"),
-    }
 }
 
 fn strings(value: &Value) -> Vec<String> {

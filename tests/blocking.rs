@@ -14,18 +14,11 @@ use std::process::Command;
 use std::time::Duration;
 
 use serde_json::Value;
-use support::peers::{python_imports, run_event_script};
+use support::peers::{python_imports, run_event_script, DEBIAN_PYTHON, VENV_PYTHON};
 use support::profanity::{find_programs, iq_exchanges, Profanity};
 use support::raw::{parse, Raw};
 use support::server::{limits, InProcessServer, ServerProcess};
 
-/// Debian's interpreter, which sees `python3-slixmpp`.
-const DEBIAN_PYTHON: &str = "/usr/bin/python3";
-/// The virtual environment with the current slixmpp from PyPI (see `.ci/run`).
-const VENV_PYTHON: &str = concat!(
-    env!("CARGO_MANIFEST_DIR"),
-    "/target/slixmpp-venv/bin/python"
-);
 const SCRIPT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/slixmpp/blocking.py");
 const ALICE_PASSWORD: &str = "alice-secret";
 const BOB_PASSWORD: &str = "bob-secret";

@@ -18,18 +18,11 @@ use std::time::Duration;
 
 use serde_json::Value;
 use support::mqtt::publish;
-use support::peers::{python_imports, run_event_script};
+use support::peers::{python_imports, run_event_script, DEBIAN_PYTHON, VENV_PYTHON};
 use support::raw::Raw;
 use support::server::{limits, InProcessServer, XmppEndpoint};
 use support::world::{Kind, World, ALICE, BOT};
 
-/// Debian's interpreter, which sees `python3-slixmpp`.
-const DEBIAN_PYTHON: &str = "/usr/bin/python3";
-/// The virtual environment with the current slixmpp from PyPI (see `.ci/run`).
-const VENV_PYTHON: &str = concat!(
-    env!("CARGO_MANIFEST_DIR"),
-    "/target/slixmpp-venv/bin/python"
-);
 const SCRIPT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/slixmpp/mam.py");
 /// How long one answer may take.
 const WAIT: Duration = Duration::from_secs(15);

@@ -19,19 +19,12 @@ use std::time::Duration;
 
 use mqtt2xmpp::server::limits::ServerLimits;
 use serde_json::{json, Value};
-use support::peers::{python_imports, run_event_script};
+use support::peers::{event, python_imports, run_event_script, DEBIAN_PYTHON, VENV_PYTHON};
 use support::raw::{Raw, NS_STANZA_ERRORS};
 use support::rooms::{errors, exchange, raw_pair, WAIT};
 use support::server::{ServerProcess, XmppEndpoint};
 use tokio_xmpp::minidom::Element;
 
-/// Debian's interpreter, which sees `python3-slixmpp`.
-const DEBIAN_PYTHON: &str = "/usr/bin/python3";
-/// The virtual environment with the current slixmpp from PyPI (see `.ci/run`).
-const VENV_PYTHON: &str = concat!(
-    env!("CARGO_MANIFEST_DIR"),
-    "/target/slixmpp-venv/bin/python"
-);
 const SCRIPT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/slixmpp/muc_admin.py");
 /// How long one run of the script may take (each of its waits is 10 s at most).
 const SCRIPT_DEADLINE: Duration = Duration::from_secs(100);
@@ -56,15 +49,6 @@ fn run_slixmpp(python: &str) -> Vec<Value> {
         || server.log(),
     );
     events
-}
-
-/// The one event named `name` among `events`.
-fn event<'a>(events: &'a [Value], name: &str) -> &'a Value {
-    let found: Vec<&Value> = events.iter().filter(|e| e["event"] == name).collect();
-    match found.as_slice() {
-        [one] => one,
-        _ => panic!("expected one {name:?} event in {events:?}"),
-    }
 }
 
 /// What every slixmpp version must see.

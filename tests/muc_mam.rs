@@ -19,17 +19,10 @@ use std::process::Command;
 use std::time::Duration;
 
 use serde_json::Value;
-use support::peers::{python_imports, run_event_script};
+use support::peers::{python_imports, run_event_script, DEBIAN_PYTHON, VENV_PYTHON};
 use support::raw::Raw;
 use support::server::{limits, InProcessServer, ServerProcess, XmppEndpoint};
 
-/// Debian's interpreter, which sees `python3-slixmpp`.
-const DEBIAN_PYTHON: &str = "/usr/bin/python3";
-/// The virtual environment with the current slixmpp from PyPI (see `.ci/run`).
-const VENV_PYTHON: &str = concat!(
-    env!("CARGO_MANIFEST_DIR"),
-    "/target/slixmpp-venv/bin/python"
-);
 const SCRIPT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/slixmpp/muc_mam.py");
 /// How long one run of the script may take (each of its waits is 10 s at most).
 const SCRIPT_DEADLINE: Duration = Duration::from_secs(100);

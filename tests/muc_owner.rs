@@ -21,19 +21,12 @@ use std::process::Command;
 use std::time::Duration;
 
 use serde_json::{json, Value};
-use support::peers::{python_imports, run_event_script};
+use support::peers::{event, python_imports, run_event_script, DEBIAN_PYTHON, VENV_PYTHON};
 use support::raw::{Raw, NS_STANZA_ERRORS};
 use support::rooms::{exchange, WAIT};
 use support::server::{InProcessServer, ServerProcess, XmppEndpoint};
 use tokio_xmpp::minidom::Element;
 
-/// Debian's interpreter, which sees `python3-slixmpp`.
-const DEBIAN_PYTHON: &str = "/usr/bin/python3";
-/// The virtual environment with the current slixmpp from PyPI (see `.ci/run`).
-const VENV_PYTHON: &str = concat!(
-    env!("CARGO_MANIFEST_DIR"),
-    "/target/slixmpp-venv/bin/python"
-);
 const SCRIPT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/slixmpp/muc_owner.py");
 /// How long one run of the script may take (each of its waits is 10 s at most).
 const SCRIPT_DEADLINE: Duration = Duration::from_secs(100);
@@ -55,15 +48,6 @@ fn run_phase(python: &str, phase: &str, server: &ServerProcess) -> Vec<Value> {
         || server.log(),
     );
     events
-}
-
-/// The one event named `name` among `events`.
-fn event<'a>(events: &'a [Value], name: &str) -> &'a Value {
-    let found: Vec<&Value> = events.iter().filter(|e| e["event"] == name).collect();
-    match found.as_slice() {
-        [one] => one,
-        _ => panic!("expected one {name:?} event in {events:?}"),
-    }
 }
 
 /// The whole scenario with the slixmpp of `python`: configure, restart, destroy. Returns the

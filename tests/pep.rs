@@ -22,18 +22,11 @@ use std::time::Duration;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use serde_json::Value;
-use support::peers::{python_imports, run_event_script};
+use support::peers::{event, python_imports, run_event_script, DEBIAN_PYTHON, VENV_PYTHON};
 use support::raw::{parse, Raw, NS_STANZA_ERRORS};
 use support::server::{limits, InProcessServer, ServerProcess, XmppEndpoint};
 use tokio_xmpp::minidom::Element;
 
-/// Debian's interpreter, which sees `python3-slixmpp` and `python3-nbxmpp`.
-const DEBIAN_PYTHON: &str = "/usr/bin/python3";
-/// The virtual environment with the current slixmpp from PyPI (see `.ci/run`).
-const VENV_PYTHON: &str = concat!(
-    env!("CARGO_MANIFEST_DIR"),
-    "/target/slixmpp-venv/bin/python"
-);
 const SLIXMPP_SCRIPT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/slixmpp/pep.py");
 const NBXMPP_SCRIPT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/clients/nbxmpp_pep.py");
 /// How long one run of a script may take (each of its waits is 10 s at most).
@@ -50,15 +43,6 @@ fn server_with_accounts(extra: &[&str]) -> ServerProcess {
         server.add_user(user, &format!("{user}-secret"));
     }
     server
-}
-
-/// The one event named `name` among `events`.
-fn event<'a>(events: &'a [Value], name: &str) -> &'a Value {
-    let found: Vec<&Value> = events.iter().filter(|e| e["event"] == name).collect();
-    match found.as_slice() {
-        [one] => one,
-        _ => panic!("expected one {name:?} event in {events:?}"),
-    }
 }
 
 // ----- slixmpp ---------------------------------------------------------------------------------

@@ -23,7 +23,7 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 use support::chat::{body, ChatClient};
 use support::mqtt::publish_many;
-use support::peers::{python_imports, run_event_script};
+use support::peers::{python_imports, run_event_script, DEBIAN_PYTHON, VENV_PYTHON};
 use support::world::{Kind, World, ALICE, BOT};
 use tokio_xmpp::jid::{BareJid, Jid};
 use tokio_xmpp::minidom::Element;
@@ -31,13 +31,6 @@ use tokio_xmpp::parsers::iq::Iq;
 use tokio_xmpp::parsers::message::Message;
 use tokio_xmpp::Stanza;
 
-/// Debian's interpreter, which sees `python3-slixmpp`.
-const DEBIAN_PYTHON: &str = "/usr/bin/python3";
-/// The virtual environment with the current slixmpp from PyPI (see `.ci/run`).
-const VENV_PYTHON: &str = concat!(
-    env!("CARGO_MANIFEST_DIR"),
-    "/target/slixmpp-venv/bin/python"
-);
 const SCRIPT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/slixmpp/sensordata.py");
 const NS: &str = "urn:xmpp:iot:sensordata";
 /// How long a condition that should hold soon may take to hold.

@@ -17,7 +17,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use serde_json::Value;
-use support::peers::python_imports;
+use support::peers::{python_imports, DEBIAN_PYTHON, VENV_PYTHON};
 use support::proxy::Proxy;
 use support::raw::Raw;
 use support::server::{limits, InProcessServer, XmppEndpoint};
@@ -25,13 +25,6 @@ use support::server::{limits, InProcessServer, XmppEndpoint};
 /// How long one answer may take.
 const WAIT: Duration = Duration::from_secs(15);
 const SM: &str = "urn:xmpp:sm:3";
-/// Debian's interpreter, which sees `python3-slixmpp`.
-const DEBIAN_PYTHON: &str = "/usr/bin/python3";
-/// The virtual environment with the current slixmpp from PyPI (see `.ci/run`).
-const VENV_PYTHON: &str = concat!(
-    env!("CARGO_MANIFEST_DIR"),
-    "/target/slixmpp-venv/bin/python"
-);
 const SCRIPT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/slixmpp/modern.py");
 
 /// A server with the accounts alice and bob (passwords `alice-secret`, `bob-secret`).

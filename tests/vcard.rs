@@ -22,17 +22,10 @@ use std::time::Duration;
 
 use serde_json::Value;
 use sha1::{Digest, Sha1};
-use support::peers::{python_imports, run_event_script};
+use support::peers::{python_imports, run_event_script, DEBIAN_PYTHON, VENV_PYTHON};
 use support::raw::Raw;
 use support::server::{limits, InProcessServer, XmppEndpoint};
 
-/// Debian's interpreter, which sees `python3-slixmpp`.
-const DEBIAN_PYTHON: &str = "/usr/bin/python3";
-/// The virtual environment with the current slixmpp from PyPI (see `.ci/run`).
-const VENV_PYTHON: &str = concat!(
-    env!("CARGO_MANIFEST_DIR"),
-    "/target/slixmpp-venv/bin/python"
-);
 const SCRIPT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/slixmpp/vcard.py");
 /// How long one run of the script may take (it gives up after 60 s by itself).
 const SCRIPT_DEADLINE: Duration = Duration::from_secs(90);

@@ -18,6 +18,23 @@ use std::time::{Duration, Instant};
 
 use tempfile::TempDir;
 
+/// Debian's interpreter, which sees `python3-slixmpp` (1.8.3).
+pub const DEBIAN_PYTHON: &str = "/usr/bin/python3";
+/// The virtual environment with the current slixmpp from PyPI (see `.ci/run`).
+pub const VENV_PYTHON: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/target/slixmpp-venv/bin/python"
+);
+
+/// The one event named `name` among the JSON `events` a script of `tests/slixmpp/` printed.
+pub fn event<'a>(events: &'a [serde_json::Value], name: &str) -> &'a serde_json::Value {
+    let found: Vec<&serde_json::Value> = events.iter().filter(|e| e["event"] == name).collect();
+    match found.as_slice() {
+        [one] => one,
+        _ => panic!("expected one {name:?} event in {events:?}"),
+    }
+}
+
 /// How long a peer may take from spawn until it accepts connections.
 pub const START_DEADLINE: Duration = Duration::from_secs(20);
 /// How long a peer may take to exit after SIGTERM before it is killed outright.
