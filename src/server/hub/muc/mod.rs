@@ -31,7 +31,7 @@ mod room;
 mod sessions;
 
 use std::collections::BTreeMap;
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::time::Instant;
 
 use tokio_xmpp::jid::{BareJid, FullJid, Jid};
 use tokio_xmpp::minidom::Element;
@@ -46,6 +46,7 @@ use tokio_xmpp::Stanza;
 
 use self::config::RoomConfig;
 use self::room::{HistoryRequest, Room};
+use super::mam::now_ms;
 use super::{bounce, Delivery, Hub};
 use crate::server::limits::MucLimits;
 
@@ -669,13 +670,6 @@ fn history_request(presence: &Presence) -> HistoryRequest {
         max_stanzas,
         not_before_ms: by_seconds.max(by_since),
     }
-}
-
-/// Milliseconds since the Unix epoch, now.
-fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
 }
 
 #[cfg(test)]
