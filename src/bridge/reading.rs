@@ -62,9 +62,13 @@ pub enum PayloadError {
 
 /// Whether every character of `text` may appear in XML 1.0 text (§2.2).
 pub fn xml_printable(text: &str) -> bool {
-    !text.chars().any(|c| {
-        (c < ' ' && !matches!(c, '\t' | '\n' | '\r')) || matches!(c, '\u{fffe}' | '\u{ffff}')
-    })
+    text.chars().all(xml_char)
+}
+
+/// Whether `c` may appear in XML 1.0 text (§2.2): not a control character other than tab and
+/// line ends, nor U+FFFE or U+FFFF.
+pub fn xml_char(c: char) -> bool {
+    !((c < ' ' && !matches!(c, '\t' | '\n' | '\r')) || matches!(c, '\u{fffe}' | '\u{ffff}'))
 }
 
 /// Parses one payload according to `format`.

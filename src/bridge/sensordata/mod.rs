@@ -55,6 +55,7 @@ use self::types::{
 use super::access::Permission;
 use super::bot::Bot;
 use super::cache::Entry;
+use super::reading::xml_char;
 use super::reply;
 
 /// Most `<node/>` and `<field/>` elements in one request: each node is matched against every
@@ -496,11 +497,7 @@ impl Pages {
 /// are, they would make the stanza unserialisable.
 fn xml_text(text: &str) -> String {
     text.chars()
-        .map(|c| match c {
-            '\t' | '\n' | '\r' => c,
-            c if c < ' ' || c == '\u{fffe}' || c == '\u{ffff}' => '\u{fffd}',
-            c => c,
-        })
+        .map(|c| if xml_char(c) { c } else { '\u{fffd}' })
         .collect()
 }
 
