@@ -15,8 +15,8 @@
 //!   so there the form has 4000 fields, as many as get through.
 //!
 //! profanity (through tmux) lists the commands with `/cmd list` and runs "Stale sensors" with
-//! `/cmd exec`, on Prosody with `mod_adhoc` (profanity offers `/cmd` only when the user's server
-//! advertises the commands feature, which the bundled server does not).
+//! `/cmd exec`, on the bundled server and on Prosody with `mod_adhoc` (profanity offers `/cmd`
+//! only when the user's server advertises the commands feature).
 //!
 //! A session's expiry (10 minutes) is tested without a network in the bot's unit tests.
 //! Without an interpreter, its slixmpp, Prosody, mosquitto, profanity or tmux, these tests
@@ -32,9 +32,10 @@ use support::bridge::InProcessBridge;
 use support::files::password_file;
 use support::mqtt::publish;
 use support::peers::{
-    event, python_imports, run_event_script, Mosquitto, Prosody, DEBIAN_PYTHON, VENV_PYTHON,
+    event, python_imports, run_event_script, Prosody, DEBIAN_PYTHON, VENV_PYTHON,
 };
-use support::world::{Kind, World, ALICE, BOT};
+use support::server::InProcessServer;
+use support::world::{Broker, Kind, World, ALICE, BOT};
 
 const SCRIPT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/slixmpp/adhoc.py");
 const SCRIPT_DEADLINE: Duration = Duration::from_secs(100);
@@ -362,35 +363,46 @@ async fn hostile_a_thousand_sessions_and_a_form_of_thousands_of_fields_stay_boun
 
 /// profanity (Debian, through tmux; see `support::profanity`) lists the bot's commands with
 /// `/cmd list` and runs the one-step "Stale sensors" with `/cmd exec`. profanity offers `/cmd`
-/// only when the user's *server* advertises the commands feature, so this runs on Prosody with
-/// `mod_adhoc` (in Prosody's default configuration; the bundled server does not advertise it).
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn profanity_lists_the_commands_and_runs_one() {
+/// only when the user's *server* advertises the commands feature (XEP-0050 §2.1): the bundled
+/// server does, and Prosody with `mod_adhoc`.
+async fn profanity_lists_the_commands_and_runs_one(kind: Kind) {
     let Some((profanity, tmux)) = support::profanity::find_programs() else {
         return;
     };
-    let Some(mqtt) = Mosquitto::start() else {
+    let Some(mqtt) = Broker::start(kind).await else {
         return;
     };
-    let Some(xmpp) = Prosody::start_with("    modules_enabled = { \"adhoc\" }\n") else {
-        return;
+    let xmpp = match kind {
+        Kind::Bundled => ProfanityServer::Bundled(InProcessServer::start().await),
+        Kind::Peers => match Prosody::start_with("    modules_enabled = { \"adhoc\" }\n") {
+            Some(prosody) => ProfanityServer::Prosody(prosody),
+            None => return,
+        },
+    };
+    let (port, ca_file) = match &xmpp {
+        ProfanityServer::Bundled(s) => (s.port, s.ca_file.clone()),
+        ProfanityServer::Prosody(s) => (s.port, s.ca_file.clone()),
     };
     for user in ["bot", "alice"] {
-        xmpp.register(user, &format!("{user}-secret"));
+        let password = format!("{user}-secret");
+        match &xmpp {
+            ProfanityServer::Bundled(s) => s.add_user(user, &password),
+            ProfanityServer::Prosody(s) => s.register(user, &password),
+        }
     }
     let dir = tempfile::tempdir().expect("temp dir");
     let args = [
         "bridge".to_string(),
         "--mqtt-port".into(),
-        mqtt.port.to_string(),
+        mqtt.port().to_string(),
         "--jid".into(),
         BOT_FULL.into(),
         "--password-file".into(),
         password_file(dir.path(), "bot.pw", "bot-secret"),
         "--xmpp-server".into(),
-        format!("127.0.0.1:{}", xmpp.port),
+        format!("127.0.0.1:{port}"),
         "--xmpp-ca".into(),
-        xmpp.ca_file.to_string_lossy().into_owned(),
+        ca_file.to_string_lossy().into_owned(),
         "--allow".into(),
         ALICE.into(),
         "--sensor".into(),
@@ -399,8 +411,8 @@ async fn profanity_lists_the_commands_and_runs_one() {
     let _bot = InProcessBridge::start(&args).await;
     // profanity's calls wait on its screen: keep them off the runtime's workers.
     tokio::task::block_in_place(|| {
-        let session = support::profanity::Profanity::start(&profanity, &tmux, &xmpp.ca_file);
-        session.connect(ALICE, "alice-secret", xmpp.port);
+        let session = support::profanity::Profanity::start(&profanity, &tmux, &ca_file);
+        session.connect(ALICE, "alice-secret", port);
         session.type_line(&format!("/cmd list {BOT_FULL}"));
         // profanity lists the nodes, sorted.
         session.wait_for("Ad hoc commands:");
@@ -435,4 +447,21 @@ async fn profanity_lists_the_commands_and_runs_one() {
             "{console}"
         );
     });
+}
+
+// One per test: the size difference of the variants costs nothing.
+#[allow(clippy::large_enum_variant)]
+enum ProfanityServer {
+    Bundled(InProcessServer),
+    Prosody(Prosody),
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn profanity_lists_the_commands_and_runs_one_on_the_bundled_server() {
+    profanity_lists_the_commands_and_runs_one(Kind::Bundled).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn profanity_lists_the_commands_and_runs_one_on_prosody() {
+    profanity_lists_the_commands_and_runs_one(Kind::Peers).await
 }

@@ -12,9 +12,10 @@
 //!   accounts that ask, plus the identities services add (PEP's `pubsub/pep`); its
 //!   disco#items are what the services list for the asker (PEP: the nodes it may read, and a
 //!   node's items), and its nodes are those a service knows (a PEP node: `pubsub/leaf`).
-//! - **Nodes**: only the server's caps node `NODE#VER` (XEP-0115 §6.2) is known, and answered
-//!   like the server itself; any other node gets `item-not-found` (XEP-0030 §3.2). disco#items
-//!   echo the node asked for.
+//! - **Nodes**: the server's caps node `NODE#VER` (XEP-0115 §6.2) is answered like the server
+//!   itself, and its ad-hoc command list `http://jabber.org/protocol/commands` (XEP-0050 §2.2)
+//!   as `automation/command-list` (with no items: the server has no commands of its own); any
+//!   other node gets `item-not-found` (XEP-0030 §3.2). disco#items echo the node asked for.
 //! - **Entity capabilities** (XEP-0115 §6.3): the stream features after authentication carry
 //!   `<c xmlns='http://jabber.org/protocol/caps' hash='sha-1' node='NODE' ver='VER'/>`, where
 //!   `VER` is the §5.1 hash of the server's disco#info, computed by the function that builds
@@ -129,12 +130,30 @@ fn server_info<'a>(
 ) -> Result<Element, DefinedCondition> {
     let mut info = server_disco_info(features);
     if let Some(node) = node_of(query) {
+        if node == super::commands::NS && info.features.iter().any(|f| f == &node) {
+            return Ok(command_list_info().into());
+        }
         if caps_node(&info).as_ref() != Some(&node) {
             return Err(DefinedCondition::ItemNotFound);
         }
         info.node = Some(node);
     }
     Ok(info.into())
+}
+
+/// disco#info of the server's ad-hoc command list node (XEP-0050 §2.2: identity
+/// `automation/command-list`, which the XEP's registry entry makes valid only for this
+/// node); its items, the commands, are none (`server_items`).
+fn command_list_info() -> DiscoInfoResult {
+    DiscoInfoResult {
+        node: Some(super::commands::NS.to_string()),
+        identities: vec![Identity::new_anonymous::<_, _, String, String>(
+            "automation",
+            "command-list",
+        )],
+        features: [ns::DISCO_INFO.to_string(), ns::DISCO_ITEMS.to_string()].into(),
+        extensions: Vec::new(),
+    }
 }
 
 /// disco#items of the server (XEP-0030 §4.1): the external components' domains (XEP-0114),

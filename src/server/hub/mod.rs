@@ -35,6 +35,7 @@
 //! | `disco.rs` | service discovery (XEP-0030), its features collected from the services, and the server's entity capabilities (XEP-0115) |
 //! | `components.rs` | external components (XEP-0114): their domains, and stanzas to and from them |
 //! | `ping.rs`, `version.rs`, `legacy_session.rs` | XEP-0199, XEP-0092, the RFC 3921 session IQ |
+//! | `commands.rs` | ad-hoc commands (XEP-0050): the feature, and the server's own (empty) command list |
 //! | `testing.rs` | (tests only) transcripts: "alice sends …, bob gets …" |
 //!
 //! # Adding a service
@@ -73,6 +74,7 @@
 mod avatars;
 mod blocking;
 mod carbons;
+mod commands;
 mod components;
 mod disco;
 mod legacy_session;

@@ -7,6 +7,7 @@
 use super::avatars::AvatarConversion;
 use super::blocking::Blocking;
 use super::carbons::Carbons;
+use super::commands::AdHocCommands;
 use super::disco::Disco;
 use super::legacy_session::LegacySession;
 use super::mam::Mam;
@@ -35,4 +36,5 @@ pub(crate) const SERVICES: &[&dyn Service] = &[
     &AvatarConversion,
     &Blocking,
     &Mam,
+    &AdHocCommands,
 ];

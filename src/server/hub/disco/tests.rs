@@ -61,6 +61,7 @@ fn the_advertised_features_are_those_of_the_plugged_in_services() {
         "msgoffline",
         ns::VCARD,
         ns::BLOCKING,
+        crate::server::hub::commands::NS,
     ]
     .into();
     assert_eq!(server, expected);
@@ -439,6 +440,14 @@ fn every_feature_the_server_lists_answers() {
                     w,
                     "<iq type='get' id='x'><blocklist xmlns='urn:xmpp:blocking'/></iq>",
                 )
+            }),
+        ),
+        (
+            // XEP-0050 §2.2: the command list node, and its items (none).
+            crate::server::hub::commands::NS,
+            Box::new(|w: &mut World| {
+                answered(w, "<iq to='localhost' type='get' id='x'><query xmlns='http://jabber.org/protocol/disco#info' node='http://jabber.org/protocol/commands'/></iq>")
+                    && answered(w, "<iq to='localhost' type='get' id='y'><query xmlns='http://jabber.org/protocol/disco#items' node='http://jabber.org/protocol/commands'/></iq>")
             }),
         ),
     ];
@@ -874,4 +883,59 @@ fn duplicates_and_forms_without_one_form_type_are_not_verifiable() {
     ] {
         assert_eq!(ver_of_query(query), None, "{query}");
     }
+}
+
+/// The server's ad-hoc command list (XEP-0050 §2.2): the node is `automation/command-list`
+/// with no items, and executing a command at the server finds no such node (§4.4).
+#[test]
+fn the_server_has_an_empty_command_list() {
+    let mut world = World::with_accounts(&["alice"]);
+    let alice = world.online("alice/phone", 0);
+    let got = world.send(
+        &alice,
+        "<iq to='localhost' type='get' id='i'><query xmlns='http://jabber.org/protocol/disco#info' node='http://jabber.org/protocol/commands'/></iq>",
+    );
+    let info = info_from(&got, &alice);
+    assert_eq!(
+        info.node.as_deref(),
+        Some("http://jabber.org/protocol/commands")
+    );
+    assert_eq!(info.identities.len(), 1);
+    assert_eq!(info.identities[0].category, "automation");
+    assert_eq!(info.identities[0].type_, "command-list");
+    let got = world.send(
+        &alice,
+        "<iq to='localhost' type='get' id='t'><query xmlns='http://jabber.org/protocol/disco#items' node='http://jabber.org/protocol/commands'/></iq>",
+    );
+    match iq(got.only_to(&alice)) {
+        Iq::Result {
+            payload: Some(payload),
+            ..
+        } => {
+            let items = DiscoItemsResult::try_from(payload.clone()).unwrap();
+            assert_eq!(
+                items.node.as_deref(),
+                Some("http://jabber.org/protocol/commands")
+            );
+            assert!(items.items.is_empty(), "{items:?}");
+        }
+        other => panic!("not a disco#items result: {other:?}"),
+    }
+    let got = world.send(
+        &alice,
+        "<iq to='localhost' type='set' id='e'><command xmlns='http://jabber.org/protocol/commands' node='config' action='execute'/></iq>",
+    );
+    assert_eq!(
+        error_condition(got.only_to(&alice)),
+        Some(DefinedCondition::ItemNotFound)
+    );
+    // An account's command list is its clients' (a bot's full JID), not the server's.
+    let got = world.send(
+        &alice,
+        "<iq to='alice@localhost' type='get' id='a'><query xmlns='http://jabber.org/protocol/disco#info' node='http://jabber.org/protocol/commands'/></iq>",
+    );
+    assert_eq!(
+        error_condition(got.only_to(&alice)),
+        Some(DefinedCondition::ItemNotFound)
+    );
 }
