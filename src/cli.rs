@@ -618,6 +618,12 @@ pub struct BotArgs {
     /// value.
     #[arg(long, env = "MQTT2XMPP_PRESENCE_INTERVAL", default_value = "1m", value_parser = parse_duration)]
     pub presence_interval: Duration,
+
+    /// How long an ad-hoc command session (XEP-0050) waits for its next request before it
+    /// expires (tests set 0s to see expiry without waiting).
+    #[arg(long, env = "MQTT2XMPP_COMMAND_SESSION_LIFETIME", default_value = "10m",
+          value_parser = parse_duration, hide = true)]
+    pub command_session_lifetime: Duration,
 }
 
 /// Where the readings come from.

@@ -207,6 +207,7 @@ pub fn bridge(args: &BridgeArgs) -> Result<BridgeConfig, ConfigError> {
     let rooms = rooms(&args.rooms, &file_rooms, &jid)?;
     bot.room_allow = rooms.allow;
     bot.room_announce_stale = rooms.announce_stale;
+    bot.command_session_lifetime = args.bot.command_session_lifetime;
     Ok(BridgeConfig {
         mqtt,
         xmpp: crate::bridge::xmpp::XmppConfig {
@@ -370,6 +371,7 @@ fn bot_policy(policy: BotPolicy<'_>) -> Result<bot::BotSettings, ConfigError> {
         allow_domains,
         room_allow: Vec::new(),
         room_announce_stale: Vec::new(),
+        command_session_lifetime: crate::bridge::adhoc::sessions::LIFETIME,
     })
 }
 

@@ -18,7 +18,9 @@
 //! `/cmd exec`, on the bundled server and on Prosody with `mod_adhoc` (profanity offers `/cmd`
 //! only when the user's server advertises the commands feature).
 //!
-//! A session's expiry (10 minutes) is tested without a network in the bot's unit tests.
+//! A session's expiry: the bot is started with `--command-session-lifetime 0s` (a hidden flag;
+//! 10 minutes by default), so a session has expired by its next request without the test
+//! waiting; the contact is told `not-allowed` with `<session-expired/>` (XEP-0050 §4.4), once.
 //! Without an interpreter, its slixmpp, Prosody, mosquitto, profanity or tmux, these tests
 //! skip, unless CI=true, where they fail.
 
@@ -75,6 +77,7 @@ macro_rules! with_every_client_and_server {
 with_every_client_and_server!(
     a_contact_lists_and_runs_the_commands,
     a_stranger_sees_no_commands_and_is_refused,
+    an_expired_session_is_said_to_be_expired_once,
     hostile_a_thousand_sessions_and_a_form_of_thousands_of_fields_stay_bounded,
 );
 
@@ -311,6 +314,39 @@ async fn a_stranger_sees_no_commands_and_is_refused(python: &str, kind: Kind) {
     assert_eq!(event(&events, "list")["items"], serde_json::json!([]));
     let refused = &event(&events, "refused")["error"];
     assert_eq!(refused["condition"], "forbidden", "{refused}");
+}
+
+async fn an_expired_session_is_said_to_be_expired_once(python: &str, kind: Kind) {
+    if !have_slixmpp(python) {
+        return;
+    }
+    let Some((world, bot)) = start(kind, &["--command-session-lifetime", "0s"]).await else {
+        return;
+    };
+    let events = run(python, &world, &bot, "alice", "expired", &[]).await;
+    let started = &event(&events, "started")["answer"];
+    assert_eq!(started["status"], "executing", "{started}");
+    // XEP-0050 §4.4: "a sessionid that is no longer active (... timed out)" is `not-allowed`
+    // with `<session-expired/>`, an error of type cancel.
+    let expired = &event(&events, "expired")["error"];
+    assert_eq!(expired["condition"], "not-allowed", "{expired}");
+    assert_eq!(expired["type"], "cancel", "{expired}");
+    assert_eq!(
+        strings(&expired["specific"]),
+        ["session-expired"],
+        "{expired}"
+    );
+    // Said once: then the session is simply unknown.
+    let again = &event(&events, "expired_again")["error"];
+    assert_eq!(again["condition"], "bad-request", "{again}");
+    assert_eq!(strings(&again["specific"]), ["bad-sessionid"], "{again}");
+    // A command of one step has no session to expire.
+    assert_eq!(
+        event(&events, "one_step")["answer"]["status"],
+        "completed",
+        "{events:?}"
+    );
+    event(&events, "done");
 }
 
 async fn hostile_a_thousand_sessions_and_a_form_of_thousands_of_fields_stay_bounded(

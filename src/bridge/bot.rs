@@ -56,6 +56,9 @@ pub struct BotSettings {
     /// Rooms (bare JIDs, as the bot joins them) told when a sensor goes stale and when it is
     /// back.
     pub room_announce_stale: Vec<String>,
+    /// How long an ad-hoc command session waits for its next request (XEP-0050 §3.3: the
+    /// responder determines the session lifetime); see `super::adhoc::sessions`.
+    pub command_session_lifetime: Duration,
 }
 
 /// An alert message for one contact.
@@ -190,6 +193,8 @@ impl Bot {
             refusals: Refusals::new(REFUSAL_WINDOW),
         };
         let clock = Clock::now();
+        let adhoc =
+            super::adhoc::sessions::Sessions::with_lifetime(settings.command_session_lifetime);
         let mut alerts = Alerts::new(settings.alerts);
         let mut remembered_rooms = Vec::new();
         let mut published_profile = None;
@@ -237,7 +242,7 @@ impl Bot {
             remembered_rooms,
             published_profile,
             stale_announced: Mutex::new(None),
-            adhoc: Mutex::default(),
+            adhoc: Mutex::new(adhoc),
         };
         Ok((
             Arc::new(bot),

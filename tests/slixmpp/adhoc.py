@@ -9,6 +9,8 @@ PyPI (a virtual environment), against the bot on the bundled server and on Proso
   a number, then a number; cancels a session and tries to go on with it; uses a made-up
   session id.
 - `stranger` (not on the allow list): the list is empty, and running a command is forbidden.
+- `expired` (against a bot whose sessions expire at once): starts "Statistics" and goes on
+  with it, twice (expired, then unknown); a one-step command still completes.
 - `hostile`: submits a form with `--fields` (empty) fields; opens a thousand sessions of
   "Statistics", then uses the first and the last.
 
@@ -73,7 +75,8 @@ def error(exc):
     """An IQ error's condition and the XEP-0050 specific condition, if any."""
     specific = [c.tag.split('}')[1] for c in exc.iq['error'].xml
                 if c.tag.startswith(f'{{{COMMANDS}}}')]
-    return {'condition': exc.iq['error']['condition'], 'specific': specific}
+    return {'condition': exc.iq['error']['condition'], 'specific': specific,
+            'type': exc.iq['error']['type']}
 
 
 class Client(Steps, slixmpp.ClientXMPP):
@@ -161,6 +164,15 @@ class Client(Steps, slixmpp.ClientXMPP):
         emit('list', items=await self.list_commands(bot))
         await self.attempt('refused', self.command(bot, 'read-sensors'))
 
+    async def expired(self, bot):
+        first = await self.command(bot, 'statistics')
+        emit('started', answer=first)
+        sid = first['sessionid']
+        for what in ('expired', 'expired_again'):
+            await self.attempt(what, self.command(
+                bot, 'statistics', action='next', sessionid=sid, fields={'sensor': 'temp'}))
+        emit('one_step', answer=await self.command(bot, 'stale-sensors'))
+
     async def hostile(self, bot):
         # `--fields` fields without values (ten thousand are about 200 KB, under the servers'
         # 256 KiB stanza limit), so the bot, not the server, has to deal with them.
@@ -199,7 +211,7 @@ if __name__ == '__main__':
     parser.add_argument('--user', required=True)
     parser.add_argument('--password', required=True)
     parser.add_argument('--fields', type=int, default=10_000)
-    parser.add_argument('--mode', choices=['contact', 'stranger', 'hostile'], required=True)
+    parser.add_argument('--mode', choices=['contact', 'stranger', 'expired', 'hostile'], required=True)
     arguments = parser.parse_args()
     try:
         asyncio.run(asyncio.wait_for(main(arguments), 90))

@@ -3,7 +3,7 @@
 //! data form inside is xmpp-parsers' [`DataForm`].
 //!
 //! Bounds: a submitted form may carry at most [`MAX_FIELDS`] fields and [`MAX_VALUES`] values in
-//! all; anything bigger is refused with `bad-request` + `<bad-payload/>` (§4.6) before any
+//! all; anything bigger is refused with `bad-request` + `<bad-payload/>` (§4.4) before any
 //! command sees it.
 
 use tokio_xmpp::minidom::rxml::xml_ncname;
@@ -132,7 +132,7 @@ pub struct Request {
     pub form: Option<DataForm>,
 }
 
-/// Why a `<command/>` could not be read; each maps to a §4.6 error.
+/// Why a `<command/>` could not be read; each maps to a §4.4 error.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum RequestError {
     /// No `node` attribute.
@@ -249,7 +249,7 @@ impl From<Response> for Element {
     }
 }
 
-/// A §4.6 error: a general condition with, where the XEP names one, its specific one.
+/// A §4.4 error: a general condition with, where the XEP names one, its specific one.
 pub fn error(
     condition: DefinedCondition,
     specific: Option<&str>,

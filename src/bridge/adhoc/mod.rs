@@ -3,7 +3,7 @@
 //!
 //! | module | what it does |
 //! |---|---|
-//! | [`command`] | the `<command/>` element: requests, answers, the §4.6 errors |
+//! | [`command`] | the `<command/>` element: requests, answers, the §4.4 errors |
 //! | [`sessions`] | open multi-stage sessions: owner, expiry, bounds |
 //! | [`form`] | the data-form fields, the result table, reading submissions |
 //! | [`read`], [`stats`], [`alert`], [`my_alerts`], [`stale`] | one command each |
@@ -14,13 +14,13 @@
 //!
 //! Access: the allow list and the per-contact rate limit of the text commands
 //! ([`Bot::admit_as`]). A contact not allowed, or asking for a command only allowed contacts
-//! may run (statistics, setting an alert), gets `forbidden` (§4.6); one over the rate limit
+//! may run (statistics, setting an alert), gets `forbidden` (§4.4); one over the rate limit
 //! gets `resource-constraint` (RFC 6120 §8.3.3.18), and every request of a session counts.
 //!
 //! A command is a list of stages, each a form (see [`Kind::stages`]); a stage's submission is
 //! checked before the next stage, and a bad one (a number that is not one) shows the same form
 //! again with an `error` note rather than failing the session. `prev` goes back with what was
-//! entered kept; `cancel` forgets the session. Errors (§4.6): an unknown session, or another
+//! entered kept; `cancel` forgets the session. Errors (§4.4): an unknown session, or another
 //! JID's, is `bad-request` + `<bad-sessionid/>`; an expired one `not-allowed` +
 //! `<session-expired/>`; an action the stage does not offer `bad-request` + `<bad-action/>`.
 

@@ -3,8 +3,9 @@
 //!
 //! - A session belongs to the full JID that started it; a request from any other JID, even
 //!   another resource of the same account, does not find it (`bad-sessionid`).
-//! - A session lives [`LIFETIME`] from its last request; after that it answers
-//!   `session-expired` once and is gone.
+//! - A session lives [`LIFETIME`] (or the lifetime the bot was given) from its last request;
+//!   after that it answers `session-expired` once and is gone (XEP-0050 §4.4: `not-allowed`
+//!   with `<session-expired/>` for "a sessionid that is no longer active").
 //! - One contact (bare JID) holds at most [`PER_CONTACT`] sessions: starting one more drops that
 //!   contact's oldest. Clients often close a form without sending `cancel`, so refusing new
 //!   sessions would lock a user out for [`LIFETIME`]; dropping the oldest never does, and a
@@ -17,7 +18,7 @@ use std::time::{Duration, Instant};
 
 use super::Kind;
 
-/// How long a session waits for its next request.
+/// How long a session waits for its next request, unless the bot is told otherwise.
 pub const LIFETIME: Duration = Duration::from_secs(600);
 
 /// Most open sessions per contact.
@@ -73,15 +74,32 @@ pub enum Missing {
 }
 
 /// Every open session.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Sessions {
     open: HashMap<String, Session>,
+    /// How long a session waits for its next request.
+    lifetime: Duration,
+}
+
+impl Default for Sessions {
+    fn default() -> Self {
+        Self::with_lifetime(LIFETIME)
+    }
 }
 
 impl Sessions {
+    /// No sessions yet; each will wait `lifetime` for its next request.
+    pub fn with_lifetime(lifetime: Duration) -> Self {
+        Self {
+            open: HashMap::new(),
+            lifetime,
+        }
+    }
+
     /// Keeps `session` under a new id, dropping its contact's oldest beyond [`PER_CONTACT`];
     /// `None` when [`TOTAL`] sessions are open and none has expired.
-    pub fn open(&mut self, session: Session, now: Instant) -> Option<String> {
+    pub fn open(&mut self, mut session: Session, now: Instant) -> Option<String> {
+        session.expires = now + self.lifetime;
         let mine: Vec<(Instant, String)> = self
             .open
             .iter()
@@ -119,9 +137,9 @@ impl Sessions {
         }
     }
 
-    /// Puts back a session taken out, good for another [`LIFETIME`] from `now`.
+    /// Puts back a session taken out, good for another lifetime from `now`.
     pub fn put(&mut self, id: String, mut session: Session, now: Instant) {
-        session.expires = now + LIFETIME;
+        session.expires = now + self.lifetime;
         self.open.insert(id, session);
     }
 
@@ -192,6 +210,25 @@ mod tests {
         assert_eq!(sessions.take(&id, ALICE_PHONE, t2), Err(Missing::Expired));
         // Said once; then it is simply unknown.
         assert_eq!(sessions.take(&id, ALICE_PHONE, t2), Err(Missing::Unknown));
+    }
+
+    #[test]
+    fn a_session_lives_the_lifetime_it_was_given() {
+        let minute = Duration::from_secs(60);
+        let mut sessions = Sessions::with_lifetime(minute);
+        let t0 = Instant::now();
+        let id = sessions.open(session(ALICE_PHONE, t0), t0).unwrap();
+        let t1 = t0 + minute - Duration::from_millis(1);
+        let s = sessions.take(&id, ALICE_PHONE, t1).unwrap();
+        sessions.put(id.clone(), s, t1);
+        assert_eq!(
+            sessions.take(&id, ALICE_PHONE, t1 + minute),
+            Err(Missing::Expired)
+        );
+        // No lifetime at all: the next request already finds it expired.
+        let mut sessions = Sessions::with_lifetime(Duration::ZERO);
+        let id = sessions.open(session(ALICE_PHONE, t0), t0).unwrap();
+        assert_eq!(sessions.take(&id, ALICE_PHONE, t0), Err(Missing::Expired));
     }
 
     #[test]

@@ -40,6 +40,7 @@ pub(crate) fn settings(allow: &[&str]) -> BotSettings {
         allow_domains: Vec::new(),
         room_allow: Vec::new(),
         room_announce_stale: Vec::new(),
+        command_session_lifetime: crate::bridge::adhoc::sessions::LIFETIME,
     }
 }
 
