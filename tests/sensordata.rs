@@ -1,12 +1,13 @@
 //! XEP-0323 sensor-data read-outs from the bot, end to end: the bridge against the embedded MQTT
-//! broker and the bundled XMPP server, all in this process.
+//! broker and the bundled XMPP server, all in this process, and against mosquitto and Prosody.
 //!
 //! - slixmpp, Debian's 1.8.3 (`/usr/bin/python3`) and the current release from PyPI (the
 //!   virtual environment at `target/slixmpp-venv`, made by `.ci/run`), with raw stanzas
-//!   (`tests/slixmpp/sensordata.py`): a momentary and a historical read-out give the values the
-//!   text commands `get` and `stats` give, the bot announces the feature in disco#info, and a
-//!   contact not on the allow list gets `forbidden`. Without the interpreter or the package the
-//!   tests skip, unless CI=true, where they fail.
+//!   (`tests/slixmpp/sensordata.py`), on the bundled server and on Prosody: a momentary and a
+//!   historical read-out give the values the text commands `get` and `stats` give, the bot
+//!   announces the feature in disco#info, and a contact not on the allow list gets
+//!   `forbidden`. Without the interpreter, the package, Prosody or mosquitto the tests skip,
+//!   unless CI=true, where they fail.
 //! - Hostile clients (tokio-xmpp, stanzas written by hand; nothing but the crate): a read-out
 //!   of every topic of a 10 000-topic building comes in bounded messages and ends with a
 //!   `<failure/>` saying it was truncated; malformed requests get defined errors and the bot
@@ -143,8 +144,8 @@ fn values(readout: &Value) -> Vec<(String, String, String, bool, bool)> {
     out
 }
 
-async fn momentary_and_historical_read_outs_match_get_and_stats(python: &'static str) {
-    let Some(world) = World::start(Kind::Bundled).await else {
+async fn momentary_and_historical_read_outs_match_get_and_stats(python: &'static str, kind: Kind) {
+    let Some(world) = World::start(kind).await else {
         return;
     };
     world.xmpp.register("eve", "eve-secret");
@@ -244,23 +245,42 @@ fn slixmpp_at(python: &str, install: &str) -> bool {
     python_imports(python, "slixmpp", install)
 }
 
+const DEBIAN_INSTALL: &str = "install the Debian package python3-slixmpp";
+const VENV_INSTALL: &str =
+    "python3 -m venv target/slixmpp-venv && target/slixmpp-venv/bin/pip install slixmpp aiohttp";
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn debian_slixmpp_reads_momentary_and_historical_values_as_the_text_commands_show_them() {
-    if !slixmpp_at(DEBIAN_PYTHON, "install the Debian package python3-slixmpp") {
+    if !slixmpp_at(DEBIAN_PYTHON, DEBIAN_INSTALL) {
         return;
     }
-    momentary_and_historical_read_outs_match_get_and_stats(DEBIAN_PYTHON).await;
+    momentary_and_historical_read_outs_match_get_and_stats(DEBIAN_PYTHON, Kind::Bundled).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn current_slixmpp_reads_momentary_and_historical_values_as_the_text_commands_show_them() {
-    if !slixmpp_at(
-        VENV_PYTHON,
-        "python3 -m venv target/slixmpp-venv && target/slixmpp-venv/bin/pip install slixmpp aiohttp",
-    ) {
+    if !slixmpp_at(VENV_PYTHON, VENV_INSTALL) {
         return;
     }
-    momentary_and_historical_read_outs_match_get_and_stats(VENV_PYTHON).await;
+    momentary_and_historical_read_outs_match_get_and_stats(VENV_PYTHON, Kind::Bundled).await;
+}
+
+/// The same through Prosody (and mosquitto): the read-out's IQ and messages cross a server
+/// that knows nothing of XEP-0323.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn debian_slixmpp_reads_momentary_and_historical_values_through_prosody() {
+    if !slixmpp_at(DEBIAN_PYTHON, DEBIAN_INSTALL) {
+        return;
+    }
+    momentary_and_historical_read_outs_match_get_and_stats(DEBIAN_PYTHON, Kind::Peers).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn current_slixmpp_reads_momentary_and_historical_values_through_prosody() {
+    if !slixmpp_at(VENV_PYTHON, VENV_INSTALL) {
+        return;
+    }
+    momentary_and_historical_read_outs_match_get_and_stats(VENV_PYTHON, Kind::Peers).await;
 }
 
 // ----- hostile --------------------------------------------------------------------------------
