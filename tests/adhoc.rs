@@ -15,8 +15,8 @@
 //!   so there the form has 4000 fields, as many as get through.
 //!
 //! profanity (through tmux) lists the commands with `/cmd list` and runs "Stale sensors" with
-//! `/cmd exec`, on the bundled server and on Prosody with `mod_adhoc` (profanity offers `/cmd`
-//! only when the user's server advertises the commands feature).
+//! `/cmd exec`, on the bundled server and on Prosody with `mod_adhoc`, which the deploy snippet
+//! enables (profanity offers `/cmd` only when the user's server advertises the commands feature).
 //!
 //! A session's expiry: the bot is started with `--command-session-lifetime 0s` (a hidden flag;
 //! 10 minutes by default), so a session has expired by its next request without the test
@@ -400,7 +400,7 @@ async fn hostile_a_thousand_sessions_and_a_form_of_thousands_of_fields_stay_boun
 /// profanity (Debian, through tmux; see `support::profanity`) lists the bot's commands with
 /// `/cmd list` and runs the one-step "Stale sensors" with `/cmd exec`. profanity offers `/cmd`
 /// only when the user's *server* advertises the commands feature (XEP-0050 §2.1): the bundled
-/// server does, and Prosody with `mod_adhoc`.
+/// server does, and Prosody with `mod_adhoc` (enabled by the deploy snippet).
 async fn profanity_lists_the_commands_and_runs_one(kind: Kind) {
     let Some((profanity, tmux)) = support::profanity::find_programs() else {
         return;
@@ -410,7 +410,8 @@ async fn profanity_lists_the_commands_and_runs_one(kind: Kind) {
     };
     let xmpp = match kind {
         Kind::Bundled => ProfanityServer::Bundled(InProcessServer::start().await),
-        Kind::Peers => match Prosody::start_with("    modules_enabled = { \"adhoc\" }\n") {
+        // mod_adhoc is in the deploy snippet.
+        Kind::Peers => match Prosody::start() {
             Some(prosody) => ProfanityServer::Prosody(prosody),
             None => return,
         },

@@ -1,5 +1,5 @@
 //! The bot's face in a contact's roster, on the bundled server, Prosody and ejabberd (with
-//! their PEP and vCard modules): alice subscribes to the bot and sees its entity capabilities (XEP-0115) in
+//! the PEP and vCard modules their deploy configurations enable): alice subscribes to the bot and sees its entity capabilities (XEP-0115) in
 //! its presence, with a `ver` that is the XEP-0115 §5 hash of the bot's real disco#info answer
 //! (identity `client/bot`); its nickname (XEP-0172) and avatar (XEP-0084) through PEP; its
 //! vCard (XEP-0054) with name, nickname, description and the same avatar, whose hash is in
@@ -40,14 +40,9 @@ const NICK: &str = "http://jabber.org/protocol/nick";
 const AVATAR_DATA: &str = "urn:xmpp:avatar:data";
 const AVATAR_METADATA: &str = "urn:xmpp:avatar:metadata";
 
-/// Prosody's PEP and its vCard ↔ PEP bridge (vcard-temp answered from the account's PEP), on
-/// top of the modules of the deploy snippet (Prosody merges a host's `modules_enabled` with the
-/// global one).
-const PROSODY_PROFILE: &str = "    modules_enabled = { \"pep\", \"vcard_legacy\" }\n";
-
-/// ejabberd's vCard storage and PEP (mod_pubsub with its `pep` plugin, which needs mod_caps).
-const EJABBERD_PROFILE: &str =
-    "  mod_caps: {}\n  mod_vcard: {}\n  mod_pubsub:\n    plugins:\n      - flat\n      - pep\n";
+/// Prosody without its PEP and vCard modules, which the deploy snippet enables (a host's
+/// `modules_disabled` takes them out of the global `modules_enabled`).
+const PROSODY_WITHOUT_PROFILE: &str = "    modules_disabled = { \"pep\", \"vcard_legacy\" }\n";
 
 /// The avatar the crate ships.
 fn avatar() -> Vec<u8> {
@@ -268,13 +263,15 @@ async fn a_contact_sees_the_bots_face_on(kind: ServerKind) {
             Broker::start(Kind::Bundled).await,
         ),
         ServerKind::Prosody => {
-            let Some(prosody) = Prosody::start_with(PROSODY_PROFILE) else {
+            // PEP and vcard_legacy come from the deploy snippet.
+            let Some(prosody) = Prosody::start() else {
                 return;
             };
             (Server::Prosody(prosody), Broker::start(Kind::Peers).await)
         }
         ServerKind::Ejabberd => {
-            let Some(ejabberd) = Ejabberd::start_with_modules(EJABBERD_PROFILE) else {
+            // mod_vcard, mod_pubsub with pep and mod_caps come from the deploy config.
+            let Some(ejabberd) = Ejabberd::start() else {
                 return;
             };
             (Server::Ejabberd(ejabberd), Broker::start(Kind::Peers).await)
@@ -515,12 +512,13 @@ async fn the_bots_room_presence_carries_its_caps_and_avatar_hash() {
     }
 }
 
-/// A server without PEP and vCards (Prosody with only the deploy snippet's modules): the bot
+/// A server without PEP and vCards (Prosody with the deploy snippet's PEP and vCard modules
+/// disabled): the bot
 /// warns once for each part it could not publish, answers chats as always, and tries again at
 /// the next start, since nothing was saved as published.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn without_pep_or_vcards_the_bot_warns_once_per_part_and_goes_on() {
-    let Some(prosody) = Prosody::start() else {
+    let Some(prosody) = Prosody::start_with(PROSODY_WITHOUT_PROFILE) else {
         return;
     };
     let Some(broker) = Broker::start(Kind::Peers).await else {
