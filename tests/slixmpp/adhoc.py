@@ -10,7 +10,7 @@ PyPI (a virtual environment), against the bot on the bundled server and on Proso
   session id.
 - `stranger` (not on the allow list): the list is empty, and running a command is forbidden.
 - `expired` (against a bot whose sessions expire at once): starts "Statistics" and goes on
-  with it, twice (expired, then unknown); a one-step command still completes.
+  with it, twice (expired both times); a one-step command still completes.
 - `hostile`: submits a form with `--fields` (empty) fields; opens a thousand sessions of
   "Statistics", then uses the first and the last.
 

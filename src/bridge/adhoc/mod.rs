@@ -20,9 +20,10 @@
 //! A command is a list of stages, each a form (see [`Kind::stages`]); a stage's submission is
 //! checked before the next stage, and a bad one (a number that is not one) shows the same form
 //! again with an `error` note rather than failing the session. `prev` goes back with what was
-//! entered kept; `cancel` forgets the session. Errors (§4.4): an unknown session, or another
-//! JID's, is `bad-request` + `<bad-sessionid/>`; an expired one `not-allowed` +
-//! `<session-expired/>`; an action the stage does not offer `bad-request` + `<bad-action/>`.
+//! entered kept; `cancel` ends the session. Errors (§4.4): an unknown session, or another
+//! JID's, is `bad-request` + `<bad-sessionid/>`; one no longer active (completed, canceled or
+//! timed out) `not-allowed` + `<session-expired/>`; an action the stage does not offer
+//! `bad-request` + `<bad-action/>`.
 
 pub mod alert;
 pub mod command;
@@ -441,7 +442,8 @@ impl Bot {
             other => other,
         };
         if action == Action::Cancel {
-            // §3.4: canceled; the session is gone.
+            // §2.4.3: canceled; the session is over (and said to be, §4.4).
+            lock(&self.adhoc).end(id.clone(), owner);
             return Ok(Response {
                 node: kind.node().to_string(),
                 sessionid: id,
@@ -457,12 +459,12 @@ impl Bot {
         }
         if action == Action::Prev {
             session.stage -= 1;
-            return self.show(kind, id, session, Vec::new(), ctx);
+            return self.show(owner, kind, id, session, Vec::new(), ctx);
         }
         // Next or complete: take what this stage's form asked for.
         let shown = match kind.form(self, ctx, stage, &session.values) {
             Step::Form(form) => form,
-            Step::Done(finish) => return Ok(completed(kind, id, finish)),
+            Step::Done(finish) => return Ok(self.complete(owner, kind, id, finish)),
         };
         let asked = form::vars(&shown);
         session.values.retain(|var, _| !asked.contains(var));
@@ -470,18 +472,26 @@ impl Bot {
             session.values.extend(form::submitted(submitted, &asked));
         }
         if let Err(problem) = kind.check(self, stage, &session.values) {
-            return self.show(kind, id, session, vec![Note::error(problem)], ctx);
+            return self.show(owner, kind, id, session, vec![Note::error(problem)], ctx);
         }
         if action == Action::Complete {
-            return Ok(completed(kind, id, kind.finish(self, ctx, &session.values)));
+            let finish = kind.finish(self, ctx, &session.values);
+            return Ok(self.complete(owner, kind, id, finish));
         }
         session.stage += 1;
-        self.show(kind, id, session, Vec::new(), ctx)
+        self.show(owner, kind, id, session, Vec::new(), ctx)
+    }
+
+    /// The session `id` completed: remembered as ended (§4.4), answered with `finish`.
+    fn complete(&self, owner: &str, kind: Kind, id: String, finish: Finish) -> Response {
+        lock(&self.adhoc).end(id.clone(), owner);
+        completed(kind, id, finish)
     }
 
     /// Shows `session`'s current stage and keeps the session.
     fn show(
         &self,
+        owner: &str,
         kind: Kind,
         id: String,
         session: Session,
@@ -494,7 +504,7 @@ impl Bot {
                 lock(&self.adhoc).put(id.clone(), session, ctx.now);
                 Ok(executing(kind, id, stage, form, notes))
             }
-            Step::Done(finish) => Ok(completed(kind, id, finish)),
+            Step::Done(finish) => Ok(self.complete(owner, kind, id, finish)),
         }
     }
 }

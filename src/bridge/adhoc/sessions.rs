@@ -3,9 +3,12 @@
 //!
 //! - A session belongs to the full JID that started it; a request from any other JID, even
 //!   another resource of the same account, does not find it (`bad-sessionid`).
-//! - A session lives [`LIFETIME`] (or the lifetime the bot was given) from its last request;
-//!   after that it answers `session-expired` once and is gone (XEP-0050 §4.4: `not-allowed`
-//!   with `<session-expired/>` for "a sessionid that is no longer active").
+//! - A session lives [`LIFETIME`] (or the lifetime the bot was given) from its last request.
+//! - A session that ended (completed, canceled, or timed out) is remembered as ended, by id and
+//!   owner, so the owner going on with it is told `not-allowed` + `<session-expired/>`, which
+//!   XEP-0050 §4.4 gives for "a sessionid that is no longer active (either because it was
+//!   completed, canceled, or timed out)". The newest [`ENDED`] are remembered; an older one, one
+//!   dropped by the bounds below, or another JID's is simply unknown (`bad-sessionid`).
 //! - One contact (bare JID) holds at most [`PER_CONTACT`] sessions: starting one more drops that
 //!   contact's oldest. Clients often close a form without sending `cancel`, so refusing new
 //!   sessions would lock a user out for [`LIFETIME`]; dropping the oldest never does, and a
@@ -13,7 +16,7 @@
 //! - All contacts together hold at most [`TOTAL`]; when full, expired ones are swept, and if
 //!   none has expired the new session is refused (`resource-constraint`).
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::time::{Duration, Instant};
 
 use super::Kind;
@@ -26,6 +29,9 @@ pub const PER_CONTACT: usize = 10;
 
 /// Most open sessions in all.
 pub const TOTAL: usize = 1000;
+
+/// Most ended sessions remembered (ids and owners only).
+pub const ENDED: usize = 1000;
 
 /// What was entered so far: field name → values.
 pub type Values = BTreeMap<String, Vec<String>>;
@@ -69,7 +75,7 @@ impl Session {
 pub enum Missing {
     /// Never opened, already closed or dropped, or someone else's.
     Unknown,
-    /// It was there, but waited longer than [`LIFETIME`].
+    /// It was there, but ended: completed, canceled, or waited longer than its lifetime.
     Expired,
 }
 
@@ -79,6 +85,9 @@ pub struct Sessions {
     open: HashMap<String, Session>,
     /// How long a session waits for its next request.
     lifetime: Duration,
+    /// Ended sessions: id → owner, and the ids oldest first (at most [`ENDED`]).
+    ended: HashMap<String, String>,
+    ended_order: VecDeque<String>,
 }
 
 impl Default for Sessions {
@@ -93,6 +102,8 @@ impl Sessions {
         Self {
             open: HashMap::new(),
             lifetime,
+            ended: HashMap::new(),
+            ended_order: VecDeque::new(),
         }
     }
 
@@ -130,10 +141,25 @@ impl Sessions {
             Some(s) if s.owner != owner => Err(Missing::Unknown),
             Some(s) if s.expires <= now => {
                 self.open.remove(id);
+                self.end(id.to_string(), owner);
                 Err(Missing::Expired)
             }
             Some(_) => self.open.remove(id).ok_or(Missing::Unknown),
+            None if self.ended.get(id).is_some_and(|o| o == owner) => Err(Missing::Expired),
             None => Err(Missing::Unknown),
+        }
+    }
+
+    /// Remembers that the session `id` of `owner` ended (completed or canceled after being
+    /// taken out, or timed out), forgetting the oldest ended one beyond [`ENDED`].
+    pub fn end(&mut self, id: String, owner: &str) {
+        if self.ended.insert(id.clone(), owner.to_string()).is_none() {
+            self.ended_order.push_back(id);
+        }
+        while self.ended_order.len() > ENDED {
+            if let Some(oldest) = self.ended_order.pop_front() {
+                self.ended.remove(&oldest);
+            }
         }
     }
 
@@ -208,8 +234,39 @@ mod tests {
         sessions.put(id.clone(), s, t1);
         let t2 = t1 + LIFETIME;
         assert_eq!(sessions.take(&id, ALICE_PHONE, t2), Err(Missing::Expired));
-        // Said once; then it is simply unknown.
-        assert_eq!(sessions.take(&id, ALICE_PHONE, t2), Err(Missing::Unknown));
+        // Remembered as ended: said again, but only to its owner.
+        assert_eq!(sessions.take(&id, ALICE_PHONE, t2), Err(Missing::Expired));
+        assert_eq!(
+            sessions.take(&id, "alice@localhost/laptop", t2),
+            Err(Missing::Unknown)
+        );
+        assert_eq!(sessions.len(), 0);
+    }
+
+    #[test]
+    fn ended_sessions_are_remembered_up_to_a_bound() {
+        let mut sessions = Sessions::default();
+        let t0 = Instant::now();
+        let first = sessions.open(session(ALICE_PHONE, t0), t0).unwrap();
+        sessions.take(&first, ALICE_PHONE, t0).unwrap();
+        sessions.end(first.clone(), ALICE_PHONE);
+        assert_eq!(
+            sessions.take(&first, ALICE_PHONE, t0),
+            Err(Missing::Expired)
+        );
+        for i in 0..ENDED {
+            sessions.end(format!("later{i}"), ALICE_PHONE);
+        }
+        assert_eq!(sessions.ended.len(), ENDED);
+        assert_eq!(sessions.ended_order.len(), ENDED);
+        assert_eq!(
+            sessions.take(&first, ALICE_PHONE, t0),
+            Err(Missing::Unknown)
+        );
+        assert_eq!(
+            sessions.take("later0", ALICE_PHONE, t0),
+            Err(Missing::Expired)
+        );
     }
 
     #[test]

@@ -294,7 +294,7 @@ fn read_sensors_offers_current_values_and_answers_with_a_table() {
     );
     assert_eq!(rows[1][1].1, "B/P_1/O/1/VIBR");
     assert_eq!(rows[1][3].1, "mm/s");
-    // The session is over.
+    // The session is over (XEP-0050 §4.4: "no longer active ... completed").
     let again = command(
         &bot,
         PHONE,
@@ -305,7 +305,7 @@ fn read_sensors_offers_current_values_and_answers_with_a_table() {
     .unwrap_err();
     assert_eq!(
         condition(&again),
-        (DefinedCondition::BadRequest, Some("bad-sessionid".into()))
+        (DefinedCondition::NotAllowed, Some("session-expired".into()))
     );
 }
 
@@ -519,7 +519,7 @@ fn my_alerts_lists_them_and_removes_the_chosen_ones() {
 }
 
 #[test]
-fn cancel_forgets_the_session() {
+fn cancel_ends_the_session() {
     let (bot, _) = building_bot(&[ALICE], CacheLimits::default());
     let now = Instant::now();
     let id = session(&command(&bot, PHONE, "node='statistics'", &[], now).unwrap());
@@ -541,9 +541,11 @@ fn cancel_forgets_the_session() {
         now,
     )
     .unwrap_err();
+    // XEP-0050 §4.4: "no longer active (either because it was completed, canceled, or timed
+    // out)".
     assert_eq!(
         condition(&after),
-        (DefinedCondition::BadRequest, Some("bad-sessionid".into()))
+        (DefinedCondition::NotAllowed, Some("session-expired".into()))
     );
 }
 
