@@ -457,6 +457,13 @@ async fn profanity_lists_the_commands_and_runs_one(kind: Kind) {
     tokio::task::block_in_place(|| {
         let session = support::profanity::Profanity::start(&profanity, &tmux, &ca_file);
         session.connect(ALICE, "alice-secret", port);
+        // profanity decides whether to offer `/cmd` from the server's disco#info, which it
+        // asks for after logging in: wait until it has the answer.
+        session.wait_log("the server's disco#info listing ad-hoc commands", |log| {
+            support::profanity::disco_features(log, "localhost")
+                .iter()
+                .any(|feature| feature == NS)
+        });
         session.type_line(&format!("/cmd list {BOT_FULL}"));
         // profanity lists the nodes, sorted.
         session.wait_for("Ad hoc commands:");
