@@ -276,7 +276,7 @@ mod tests {
 
     #[test]
     fn reads_the_xeps_execute_and_next_requests() {
-        // §3.4, example 5 and example 9.
+        // §2.4.2, examples 10 and 12.
         let start = parse(
             "<command xmlns='http://jabber.org/protocol/commands' node='config' action='execute'/>",
         )
@@ -350,7 +350,7 @@ mod tests {
 
     #[test]
     fn writes_an_executing_answer_like_the_xeps_example() {
-        // §3.4, example 6: actions, then notes, then the form.
+        // §2.4.2, example 11: actions, then notes, then the form.
         let element: Element = Response {
             node: "config".into(),
             sessionid: "s1".into(),

@@ -10,7 +10,7 @@
 //!
 //! Discovery: disco#items on the node `http://jabber.org/protocol/commands` of the bot's full
 //! JID lists the commands the asker may run (§2.2); disco#info on a command's node answers
-//! with the `automation/command-node` identity (§2.3).
+//! with the `automation/command-node` identity (also §2.2).
 //!
 //! Access: the allow list and the per-contact rate limit of the text commands
 //! ([`Bot::admit_as`]). A contact not allowed, or asking for a command only allowed contacts
@@ -305,7 +305,7 @@ impl Bot {
         }
     }
 
-    /// §2.3: what one command is.
+    /// §2.2: what one command is.
     fn adhoc_info(&self, contact: &str, kind: Kind) -> Result<DiscoInfoResult, Box<StanzaError>> {
         if !self.may_run(contact, kind) {
             return Err(forbidden());
@@ -385,7 +385,7 @@ impl Bot {
         let values = Values::new();
         let form = match kind.form(self, ctx, 0, &values) {
             Step::Form(form) => form,
-            // Commands without a form still get a session id (§3.4), never kept.
+            // Commands without a form still get a session id (§4.1), never kept.
             Step::Done(finish) => return Ok(completed(kind, unkept_id(), finish)),
         };
         let session = Session::new(owner, ctx.contact, kind, ctx.now);
