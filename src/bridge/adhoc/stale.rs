@@ -34,11 +34,7 @@ pub(super) fn finish(bot: &Bot, ctx: &Ctx) -> Finish {
         ]
     }));
     if rows.is_empty() {
-        return Finish::note(Note::info(format!(
-            "Nothing is stale: all {} topics have sent a reading within {}.",
-            report.total,
-            reply::format_age(stale_after)
-        )));
+        return Finish::note(Note::info(report.all_fresh(stale_after)));
     }
     let count = rows.len();
     rows.truncate(reply::MAX_LINES);

@@ -19,6 +19,17 @@ pub(crate) struct StaleReport {
     pub total: usize,
 }
 
+impl StaleReport {
+    /// The answer when nothing is stale, for the text command and the form alike.
+    pub(crate) fn all_fresh(&self, stale_after: std::time::Duration) -> String {
+        let within = reply::format_age(stale_after);
+        match self.total {
+            1 => format!("Nothing is stale: the one topic has sent a reading within {within}."),
+            n => format!("Nothing is stale: all {n} topics have sent a reading within {within}."),
+        }
+    }
+}
+
 impl Bot {
     /// The stale topics and silent sensors at `now`.
     pub(crate) fn stale_report(&self, now: Instant) -> StaleReport {
@@ -60,11 +71,7 @@ impl Bot {
                 .map(|(topic, entry)| self.line(topic, entry, now)),
         );
         if lines.is_empty() {
-            return format!(
-                "Nothing is stale: all {} topics have sent a reading within {}.",
-                report.total,
-                reply::format_age(stale_after)
-            );
+            return report.all_fresh(stale_after);
         }
         let header = format!(
             "{} of {} topics have sent nothing for over {}:",

@@ -101,6 +101,25 @@ fn stale_lists_silent_topics_and_sensors_never_heard_from() {
 }
 
 #[test]
+fn a_bot_with_one_fresh_topic_says_so_in_the_singular() {
+    let sensors = Sensors::new(vec![sensor("temp", "sensors/temperature", false, "°C")]).unwrap();
+    let (bot, _) = Bot::new(
+        sensors,
+        Cache::new(CacheLimits::default()),
+        settings(&[]),
+        None,
+    )
+    .unwrap();
+    let t0 = Instant::now();
+    bot.ingest("sensors/temperature", b"20", false, t0);
+    assert_eq!(
+        bot.chat(ALICE, "stale", t0 + Duration::from_secs(3))
+            .unwrap(),
+        "Nothing is stale: the one topic has sent a reading within 10 min."
+    );
+}
+
+#[test]
 fn stats_summarise_the_history_and_say_when_it_falls_short() {
     let (bot, _) = building_bot(
         &[ALICE],
