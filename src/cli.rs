@@ -618,6 +618,11 @@ pub struct BotArgs {
     /// value.
     #[arg(long, env = "MQTT2XMPP_PRESENCE_INTERVAL", default_value = "1m", value_parser = parse_duration)]
     pub presence_interval: Duration,
+
+    /// Answer stats with text alone: no chart, even when the XMPP server has an upload service
+    /// (XEP-0363).
+    #[arg(long, env = "MQTT2XMPP_NO_CHARTS")]
+    pub no_charts: bool,
 }
 
 /// Where the readings come from.

@@ -1,0 +1,462 @@
+//! The client loop's side of charts: [`ChartDriver`] finds the upload service on each login,
+//! turns the bot's [`Ask`]s into jobs that run beside the loop, routes the replies to the jobs'
+//! IQs back to them, and hands the loop the stanzas to send. The loop calls four methods
+//! ([`ChartDriver::online`], [`ChartDriver::reply`], [`ChartDriver::after_answer`] and
+//! [`ChartDriver::next`]) and never waits on a chart.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use rustls::ClientConfig;
+use tokio::sync::{mpsc, oneshot};
+use tokio::task::JoinSet;
+use tokio_xmpp::jid::{BareJid, Jid};
+use tokio_xmpp::minidom::Element;
+use tokio_xmpp::parsers::disco::{
+    DiscoInfoQuery, DiscoInfoResult, DiscoItemsQuery, DiscoItemsResult,
+};
+use tokio_xmpp::parsers::http_upload::{SlotRequest, SlotResult};
+use tokio_xmpp::parsers::iq::Iq;
+use tokio_xmpp::parsers::message::{Message, MessageType};
+use tokio_xmpp::parsers::oob::Oob;
+use tokio_xmpp::Stanza;
+
+use super::render::{self, ChartInput};
+use super::upload::{self, Service};
+use crate::bridge::bot::{lock, Bot};
+
+/// Charts per contact per minute; beyond, the text answer alone with a note.
+pub const CHARTS_PER_MINUTE: usize = 6;
+
+/// The note added to a text answer sent without its chart for the rate limit.
+pub const LIMIT_NOTE: &str = "(No chart this time: at most 6 charts a minute.)";
+
+/// How long an IQ of a job (disco, slot) may wait for its reply.
+const IQ_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Items of the domain asked for their disco#info, at most.
+const MAX_ITEMS: usize = 32;
+
+/// Largest PNG uploaded whatever the service allows.
+pub const MAX_PNG: u64 = 4 * 1024 * 1024;
+
+/// An IQ a job wants sent, and where its reply goes.
+#[derive(Debug)]
+struct IqCall {
+    to: Jid,
+    payload: Element,
+    get: bool,
+    reply: oneshot::Sender<Iq>,
+}
+
+/// A job's way to send IQs through the loop and wait for the replies.
+#[derive(Debug, Clone)]
+struct IqClient(mpsc::Sender<IqCall>);
+
+impl IqClient {
+    /// The payload of the result to a `get` (or `set`) of `payload` to `to`.
+    async fn call(&self, to: Jid, payload: Element, get: bool) -> Result<Element, String> {
+        let (reply, answer) = oneshot::channel();
+        self.0
+            .send(IqCall {
+                to: to.clone(),
+                payload,
+                get,
+                reply,
+            })
+            .await
+            .map_err(|_| "the client loop is gone".to_string())?;
+        match tokio::time::timeout(IQ_TIMEOUT, answer).await {
+            Err(_) => Err(format!("{to} did not answer within {IQ_TIMEOUT:?}")),
+            Ok(Err(_)) => Err("the connection was reset".to_string()),
+            Ok(Ok(Iq::Result {
+                payload: Some(payload),
+                ..
+            })) => Ok(payload),
+            Ok(Ok(Iq::Error { error, .. })) => Err(format!(
+                "{to} refused: {:?} {}",
+                error.defined_condition,
+                error.texts.values().next().map_or("", |t| t.as_str())
+            )),
+            Ok(Ok(_)) => Err(format!("{to} answered with no payload")),
+        }
+    }
+}
+
+/// Charts per contact within the last minute.
+#[derive(Debug, Default)]
+pub struct ChartLimit {
+    recent: HashMap<String, VecDeque<Instant>>,
+}
+
+impl ChartLimit {
+    /// Whether `contact` may have another chart at `now`; counts it if so.
+    pub fn admit(&mut self, contact: &str, now: Instant) -> bool {
+        let minute = Duration::from_secs(60);
+        self.recent.retain(|_, times| {
+            while times
+                .front()
+                .is_some_and(|t| now.saturating_duration_since(*t) >= minute)
+            {
+                times.pop_front();
+            }
+            !times.is_empty()
+        });
+        let times = self.recent.entry(contact.to_string()).or_default();
+        if times.len() >= CHARTS_PER_MINUTE {
+            return false;
+        }
+        times.push_back(now);
+        true
+    }
+}
+
+/// The chart side of the client loop.
+#[derive(Debug)]
+pub(crate) struct ChartDriver {
+    enabled: bool,
+    tls: Arc<ClientConfig>,
+    service: Arc<Mutex<Option<Service>>>,
+    told_missing: Arc<AtomicBool>,
+    calls: mpsc::Sender<IqCall>,
+    calls_rx: mpsc::Receiver<IqCall>,
+    done: mpsc::Sender<Vec<Stanza>>,
+    done_rx: mpsc::Receiver<Vec<Stanza>>,
+    pending: HashMap<String, (Jid, oneshot::Sender<Iq>)>,
+    limit: ChartLimit,
+    jobs: JoinSet<()>,
+}
+
+impl ChartDriver {
+    /// Charts on (`enabled`) or off (`--no-charts`), uploading over `tls`.
+    pub(crate) fn new(enabled: bool, tls: Arc<ClientConfig>) -> Self {
+        let (calls, calls_rx) = mpsc::channel(16);
+        let (done, done_rx) = mpsc::channel(16);
+        Self {
+            enabled,
+            tls,
+            service: Arc::default(),
+            told_missing: Arc::default(),
+            calls,
+            calls_rx,
+            done,
+            done_rx,
+            pending: HashMap::new(),
+            limit: ChartLimit::default(),
+            jobs: JoinSet::new(),
+        }
+    }
+
+    /// A new session: looks for the upload service of `account`'s domain again.
+    pub(crate) fn online(&mut self, bot: &Arc<Bot>, account: &BareJid) {
+        if !self.enabled {
+            return;
+        }
+        let domain = Jid::from(account.domain().to_owned());
+        let iq = IqClient(self.calls.clone());
+        let service = self.service.clone();
+        let told = self.told_missing.clone();
+        let bot = bot.clone();
+        self.jobs.spawn(async move {
+            let found = discover(&iq, domain.clone()).await;
+            match &found {
+                Ok(Some(s)) => {
+                    tracing::info!(service = %s.jid, max_size = ?s.max_size, "HTTP upload service found: stats answers come with a chart");
+                }
+                Ok(None) | Err(_) => {
+                    if !told.swap(true, Ordering::Relaxed) {
+                        let why = match &found {
+                            Err(e) => e.clone(),
+                            _ => "no item of the domain offers urn:xmpp:http:upload:0".into(),
+                        };
+                        tracing::info!(%domain, why, "no HTTP upload service (XEP-0363) on the XMPP server: stats answers are text only");
+                    }
+                }
+            }
+            let found = found.ok().flatten();
+            bot.charts.set_enabled(found.is_some());
+            *lock(&service) = found;
+        });
+    }
+
+    /// Whether `stanza` is the reply to one of the jobs' IQs (then it went to the job).
+    pub(crate) fn reply(&mut self, stanza: &Stanza) -> bool {
+        let Stanza::Iq(iq) = stanza else {
+            return false;
+        };
+        let (id, from) = match iq {
+            Iq::Result { id, from, .. } | Iq::Error { id, from, .. } => (id, from),
+            _ => return false,
+        };
+        let Some((to, _)) = self.pending.get(id) else {
+            return false;
+        };
+        // RFC 6120 §10.1: only the entity asked answers (a reply from the bot's own server to
+        // a request to it may come without `from`).
+        let from_ok = match from {
+            Some(from) => from == to,
+            None => to.node().is_none() && to.resource().is_none(),
+        };
+        if !from_ok {
+            return false;
+        }
+        if let Some((_, reply)) = self.pending.remove(id) {
+            let _ = reply.send(iq.clone());
+        }
+        true
+    }
+
+    /// After the loop answered a stanza: turns the bot's asks into jobs, taking each chart's
+    /// text answer out of `out` to send after the chart. `is_room` tells rooms (no charts
+    /// there) from contacts.
+    pub(crate) fn after_answer(
+        &mut self,
+        bot: &Arc<Bot>,
+        out: &mut Vec<Stanza>,
+        is_room: impl Fn(&BareJid) -> bool,
+        now: Instant,
+    ) {
+        let asks = bot.charts.take();
+        let Some(service) = lock(&self.service).clone() else {
+            return;
+        };
+        for ask in asks {
+            let Ok(contact) = ask.contact.parse::<BareJid>() else {
+                continue;
+            };
+            if is_room(&contact) {
+                continue;
+            }
+            let Some(input) = bot.chart_input(&ask.contact, &ask.target, ask.window, now) else {
+                continue;
+            };
+            let held = if ask.adhoc {
+                None
+            } else {
+                take_answer(out, &contact)
+            };
+            let (to, type_, thread) = match &held {
+                Some(m) => (m.to.clone(), m.type_.clone(), m.thread.clone()),
+                None if ask.adhoc => (Some(Jid::from(contact.clone())), MessageType::Chat, None),
+                // The text answer is not there (silence): no chart either.
+                None => continue,
+            };
+            if !self.limit.admit(&ask.contact, now) {
+                tracing::info!(contact = %ask.contact, "chart rate limit: answering with text alone");
+                if let Some(mut text) = held {
+                    if let Some(body) = text.bodies.values_mut().next() {
+                        body.push('\n');
+                        body.push_str(LIMIT_NOTE);
+                    }
+                    out.push(text.into());
+                }
+                continue;
+            }
+            let job = Job {
+                input,
+                to,
+                type_,
+                thread,
+                held,
+                service: service.clone(),
+                tls: self.tls.clone(),
+                iq: IqClient(self.calls.clone()),
+            };
+            let done = self.done.clone();
+            self.jobs.spawn(async move {
+                let out = job.run().await;
+                let _ = done.send(out).await;
+            });
+        }
+    }
+
+    /// The next stanzas to send for the charts: a job's IQ, or a finished job's messages.
+    /// Cancel-safe, for `select!`.
+    pub(crate) async fn next(&mut self) -> Vec<Stanza> {
+        tokio::select! {
+            Some(call) = self.calls_rx.recv() => {
+                self.pending.retain(|_, (_, reply)| !reply.is_closed());
+                let id = format!("chart-{:x}", rand::random::<u64>());
+                let iq = if call.get {
+                    Iq::Get { from: None, to: Some(call.to.clone()), id: id.clone(), payload: call.payload }
+                } else {
+                    Iq::Set { from: None, to: Some(call.to.clone()), id: id.clone(), payload: call.payload }
+                };
+                self.pending.insert(id, (call.to, call.reply));
+                vec![iq.into()]
+            }
+            Some(out) = self.done_rx.recv() => out,
+            Some(_) = self.jobs.join_next(), if !self.jobs.is_empty() => Vec::new(),
+        }
+    }
+}
+
+/// Removes the text answer to `contact` from `out`.
+fn take_answer(out: &mut Vec<Stanza>, contact: &BareJid) -> Option<Message> {
+    let index = out.iter().position(|s| {
+        matches!(s, Stanza::Message(m)
+            if !m.bodies.is_empty() && m.to.as_ref().is_some_and(|to| to.to_bare() == *contact))
+    })?;
+    match out.remove(index) {
+        Stanza::Message(m) => Some(m),
+        _ => None,
+    }
+}
+
+/// §2: disco#items of the domain, then disco#info of each item until one is the service.
+async fn discover(iq: &IqClient, domain: Jid) -> Result<Option<Service>, String> {
+    let items = iq
+        .call(
+            domain.clone(),
+            DiscoItemsQuery {
+                node: None,
+                rsm: None,
+            }
+            .into(),
+            true,
+        )
+        .await?;
+    let items = DiscoItemsResult::try_from(items).map_err(|e| format!("disco#items: {e}"))?;
+    for item in items.items.into_iter().take(MAX_ITEMS) {
+        let Ok(info) = iq
+            .call(item.jid.clone(), DiscoInfoQuery { node: None }.into(), true)
+            .await
+        else {
+            continue;
+        };
+        let Ok(info) = DiscoInfoResult::try_from(info) else {
+            continue;
+        };
+        if let Some(max_size) = upload::upload_feature(&info) {
+            return Ok(Some(Service {
+                jid: item.jid,
+                max_size,
+            }));
+        }
+    }
+    Ok(None)
+}
+
+/// One chart on its way.
+struct Job {
+    input: ChartInput,
+    to: Option<Jid>,
+    type_: MessageType,
+    thread: Option<tokio_xmpp::parsers::message::Thread>,
+    held: Option<Message>,
+    service: Service,
+    tls: Arc<ClientConfig>,
+    iq: IqClient,
+}
+
+impl Job {
+    /// The chart message (if all went well) and then the held text.
+    async fn run(self) -> Vec<Stanza> {
+        let mut out = Vec::with_capacity(2);
+        let what = self.input.what.clone();
+        match self.chart().await {
+            Ok(message) => out.push(message.into()),
+            Err(why) => tracing::warn!(
+                sensor = what,
+                why,
+                "chart not sent: answering with text alone"
+            ),
+        }
+        if let Some(text) = self.held {
+            out.push(text.into());
+        }
+        out
+    }
+
+    async fn chart(&self) -> Result<Message, String> {
+        let input = self.input.clone();
+        let started = Instant::now();
+        let rendered = tokio::task::spawn_blocking(move || render::render(&input))
+            .await
+            .map_err(|e| format!("rendering stopped: {e}"))?
+            .map_err(|e| e.to_string())?;
+        let size = rendered.png.len() as u64;
+        tracing::debug!(size, took = ?started.elapsed(), "chart rendered");
+        let limit = self.service.max_size.unwrap_or(MAX_PNG).min(MAX_PNG);
+        if size > limit {
+            return Err(format!(
+                "the PNG has {size} bytes, more than the {limit} the upload service takes"
+            ));
+        }
+        let request = SlotRequest {
+            filename: filename(&self.input.what, self.input.end_ms),
+            size,
+            content_type: Some("image/png".into()),
+        };
+        let slot = self
+            .iq
+            .call(self.service.jid.clone(), request.into(), true)
+            .await?;
+        let slot = SlotResult::try_from(slot).map_err(|e| format!("unusable slot: {e}"))?;
+        upload::put(self.tls.clone(), &slot, rendered.png, "image/png")
+            .await
+            .map_err(|e| e.to_string())?;
+        let url = slot.get.url;
+        if !url.starts_with("https://") {
+            return Err(format!("the GET URL is not https: {url}"));
+        }
+        // XEP-0066 §3 (and XEP-0363 §5): the URL as the body and in `<x/>`, which clients show
+        // inline.
+        let mut message = Message::new_with_type(self.type_.clone(), self.to.clone())
+            .with_body(Default::default(), url.clone())
+            .with_payload(Oob { url, desc: None });
+        message.thread = self.thread.clone();
+        Ok(message)
+    }
+}
+
+/// `temp-20261205-2011.png`: the sensor's name kept to safe characters, and the time (UTC).
+fn filename(what: &str, end_ms: i64) -> String {
+    let name: String = what
+        .chars()
+        .take_while(|c| *c != ' ')
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .take(40)
+        .collect();
+    let name = if name.is_empty() {
+        "chart".to_string()
+    } else {
+        name
+    };
+    format!("{name}-{}.png", end_ms.div_euclid(1000))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn six_charts_a_minute_per_contact() {
+        let mut limit = ChartLimit::default();
+        let t0 = Instant::now();
+        for i in 0..CHARTS_PER_MINUTE {
+            assert!(limit.admit("alice@localhost", t0 + Duration::from_secs(i as u64)));
+        }
+        assert!(!limit.admit("alice@localhost", t0 + Duration::from_secs(10)));
+        // Someone else is not affected, and a minute after the first the next one passes.
+        assert!(limit.admit("bob@localhost", t0 + Duration::from_secs(10)));
+        assert!(limit.admit("alice@localhost", t0 + Duration::from_secs(60)));
+        assert!(!limit.admit("alice@localhost", t0 + Duration::from_secs(60)));
+    }
+
+    #[test]
+    fn file_names_are_safe() {
+        assert_eq!(filename("temp", 1_000_000), "temp-1000.png");
+        assert_eq!(filename("a/b (x/y)", 0), "a_b-0.png");
+        assert_eq!(filename("../..", 0), "_____-0.png");
+        assert_eq!(filename("", 0), "chart-0.png");
+    }
+}
