@@ -23,7 +23,7 @@ use tokio_xmpp::parsers::message::{Message, MessageType};
 use tokio_xmpp::parsers::oob::Oob;
 use tokio_xmpp::Stanza;
 
-use super::render::{self, ChartInput};
+use super::render;
 use super::upload::{self, Service};
 use crate::bridge::bot::{lock, Bot};
 
@@ -229,9 +229,9 @@ impl ChartDriver {
             if is_room(&contact) {
                 continue;
             }
-            let Some(input) = bot.chart_input(&ask.contact, &ask.target, ask.window, now) else {
+            if !bot.chart_possible(&ask.target) {
                 continue;
-            };
+            }
             let held = if ask.adhoc {
                 None
             } else {
@@ -255,7 +255,9 @@ impl ChartDriver {
                 continue;
             }
             let job = Job {
-                input,
+                bot: bot.clone(),
+                ask,
+                now,
                 to,
                 type_,
                 thread,
@@ -265,6 +267,7 @@ impl ChartDriver {
                 iq: IqClient(self.calls.clone()),
             };
             let done = self.done.clone();
+            tracing::debug!(contact = %contact, "chart job started");
             self.jobs.spawn(async move {
                 let out = job.run().await;
                 let _ = done.send(out).await;
@@ -341,7 +344,9 @@ async fn discover(iq: &IqClient, domain: Jid) -> Result<Option<Service>, String>
 
 /// One chart on its way.
 struct Job {
-    input: ChartInput,
+    bot: Arc<Bot>,
+    ask: super::Ask,
+    now: Instant,
     to: Option<Jid>,
     type_: MessageType,
     thread: Option<tokio_xmpp::parsers::message::Thread>,
@@ -355,11 +360,12 @@ impl Job {
     /// The chart message (if all went well) and then the held text.
     async fn run(self) -> Vec<Stanza> {
         let mut out = Vec::with_capacity(2);
-        let what = self.input.what.clone();
         match self.chart().await {
-            Ok(message) => out.push(message.into()),
+            Ok(Some(message)) => out.push(message.into()),
+            // Fewer than two readings: the text says all there is.
+            Ok(None) => {}
             Err(why) => tracing::warn!(
-                sensor = what,
+                sensor = self.ask.target,
                 why,
                 "chart not sent: answering with text alone"
             ),
@@ -370,15 +376,30 @@ impl Job {
         out
     }
 
-    async fn chart(&self) -> Result<Message, String> {
-        let input = self.input.clone();
+    async fn chart(&self) -> Result<Option<Message>, String> {
+        // Copying the history out of the cache and drawing both cost in proportion to the
+        // readings (a week at one a second is 604 800): both off the client loop.
+        let (bot, ask, now) = (self.bot.clone(), self.ask.clone(), self.now);
         let started = Instant::now();
-        let rendered = tokio::task::spawn_blocking(move || render::render(&input))
-            .await
-            .map_err(|e| format!("rendering stopped: {e}"))?
-            .map_err(|e| e.to_string())?;
+        let drawn = tokio::task::spawn_blocking(move || {
+            bot.chart_input(&ask.contact, &ask.target, ask.window, now)
+                .map(|input| render::render(&input).map(|r| (input, r)))
+        })
+        .await
+        .map_err(|e| format!("rendering stopped: {e}"))?;
+        let Some(drawn) = drawn else {
+            return Ok(None);
+        };
+        let (input, rendered) = drawn.map_err(|e| e.to_string())?;
         let size = rendered.png.len() as u64;
-        tracing::debug!(size, took = ?started.elapsed(), "chart rendered");
+        let took_ms = started.elapsed().as_millis();
+        tracing::info!(
+            sensor = input.what,
+            readings = input.samples.len(),
+            size,
+            took_ms,
+            "chart rendered"
+        );
         let limit = self.service.max_size.unwrap_or(MAX_PNG).min(MAX_PNG);
         if size > limit {
             return Err(format!(
@@ -386,7 +407,7 @@ impl Job {
             ));
         }
         let request = SlotRequest {
-            filename: filename(&self.input.what, self.input.end_ms),
+            filename: filename(&input.what, input.end_ms),
             size,
             content_type: Some("image/png".into()),
         };
@@ -408,7 +429,7 @@ impl Job {
             .with_body(Default::default(), url.clone())
             .with_payload(Oob { url, desc: None });
         message.thread = self.thread.clone();
-        Ok(message)
+        Ok(Some(message))
     }
 }
 

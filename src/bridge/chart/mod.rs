@@ -86,6 +86,15 @@ impl Asks {
 }
 
 impl Bot {
+    /// Whether `target` names one sensor (not a pattern): cheap, for the client loop.
+    pub(crate) fn chart_possible(&self, target: &str) -> bool {
+        self.resolve(target).is_ok_and(|(label, filter)| {
+            !crate::topic::is_pattern(filter)
+                && (self.sensors.by_name(label).is_some()
+                    || self.sensors.for_topic(filter).is_some())
+        })
+    }
+
     /// What a chart of `target` over `window` shows for `contact`, or `None` when there is
     /// nothing to draw: a pattern (several topics), an unknown sensor, or fewer than two
     /// readings in the window.
