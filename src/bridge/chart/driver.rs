@@ -458,6 +458,152 @@ fn filename(what: &str, end_ms: i64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::bridge::bot::testing::{building_bot, ALICE};
+    use crate::bridge::cache::CacheLimits;
+    use std::str::FromStr;
+    use tokio_xmpp::parsers::stanza_error::{DefinedCondition, ErrorType, StanzaError};
+
+    const PHONE: &str = "alice@localhost/phone";
+    const UPLOAD: &str = "upload.localhost";
+
+    /// A bot with a minute of temperatures, and a driver that knows an upload service.
+    fn with_service() -> (Arc<Bot>, ChartDriver, Instant) {
+        let (bot, _) = building_bot(&[ALICE], CacheLimits::default());
+        let t0 = Instant::now();
+        for (i, value) in ["20", "21", "23", "22"].iter().enumerate() {
+            bot.ingest(
+                "sensors/temperature",
+                value.as_bytes(),
+                false,
+                t0 + Duration::from_secs(20 * i as u64),
+            );
+        }
+        let driver = ChartDriver::new(true, crate::tls::client_config(None).unwrap());
+        *lock(&driver.service) = Some(Service {
+            jid: Jid::from_str(UPLOAD).unwrap(),
+            max_size: Some(1 << 20),
+        });
+        bot.charts.set_enabled(true);
+        (bot, driver, t0 + Duration::from_secs(60))
+    }
+
+    /// `stats` from alice's phone as the loop answers it: the text answer in `out`.
+    fn answered(bot: &Bot, text: &str, now: Instant) -> Vec<Stanza> {
+        let reply = bot.chat(ALICE, text, now).expect("an answer");
+        vec![
+            Message::new_with_type(MessageType::Chat, Some(Jid::from_str(PHONE).unwrap()))
+                .with_body(Default::default(), reply)
+                .into(),
+        ]
+    }
+
+    /// The next stanzas the driver gives the loop (an empty batch is a job reaped).
+    async fn next(driver: &mut ChartDriver) -> Vec<Stanza> {
+        tokio::time::timeout(Duration::from_secs(30), async {
+            loop {
+                let out = driver.next().await;
+                if !out.is_empty() {
+                    return out;
+                }
+            }
+        })
+        .await
+        .expect("the driver has something to send")
+    }
+
+    #[tokio::test]
+    async fn the_text_waits_for_the_chart_and_goes_alone_when_the_slot_is_refused() {
+        let (bot, mut driver, now) = with_service();
+        let mut out = answered(&bot, "stats temp 1h", now);
+        driver.after_answer(&bot, &mut out, |_| false, now);
+        assert!(out.is_empty(), "the text waits: {out:?}");
+        // XEP-0363 §4: a slot request to the service for the PNG.
+        let sent = next(&mut driver).await;
+        let [Stanza::Iq(Iq::Get {
+            to, id, payload, ..
+        })] = sent.as_slice()
+        else {
+            panic!("not a slot request: {sent:?}");
+        };
+        assert_eq!(to.as_ref().map(|j| j.as_str()), Some(UPLOAD));
+        let request = SlotRequest::try_from(payload.clone()).unwrap();
+        assert!(request.filename.starts_with("temp-") && request.filename.ends_with(".png"));
+        assert_eq!(request.content_type.as_deref(), Some("image/png"));
+        assert!(request.size > 1000, "{request:?}");
+        // A reply from anyone else is not the service's.
+        let refusal = |from: &str| -> Stanza {
+            Iq::Error {
+                from: Some(Jid::from_str(from).unwrap()),
+                to: None,
+                id: id.clone(),
+                error: StanzaError::new(
+                    ErrorType::Modify,
+                    DefinedCondition::NotAcceptable,
+                    "en",
+                    "too large",
+                ),
+                payload: None,
+            }
+            .into()
+        };
+        assert!(!driver.reply(&refusal("eve@localhost")));
+        assert!(driver.reply(&refusal(UPLOAD)));
+        // Refused: the text alone, as without charts.
+        let sent = next(&mut driver).await;
+        let [Stanza::Message(text)] = sent.as_slice() else {
+            panic!("not the text alone: {sent:?}");
+        };
+        assert!(text
+            .bodies
+            .values()
+            .next()
+            .unwrap()
+            .starts_with("temp (sensors/temperature), last 1 h"));
+        assert_eq!(text.to.as_ref().map(|j| j.as_str()), Some(PHONE));
+    }
+
+    #[tokio::test]
+    async fn no_chart_in_rooms_for_patterns_or_beyond_six_a_minute() {
+        let (bot, mut driver, now) = with_service();
+        // Asked in a room (the room is the "contact"): the answer goes out at once.
+        bot.charts.want(
+            "lab@conference.localhost",
+            "temp",
+            Duration::from_secs(3600),
+            false,
+        );
+        let mut out = answered(&bot, "help", now);
+        driver.after_answer(
+            &bot,
+            &mut out,
+            |jid| jid.as_str() == "lab@conference.localhost",
+            now,
+        );
+        assert_eq!(out.len(), 1);
+        // A pattern: text alone, at once.
+        let mut out = answered(&bot, "stats B/# 1h", now);
+        driver.after_answer(&bot, &mut out, |_| false, now);
+        assert_eq!(out.len(), 1);
+        // Six charts a minute; the seventh is the text with a note.
+        for _ in 0..CHARTS_PER_MINUTE {
+            let mut out = answered(&bot, "stats temp 1h", now);
+            driver.after_answer(&bot, &mut out, |_| false, now);
+            assert!(out.is_empty());
+        }
+        let mut out = answered(&bot, "stats temp 1h", now);
+        driver.after_answer(&bot, &mut out, |_| false, now);
+        let [Stanza::Message(text)] = out.as_slice() else {
+            panic!("{out:?}");
+        };
+        assert!(text.bodies.values().next().unwrap().ends_with(LIMIT_NOTE));
+    }
+
+    #[test]
+    fn charts_off_means_no_asks() {
+        let (bot, _) = building_bot(&[ALICE], CacheLimits::default());
+        assert!(bot.chat(ALICE, "stats temp 1h", Instant::now()).is_some());
+        assert!(bot.charts.take().is_empty());
+    }
 
     #[test]
     fn six_charts_a_minute_per_contact() {
