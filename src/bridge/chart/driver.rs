@@ -598,6 +598,22 @@ mod tests {
         assert!(text.bodies.values().next().unwrap().ends_with(LIMIT_NOTE));
     }
 
+    #[tokio::test]
+    async fn a_png_over_the_services_limit_is_not_uploaded() {
+        let (bot, mut driver, now) = with_service();
+        lock(&driver.service).as_mut().unwrap().max_size = Some(100);
+        let mut out = answered(&bot, "stats temp 1h", now);
+        driver.after_answer(&bot, &mut out, |_| false, now);
+        assert!(out.is_empty());
+        // No slot request: straight to the text alone.
+        let sent = next(&mut driver).await;
+        let [Stanza::Message(text)] = sent.as_slice() else {
+            panic!("not the text alone: {sent:?}");
+        };
+        assert!(text.payloads.is_empty());
+        assert!(driver.pending.is_empty());
+    }
+
     #[test]
     fn charts_off_means_no_asks() {
         let (bot, _) = building_bot(&[ALICE], CacheLimits::default());
