@@ -252,3 +252,32 @@ fn cost_of_an_hour_a_day_and_a_week_at_one_reading_a_second() {
         assert!(rendered.points <= 2 * 800);
     }
 }
+
+#[test]
+fn time_ticks_fall_on_round_utc_times() {
+    let label = |start: i64, tick: f64| {
+        let at = start + (tick * 1000.0).round() as i64;
+        (at.rem_euclid(86_400_000) / 60_000, at)
+    };
+    // An hour from 11:00:00.5 to 12:00: every 10 minutes, 11:10 to 12:00.
+    let start = END - HOUR_MS + 500;
+    let ticks = render::time_ticks(start, END);
+    assert_eq!(ticks.len(), 6, "{ticks:?}");
+    assert_eq!(label(start, ticks[0]).0, 11 * 60 + 10);
+    assert!(ticks.iter().all(|t| label(start, *t).1 % 600_000 == 0));
+    // A day: every 3 hours; a week: every day at midnight.
+    let day = render::time_ticks(END - 24 * HOUR_MS, END);
+    assert!(
+        day.len() <= 8
+            && day
+                .iter()
+                .all(|t| label(END - 24 * HOUR_MS, *t).1 % (3 * HOUR_MS) == 0)
+    );
+    let week = render::time_ticks(END - 7 * 24 * HOUR_MS, END);
+    assert!(
+        week.len() <= 8
+            && week
+                .iter()
+                .all(|t| label(END - 7 * 24 * HOUR_MS, *t).1 % (24 * HOUR_MS) == 0)
+    );
+}
