@@ -624,6 +624,10 @@ pub struct BotArgs {
     #[arg(long, env = "MQTT2XMPP_COMMAND_SESSION_LIFETIME", default_value = "10m",
           value_parser = parse_duration, hide = true)]
     pub command_session_lifetime: Duration,
+    /// Answer stats with text alone: no chart, even when the XMPP server has an upload service
+    /// (XEP-0363).
+    #[arg(long, env = "MQTT2XMPP_NO_CHARTS")]
+    pub no_charts: bool,
 }
 
 /// Where the readings come from.

@@ -218,6 +218,7 @@ pub fn bridge(args: &BridgeArgs) -> Result<BridgeConfig, ConfigError> {
             room_timings: crate::bridge::room::RoomTimings::with_ping(
                 args.rooms.room_ping_interval,
             ),
+            charts: !args.bot.no_charts,
         },
         sensors,
         bot,

@@ -349,6 +349,7 @@ pub async fn run(config: UpConfig, shutdown: CancellationToken) -> Result<(), Up
             presence_interval: Duration::from_secs(60),
             rooms: config.room.iter().cloned().collect(),
             room_timings: bridge::room::RoomTimings::default(),
+            charts: true,
         },
         sensors,
         bot: bot_settings(&config.bot),

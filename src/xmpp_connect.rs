@@ -175,6 +175,12 @@ impl Connector {
         self.guard.password.expose().to_string()
     }
 
+    /// The TLS configuration (trust roots and `--xmpp-ca`), for other connections to the same
+    /// server's services (the HTTP upload of charts).
+    pub fn tls(&self) -> Arc<ClientConfig> {
+        self.tls.clone()
+    }
+
     /// The guard to notify on `Online` and to watch for fatal errors.
     pub fn guard(&self) -> Arc<LoginGuard> {
         self.guard.clone()

@@ -157,6 +157,8 @@ pub struct Bot {
     stale_announced: Mutex<Option<BTreeSet<String>>>,
     /// Open XEP-0050 command sessions (see `super::adhoc`).
     pub(super) adhoc: Mutex<super::adhoc::sessions::Sessions>,
+    /// Charts asked for, waiting for the client loop (see `super::chart`).
+    pub(crate) charts: super::chart::Asks,
 }
 
 impl std::fmt::Debug for Bot {
@@ -243,6 +245,7 @@ impl Bot {
             published_profile,
             stale_announced: Mutex::new(None),
             adhoc: Mutex::new(adhoc),
+            charts: Default::default(),
         };
         Ok((
             Arc::new(bot),

@@ -37,6 +37,7 @@ pub(crate) mod adhoc;
 pub(crate) mod alerts;
 pub(crate) mod bot;
 pub(crate) mod cache;
+pub mod chart;
 pub(crate) mod chat;
 pub mod commands;
 pub(crate) mod identity;

@@ -46,6 +46,7 @@ use tokio_xmpp::stanzastream::{
 use tokio_xmpp::Stanza;
 
 use super::bot::{Bot, Notice, Outlets};
+use super::chart::driver::ChartDriver;
 use super::identity;
 use super::profile::Publisher;
 use super::room::{self, RoomJoin, RoomTimings, Rooms};
@@ -513,6 +514,8 @@ pub struct XmppConfig {
     pub rooms: Vec<RoomJoin>,
     /// How often quiet rooms are self-pinged, and how joining again backs off.
     pub room_timings: RoomTimings,
+    /// Charts with `stats` through the server's upload service (off with `--no-charts`).
+    pub charts: bool,
 }
 
 /// Runs the client until `shutdown` or a [`Fatal`] problem: answers through `bot`, sends its
@@ -549,6 +552,7 @@ pub(crate) async fn run(
     let mut online = false;
     let (has_db, published) = bot.published_profile();
     let mut profile = Publisher::new(has_db, published);
+    let mut charts = ChartDriver::new(config.charts, config.connector.tls());
 
     let outcome = loop {
         let presence_due = throttle.due().filter(|_| online);
@@ -581,6 +585,12 @@ pub(crate) async fn run(
                 }
                 continue;
             }
+            due = charts.next() => {
+                for out in due {
+                    send(&stream, out).await;
+                }
+                continue;
+            }
             Some(notice) = notices.recv(), if online => {
                 send(&stream, alert_message(notice, &rooms)).await;
                 continue;
@@ -608,6 +618,7 @@ pub(crate) async fn run(
                 throttle.sent(status, Instant::now());
                 tracing::info!("available: answering chat messages");
                 links.online();
+                charts.online(&bot, &account);
             }
             Some(StreamEvent::Stream(Session::Resumed)) => {
                 online = true;
@@ -630,6 +641,9 @@ pub(crate) async fn run(
             }
             Some(StreamEvent::Stanza(stanza)) => {
                 tracing::debug!(?stanza, "received");
+                if charts.reply(&stanza) {
+                    continue;
+                }
                 if let Some(next) = match &stanza {
                     Stanza::Iq(iq) => profile.answer(iq, &account),
                     _ => None,
@@ -656,9 +670,11 @@ pub(crate) async fn run(
                     bot.presence_status()
                 };
                 let now = Instant::now();
-                for out in
-                    respond_with_rooms(stanza, &account, &mut rooms, &status, bot.as_ref(), now)
-                {
+                let mut outs =
+                    respond_with_rooms(stanza, &account, &mut rooms, &status, bot.as_ref(), now);
+                // A `stats` with a chart: its text waits for the chart (see `super::chart`).
+                charts.after_answer(&bot, &mut outs, |jid| rooms.get(jid).is_some(), now);
+                for out in outs {
                     tracing::debug!(?out, "sending");
                     send(&stream, out).await;
                 }

@@ -457,6 +457,8 @@ pub struct Prosody {
     extra: String,
     /// Holds the config, certificate, key, accounts and logs; removed after the server is gone.
     dir: TempDir,
+    /// The loopback HTTPS port (same certificate), when [`Prosody::start_with_https`] opened one.
+    pub https_port: Option<u16>,
 }
 
 /// Prosody's multi-user chat service at `conference.localhost` (XEP-0045): rooms open as soon as
@@ -483,6 +485,21 @@ impl Prosody {
     /// [`Prosody::start`] with `extra` appended to the config (after the virtual host), e.g.
     /// [`PROSODY_MUC`].
     pub fn start_with(extra: &str) -> Option<Prosody> {
+        Prosody::start_with_options(extra, false)
+    }
+
+    /// [`Prosody::start_with`] plus an HTTPS listener on another free loopback port
+    /// ([`Prosody::https_port`]) with the same certificate, for HTTP modules such as
+    /// `http_file_share`. Waits until it listens too.
+    pub fn start_with_https(extra: &str) -> Option<Prosody> {
+        let server = Prosody::start_with_options(extra, true)?;
+        if let Some(port) = server.https_port {
+            wait_for_port(port, "prosody https", START_DEADLINE);
+        }
+        Some(server)
+    }
+
+    fn start_with_options(extra: &str, https: bool) -> Option<Prosody> {
         let program = find_peer("prosody", &["/usr/bin/prosody"])?;
         let prosodyctl = find_peer("prosodyctl", &["/usr/bin/prosodyctl"])?;
         let domain = "localhost".to_owned();
@@ -508,9 +525,11 @@ impl Prosody {
             child: None,
             extra: extra.to_owned(),
             dir,
+            https_port: None,
         };
         for _ in 0..PORT_ATTEMPTS {
             server.port = free_port();
+            server.https_port = https.then(free_port);
             let config = server.config_text(&certs, &data, &key_file);
             write_file(&server.config, &config, 0o600);
             if server.spawn().is_ok() {
@@ -590,7 +609,8 @@ legacy_ssl_ports = {{}}
 s2s_ports = {{}}
 component_ports = {{}}
 http_ports = {{}}
-https_ports = {{}}
+https_ports = {{ {https_port} }}
+https_ssl = {{ certificate = {cert}, key = {key} }}
 
 storage = "internal"
 modules_disabled = {{ "s2s" }}
@@ -609,6 +629,7 @@ VirtualHost {domain}
             domain = lua_string(Path::new(&self.domain)),
             cert = lua_string(&self.ca_file),
             key = lua_string(key_file),
+            https_port = self.https_port.map(|p| p.to_string()).unwrap_or_default(),
             snippet = include_str!("../../deploy/prosody-mqtt2xmpp.cfg.lua"),
             extra = self.extra,
         )

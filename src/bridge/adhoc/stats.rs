@@ -87,6 +87,8 @@ pub(super) fn finish(bot: &Bot, ctx: &Ctx, values: &Values) -> Finish {
             reply::format_age(window)
         )));
     };
+    // A chart too, sent as a message, when the client loop can (see `crate::bridge::chart`).
+    bot.charts.want(ctx.contact, target, window, true);
     let result = form::result(
         "Statistics",
         vec![

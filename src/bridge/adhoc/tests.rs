@@ -312,6 +312,8 @@ fn read_sensors_offers_current_values_and_answers_with_a_table() {
 #[test]
 fn statistics_takes_two_stages_goes_back_with_prev_and_matches_the_text_command() {
     let (bot, _) = building_bot(&[ALICE], CacheLimits::default());
+    // An upload service is known: completing the command asks for a chart too.
+    bot.charts.set_enabled(true);
     let t0 = Instant::now();
     for (i, value) in [20.0, 22.0, 24.0].iter().enumerate() {
         let at = t0 + Duration::from_secs(60 * i as u64);
@@ -365,6 +367,16 @@ fn statistics_takes_two_stages_goes_back_with_prev_and_matches_the_text_command(
     .unwrap();
     let done = command(&bot, PHONE, &attrs("complete"), &[("window", &["1h"])], now).unwrap();
     assert_eq!(status(&done), "completed");
+    let asks = bot.charts.take();
+    assert_eq!(asks.len(), 1, "{asks:?}");
+    assert_eq!(
+        (
+            asks[0].contact.as_str(),
+            asks[0].target.as_str(),
+            asks[0].adhoc
+        ),
+        (ALICE, "temp", true)
+    );
     let result = form(&done);
     assert_eq!(value(&result, "min"), "20 °C");
     assert_eq!(value(&result, "max"), "24 °C");

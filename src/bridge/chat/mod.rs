@@ -143,7 +143,11 @@ impl Bot {
                  add you with --allow. You can still ask for readings: send help."
                     .to_string()
             }
-            ChatCommand::Stats { target, window } => self.stats(&target, window, now),
+            ChatCommand::Stats { target, window } => {
+                // A chart too, when the client loop can send one (see `super::chart`).
+                self.charts.want(contact, &target, window, false);
+                self.stats(&target, window, now)
+            }
             ChatCommand::AlertSet {
                 target,
                 above,
