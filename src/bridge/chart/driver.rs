@@ -33,6 +33,13 @@ pub const CHARTS_PER_MINUTE: usize = 6;
 /// The note added to a text answer sent without its chart for the rate limit.
 pub const LIMIT_NOTE: &str = "(No chart this time: at most 6 charts a minute.)";
 
+/// Charts being drawn or uploaded at once, for everyone: each holds a copy of its window's
+/// readings and a core while it renders, so a bot on a small board keeps answering.
+pub const MAX_JOBS: usize = 8;
+
+/// The note added to a text answer sent without its chart because [`MAX_JOBS`] are under way.
+pub const BUSY_NOTE: &str = "(No chart this time: the bot is drawing others; ask again shortly.)";
+
 /// How long an IQ of a job (disco, slot) may wait for its reply.
 const IQ_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -243,12 +250,20 @@ impl ChartDriver {
                 // The text answer is not there (silence): no chart either.
                 None => continue,
             };
-            if !self.limit.admit(&ask.contact, now) {
+            let refused = if self.jobs.len() >= MAX_JOBS {
+                tracing::info!(contact = %ask.contact, jobs = MAX_JOBS, "charts busy: answering with text alone");
+                Some(BUSY_NOTE)
+            } else if !self.limit.admit(&ask.contact, now) {
                 tracing::info!(contact = %ask.contact, "chart rate limit: answering with text alone");
+                Some(LIMIT_NOTE)
+            } else {
+                None
+            };
+            if let Some(note) = refused {
                 if let Some(mut text) = held {
                     if let Some(body) = text.bodies.values_mut().next() {
                         body.push('\n');
-                        body.push_str(LIMIT_NOTE);
+                        body.push_str(note);
                     }
                     out.push(text.into());
                 }
@@ -596,6 +611,27 @@ mod tests {
             panic!("{out:?}");
         };
         assert!(text.bodies.values().next().unwrap().ends_with(LIMIT_NOTE));
+    }
+
+    #[tokio::test]
+    async fn beyond_eight_charts_under_way_the_text_goes_alone_with_a_note() {
+        let (bot, mut driver, now) = with_service();
+        // Six for alice now and two more a minute later: eight jobs wait for their slots.
+        for at in [now; CHARTS_PER_MINUTE]
+            .into_iter()
+            .chain([now + Duration::from_secs(61); MAX_JOBS - CHARTS_PER_MINUTE])
+        {
+            let mut out = answered(&bot, "stats temp 1h", at);
+            driver.after_answer(&bot, &mut out, |_| false, at);
+            assert!(out.is_empty(), "{out:?}");
+        }
+        let later = now + Duration::from_secs(61);
+        let mut out = answered(&bot, "stats temp 1h", later);
+        driver.after_answer(&bot, &mut out, |_| false, later);
+        let [Stanza::Message(text)] = out.as_slice() else {
+            panic!("{out:?}");
+        };
+        assert!(text.bodies.values().next().unwrap().ends_with(BUSY_NOTE));
     }
 
     #[tokio::test]
