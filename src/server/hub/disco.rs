@@ -29,6 +29,7 @@
 use tokio_xmpp::jid::BareJid;
 use tokio_xmpp::minidom::Element;
 use tokio_xmpp::parsers::caps::Caps;
+use tokio_xmpp::parsers::data_forms::{DataForm, DataFormType, Field, FieldType};
 use tokio_xmpp::parsers::disco::{DiscoInfoResult, DiscoItemsResult, Identity, Item};
 use tokio_xmpp::parsers::ns;
 use tokio_xmpp::parsers::stanza_error::DefinedCondition;
@@ -66,10 +67,13 @@ impl Service for Disco {
         let query = &request.payload;
         let info = query.is("query", ns::DISCO_INFO);
         let answer = match request.at {
-            Target::Server if info => server_info(query, hub.features(Entity::Server)),
+            Target::Server if info => server_info(query, hub.features(Entity::Server))
+                .map(|info| with_contacts(info, &hub.contacts)),
             Target::Server => Ok(server_items(
                 query,
-                hub.component_domains().chain(hub.muc_service()),
+                hub.component_domains()
+                    .chain(hub.muc_service())
+                    .chain(hub.upload_service()),
             )),
             Target::OwnAccount | Target::OtherAccount => {
                 let Some(account) = request.account() else {
@@ -103,6 +107,27 @@ pub(super) fn server_disco_info<'a>(features: impl Iterator<Item = &'a str>) -> 
         features: features.map(str::to_string).collect(),
         extensions: Vec::new(),
     }
+}
+
+/// `info` (the server's disco#info) with its contact addresses (XEP-0157 §3): a form of
+/// `FORM_TYPE` `http://jabber.org/network/serverinfo`, one list field per kind of address
+/// (`admin-addresses`, `abuse-addresses` … §4), none when no address is configured.
+fn with_contacts(info: Element, contacts: &[(String, Vec<String>)]) -> Element {
+    if contacts.is_empty() {
+        return info;
+    }
+    let fields = contacts
+        .iter()
+        .map(|(kind, uris)| {
+            let mut field = Field::new(&format!("{kind}-addresses"), FieldType::ListMulti);
+            field.values = uris.clone();
+            field
+        })
+        .collect();
+    let form = DataForm::new(DataFormType::Result_, ns::SERVER_INFO, fields);
+    let mut info = info;
+    info.append_child(form.into());
+    info
 }
 
 /// The entity capabilities of `info` (XEP-0115 §5.1, with SHA-1, the hash every client
