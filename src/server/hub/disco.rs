@@ -67,8 +67,9 @@ impl Service for Disco {
         let query = &request.payload;
         let info = query.is("query", ns::DISCO_INFO);
         let answer = match request.at {
-            Target::Server if info => server_info(query, hub.features(Entity::Server))
-                .map(|info| with_contacts(info, &hub.contacts)),
+            Target::Server if info => {
+                server_info(query, hub.features(Entity::Server), &hub.contacts)
+            }
             Target::Server => Ok(server_items(
                 query,
                 hub.component_domains()
@@ -111,8 +112,9 @@ pub(super) fn server_disco_info<'a>(features: impl Iterator<Item = &'a str>) -> 
 
 /// `info` (the server's disco#info) with its contact addresses (XEP-0157 §3): a form of
 /// `FORM_TYPE` `http://jabber.org/network/serverinfo`, one list field per kind of address
-/// (`admin-addresses`, `abuse-addresses` … §4), none when no address is configured.
-fn with_contacts(info: Element, contacts: &[(String, Vec<String>)]) -> Element {
+/// (`admin-addresses`, `abuse-addresses` … §4), none when no address is configured. The
+/// server's caps hash the same answer (XEP-0115 §5.1 covers forms), [`server_caps`].
+fn with_contacts(mut info: DiscoInfoResult, contacts: &[(String, Vec<String>)]) -> DiscoInfoResult {
     if contacts.is_empty() {
         return info;
     }
@@ -124,10 +126,25 @@ fn with_contacts(info: Element, contacts: &[(String, Vec<String>)]) -> Element {
             field
         })
         .collect();
-    let form = DataForm::new(DataFormType::Result_, ns::SERVER_INFO, fields);
-    let mut info = info;
-    info.append_child(form.into());
+    info.extensions.push(DataForm::new(
+        DataFormType::Result_,
+        ns::SERVER_INFO,
+        fields,
+    ));
     info
+}
+
+/// The server's entity capabilities with its contact addresses, for a server that has some
+/// (the stream features of a server without any are built once, from the services alone).
+pub(crate) fn server_caps(
+    services: &[&dyn Service],
+    contacts: &[(String, Vec<String>)],
+) -> Option<Element> {
+    let info = with_contacts(
+        server_disco_info(features_of(services, Entity::Server)),
+        contacts,
+    );
+    Some(caps(&info)?.into())
 }
 
 /// The entity capabilities of `info` (XEP-0115 §5.1, with SHA-1, the hash every client
@@ -151,8 +168,9 @@ fn caps_node(info: &DiscoInfoResult) -> Option<String> {
 fn server_info<'a>(
     query: &Element,
     features: impl Iterator<Item = &'a str>,
+    contacts: &[(String, Vec<String>)],
 ) -> Result<Element, DefinedCondition> {
-    let mut info = server_disco_info(features);
+    let mut info = with_contacts(server_disco_info(features), contacts);
     if let Some(node) = node_of(query) {
         if caps_node(&info).as_ref() != Some(&node) {
             return Err(DefinedCondition::ItemNotFound);

@@ -110,6 +110,7 @@ use super::limits::ServerLimits;
 use super::store::Store;
 
 pub(crate) use self::components::{sender_in_domain, ComponentRefused};
+pub(crate) use self::disco::server_caps;
 use self::service::Service;
 pub use self::sessions::BoundSession;
 /// The names in upload URLs, shared with the HTTP side (`crate::server::upload`).

@@ -302,4 +302,12 @@ fn the_server_lists_its_contact_addresses_in_a_serverinfo_form() {
         ["mailto:ops@example.org", "xmpp:ops@example.org"]
     );
     assert_eq!(values("abuse-addresses"), ["mailto:abuse@example.org"]);
+    // The caps in the stream features hash this very answer, form included (XEP-0115 §5.1).
+    let advertised =
+        crate::server::hub::server_caps(crate::server::hub::registry::SERVICES, &limits.contacts)
+            .unwrap();
+    let computed = Element::from(crate::caps::caps_of(&info, crate::caps::CAPS_NODE).unwrap());
+    assert_eq!(advertised.attr("ver"), computed.attr("ver"));
+    let plain = crate::server::hub::server_caps(crate::server::hub::registry::SERVICES, &[]);
+    assert_ne!(plain.unwrap().attr("ver"), advertised.attr("ver"));
 }
