@@ -17,6 +17,7 @@
 
 use std::convert::Infallible;
 use std::sync::Arc;
+use std::time::Duration;
 
 use http_body_util::combinators::BoxBody;
 use http_body_util::{BodyExt, Empty, Full, StreamBody};
@@ -286,8 +287,13 @@ where
     options.mode(0o600);
     let mut file = options.open(&part).await.map_err(internal)?;
     let mut received: u64 = 0;
+    // An idle limit between reads, and a whole-body deadline at 16 KiB/s, so that a client
+    // trickling a byte now and then cannot hold a connection for hours.
+    let idle = uploads.limits.body_timeout;
+    let deadline = tokio::time::Instant::now() + idle + Duration::from_secs(size / 16_384);
     loop {
-        let frame = match tokio::time::timeout(uploads.limits.body_timeout, body.frame()).await {
+        let wait = (tokio::time::Instant::now() + idle).min(deadline);
+        let frame = match tokio::time::timeout_at(wait, body.frame()).await {
             Err(_) => return Err((StatusCode::REQUEST_TIMEOUT, "the body stalled")),
             Ok(None) => break,
             Ok(Some(Err(error))) => {
@@ -424,7 +430,7 @@ where
         }
         () = shutdown.cancelled() => {
             connection.as_mut().graceful_shutdown();
-            let _ = tokio::time::timeout(std::time::Duration::from_secs(3), connection).await;
+            let _ = tokio::time::timeout(Duration::from_secs(3), connection).await;
         }
     }
 }

@@ -370,3 +370,57 @@ async fn a_body_that_stalls_is_cut_off_and_uses_the_slot_up() {
         .unwrap()
         .is_none());
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_body_trickled_byte_by_byte_meets_the_whole_body_deadline() {
+    let f = fixture(UploadLimits::default());
+    // 64 KiB at 16 KiB/s: 4 s, plus the 30 s idle limit.
+    f.slot(TOKEN, 65_536, None);
+    let mut client = connect(&f);
+    client
+        .write_all(
+            format!(
+                "PUT /upload/{TOKEN}/chart%201.png HTTP/1.1\r\nHost: a\r\nContent-Length: 65536\r\n\r\n"
+            )
+            .as_bytes(),
+        )
+        .await
+        .unwrap();
+    let started = tokio::time::Instant::now();
+    // A byte every 20 s: never idle for 30 s, yet far slower than the deadline allows.
+    let answer = loop {
+        let mut buffer = [0u8; 256];
+        tokio::select! {
+            read = client.read(&mut buffer) => {
+                break String::from_utf8_lossy(&buffer[..read.unwrap_or(0)]).into_owned();
+            }
+            () = tokio::time::sleep(Duration::from_secs(20)) => {
+                let _ = client.write_all(b"x").await;
+            }
+        }
+    };
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+    assert!(
+        started.elapsed() <= Duration::from_secs(35),
+        "{:?}",
+        started.elapsed()
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_idle_keep_alive_connection_is_closed() {
+    let f = fixture(UploadLimits::default());
+    let mut client = connect(&f);
+    client
+        .write_all(b"GET /nothing HTTP/1.1\r\nHost: a\r\n\r\n")
+        .await
+        .unwrap();
+    let started = tokio::time::Instant::now();
+    let answer = read_all(&mut client).await;
+    assert!(answer.starts_with("HTTP/1.1 404"), "{answer}");
+    assert!(
+        started.elapsed() <= Duration::from_secs(11),
+        "{:?}",
+        started.elapsed()
+    );
+}
