@@ -135,6 +135,9 @@ enum Mode {
     Publish(PublishArgs),
     /// Many occupants of one room, a few of them talking: groupchat deliveries per second.
     Room(RoomArgs),
+    /// Clients uploading files over HTTP File Upload (XEP-0363) in a closed loop: slot, PUT,
+    /// next: files and bytes per second.
+    Upload(UploadArgs),
 }
 
 /// How clients reach and log in to the XMPP server.
@@ -194,6 +197,27 @@ struct RouteArgs {
     /// Bytes of padding in each body, after the timestamp.
     #[arg(long, default_value_t = 64)]
     padding: usize,
+}
+
+#[derive(Debug, Args)]
+struct UploadArgs {
+    #[command(flatten)]
+    conn: Conn,
+    /// Uploading clients (accounts first … first + clients − 1), each with one upload at a time.
+    #[arg(long, default_value_t = 8)]
+    clients: usize,
+    /// Bytes of each file.
+    #[arg(long, default_value_t = 1024 * 1024)]
+    size: usize,
+    /// The upload service's JID.
+    #[arg(long, default_value = "upload.localhost")]
+    service: String,
+    /// Measured time.
+    #[arg(long, default_value = "20s", value_parser = humantime::parse_duration)]
+    duration: Duration,
+    /// Unmeasured time before it.
+    #[arg(long, default_value = "2s", value_parser = humantime::parse_duration)]
+    warmup: Duration,
 }
 
 #[derive(Debug, Args)]
@@ -347,6 +371,7 @@ fn main() -> anyhow::Result<()> {
             Mode::Fresh(args) => fresh(args).await,
             Mode::Publish(args) => publish(args).await,
             Mode::Room(args) => room(args).await,
+            Mode::Upload(args) => upload(args).await,
         }
     })?;
     eprintln!("{}", report.human);
@@ -1870,4 +1895,184 @@ fn room_timestamp(message: &Message, run_id: &str) -> Option<(u64, usize)> {
     let sent = words.next()?.parse().ok()?;
     let from = words.next()?.parse().ok()?;
     Some((sent, from))
+}
+
+// ---------------------------------------------------------------------------------------------
+// Upload
+
+/// What the uploading clients of a run counted.
+#[derive(Debug, Default)]
+struct UploadStats {
+    files: u64,
+    bytes: u64,
+    latencies_us: Vec<u64>,
+    refused: u64,
+    error: Option<String>,
+}
+
+/// One upload: a slot from `service` (XEP-0363 §4), then the PUT with the slot's headers over
+/// a new TLS connection to the server's address (the URL's host is verified as the
+/// certificate's name). Returns the HTTP status.
+async fn upload_once(
+    client: &mut Client,
+    setup: &LoginSetup,
+    service: &Jid,
+    body: &[u8],
+    n: u64,
+) -> anyhow::Result<u16> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio_xmpp::parsers::http_upload::{SlotRequest, SlotResult};
+    let id = format!("slot{n}");
+    let request = SlotRequest {
+        filename: format!("file{n}.bin"),
+        size: body.len() as u64,
+        content_type: Some("application/octet-stream".into()),
+    };
+    client
+        .send(Iq::from_get(id.clone(), request).with_to(service.clone()))
+        .await?;
+    let slot = loop {
+        match client.next_stanza().await? {
+            Stanza::Iq(Iq::Result {
+                id: got,
+                payload: Some(payload),
+                ..
+            }) if got == id => {
+                break SlotResult::try_from(payload).map_err(|e| anyhow!("bad slot: {e:?}"))?;
+            }
+            Stanza::Iq(iq) if iq.id() == id => bail!("slot refused: {iq:?}"),
+            Stanza::Iq(iq) => client.answer_iq(iq).await?,
+            _ => {}
+        }
+    };
+    let url = slot.put.url.as_str();
+    let rest = url
+        .strip_prefix("https://")
+        .ok_or_else(|| anyhow!("not an https URL: {url}"))?;
+    let (authority, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
+    let (host, port) = match authority.rsplit_once(':') {
+        Some((host, port)) => (host, port.parse::<u16>()?),
+        None => (authority, 443),
+    };
+    let server: SocketAddr = setup.conn.server.parse().context("--server")?;
+    let tcp = TcpStream::connect((server.ip(), port)).await?;
+    let _ = tcp.set_nodelay(true);
+    let connector = tokio_rustls::TlsConnector::from(setup.tls.clone());
+    let name = rustls::pki_types::ServerName::try_from(host.to_string())?;
+    let mut tls = connector.connect(name, tcp).await?;
+    let mut head = format!(
+        "PUT {path} HTTP/1.1\r\nHost: {authority}\r\nContent-Length: {}\r\n\
+         Content-Type: application/octet-stream\r\nConnection: close\r\n",
+        body.len()
+    );
+    for header in &slot.put.headers {
+        let name = match header.name {
+            tokio_xmpp::parsers::http_upload::HeaderName::Authorization => "Authorization",
+            tokio_xmpp::parsers::http_upload::HeaderName::Cookie => "Cookie",
+            tokio_xmpp::parsers::http_upload::HeaderName::Expires => "Expires",
+        };
+        let _ = write!(head, "{name}: {}\r\n", header.value);
+    }
+    head.push_str("\r\n");
+    tls.write_all(head.as_bytes()).await?;
+    tls.write_all(body).await?;
+    tls.flush().await?;
+    let mut answer = Vec::new();
+    // The status line is enough; the server closes after its answer (Connection: close).
+    let mut buffer = [0u8; 4096];
+    loop {
+        let n = tls.read(&mut buffer).await.unwrap_or(0);
+        if n == 0 {
+            break;
+        }
+        answer.extend_from_slice(&buffer[..n]);
+        if answer.windows(4).any(|w| w == b"\r\n\r\n") {
+            break;
+        }
+    }
+    let status = std::str::from_utf8(answer.get(9..12).unwrap_or_default())
+        .ok()
+        .and_then(|code| code.parse().ok())
+        .ok_or_else(|| anyhow!("no HTTP answer: {:?}", String::from_utf8_lossy(&answer)))?;
+    Ok(status)
+}
+
+async fn upload(args: UploadArgs) -> anyhow::Result<Report> {
+    let service: Jid = args.service.parse().context("--service")?;
+    let setup = LoginSetup::new(args.conn.clone())?;
+    let clients = login_all(&setup, args.clients.max(1), "upload").await?;
+    let body: Arc<Vec<u8>> = Arc::new((0..args.size).map(|i| (i * 31 % 251) as u8).collect());
+    let now = Instant::now();
+    let measure_from = now + args.warmup;
+    let measure_until = measure_from + args.duration;
+    let marks = mark_window(measure_from, measure_until);
+    let mut tasks = Vec::new();
+    for mut client in clients {
+        let (setup, service, body) = (setup.clone(), service.clone(), body.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut stats = UploadStats::default();
+            let mut n = 0u64;
+            while Instant::now() < measure_until {
+                let began = Instant::now();
+                n += 1;
+                match upload_once(&mut client, &setup, &service, &body, n).await {
+                    Ok(status) if (200..300).contains(&status) => {
+                        let done = Instant::now();
+                        if began >= measure_from && done <= measure_until {
+                            stats.files += 1;
+                            stats.bytes += body.len() as u64;
+                            stats.latencies_us.push((done - began).as_micros() as u64);
+                        }
+                    }
+                    Ok(_) => stats.refused += 1,
+                    Err(e) => {
+                        stats.error = Some(format!("{}: {e:#}", client.jid));
+                        return stats;
+                    }
+                }
+            }
+            client.close().await;
+            stats
+        }));
+    }
+    let mut total = UploadStats::default();
+    let mut errors = Vec::new();
+    for task in tasks {
+        let stats = task.await?;
+        total.files += stats.files;
+        total.bytes += stats.bytes;
+        total.refused += stats.refused;
+        total.latencies_us.extend(stats.latencies_us);
+        errors.extend(stats.error);
+    }
+    marks.await?;
+    let seconds = args.duration.as_secs_f64();
+    let files_per_s = total.files as f64 / seconds;
+    let mb_per_s = total.bytes as f64 / seconds / 1e6;
+    let latency = Percentiles::of(total.latencies_us);
+    let human = format!(
+        "upload: {} clients, {} bytes a file: {files_per_s:.1} files/s, {mb_per_s:.1} MB/s over \
+         {seconds:.0} s; slot+PUT {}; {} refused, {} errors{}",
+        args.clients,
+        args.size,
+        latency.human(),
+        total.refused,
+        errors.len(),
+        errors
+            .first()
+            .map(|e| format!(" (first: {e})"))
+            .unwrap_or_default(),
+    );
+    let json = format!(
+        "{{\"mode\": \"upload\", \"clients\": {}, \"size\": {}, \"duration_s\": {seconds}, \
+         \"files_per_s\": {files_per_s:.2}, \"mb_per_s\": {mb_per_s:.2}, \"files\": {}, {}, \
+         \"refused\": {}, \"errors\": {}}}",
+        args.clients,
+        args.size,
+        total.files,
+        latency.json(""),
+        total.refused,
+        errors.len()
+    );
+    Ok(Report { human, json })
 }

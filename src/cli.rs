@@ -28,6 +28,8 @@ pub struct Cli {
 }
 
 /// The subcommands.
+// Parsed once at start: the size of the largest variant costs nothing.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run the bot: subscribe to an MQTT topic and answer every chat message with its latest value.
@@ -242,6 +244,105 @@ pub struct ServerArgs {
     #[command(flatten)]
     #[allow(missing_docs)]
     pub components: ComponentArgs,
+
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub upload: UploadArgs,
+
+    /// An address where people reach who runs this server (XEP-0157), shown by clients that
+    /// ask the server who runs it: KIND is admin, abuse, support, security, feedback, sales
+    /// or status, URI a mailto:, xmpp: or https: address, e.g.
+    /// `--contact-address admin=mailto:ops@example.org`. Repeatable; comma-separated in the
+    /// environment variable.
+    #[arg(long = "contact-address", env = "MQTT2XMPP_CONTACT_ADDRESSES",
+        value_name = "KIND=URI", value_delimiter = ',', value_parser = parse_contact)]
+    pub contact_addresses: Vec<(String, String)>,
+}
+
+/// HTTP File Upload (XEP-0363) of `mqtt2xmpp server`: people share photos and files, and the
+/// bot its charts, by uploading them here and sending the link.
+#[derive(Debug, Args)]
+#[command(next_help_heading = "HTTP File Upload (XEP-0363)")]
+pub struct UploadArgs {
+    /// Serve file uploads over HTTPS on this address (same certificate as XMPP), e.g.
+    /// 0.0.0.0:5443, and offer the upload service upload.DOMAIN. The links handed out are
+    /// https://DOMAIN:PORT/upload/…, unless --http-external-url says otherwise. Off unless
+    /// given.
+    #[arg(long, env = "MQTT2XMPP_HTTP_LISTEN", value_name = "ADDR")]
+    pub http_listen: Option<std::net::SocketAddr>,
+
+    /// The start of the upload links when clients reach the HTTPS listener by another name or
+    /// port than https://DOMAIN:PORT (a reverse proxy, a port forward), e.g.
+    /// https://files.example.org.
+    #[arg(long, env = "MQTT2XMPP_HTTP_EXTERNAL_URL", value_name = "URL", value_parser = parse_external_url)]
+    pub http_external_url: Option<String>,
+
+    /// Largest file one upload may bring, in bytes.
+    #[arg(long, env = "MQTT2XMPP_UPLOAD_MAX_SIZE", value_name = "BYTES",
+        default_value_t = 10 * 1024 * 1024, value_parser = clap::value_parser!(u64).range(1..))]
+    pub upload_max_size: u64,
+
+    /// Most bytes of uploaded files one account keeps at once; past it, uploads are refused
+    /// until older files expire.
+    #[arg(long, env = "MQTT2XMPP_UPLOAD_QUOTA", value_name = "BYTES",
+        default_value_t = 100 * 1024 * 1024, value_parser = clap::value_parser!(u64).range(1..))]
+    pub upload_quota: u64,
+
+    /// Uploaded files are deleted this many days after their upload.
+    #[arg(long, env = "MQTT2XMPP_UPLOAD_EXPIRE_DAYS", value_name = "DAYS", default_value_t = 7,
+        value_parser = clap::value_parser!(u32).range(1..))]
+    pub upload_expire_days: u32,
+
+    /// Files' lifetime in seconds instead of days (for tests).
+    #[arg(long, hide = true)]
+    pub upload_expire_seconds: Option<u64>,
+
+    /// Most HTTPS connections served at once; more wait to be accepted.
+    #[arg(long, env = "MQTT2XMPP_HTTP_MAX_CONNECTIONS", value_name = "COUNT",
+        default_value_t = 256, value_parser = clap::value_parser!(u32).range(1..))]
+    pub http_max_connections: u32,
+}
+
+/// The kinds of contact address of XEP-0157 §4.
+const CONTACT_KINDS: [&str; 7] = [
+    "admin", "abuse", "support", "security", "feedback", "sales", "status",
+];
+
+/// `admin=mailto:ops@example.org`.
+fn parse_contact(text: &str) -> Result<(String, String), String> {
+    let (kind, uri) = text
+        .split_once('=')
+        .ok_or_else(|| "expected KIND=URI, e.g. admin=mailto:ops@example.org".to_string())?;
+    let kind = kind.trim().to_ascii_lowercase();
+    if !CONTACT_KINDS.contains(&kind.as_str()) {
+        return Err(format!(
+            "unknown kind {kind:?}: one of {}",
+            CONTACT_KINDS.join(", ")
+        ));
+    }
+    let uri = uri.trim();
+    if !uri.contains(':') || uri.chars().any(char::is_whitespace) {
+        return Err(format!(
+            "{uri:?} is not a URI: write mailto:…, xmpp:… or https://…"
+        ));
+    }
+    Ok((kind, uri.to_string()))
+}
+
+/// An `https://HOST[:PORT][/PATH]` the upload links start with.
+fn parse_external_url(text: &str) -> Result<String, String> {
+    let rest = text
+        .strip_prefix("https://")
+        .ok_or_else(|| format!("{text:?} must start with https://"))?;
+    if rest.is_empty()
+        || rest.starts_with('/')
+        || rest
+            .chars()
+            .any(|c| c.is_whitespace() || c == '?' || c == '#')
+    {
+        return Err(format!("{text:?} is not an https:// URL with a host"));
+    }
+    Ok(text.trim_end_matches('/').to_string())
 }
 
 /// What one account may keep in PEP (XEP-0163): the nickname, avatar, bookmarks and OMEMO keys
@@ -784,6 +885,11 @@ pub struct UpArgs {
     /// byte, for clients set to direct TLS or SSL).
     #[arg(long, env = "MQTT2XMPP_XMPP_TLS_PORT", default_value_t = 5223)]
     pub xmpp_tls_port: u16,
+
+    /// Port of the XMPP server's HTTPS file upload listener on 127.0.0.1 (XEP-0363: photos and
+    /// files sent in chats, and the bot's charts).
+    #[arg(long, env = "MQTT2XMPP_HTTP_PORT", default_value_t = 5443)]
+    pub http_port: u16,
 
     /// Port of the MQTT broker (embedded on 127.0.0.1, or on --mqtt-host).
     #[arg(long, env = "MQTT2XMPP_MQTT_PORT", default_value_t = 1883)]

@@ -427,12 +427,36 @@ pub fn server(args: &ServerArgs) -> ServerConfig {
                 message_burst: args.muc.muc_message_burst,
                 ..Default::default()
             },
+            upload: server::upload::UploadLimits {
+                max_file_size: args.upload.upload_max_size,
+                quota: args.upload.upload_quota,
+                file_ttl: match args.upload.upload_expire_seconds {
+                    Some(seconds) => Duration::from_secs(seconds),
+                    None => Duration::from_secs(u64::from(args.upload.upload_expire_days) * 86_400),
+                },
+                public_url: args.upload.http_external_url.clone(),
+                max_connections: args.upload.http_max_connections as usize,
+                ..Default::default()
+            },
+            contacts: contacts(&args.contact_addresses),
             ..Default::default()
         },
         reload: None,
         // Read with [`components`], which can fail.
         components: Default::default(),
     }
+}
+
+/// `--contact-address` values grouped by kind, in the order first given (XEP-0157).
+fn contacts(addresses: &[(String, String)]) -> Vec<(String, Vec<String>)> {
+    let mut grouped: Vec<(String, Vec<String>)> = Vec::new();
+    for (kind, uri) in addresses {
+        match grouped.iter_mut().find(|(k, _)| k == kind) {
+            Some((_, uris)) => uris.push(uri.clone()),
+            None => grouped.push((kind.clone(), vec![uri.clone()])),
+        }
+    }
+    grouped
 }
 
 /// The external components (XEP-0114) of `mqtt2xmpp server` for `domain`: each NAME a domain
@@ -539,6 +563,7 @@ pub fn up(args: &UpArgs) -> Result<UpConfig, ConfigError> {
         data_dir: args.data.data_dir.clone(),
         xmpp_port: args.xmpp_port,
         xmpp_tls_port: args.xmpp_tls_port,
+        http_port: args.http_port,
         mqtt_port: args.mqtt_port,
         mqtt_host: args.mqtt_host.clone(),
         topic: args.topic.clone(),

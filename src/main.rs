@@ -95,11 +95,16 @@ async fn run_server(args: ServerArgs) -> anyhow::Result<()> {
         Some(address) => Some(listen(address, "--listen-tls").await?),
         None => None,
     };
+    let http = match args.upload.http_listen {
+        Some(address) => Some(listen(address, "--http-listen").await?),
+        None => None,
+    };
     config.reload = Some(reload_on_hangup()?);
     let shutdown = stop_on_signal();
     let listeners = server::Listeners {
         starttls,
         direct_tls,
+        http,
     };
     server::run(config, listeners, shutdown, None).await?;
     Ok(())

@@ -47,6 +47,8 @@ pub struct UpConfig {
     pub xmpp_port: u16,
     /// The XMPP server's direct TLS port on 127.0.0.1 (XEP-0368).
     pub xmpp_tls_port: u16,
+    /// The upload service's HTTPS port on 127.0.0.1 (XEP-0363).
+    pub http_port: u16,
     /// The MQTT broker's port (embedded on 127.0.0.1, or on `mqtt_host`).
     pub mqtt_port: u16,
     /// A real broker to use instead of the embedded one.
@@ -227,6 +229,8 @@ pub async fn run(config: UpConfig, shutdown: CancellationToken) -> Result<(), Up
         .map(|a| a.port())
         .unwrap_or(config.xmpp_tls_port);
 
+    let http_listener = listen(config.http_port, "HTTP file upload", "--http-port").await?;
+
     // The broker: embedded on loopback, or the one the user named.
     #[cfg(feature = "embedded-broker")]
     let broker = match &config.mqtt_host {
@@ -280,6 +284,7 @@ pub async fn run(config: UpConfig, shutdown: CancellationToken) -> Result<(), Up
     let listeners = Listeners {
         starttls: xmpp_listener,
         direct_tls: Some(xmpp_tls_listener),
+        http: Some(http_listener),
     };
     let server_stop = stop.rest.clone();
     tasks.spawn(async move {
@@ -515,6 +520,7 @@ fn print_banner(
     println!(
         "mqtt2xmpp is up.\n\
          \n  XMPP server  {DOMAIN} on 127.0.0.1:{xmpp_port} (STARTTLS) and 127.0.0.1:{xmpp_tls_port} (direct TLS)\
+         \n               file uploads at upload.{DOMAIN}, served on https://127.0.0.1:{http_port}\
          \n               certificate {cert}\
          \n               SHA-256 {fingerprint}\
          \n  MQTT broker  {broker}; {sensor}\
@@ -532,6 +538,7 @@ fn print_banner(
          \n\nSend \"help\" to the bot for its commands (list, get, stats, alert, stale).\
          \n\nCtrl-C stops everything.",
         fingerprint = started.fingerprint,
+        http_port = started.http_address.map_or(0, |a| a.port()),
         jid = you.jid,
         pwfile = you.password_file.display(),
         room = room_lines(config.room.as_ref()),

@@ -703,6 +703,8 @@ fn up(data_dir: &std::path::Path, extra: &[&str]) -> (support::process::BinaryPr
         &mqtt,
         "--xmpp-tls-port",
         "0",
+        "--http-port",
+        "0",
     ];
     args.extend(extra);
     (support::process::BinaryProcess::spawn(&args), xmpp_port)

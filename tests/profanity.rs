@@ -363,6 +363,8 @@ fn profanity_chats_with_the_bot_started_by_up() {
         &mqtt_port.to_string(),
         "--xmpp-tls-port",
         "0",
+        "--http-port",
+        "0",
     ]);
     up.wait_log(
         "answering chat messages",

@@ -29,6 +29,9 @@ fn up(data_dir: &Path, xmpp_port: u16, mqtt_port: u16) -> BinaryProcess {
         // Any free port: tests run side by side, and 5223 may be taken.
         "--xmpp-tls-port",
         "0",
+        // The same for the upload service's HTTPS port (5443).
+        "--http-port",
+        "0",
     ])
 }
 
@@ -53,6 +56,10 @@ async fn a_first_chat_then_a_second_run_with_the_same_accounts() {
     first.wait_log("answering chat messages", 1, READY);
     let banner = first.log();
     assert!(banner.contains("mqtt2xmpp is up."), "{banner}");
+    assert!(
+        banner.contains("file uploads at upload.localhost, served on https://127.0.0.1:"),
+        "the upload service is in the banner:\n{banner}"
+    );
     assert!(
         banner.contains("shown once"),
         "the new password is printed once:\n{banner}"

@@ -88,6 +88,11 @@ pub struct ServerLimits {
     pub archive: ArchiveLimits,
     /// The rooms (XEP-0045): how many, how full, how much they remember.
     pub muc: MucLimits,
+    /// HTTP File Upload (XEP-0363): sizes, quota, expiry and the HTTPS listener's bounds.
+    pub upload: crate::server::upload::UploadLimits,
+    /// The server's contact addresses (XEP-0157 §4): each kind (`admin`, `abuse` …) with its
+    /// URIs, in the server's disco#info.
+    pub contacts: Vec<(String, Vec<String>)>,
 }
 
 /// Limits of the rooms (XEP-0045), each enforced by the room service with the error the XEP
@@ -258,6 +263,8 @@ impl Default for ServerLimits {
             max_blocklist: 1000,
             archive: ArchiveLimits::default(),
             muc: MucLimits::default(),
+            upload: crate::server::upload::UploadLimits::default(),
+            contacts: Vec::new(),
         }
     }
 }

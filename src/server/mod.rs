@@ -23,6 +23,7 @@
 //! | `hub/` | the single owner of all routing state, and its services, one file each (roster, presence, carbons, disco, private storage, offline, vCard, PEP, avatars, blocking, archive, ping, version); how to add a service is written there |
 //! | `store/` | SQLite: accounts, rosters, offline messages, private XML, vCards, PEP nodes and items, block lists, the message archive, one file each |
 //! | `limits.rs` | stanza size, depth, byte rate, connection and login limits, and the services' per-account limits |
+//! | `upload/` | the HTTPS listener of HTTP File Upload (XEP-0363): PUT and GET of the files whose slots the hub hands out, expiry |
 //! | `cert.rs` | certificate from files or self-signed, reloaded on request |
 //! | `admin.rs` | `mqtt2xmpp user add/del/list/passwd` |
 //!
@@ -44,6 +45,7 @@ pub mod sasl;
 pub(crate) mod sasl;
 pub(crate) mod shared;
 pub(crate) mod store;
+pub mod upload;
 // Public only for the fuzz targets in fuzz/.
 #[cfg(feature = "fuzzing")]
 pub mod stream;
@@ -93,6 +95,9 @@ pub struct Listeners {
     pub starttls: TcpListener,
     /// The direct TLS port (5223, XEP-0368): TLS from the first byte.
     pub direct_tls: Option<TcpListener>,
+    /// The HTTPS port of the upload service (XEP-0363, `upload/`); without it there is no
+    /// upload service.
+    pub http: Option<TcpListener>,
 }
 
 impl From<TcpListener> for Listeners {
@@ -100,6 +105,7 @@ impl From<TcpListener> for Listeners {
         Listeners {
             starttls,
             direct_tls: None,
+            http: None,
         }
     }
 }
@@ -153,6 +159,8 @@ pub struct Started {
     pub fingerprint: String,
     /// Where external components connect, if any are configured.
     pub component_address: Option<std::net::SocketAddr>,
+    /// Where the upload service's HTTPS listener is, if there is one.
+    pub http_address: Option<std::net::SocketAddr>,
 }
 
 /// Prepares the data directory, database and certificate, then serves `listeners` (a
@@ -164,7 +172,7 @@ pub async fn run(
     shutdown: CancellationToken,
     ready: Option<oneshot::Sender<Started>>,
 ) -> Result<(), ServerError> {
-    let listeners = listeners.into();
+    let mut listeners = listeners.into();
     std::fs::create_dir_all(&config.data_dir).map_err(|source| ServerError::DataDir {
         path: config.data_dir.clone(),
         source,
@@ -184,6 +192,7 @@ pub async fn run(
         config.key.as_deref(),
     )?;
     let tls = Arc::new(cert::ServerTls::new(&identity)?);
+    let tls_for_http = tls.clone();
     let fingerprint = identity.fingerprint();
     tracing::info!(
         certificate = %identity.cert_path.display(),
@@ -205,6 +214,33 @@ pub async fn run(
     let component_address = component_listener
         .as_ref()
         .and_then(|listener| listener.local_addr().ok());
+
+    // The upload service (XEP-0363), only with an HTTPS listener. Its URLs name the domain,
+    // which the certificate is for, and the listener's port, unless told otherwise.
+    let http_address = listeners
+        .http
+        .as_ref()
+        .and_then(|listener| listener.local_addr().ok());
+    let uploads = match http_address {
+        Some(address) => {
+            let limits = config.limits.upload.clone();
+            let base = limits.public_url.clone().unwrap_or_else(|| {
+                format!("https://{}:{}", hub_domain(&config.domain), address.port())
+            });
+            hub.upload_start(&base, limits.clone());
+            let dir = upload::upload_dir(&config.data_dir);
+            let uploads = upload::Uploads::new(
+                Store::open(&db)?,
+                dir.clone(),
+                limits,
+                upload::system_clock(),
+            )
+            .map_err(|source| ServerError::DataDir { path: dir, source })?;
+            tracing::info!(address = %address, url = base, "HTTP upload service listening");
+            Some(Arc::new(uploads))
+        }
+        None => None,
+    };
 
     let (hub_tx, hub_rx) = mpsc::channel(1024);
     let hub_thread = std::thread::Builder::new()
@@ -238,8 +274,18 @@ pub async fn run(
             cert_path: identity.cert_path.clone(),
             fingerprint,
             component_address,
+            http_address,
         });
     }
+    let http = match (listeners.http.take(), uploads) {
+        (Some(listener), Some(uploads)) => Some(tokio::spawn(upload::serve(
+            listener,
+            tls_for_http,
+            uploads,
+            shutdown.clone(),
+        ))),
+        _ => None,
+    };
     let components = component_listener.map(|listener| {
         let specs = config.components.components.clone().into();
         tokio::spawn(component::serve(
@@ -288,6 +334,9 @@ pub async fn run(
     }
     if let Some(components) = components {
         let _ = components.await;
+    }
+    if let Some(http) = http {
+        let _ = http.await;
     }
     drop(shared);
     let _ = tokio::task::spawn_blocking(move || hub_thread.join()).await;

@@ -78,6 +78,9 @@ pub struct InProcessServer {
     /// Where external components connect on 127.0.0.1, if any are configured; the same after
     /// a restart.
     pub component_port: Option<u16>,
+    /// The upload service's HTTPS port (XEP-0363) on 127.0.0.1, for a server started with
+    /// [`start_upload`](Self::start_upload); the same after a restart.
+    pub http_port: Option<u16>,
     limits: ServerLimits,
     components: Vec<ComponentSpec>,
     running: Option<Running>,
@@ -112,6 +115,15 @@ impl InProcessServer {
         Self::start_with_ports(limits, true, Vec::new()).await
     }
 
+    /// Starts a server with `limits` and the upload service (XEP-0363) on an HTTPS port of
+    /// its own, [`InProcessServer::http_port`].
+    pub async fn start_upload(limits: ServerLimits) -> InProcessServer {
+        let mut server = Self::new_stopped(limits, false, Vec::new());
+        server.http_port = Some(0);
+        server.restart().await;
+        server
+    }
+
     /// Starts a server with `limits` that accepts these external components (XEP-0114) on a
     /// port of their own, [`InProcessServer::component_port`].
     pub async fn start_with_components(
@@ -126,14 +138,25 @@ impl InProcessServer {
         direct_tls: bool,
         components: Vec<ComponentSpec>,
     ) -> InProcessServer {
+        let mut server = Self::new_stopped(limits, direct_tls, components);
+        server.restart().await;
+        server
+    }
+
+    fn new_stopped(
+        limits: ServerLimits,
+        direct_tls: bool,
+        components: Vec<ComponentSpec>,
+    ) -> InProcessServer {
         let dir = tempfile::tempdir().expect("temp dir");
         let data_dir = dir.path().join("data");
-        let mut server = InProcessServer {
+        InProcessServer {
             port: 0,
             ca_file: PathBuf::new(),
             data_dir,
             tls_port: direct_tls.then_some(0),
             component_port: None,
+            http_port: None,
             limits,
             components,
             running: None,
@@ -141,9 +164,7 @@ impl InProcessServer {
             tls_hold: None,
             reload: Arc::new(Notify::new()),
             _dir: dir,
-        };
-        server.restart().await;
-        server
+        }
     }
 
     /// Starts the server (again) on its port and data directory; it accepts connections when
@@ -164,6 +185,14 @@ impl InProcessServer {
             }
             None => None,
         };
+        let http = match self.http_port {
+            Some(port) => Some(
+                TcpListener::bind(("127.0.0.1", port))
+                    .await
+                    .unwrap_or_else(|e| panic!("cannot listen on 127.0.0.1:{port}: {e}")),
+            ),
+            None => None,
+        };
         self.hold = None;
         self.tls_hold = None;
         let config = ServerConfig {
@@ -181,6 +210,7 @@ impl InProcessServer {
         let listeners = Listeners {
             starttls: listener,
             direct_tls,
+            http,
         };
         let stop = CancellationToken::new();
         let (ready, started) = oneshot::channel();
@@ -189,6 +219,7 @@ impl InProcessServer {
             Ok(Ok(started)) => {
                 self.ca_file = started.cert_path;
                 self.component_port = started.component_address.map(|a| a.port());
+                self.http_port = started.http_address.map(|a| a.port());
             }
             Ok(Err(_)) => panic!("the server stopped before it was ready: {:?}", task.await),
             Err(_) => panic!("the server was not ready within {DEADLINE:?}"),

@@ -30,6 +30,7 @@
 use tokio_xmpp::jid::BareJid;
 use tokio_xmpp::minidom::Element;
 use tokio_xmpp::parsers::caps::Caps;
+use tokio_xmpp::parsers::data_forms::{DataForm, DataFormType, Field, FieldType};
 use tokio_xmpp::parsers::disco::{DiscoInfoResult, DiscoItemsResult, Identity, Item};
 use tokio_xmpp::parsers::ns;
 use tokio_xmpp::parsers::stanza_error::DefinedCondition;
@@ -67,10 +68,14 @@ impl Service for Disco {
         let query = &request.payload;
         let info = query.is("query", ns::DISCO_INFO);
         let answer = match request.at {
-            Target::Server if info => server_info(query, hub.features(Entity::Server)),
+            Target::Server if info => {
+                server_info(query, hub.features(Entity::Server), &hub.contacts)
+            }
             Target::Server => Ok(server_items(
                 query,
-                hub.component_domains().chain(hub.muc_service()),
+                hub.component_domains()
+                    .chain(hub.muc_service())
+                    .chain(hub.upload_service()),
             )),
             Target::OwnAccount | Target::OtherAccount => {
                 let Some(account) = request.account() else {
@@ -106,6 +111,43 @@ pub(super) fn server_disco_info<'a>(features: impl Iterator<Item = &'a str>) -> 
     }
 }
 
+/// `info` (the server's disco#info) with its contact addresses (XEP-0157 §3): a form of
+/// `FORM_TYPE` `http://jabber.org/network/serverinfo`, one list field per kind of address
+/// (`admin-addresses`, `abuse-addresses` … §4), none when no address is configured. The
+/// server's caps hash the same answer (XEP-0115 §5.1 covers forms), [`server_caps`].
+fn with_contacts(mut info: DiscoInfoResult, contacts: &[(String, Vec<String>)]) -> DiscoInfoResult {
+    if contacts.is_empty() {
+        return info;
+    }
+    let fields = contacts
+        .iter()
+        .map(|(kind, uris)| {
+            let mut field = Field::new(&format!("{kind}-addresses"), FieldType::ListMulti);
+            field.values = uris.clone();
+            field
+        })
+        .collect();
+    info.extensions.push(DataForm::new(
+        DataFormType::Result_,
+        ns::SERVER_INFO,
+        fields,
+    ));
+    info
+}
+
+/// The server's entity capabilities with its contact addresses, for a server that has some
+/// (the stream features of a server without any are built once, from the services alone).
+pub(crate) fn server_caps(
+    services: &[&dyn Service],
+    contacts: &[(String, Vec<String>)],
+) -> Option<Element> {
+    let info = with_contacts(
+        server_disco_info(features_of(services, Entity::Server)),
+        contacts,
+    );
+    Some(caps(&info)?.into())
+}
+
 /// The entity capabilities of `info` (XEP-0115 §5.1, with SHA-1, the hash every client
 /// implements, XEP-0115 §9.1), under [`CAPS_NODE`].
 pub(super) fn caps(info: &DiscoInfoResult) -> Option<Caps> {
@@ -127,8 +169,9 @@ fn caps_node(info: &DiscoInfoResult) -> Option<String> {
 fn server_info<'a>(
     query: &Element,
     features: impl Iterator<Item = &'a str>,
+    contacts: &[(String, Vec<String>)],
 ) -> Result<Element, DefinedCondition> {
-    let mut info = server_disco_info(features);
+    let mut info = with_contacts(server_disco_info(features), contacts);
     if let Some(node) = node_of(query) {
         if node == super::commands::NS && info.features.iter().any(|f| f == &node) {
             return Ok(command_list_info().into());

@@ -32,6 +32,7 @@
 //! | `avatars.rs` | one avatar for old and new clients: PEP's (XEP-0084) and the vCard's photo (XEP-0153) kept the same (XEP-0398) |
 //! | `mam.rs` | the message archive (XEP-0313) with stanza ids (XEP-0359): what is archived, queries, preferences, retention, group commit |
 //! | `muc/` | multi-user chat (XEP-0045) at `conference.DOMAIN`: rooms, occupants, history, self-ping (XEP-0410); `muc/archive.rs`: rooms' archives (XEP-0313) |
+//! | `upload.rs` | HTTP File Upload (XEP-0363) slots at `upload.DOMAIN`; the files go over the HTTPS listener of `crate::server::upload` |
 //! | `disco.rs` | service discovery (XEP-0030), its features collected from the services, and the server's entity capabilities (XEP-0115) |
 //! | `components.rs` | external components (XEP-0114): their domains, and stanzas to and from them |
 //! | `ping.rs`, `version.rs`, `legacy_session.rs` | XEP-0199, XEP-0092, the RFC 3921 session IQ |
@@ -90,6 +91,7 @@ mod roster;
 mod router;
 pub(crate) mod service;
 mod sessions;
+mod upload;
 mod vcard;
 mod version;
 
@@ -110,8 +112,13 @@ use super::limits::ServerLimits;
 use super::store::Store;
 
 pub(crate) use self::components::{sender_in_domain, ComponentRefused};
+pub(crate) use self::disco::server_caps;
 use self::service::Service;
 pub use self::sessions::BoundSession;
+/// The names in upload URLs, shared with the HTTP side (`crate::server::upload`).
+pub(crate) mod upload_names {
+    pub(crate) use super::upload::PATH_SEGMENT;
+}
 
 /// Something the driver must do for a session.
 #[derive(Debug)]
@@ -192,6 +199,10 @@ pub struct Hub {
     archive: mam::Archive,
     /// The room service (XEP-0045, `muc/`): its domain and its rooms.
     muc: muc::MucState,
+    /// The upload slot service (XEP-0363, `upload.rs`), when the HTTPS listener runs.
+    upload: upload::UploadService,
+    /// The server's contact addresses (XEP-0157), in its disco#info.
+    contacts: Vec<(String, Vec<String>)>,
 }
 
 impl std::fmt::Debug for Hub {
@@ -225,6 +236,8 @@ impl Hub {
             blocklists: Default::default(),
             archive: mam::Archive::default(),
             muc,
+            upload: Default::default(),
+            contacts: Vec::new(),
         })
     }
 
@@ -237,6 +250,7 @@ impl Hub {
         self.set_archive_limits(limits.archive.clone());
         self.pep = pep::PepState::new(limits.pep.clone());
         self.muc_start(&limits.muc, &limits.unthrottled);
+        self.contacts = limits.contacts.clone();
         if let Err(error) = self.store.pep_forget_transient() {
             tracing::error!("could not forget transient PEP items: {error}");
         }
@@ -268,6 +282,11 @@ impl Hub {
         // Rule 2 of `router.rs`: the room service (XEP-0045).
         if self.muc_addressed(&stanza) {
             self.muc_inbound(from, stanza, &mut out);
+            return out;
+        }
+        // The upload slot service (XEP-0363, `upload.rs`).
+        if self.upload_addressed(&stanza) {
+            self.upload_inbound(from, stanza, &mut out);
             return out;
         }
         match stanza {

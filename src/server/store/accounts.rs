@@ -4,7 +4,8 @@
 use rusqlite::{params, Connection, OptionalExtension};
 
 use super::{
-    account_exists, normalize_user, now_unix, require_account, Hash, ScramKeys, Store, StoreError,
+    account_exists, normalize_user, now_unix, require_account, upload, Hash, ScramKeys, Store,
+    StoreError,
 };
 
 impl Store {
@@ -56,6 +57,7 @@ impl Store {
         let username = normalize_user(username);
         let tx = self.write()?;
         require_account(&tx, &username)?;
+        let uploads = upload::tokens_of(&tx, &username)?;
         for table in [
             "DELETE FROM scram WHERE username = ?1",
             "DELETE FROM roster WHERE owner = ?1",
@@ -68,11 +70,14 @@ impl Store {
             "DELETE FROM archive WHERE owner = ?1",
             "DELETE FROM archive_prefs WHERE owner = ?1",
             "DELETE FROM muc_affiliations WHERE account = ?1",
+            "DELETE FROM upload_files WHERE owner = ?1",
             "DELETE FROM accounts WHERE username = ?1",
         ] {
             tx.execute(table, [&username])?;
         }
         tx.commit()?;
+        // The uploaded files go with their rows (XEP-0363 files are the account's data).
+        self.remove_upload_files(&uploads);
         Ok(())
     }
 

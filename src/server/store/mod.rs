@@ -23,6 +23,7 @@
 //! | `muc_rooms` | persistent room (XEP-0045) | its configuration as JSON, subject, creator |
 //! | `muc_affiliations` | room × bare JID | owner, admin, member or outcast; the local account, if it is one |
 //! | `room_archive` | archived groupchat message × room bare JID (XEP-0313 on rooms) | like `archive`, its ids from the same counter; no account behind it |
+//! | `upload_files` | upload slot or stored file × owner (XEP-0363) | random token, name, size, type, state; the file itself is `DATA_DIR/uploads/TOKEN` |
 //!
 //! Every per-user table references `accounts(username)` with `ON DELETE CASCADE`, and
 //! [`Store::delete_account`] additionally deletes those rows explicitly, in the same transaction,
@@ -155,6 +156,7 @@ pub use archive::{ArchiveDefault, ArchiveFilter, ArchivePage, ArchivePrefs, Arch
 pub use muc::StoredRoom;
 pub use pep::{AccessModel, PepItem, PepNodeConfig, SendLastItem};
 pub use roster::{RosterItem, Subscription};
+pub use upload::{NewSlot, UploadState};
 
 mod accounts;
 mod archive;
@@ -165,6 +167,7 @@ mod pep;
 mod private;
 mod room_archive;
 mod roster;
+mod upload;
 mod vcard;
 
 /// Schema migrations, in order: entry *i* upgrades a database at `user_version` *i* to *i + 1*.
@@ -303,6 +306,19 @@ pub const MIGRATIONS: &[&str] = &[
         stanza   TEXT NOT NULL
     );
     CREATE INDEX room_archive_by_owner ON room_archive (owner, id);",
+    // 8 → 9: HTTP File Upload (XEP-0363, see `upload.rs`): slots handed out and files
+    // stored, so that quotas and expiry survive a restart; the files go with the account.
+    "CREATE TABLE upload_files (
+        token        TEXT PRIMARY KEY NOT NULL,
+        owner        TEXT NOT NULL REFERENCES accounts(username) ON DELETE CASCADE,
+        filename     TEXT NOT NULL,
+        size         INTEGER NOT NULL,
+        content_type TEXT,
+        state        TEXT NOT NULL CHECK (state IN ('slot', 'receiving', 'stored')),
+        created_ms   INTEGER NOT NULL,
+        stored_ms    INTEGER
+    ) WITHOUT ROWID;
+    CREATE INDEX upload_files_by_owner ON upload_files (owner);",
 ];
 
 /// The schema version this code writes and understands: the number of [`MIGRATIONS`].

@@ -381,12 +381,23 @@ fn write_stall_limit(shared: &ServerShared) -> Duration {
 
 /// What the hub's services add to the features after SASL: roster versioning (RFC 6121
 /// §2.6.1) and the server's entity capabilities (XEP-0115 §6.3). The same for every login, so
-/// built once.
-fn service_features() -> Vec<Element> {
-    use crate::server::hub::{registry, service};
+/// built once. A server with contact addresses (XEP-0157) has them in its disco#info, so its
+/// caps hash them too.
+fn service_features(contacts: &[(String, Vec<String>)]) -> Vec<Element> {
+    use crate::server::hub::{registry, server_caps, service};
     static FEATURES: std::sync::LazyLock<Vec<Element>> =
         std::sync::LazyLock::new(|| service::stream_features(registry::SERVICES));
-    FEATURES.clone()
+    let mut features = FEATURES.clone();
+    if !contacts.is_empty() {
+        if let Some(caps) = server_caps(registry::SERVICES, contacts) {
+            for feature in &mut features {
+                if feature.is("c", tokio_xmpp::parsers::ns::CAPS) {
+                    *feature = caps.clone();
+                }
+            }
+        }
+    }
+    features
 }
 
 /// After SASL: the restarted stream, then bind (RFC 6120 §7) and the legacy session IQ, or the
@@ -417,7 +428,9 @@ where
     );
     // XEP-0352 §2.
     features.others.push(csi::Feature.into());
-    features.others.extend(service_features());
+    features
+        .others
+        .extend(service_features(&shared.limits.contacts));
     let mut stream: SessionStream<Io> = respond(accepted, shared, &features).await?;
     loop {
         let Some(item) = before_login_deadline(stream.next(), meter).await else {

@@ -30,7 +30,7 @@ fn server_info_lists_its_features() {
     let world = World::with_accounts(&[]);
     let features = || world.hub.features(Entity::Server);
     let query = Element::builder("query", ns::DISCO_INFO).build();
-    let info = DiscoInfoResult::try_from(server_info(&query, features()).unwrap()).unwrap();
+    let info = DiscoInfoResult::try_from(server_info(&query, features(), &[]).unwrap()).unwrap();
     assert!(info.features.contains(ns::PING));
     assert!(info.features.contains(ns::CARBONS));
     assert_eq!(info.identities[0].category, "server");
@@ -38,7 +38,7 @@ fn server_info_lists_its_features() {
         .attr(tokio_xmpp::minidom::rxml::xml_ncname!("node").into(), "x")
         .build();
     assert_eq!(
-        server_info(&with_node, features()),
+        server_info(&with_node, features(), &[]),
         Err(DefinedCondition::ItemNotFound)
     );
 }
