@@ -5,11 +5,11 @@
 //! without an upload service (logged once), and a week-long chart that renders while another
 //! contact's question is answered at once.
 //!
-//! The XMPP server comes from [`servers`], which takes a [`ServerKind`]: today Prosody 0.12 with
-//! `mod_http_file_share` on an HTTPS loopback port (the test certificate the bot trusts through
-//! `--xmpp-ca`), or Prosody without one. The bundled server's upload service gets its kind
-//! there, and every scenario runs against it unchanged. Prosody missing: skipped, or a failure
-//! with CI=true.
+//! The XMPP server comes from [`servers`], which takes a [`ServerKind`]: the bundled server with
+//! its upload service on an HTTPS loopback port, Prosody 0.12 with `mod_http_file_share` on
+//! one, or Prosody without an upload service; the bot trusts each one's test certificate
+//! through `--xmpp-ca`. The scenarios run unchanged against each kind. Prosody missing: its
+//! tests are skipped, or fail with CI=true.
 
 mod support;
 
@@ -27,6 +27,7 @@ use support::chat::{body, ChatClient};
 use support::files::password_file;
 use support::mqtt::publish_many;
 use support::peers::Prosody;
+use support::server::InProcessServer;
 use support::world::{Broker, Kind, BOT};
 use tokio_xmpp::jid::{BareJid, Jid};
 use tokio_xmpp::parsers::message::Message;
@@ -55,12 +56,15 @@ enum ServerKind {
     ProsodyFileShare,
     /// Prosody without an upload service.
     ProsodyWithoutUpload,
-    // The bundled server with its upload service (`--http-listen`) goes here once it is
-    // merged: a variant, an `XmppServer` case started in `servers`, and a test per scenario.
+    /// The bundled server with its upload service (`--http-listen`).
+    Bundled,
 }
 
+// One per test, made once and never moved about: boxing either variant buys nothing.
+#[allow(clippy::large_enum_variant)]
 enum XmppServer {
     Prosody(Prosody),
+    Bundled(InProcessServer),
 }
 
 /// The servers of a scenario: XMPP (with `bot`, `alice` and `bob`), the embedded MQTT broker,
@@ -75,12 +79,14 @@ impl Servers {
     fn port(&self) -> u16 {
         match &self.xmpp {
             XmppServer::Prosody(p) => p.port,
+            XmppServer::Bundled(s) => s.port,
         }
     }
 
     fn ca_file(&self) -> &Path {
         match &self.xmpp {
             XmppServer::Prosody(p) => &p.ca_file,
+            XmppServer::Bundled(s) => &s.ca_file,
         }
     }
 
@@ -128,10 +134,14 @@ async fn servers(kind: ServerKind) -> Option<Servers> {
             XmppServer::Prosody(Prosody::start_with_https(PROSODY_FILE_SHARE)?)
         }
         ServerKind::ProsodyWithoutUpload => XmppServer::Prosody(Prosody::start()?),
+        ServerKind::Bundled => {
+            XmppServer::Bundled(InProcessServer::start_upload(Default::default()).await)
+        }
     };
     for user in ["bot", "alice", "bob"] {
         match &xmpp {
             XmppServer::Prosody(p) => p.register(user, &format!("{user}-secret")),
+            XmppServer::Bundled(s) => s.add_user(user, &format!("{user}-secret")),
         }
     }
     let mqtt = Broker::start(Kind::Bundled).await?;
@@ -301,6 +311,11 @@ async fn a_contact_gets_the_chart_then_the_summary_on(kind: ServerKind) {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_contact_gets_the_chart_then_the_summary_through_the_bundled_server() {
+    a_contact_gets_the_chart_then_the_summary_on(ServerKind::Bundled).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_contact_gets_the_chart_then_the_summary_through_prosody_file_share() {
     a_contact_gets_the_chart_then_the_summary_on(ServerKind::ProsodyFileShare).await;
 }
@@ -341,6 +356,11 @@ async fn charts_are_limited_per_contact_on(kind: ServerKind) {
     say(&mut bob, "stats temp 1h").await;
     let got = collect(&mut bob, |got| got.len() >= 2, STEP).await;
     assert!(is_chart(&got[0]), "{:?}", body(&got[0]));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn charts_are_limited_per_contact_through_the_bundled_server() {
+    charts_are_limited_per_contact_on(ServerKind::Bundled).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -489,6 +509,11 @@ async fn rendering_does_not_hold_up_other_contacts_on(kind: ServerKind) {
         bob_waited < fastest,
         "bob waited {bob_waited:?}, longer than a rendering ({took:?} ms)"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rendering_does_not_hold_up_other_contacts_on_the_bundled_server() {
+    rendering_does_not_hold_up_other_contacts_on(ServerKind::Bundled).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
