@@ -33,7 +33,7 @@ pub struct AskConfig {
 /// One answer and how long it took.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Answer {
-    /// The reply's body.
+    /// The reply's body; a link sent before it (a chart, XEP-0066) is its first line.
     pub body: String,
     /// From sending the question to receiving the reply.
     pub latency: Duration,
@@ -127,6 +127,9 @@ async fn ask_once(
     let started = Instant::now();
     stream.send(Box::new(question.into())).await;
     let to_bare = config.to.to_bare();
+    // The bot sends a chart as a message of its own, the link with an out-of-band element
+    // (XEP-0066), before the text: keep the link and wait for the text.
+    let mut links = Vec::new();
     let wait = async {
         loop {
             let Some(event) = stream.next().await else {
@@ -155,8 +158,17 @@ async fn ask_once(
                 });
             }
             if let Some((_, body)) = message.get_best_body(Vec::new()) {
+                if message
+                    .payloads
+                    .iter()
+                    .any(|p| p.is("x", tokio_xmpp::parsers::ns::OOB))
+                {
+                    links.push(body.clone());
+                    continue;
+                }
+                links.push(body.clone());
                 return Ok(Answer {
-                    body: body.clone(),
+                    body: links.join("\n"),
                     latency: started.elapsed(),
                 });
             }

@@ -110,6 +110,50 @@ async fn a_first_chat_then_a_second_run_with_the_same_accounts() {
     assert!(answered.status.success(), "{answered:?}");
     let stdout = String::from_utf8_lossy(&answered.stdout);
     assert!(stdout.contains(" °C (sensors/temperature, "), "{stdout}");
+    // `stats` on up's own upload service: the chart's link first, then the text. A chart needs
+    // two readings in the window: two more are published here, and asked again (at most 6,
+    // the bot's charts a minute) until the bot has them.
+    support::mqtt::publish_many(
+        mqtt_port,
+        &[
+            ("sensors/temperature", "21.0".to_string()),
+            ("sensors/temperature", "21.5".to_string()),
+        ],
+    )
+    .await;
+    let stats = || {
+        std::process::Command::new(env!("CARGO_BIN_EXE_mqtt2xmpp"))
+            .args(["ask", "--jid", "you@localhost", "--password-file"])
+            .arg(dir.path().join("you.password"))
+            .args(["--xmpp-server", &format!("127.0.0.1:{xmpp_port}")])
+            .arg("--xmpp-ca")
+            .arg(dir.path().join("localhost.crt"))
+            .args(["--to", "bot@localhost", "--timeout", "10s"])
+            .arg("stats sensors/temperature 10m")
+            .output()
+            .expect("run mqtt2xmpp ask")
+    };
+    let charted = (0..6)
+        .map(|_| {
+            let out = stats();
+            assert!(out.status.success(), "{out:?}");
+            String::from_utf8_lossy(&out.stdout).into_owned()
+        })
+        .find(|out| out.starts_with("https://localhost:"))
+        .unwrap_or_default();
+    let mut lines = charted.lines();
+    let link = lines.next().unwrap_or_default();
+    assert!(
+        link.starts_with("https://localhost:") && link.ends_with(".png"),
+        "no chart link first: {charted}"
+    );
+    assert!(
+        lines
+            .next()
+            .unwrap_or_default()
+            .starts_with("sensors/temperature, last "),
+        "{charted}"
+    );
     // ...and no answer in time is exit 1 with a message saying so (you@localhost has no
     // resource of non-negative priority, so a message to it is stored, not answered).
     let silent = ask("you@localhost", "1s");
