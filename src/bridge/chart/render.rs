@@ -69,6 +69,9 @@ pub enum ChartError {
     /// A line needs two readings.
     #[error("fewer than two readings in the window")]
     TooFewReadings,
+    /// The values (or thresholds) span more than a chart can draw.
+    #[error("the values span more than a chart can draw")]
+    OutOfRange,
     /// The drawing library failed.
     #[error("drawing failed: {0}")]
     Draw(String),
@@ -291,6 +294,12 @@ pub fn render_sized(
             low.abs().max(1.0) * 0.05
         };
         let (low, high) = (low - pad, high + pad);
+        // Readings or thresholds near f64's limits (1e308, which MQTT payloads and `alert`
+        // both accept) make the range infinite, and plotters then never finishes placing the
+        // axis labels: refuse such a chart rather than spin a thread forever.
+        if !(low.is_finite() && high.is_finite() && (high - low).is_finite()) {
+            return Err(ChartError::OutOfRange);
+        }
 
         let mut chart = ChartBuilder::on(&root)
             .caption(caption, (FontFamily::SansSerif, 18))

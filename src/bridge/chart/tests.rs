@@ -228,6 +228,33 @@ fn a_flat_line_and_thresholds_far_away_still_draw() {
     assert_eq!((w, h), SIZE);
 }
 
+/// Values or thresholds at f64's limits (an `alert … above 1.7e308`, MQTT payloads of ±1e308)
+/// are refused at once; plotters would spin forever on an infinite axis. A thread with a
+/// deadline turns such a hang into a failure.
+#[test]
+fn values_at_the_limits_of_f64_are_refused_not_drawn_forever() {
+    let window = Duration::from_secs(3600);
+    let mut huge_threshold = input(window, vec![(END - 60_000, 20.0), (END, 21.0)]);
+    huge_threshold.thresholds = vec![Threshold {
+        value: 1.7e308,
+        above: true,
+    }];
+    let huge_span = input(window, vec![(END - 60_000, -1e308), (END, 1e308)]);
+    for chart in [huge_threshold, huge_span] {
+        let (done, result) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let _ = done.send(render::render(&chart).map(|_| ()));
+        });
+        let outcome = result
+            .recv_timeout(Duration::from_secs(20))
+            .expect("rendering finishes");
+        assert!(
+            matches!(outcome, Err(render::ChartError::OutOfRange)),
+            "{outcome:?}"
+        );
+    }
+}
+
 /// Render time and PNG size for 1 h, 24 h and 7 d at one reading a second; prints the numbers
 /// (`cargo test --lib chart::tests::cost -- --nocapture`) and asserts only the bounds.
 #[test]
