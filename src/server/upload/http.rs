@@ -420,7 +420,12 @@ where
         // hyper's smallest buffer is 8 KiB; a longer head gets 431.
         .max_buf_size(limits.max_header_bytes.max(8192))
         .keep_alive(true);
-    let connection = builder.serve_connection(TokioIo::new(io), service);
+    // hyper bounds the wait for a request's head, not the writing of an answer: a client that
+    // never reads (pipelined requests, a download it does not take) would hold its connection
+    // for ever. Each write must make progress within the body deadline.
+    let mut io = tokio_io_timeout::TimeoutStream::new(io);
+    io.set_write_timeout(Some(limits.body_timeout));
+    let connection = builder.serve_connection(TokioIo::new(Box::pin(io)), service);
     tokio::pin!(connection);
     tokio::select! {
         result = connection.as_mut() => {

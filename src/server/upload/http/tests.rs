@@ -424,3 +424,35 @@ async fn an_idle_keep_alive_connection_is_closed() {
         started.elapsed()
     );
 }
+
+/// A client that sends requests and never reads the answers (pipelined 404s, or a file it
+/// does not download) holds its connection only as long as a write may stall: the body
+/// deadline, then the server lets the connection go, so such clients cannot keep every
+/// connection of the listener.
+#[tokio::test(start_paused = true)]
+async fn a_client_that_never_reads_the_answers_is_let_go() {
+    let f = fixture(UploadLimits::default());
+    let (mut client, server) = tokio::io::duplex(1024);
+    let served = tokio::spawn(serve_connection(
+        server,
+        f.uploads.clone(),
+        CancellationToken::new(),
+    ));
+    // Enough 404s to fill the pipe many times over; the writer blocks once it is full.
+    let requests = b"GET /nothing HTTP/1.1\r\nHost: a\r\n\r\n".repeat(500);
+    tokio::spawn(async move {
+        let _ = client.write_all(&requests).await;
+        // Keep the client's end open, unread, until the test ends.
+        std::future::pending::<()>().await;
+    });
+    let started = tokio::time::Instant::now();
+    tokio::time::timeout(Duration::from_secs(120), served)
+        .await
+        .expect("the connection is let go")
+        .unwrap();
+    assert!(
+        started.elapsed() <= UploadLimits::default().body_timeout + Duration::from_secs(1),
+        "{:?}",
+        started.elapsed()
+    );
+}
