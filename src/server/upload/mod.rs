@@ -210,6 +210,16 @@ fn create_private_dir(dir: &Path) -> std::io::Result<()> {
     Ok(())
 }
 
+/// One expiry sweep off the async threads, logged.
+async fn sweep(uploads: &Arc<Uploads>, starting: bool) {
+    let run = uploads.clone();
+    match tokio::task::spawn_blocking(move || run.sweep(starting)).await {
+        Ok(Ok(0)) | Err(_) => {}
+        Ok(Ok(gone)) => tracing::info!(gone, "expired uploads deleted"),
+        Ok(Err(error)) => tracing::error!("upload expiry failed: {error}"),
+    }
+}
+
 /// Serves HTTPS on `listener` until `shutdown`: the bounded accept loop, TLS with the
 /// server's certificate, then hyper; and the expiry sweep.
 pub(crate) async fn serve(
@@ -218,20 +228,16 @@ pub(crate) async fn serve(
     uploads: Arc<Uploads>,
     shutdown: CancellationToken,
 ) {
+    // The start's sweep deletes every half-written file: it ends before the first
+    // connection is accepted, or it could take an upload just begun.
+    sweep(&uploads, true).await;
     let sweeper = {
         let uploads = uploads.clone();
         let every = uploads.limits.sweep_every();
         tokio::spawn(async move {
-            let mut starting = true;
             loop {
-                let run = uploads.clone();
-                match tokio::task::spawn_blocking(move || run.sweep(starting)).await {
-                    Ok(Ok(0)) | Err(_) => {}
-                    Ok(Ok(gone)) => tracing::info!(gone, "expired uploads deleted"),
-                    Ok(Err(error)) => tracing::error!("upload expiry failed: {error}"),
-                }
-                starting = false;
                 tokio::time::sleep(every).await;
+                sweep(&uploads, false).await;
             }
         })
     };
