@@ -51,7 +51,7 @@ use tokio_xmpp::parsers::stanza_error::{DefinedCondition, ErrorType, StanzaError
 use tokio_xmpp::Stanza;
 
 use super::service::{Entity, IqRequest, Service, Target};
-use super::{bounce, node, Delivery, Hub, ReplyTo};
+use super::{bounce, node, to_of, Delivery, Hub, ReplyTo};
 use crate::server::limits::ServerLimits;
 use crate::server::store::Subscription;
 
@@ -527,15 +527,6 @@ fn blocked_error(stanza: &Stanza) -> Option<Stanza> {
         _ => {}
     }
     Some(reply)
-}
-
-/// The `to` of any stanza.
-fn to_of(stanza: &Stanza) -> Option<&Jid> {
-    match stanza {
-        Stanza::Message(m) => m.to.as_ref(),
-        Stanza::Presence(p) => p.to.as_ref(),
-        Stanza::Iq(iq) => iq.to(),
-    }
 }
 
 /// A copy of `stanza` (`Stanza` is not `Clone`).

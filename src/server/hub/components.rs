@@ -15,7 +15,7 @@ use tokio_xmpp::parsers::presence::Type as PresenceType;
 use tokio_xmpp::parsers::stanza_error::DefinedCondition;
 use tokio_xmpp::Stanza;
 
-use super::{bounce, Delivery, Hub, ReplyTo};
+use super::{bounce, to_of, Delivery, Hub, ReplyTo};
 
 /// Why the hub refuses a component's connection.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -260,15 +260,6 @@ pub(super) fn is_subscription(kind: &PresenceType) -> bool {
             | PresenceType::Unsubscribe
             | PresenceType::Unsubscribed
     )
-}
-
-/// The `to` of any stanza.
-fn to_of(stanza: &Stanza) -> Option<&Jid> {
-    match stanza {
-        Stanza::Message(m) => m.to.as_ref(),
-        Stanza::Presence(p) => p.to.as_ref(),
-        Stanza::Iq(iq) => iq.to(),
-    }
 }
 
 /// Stamps the sender's address.

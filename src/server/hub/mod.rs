@@ -325,6 +325,24 @@ impl Hub {
     }
 }
 
+/// The `to` of any stanza.
+fn to_of(stanza: &Stanza) -> Option<&Jid> {
+    match stanza {
+        Stanza::Message(m) => m.to.as_ref(),
+        Stanza::Presence(p) => p.to.as_ref(),
+        Stanza::Iq(iq) => iq.to(),
+    }
+}
+
+/// Whether `stanza` is addressed to `service`'s domain (any user or resource there): how the
+/// hub's services with a domain of their own (rooms, uploads) claim their stanzas.
+fn addressed_to(service: Option<&BareJid>, stanza: &Stanza) -> bool {
+    match (service, to_of(stanza)) {
+        (Some(service), Some(to)) => to.domain() == service.domain(),
+        _ => false,
+    }
+}
+
 /// The (lowercase) localpart of a bound JID.
 fn node(jid: &FullJid) -> String {
     jid.node()

@@ -121,15 +121,7 @@ impl Hub {
 
     /// Whether `stanza` is addressed to the upload service (its domain, any user or resource).
     pub(super) fn upload_addressed(&self, stanza: &Stanza) -> bool {
-        let to = match stanza {
-            Stanza::Message(m) => m.to.as_ref(),
-            Stanza::Presence(p) => p.to.as_ref(),
-            Stanza::Iq(iq) => iq.to(),
-        };
-        match (self.upload_service(), to) {
-            (Some(service), Some(to)) => to.domain() == service.domain(),
-            _ => false,
-        }
+        super::addressed_to(self.upload_service(), stanza)
     }
 
     /// A stanza from the bound session `from` to the upload service: IQs are answered,

@@ -124,15 +124,7 @@ impl Hub {
 
     /// Whether `stanza` is addressed to the room service or one of its rooms.
     pub(super) fn muc_addressed(&self, stanza: &Stanza) -> bool {
-        let to = match stanza {
-            Stanza::Message(m) => m.to.as_ref(),
-            Stanza::Presence(p) => p.to.as_ref(),
-            Stanza::Iq(iq) => iq.to(),
-        };
-        match (&self.muc.service, to) {
-            (Some(service), Some(to)) => to.domain() == service.domain(),
-            _ => false,
-        }
+        super::addressed_to(self.muc.service.as_ref(), stanza)
     }
 
     /// A stanza from the bound session `from` to the room service (rule 2 of `router.rs`).
