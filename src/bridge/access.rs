@@ -12,7 +12,7 @@
 //! Both trackers are bounded: they forget contacts whose state has expired when they grow past
 //! [`MAX_TRACKED`], and never hold more than that.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::time::{Duration, Instant};
 
 /// Most contacts a tracker remembers.
@@ -189,9 +189,85 @@ impl RateLimit {
     }
 }
 
+/// At most `limit` events per `window` for each key, counted over a sliding window; at most
+/// `max_keys` keys, the idle ones forgotten first (a key with nothing in the window behaves as
+/// a new one anyway). The room loop guard and the chart limit count this way.
+#[derive(Debug, Clone)]
+pub struct SlidingLimit {
+    limit: usize,
+    window: Duration,
+    max_keys: usize,
+    recent: HashMap<String, VecDeque<Instant>>,
+}
+
+impl SlidingLimit {
+    /// `limit` events per `window` per key, for at most `max_keys` keys.
+    pub fn new(limit: usize, window: Duration, max_keys: usize) -> Self {
+        Self {
+            limit,
+            window,
+            max_keys,
+            recent: HashMap::new(),
+        }
+    }
+
+    /// Whether `key` may have another event at `now`; counts it if so.
+    pub fn admit(&mut self, key: &str, now: Instant) -> bool {
+        let window = self.window;
+        if !self.recent.contains_key(key) && self.recent.len() >= self.max_keys {
+            self.recent.retain(|_, times| {
+                times
+                    .back()
+                    .is_some_and(|t| now.saturating_duration_since(*t) < window)
+            });
+            if self.recent.len() >= self.max_keys {
+                return false;
+            }
+        }
+        let times = self.recent.entry(key.to_string()).or_default();
+        while times
+            .front()
+            .is_some_and(|t| now.saturating_duration_since(*t) >= window)
+        {
+            times.pop_front();
+        }
+        if times.len() >= self.limit {
+            return false;
+        }
+        times.push_back(now);
+        true
+    }
+
+    /// Forgets `key` (it left): it starts afresh if it comes back.
+    pub fn forget(&mut self, key: &str) {
+        self.recent.remove(key);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_sliding_limit_counts_per_key_and_holds_at_most_its_keys() {
+        let minute = Duration::from_secs(60);
+        let mut limit = SlidingLimit::new(2, minute, 2);
+        let t0 = Instant::now();
+        assert!(limit.admit("a", t0));
+        assert!(limit.admit("a", t0));
+        assert!(!limit.admit("a", t0 + Duration::from_secs(59)));
+        assert!(limit.admit("b", t0));
+        // Two keys busy within the window: a third is refused, not tracked.
+        assert!(!limit.admit("c", t0 + Duration::from_secs(30)));
+        // A minute on, the idle keys are forgotten and the third one counts.
+        assert!(limit.admit("c", t0 + minute));
+        assert!(limit.admit("a", t0 + minute));
+        // A key forgotten starts afresh.
+        assert!(limit.admit("c", t0 + minute));
+        assert!(!limit.admit("c", t0 + minute));
+        limit.forget("c");
+        assert!(limit.admit("c", t0 + minute));
+    }
 
     #[test]
     fn an_open_bot_lets_anyone_read_and_nobody_set_alerts() {

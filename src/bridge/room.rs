@@ -59,6 +59,7 @@ use tokio_xmpp::parsers::{
 use tokio_xmpp::Stanza;
 
 use crate::backoff::Backoff;
+use crate::bridge::access::SlidingLimit;
 
 /// Nick-conflict retries before the bot gives up on a nick (and waits to try the first again).
 pub const MAX_NICK_ATTEMPTS: u32 = 5;
@@ -224,7 +225,7 @@ pub struct Room {
     /// Self-pings in a row without a decision.
     undecided: u32,
     /// When each occupant was last answered (the loop guard).
-    answered: HashMap<String, VecDeque<Instant>>,
+    answered: SlidingLimit,
 }
 
 impl Room {
@@ -240,7 +241,7 @@ impl Room {
             next_ping: None,
             ping: None,
             undecided: 0,
-            answered: HashMap::new(),
+            answered: SlidingLimit::new(ANSWERS_PER_OCCUPANT, ANSWER_WINDOW, MAX_OCCUPANTS),
         }
     }
 
@@ -323,28 +324,7 @@ impl Room {
 
     /// Whether occupant `nick` may get another answer at `now` (and counts it if so).
     fn may_answer(&mut self, nick: &str, now: Instant) -> bool {
-        if !self.answered.contains_key(nick) && self.answered.len() >= MAX_OCCUPANTS {
-            self.answered.retain(|_, times| {
-                times
-                    .back()
-                    .is_some_and(|t| now.duration_since(*t) < ANSWER_WINDOW)
-            });
-            if self.answered.len() >= MAX_OCCUPANTS {
-                return false;
-            }
-        }
-        let times = self.answered.entry(nick.to_string()).or_default();
-        while times
-            .front()
-            .is_some_and(|t| now.duration_since(*t) >= ANSWER_WINDOW)
-        {
-            times.pop_front();
-        }
-        if times.len() >= ANSWERS_PER_OCCUPANT {
-            return false;
-        }
-        times.push_back(now);
-        true
+        self.answered.admit(nick, now)
     }
 }
 
@@ -672,7 +652,7 @@ impl Rooms {
                 let Some(nick) = nick else { return Some(out) };
                 if !(user.has(110) || nick == room.nick) {
                     room.occupants.remove(&nick);
-                    room.answered.remove(&nick);
+                    room.answered.forget(&nick);
                     return Some(out);
                 }
                 // §7.6 / §9.x: the bot's own nick changed by the service or an admin.

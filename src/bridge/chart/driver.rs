@@ -4,7 +4,7 @@
 //! ([`ChartDriver::online`], [`ChartDriver::reply`], [`ChartDriver::after_answer`] and
 //! [`ChartDriver::next`]) and never waits on a chart.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -25,6 +25,7 @@ use tokio_xmpp::Stanza;
 
 use super::render;
 use super::upload::{self, Service};
+use crate::bridge::access::{SlidingLimit, MAX_TRACKED};
 use crate::bridge::bot::{lock, Bot};
 
 /// Charts per contact per minute; beyond, the text answer alone with a note.
@@ -92,32 +93,9 @@ impl IqClient {
     }
 }
 
-/// Charts per contact within the last minute.
-#[derive(Debug, Default)]
-pub struct ChartLimit {
-    recent: HashMap<String, VecDeque<Instant>>,
-}
-
-impl ChartLimit {
-    /// Whether `contact` may have another chart at `now`; counts it if so.
-    pub fn admit(&mut self, contact: &str, now: Instant) -> bool {
-        let minute = Duration::from_secs(60);
-        self.recent.retain(|_, times| {
-            while times
-                .front()
-                .is_some_and(|t| now.saturating_duration_since(*t) >= minute)
-            {
-                times.pop_front();
-            }
-            !times.is_empty()
-        });
-        let times = self.recent.entry(contact.to_string()).or_default();
-        if times.len() >= CHARTS_PER_MINUTE {
-            return false;
-        }
-        times.push_back(now);
-        true
-    }
+/// Charts per contact within the last minute: [`CHARTS_PER_MINUTE`] each.
+fn chart_limit() -> SlidingLimit {
+    SlidingLimit::new(CHARTS_PER_MINUTE, Duration::from_secs(60), MAX_TRACKED)
 }
 
 /// The chart side of the client loop.
@@ -132,7 +110,7 @@ pub(crate) struct ChartDriver {
     done: mpsc::Sender<Vec<Stanza>>,
     done_rx: mpsc::Receiver<Vec<Stanza>>,
     pending: HashMap<String, (Jid, oneshot::Sender<Iq>)>,
-    limit: ChartLimit,
+    limit: SlidingLimit,
     jobs: JoinSet<()>,
 }
 
@@ -151,7 +129,7 @@ impl ChartDriver {
             done,
             done_rx,
             pending: HashMap::new(),
-            limit: ChartLimit::default(),
+            limit: chart_limit(),
             jobs: JoinSet::new(),
         }
     }
@@ -659,7 +637,7 @@ mod tests {
 
     #[test]
     fn six_charts_a_minute_per_contact() {
-        let mut limit = ChartLimit::default();
+        let mut limit = chart_limit();
         let t0 = Instant::now();
         for i in 0..CHARTS_PER_MINUTE {
             assert!(limit.admit("alice@localhost", t0 + Duration::from_secs(i as u64)));
