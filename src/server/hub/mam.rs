@@ -717,8 +717,8 @@ fn decode_id(text: &str, mask: i64) -> Option<i64> {
     Some(value ^ mask).filter(|id| *id > 0)
 }
 
-/// Milliseconds since the Unix epoch, now (also the rooms' clock).
-pub(super) fn now_ms() -> i64 {
+/// Milliseconds since the Unix epoch, now (also the rooms' and the uploads' clock).
+pub(crate) fn now_ms() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))

@@ -80,6 +80,7 @@ mod components;
 mod disco;
 mod legacy_session;
 mod mam;
+pub(crate) use mam::now_ms;
 mod muc;
 mod offline;
 mod pep;

@@ -129,11 +129,7 @@ fn ms(duration: Duration) -> i64 {
 
 /// The system clock.
 pub(crate) fn system_clock() -> Clock {
-    Arc::new(|| {
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
-    })
+    Arc::new(crate::server::hub::now_ms)
 }
 
 impl Uploads {
